@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+import { createRequire } from "node:module";
+import { Command, CommanderError, Option } from "commander";
+import { ExitCodes } from "../core/errors.js";
+import { demoCommand } from "./demo.js";
+import { readCommand } from "./read.js";
+import { runCommand } from "./run.js";
+import { schemasCommand } from "./schemas.js";
+import { simModbusCommand } from "./sim.js";
+import { validateCommand } from "./validate.js";
+
+// `shadowgate read --json | head` closes the pipe early; that is not an error.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(ExitCodes.OK);
+  throw e;
+});
+
+const { version } = createRequire(import.meta.url)("../../package.json") as { version: string };
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0   success
+  1   runtime failure (a source could not be read, a port could not be opened)
+  2   configuration or mapping error; nothing was started
+  64  bad command line`;
+
+const program = new Command()
+  .name("shadowgate")
+  .description("Edge gateway: Modbus sources mapped by YAML to a JSON device shadow")
+  .version(version)
+  .addHelpText("after", EXIT_CODES_HELP)
+  .exitOverride()
+  .showHelpAfterError();
+
+const configOption = () =>
+  new Option("-c, --config <file>", "gateway config file").default("config/gateway.yaml");
+
+program
+  .command("validate")
+  .description("check the gateway config and every mapping file; print every problem at once")
+  .addOption(configOption())
+  .action(async (o: { config: string }) => exit(await validateCommand(o)));
+
+program
+  .command("read")
+  .description("poll every device once and print its reported state")
+  .addOption(configOption())
+  .option("-d, --device <name>", "only this device (deviceName)")
+  .option("--json", "print one JSON object keyed by deviceName")
+  .option("--raw <point>", "print the point's raw words and its value under every byte order")
+  .action(async (o: { config: string; device?: string; json?: boolean; raw?: string }) =>
+    exit(await readCommand(o)),
+  );
+
+program
+  .command("run")
+  .description("run the gateway daemon until SIGTERM or SIGINT")
+  .addOption(configOption())
+  .action(async (o: { config: string }) => exit(await runCommand(o)));
+
+program
+  .command("demo")
+  .description("a simulated PLC and the gateway in one process, showing the live shadow")
+  .option("--once", "print the shadow once after the first poll and exit")
+  .action(async (o: { once?: boolean }) => exit(await demoCommand(o)));
+
+program
+  .command("sim")
+  .description("simulators for tests and demos")
+  .command("modbus")
+  .description("a Modbus TCP PLC simulator")
+  .option("-p, --port <n>", "TCP port (0 picks a free one)", "5020")
+  .option("--host <addr>", "address to bind", "127.0.0.1")
+  .option("--profile <file>", "YAML profile: units, points, holes, dynamics (default: the boiler)")
+  .action(async (o: { port: string; host: string; profile?: string }) =>
+    exit(await simModbusCommand(o)),
+  );
+
+program
+  .command("schemas")
+  .description("write the JSON Schemas of the config and mapping files (for editors)")
+  .option("-o, --out <dir>", "output folder", "config/schemas")
+  .action(async (o: { out: string }) => exit(await schemasCommand(o)));
+
+/** Long-running commands resolve undefined and keep the process alive themselves. */
+function exit(code: number | undefined): void {
+  if (code !== undefined) process.exitCode = code;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode === 0 ? ExitCodes.OK : ExitCodes.USAGE;
+  } else {
+    process.stderr.write(`shadowgate: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = ExitCodes.RUNTIME;
+  }
+}

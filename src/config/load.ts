@@ -1,0 +1,261 @@
+import { readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import type { z } from "zod";
+import { ErrorCodes, type ErrorCode } from "../core/errors.js";
+import { compileMapping } from "../mapping/compile.js";
+import type { DevicePlan, SourcePosition } from "../mapping/types.js";
+import { crossCheck } from "./cross-check.js";
+import { gatewayConfigSchema, type GatewayConfig } from "./gateway-schema.js";
+import { mappingFileSchema } from "./mapping-schema.js";
+import { interpolateEnv, parseYamlSource, type YamlSource } from "./yaml-source.js";
+
+/** One problem in a user's file, reported as `file:line:col key.path: message`. */
+export interface Problem {
+  readonly code: ErrorCode;
+  readonly position: SourcePosition;
+  readonly keyPath: string;
+  readonly message: string;
+}
+
+export function formatProblem(p: Problem, cwd = process.cwd()): string {
+  const rel = path.relative(cwd, p.position.file);
+  const file = rel.startsWith("..") ? p.position.file : rel;
+  const where = `${file}:${p.position.line}:${p.position.col}`;
+  return p.keyPath ? `${where} ${p.keyPath}: ${p.message}` : `${where} ${p.message}`;
+}
+
+export interface LoadedConfig {
+  readonly configFile: string;
+  readonly gateway: GatewayConfig;
+  /** Absolute. */
+  readonly dataDir: string;
+  readonly devices: readonly DevicePlan[];
+}
+
+export type LoadResult =
+  { ok: true; config: LoadedConfig; problems: [] } | { ok: false; problems: Problem[] };
+
+const keyPathOf = (p: readonly PropertyKey[]): string => p.map(String).join(".");
+
+/** Positions whose schema problems are already explained by a missing environment variable. */
+const silenced = new WeakMap<YamlSource, Set<string>>();
+
+/** Reads, parses and interpolates one YAML file; problems are appended. */
+async function readYaml(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  problems: Problem[],
+): Promise<YamlSource | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    problems.push({
+      code: ErrorCodes.CONFIG_READ,
+      position: { file, line: 1, col: 1 },
+      keyPath: "",
+      message: `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+    });
+    return undefined;
+  }
+  const src = parseYamlSource(file, text);
+  if (src.syntaxErrors.length > 0) {
+    for (const e of src.syntaxErrors) {
+      problems.push({
+        code: ErrorCodes.CONFIG_YAML,
+        position: e.position,
+        keyPath: "",
+        message: e.message,
+      });
+    }
+    return undefined;
+  }
+  const missing = interpolateEnv(src, env);
+  for (const m of missing) {
+    problems.push({
+      code: ErrorCodes.CONFIG_ENV,
+      position: m.position,
+      keyPath: "",
+      message: m.message,
+    });
+  }
+  // A value left empty by a missing variable would fail its schema too; say it once.
+  silenced.set(src, new Set(missing.map((m) => `${m.position.line}:${m.position.col}`)));
+  return src;
+}
+
+/** Validates against a zod schema, turning each issue into a positioned problem. */
+function validate<S extends z.ZodType>(
+  src: YamlSource,
+  schema: S,
+  problems: Problem[],
+): z.output<S> | undefined {
+  const result = schema.safeParse(src.doc.toJS());
+  if (result.success) return result.data;
+  for (const issue of result.error.issues) {
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) {
+        const p = [...issue.path, key] as (string | number)[];
+        problems.push({
+          code: ErrorCodes.CONFIG_SCHEMA,
+          position: src.positionOf(p, true),
+          keyPath: keyPathOf(p),
+          message: "unknown key (check the spelling; the JSON Schema in config/schemas lists them)",
+        });
+      }
+      continue;
+    }
+    const p = issue.path as (string | number)[];
+    const position = src.positionOf(p);
+    if (silenced.get(src)?.has(`${position.line}:${position.col}`)) continue;
+    let message = issue.message;
+    if (issue.code === "invalid_value") {
+      const given: unknown = src.doc.getIn(p);
+      const options = issue.values.map(String);
+      const near = typeof given === "string" ? closest(given, options) : undefined;
+      message =
+        `${JSON.stringify(given)} is not allowed here` +
+        (near ? `; did you mean ${near}?` : "") +
+        ` (one of ${options.join(", ")})`;
+    }
+    problems.push({
+      code: ErrorCodes.CONFIG_SCHEMA,
+      position,
+      keyPath: keyPathOf(p),
+      message,
+    });
+  }
+  return undefined;
+}
+
+/** The option within edit distance 2 of a misspelt value, if one is that close. */
+function closest(given: string, options: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const row = [i];
+      for (let j = 1; j <= b.length; j++) {
+        const cost = a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1;
+        row.push(Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost));
+      }
+      prev = row;
+    }
+    return prev[b.length] ?? Infinity;
+  };
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const o of options) {
+    const d = distance(given, o);
+    if (d < bestDistance) [best, bestDistance] = [o, d];
+  }
+  return best;
+}
+
+/** Mapping entries may name files or folders; a folder contributes its *.yaml and *.yml files. */
+async function mappingFiles(
+  src: YamlSource,
+  entries: readonly string[],
+  problems: Problem[],
+): Promise<string[]> {
+  const base = path.dirname(src.file);
+  const files: string[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const full = path.resolve(base, entry);
+    const keyPath = typeof src.doc.get("mappings") === "string" ? ["mappings"] : ["mappings", i];
+    try {
+      const st = await stat(full);
+      if (st.isDirectory()) {
+        const names = (await readdir(full)).filter((n) => /\.ya?ml$/.test(n)).sort();
+        if (names.length === 0) {
+          problems.push({
+            code: ErrorCodes.CONFIG_READ,
+            position: src.positionOf(keyPath),
+            keyPath: keyPathOf(keyPath),
+            message: `folder ${full} holds no .yaml mapping files`,
+          });
+        }
+        files.push(...names.map((n) => path.join(full, n)));
+      } else files.push(full);
+    } catch {
+      problems.push({
+        code: ErrorCodes.CONFIG_READ,
+        position: src.positionOf(keyPath),
+        keyPath: keyPathOf(keyPath),
+        message: `${full} does not exist`,
+      });
+    }
+  }
+  return files;
+}
+
+/**
+ * Loads the gateway config and every mapping it names, and reports every problem in all of
+ * them at once, before anything connects.
+ */
+export async function loadConfig(
+  configFile: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<LoadResult> {
+  const file = path.resolve(configFile);
+  const problems: Problem[] = [];
+  const src = await readYaml(file, env, problems);
+  const gateway = src && validate(src, gatewayConfigSchema, problems);
+  const entries = (() => {
+    // Even when another part of the gateway file is wrong, the mappings are still checked.
+    const raw: unknown = src?.doc.toJS()?.mappings;
+    if (typeof raw === "string") return [raw];
+    if (Array.isArray(raw)) return raw.filter((x): x is string => typeof x === "string");
+    return [];
+  })();
+  const files = src ? await mappingFiles(src, entries, problems) : [];
+
+  const devices: Array<{ plan: DevicePlan; src: YamlSource }> = [];
+  for (const mf of files) {
+    const msrc = await readYaml(mf, env, problems);
+    if (!msrc) continue;
+    const mapping = validate(msrc, mappingFileSchema, problems);
+    if (!mapping) continue;
+    const { plan, problems: found } = compileMapping(mf, mapping, (p) => msrc.positionOf(p, true));
+    for (const f of found) {
+      problems.push({
+        code: ErrorCodes.CONFIG_SCHEMA,
+        position: msrc.positionOf(f.path, f.path.length === 2),
+        keyPath: keyPathOf(f.path),
+        message: f.message,
+      });
+    }
+    devices.push({ plan, src: msrc });
+  }
+
+  if (src && gateway) {
+    for (const c of crossCheck(gateway, devices)) {
+      problems.push({
+        code: ErrorCodes.CONFIG_CROSS,
+        position: c.src.positionOf(c.path, c.path.length === 2),
+        keyPath: keyPathOf(c.path),
+        message: c.message,
+      });
+    }
+  }
+
+  if (problems.length > 0 || !gateway) return { ok: false, problems: sortProblems(problems) };
+  return {
+    ok: true,
+    problems: [],
+    config: {
+      configFile: file,
+      gateway,
+      dataDir: path.resolve(path.dirname(file), gateway.gateway.dataDir),
+      devices: devices.map((d) => d.plan),
+    },
+  };
+}
+
+function sortProblems(problems: Problem[]): Problem[] {
+  return [...problems].sort(
+    (a, b) =>
+      a.position.file.localeCompare(b.position.file) ||
+      a.position.line - b.position.line ||
+      a.position.col - b.position.col,
+  );
+}

@@ -1,0 +1,143 @@
+import type { LoadedConfig } from "../config/load.js";
+import { ErrorCodes } from "../core/errors.js";
+import type { Logger } from "../core/logger.js";
+import { decodePoint } from "../mapping/decode.js";
+import type { DevicePlan } from "../mapping/types.js";
+import { EdgeShadow, type PointReading } from "../shadow/edge-shadow.js";
+import type { SouthDriver } from "../south/driver.js";
+import { createDriver } from "../south/registry.js";
+import { Scheduler, type PollGroup } from "./scheduler.js";
+
+/** How long one component may take to stop before the daemon moves on. */
+const STOP_TIMEOUT_MS = 5000;
+
+/**
+ * The composition root: the only place that wires drivers, the scheduler and the edge shadow.
+ * Start order: drivers (each isolated: a source that fails to start is logged and retried by its
+ * own state machine), then the scheduler. Stop runs in reverse.
+ */
+export class Gateway {
+  readonly shadow: EdgeShadow;
+  private readonly drivers = new Map<string, SouthDriver>();
+  private readonly scheduler: Scheduler;
+
+  constructor(
+    private readonly config: LoadedConfig,
+    private readonly log: Logger,
+    driverFactory: typeof createDriver = createDriver,
+  ) {
+    this.shadow = new EdgeShadow(config.devices);
+    const used = new Set(config.devices.map((d) => d.sourceId));
+    for (const [id, source] of Object.entries(config.gateway.sources)) {
+      if (used.has(id)) this.drivers.set(id, driverFactory(id, source, log));
+    }
+    this.scheduler = new Scheduler(this.pollGroups(), log.child({ component: "daemon.scheduler" }));
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(
+      [...this.drivers.values()].map((d) =>
+        d
+          .start()
+          .catch((err: unknown) =>
+            this.log.error({ source: d.sourceId, err }, "source failed to start"),
+          ),
+      ),
+    );
+    this.scheduler.start();
+    this.log.info(
+      {
+        devices: this.config.devices.length,
+        sources: this.drivers.size,
+        gateway: this.config.gateway.gateway.name,
+      },
+      "gateway started",
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.scheduler.stop();
+    await Promise.all(
+      [...this.drivers.values()].map((d) =>
+        withTimeout(d.stop(), STOP_TIMEOUT_MS).catch((err: unknown) =>
+          this.log.warn(
+            { source: d.sourceId, err, code: ErrorCodes.SHUTDOWN_TIMEOUT },
+            "source did not stop cleanly",
+          ),
+        ),
+      ),
+    );
+  }
+
+  /** Connects what is needed, polls every (or the named) device once, and returns nothing: read the shadow. */
+  async pollOnce(deviceNames?: readonly string[]): Promise<void> {
+    const devices = this.config.devices.filter(
+      (d) => !deviceNames || deviceNames.includes(d.deviceName),
+    );
+    await Promise.all(devices.map((d) => this.driver(d).start()));
+    await Promise.all(devices.map((d) => this.poll(d)));
+  }
+
+  health(): {
+    sources: ReturnType<SouthDriver["health"]>[];
+    scheduler: ReturnType<Scheduler["stats"]>;
+  } {
+    return {
+      sources: [...this.drivers.values()].map((d) => d.health()),
+      scheduler: this.scheduler.stats(),
+    };
+  }
+
+  private driver(device: DevicePlan): SouthDriver {
+    const d = this.drivers.get(device.sourceId);
+    if (!d)
+      throw new Error(
+        `no driver for source ${device.sourceId} (validation should have caught this)`,
+      );
+    return d;
+  }
+
+  /** One poll group per source and interval, so devices polled alike share one timer. */
+  private pollGroups(): PollGroup[] {
+    const groups = new Map<string, DevicePlan[]>();
+    for (const d of this.config.devices) {
+      const id = `${d.sourceId}@${d.pollIntervalMs}ms`;
+      groups.set(id, [...(groups.get(id) ?? []), d]);
+    }
+    return [...groups].map(([id, devices]) => ({
+      id,
+      intervalMs: devices[0]?.pollIntervalMs ?? 1000,
+      run: async () => {
+        for (const d of devices) await this.poll(d);
+      },
+    }));
+  }
+
+  private async poll(device: DevicePlan): Promise<void> {
+    const byKey = new Map(device.points.map((p) => [p.name, p]));
+    const samples = await this.driver(device).read({
+      unitId: device.unitId,
+      points: device.points.map((p) => ({
+        key: p.name,
+        table: p.table,
+        address: p.address,
+        count: p.count,
+      })),
+    });
+    const readings: PointReading[] = [];
+    for (const s of samples) {
+      const point = byKey.get(s.key);
+      if (!point) continue;
+      readings.push({ point, ts: s.ts, ...decodePoint(point, s.quality, s.data) });
+    }
+    this.shadow.ingest(device.deviceName, readings);
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}

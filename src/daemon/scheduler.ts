@@ -1,0 +1,101 @@
+import { ErrorCodes } from "../core/errors.js";
+import type { Logger } from "../core/logger.js";
+
+export interface PollGroup {
+  /** e.g. "plc1@1000ms" */
+  readonly id: string;
+  readonly intervalMs: number;
+  run(): Promise<void>;
+}
+
+interface GroupState {
+  readonly group: PollGroup;
+  timer?: NodeJS.Timeout;
+  running: boolean;
+  polls: number;
+  overruns: number;
+  lastOverrunLog: number;
+}
+
+export interface SchedulerStats {
+  readonly id: string;
+  readonly polls: number;
+  readonly overruns: number;
+}
+
+/** How often a persisting overrun is logged again. */
+const OVERRUN_LOG_EVERY_MS = 60_000;
+
+/**
+ * Fires each poll group on its own fixed-rate grid. A poll still running when its next tick
+ * comes is an overrun: counted and logged, and that tick is skipped, never stacked, so a slow
+ * device cannot build a backlog of reads.
+ */
+export class Scheduler {
+  private readonly states: GroupState[];
+  private stopped = true;
+
+  constructor(
+    groups: readonly PollGroup[],
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.states = groups.map((group) => ({
+      group,
+      running: false,
+      polls: 0,
+      overruns: 0,
+      lastOverrunLog: -Infinity,
+    }));
+  }
+
+  start(): void {
+    this.stopped = false;
+    const t0 = this.now();
+    for (const s of this.states) this.fire(s, t0, 0);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.states) clearTimeout(s.timer);
+  }
+
+  stats(): SchedulerStats[] {
+    return this.states.map((s) => ({ id: s.group.id, polls: s.polls, overruns: s.overruns }));
+  }
+
+  private fire(s: GroupState, t0: number, tick: number): void {
+    if (this.stopped) return;
+    if (s.running) {
+      s.overruns++;
+      const now = this.now();
+      if (now - s.lastOverrunLog >= OVERRUN_LOG_EVERY_MS) {
+        s.lastOverrunLog = now;
+        this.log.warn(
+          {
+            group: s.group.id,
+            intervalMs: s.group.intervalMs,
+            overruns: s.overruns,
+            code: ErrorCodes.POLL_OVERRUN,
+          },
+          "poll took longer than its interval; tick skipped",
+        );
+      }
+    } else {
+      s.running = true;
+      s.polls++;
+      s.group
+        .run()
+        .catch((err: unknown) => this.log.error({ group: s.group.id, err }, "poll failed"))
+        .finally(() => {
+          s.running = false;
+        });
+    }
+    // Next tick on the grid t0 + k * interval, skipping ticks already past.
+    const now = this.now();
+    let next = tick + 1;
+    const due = (k: number): number => t0 + k * s.group.intervalMs;
+    if (due(next) <= now) next = Math.floor((now - t0) / s.group.intervalMs) + 1;
+    s.timer = setTimeout(() => this.fire(s, t0, next), Math.max(0, due(next) - now));
+  }
+}

@@ -1,0 +1,171 @@
+import { EventEmitter } from "node:events";
+import type { JsonObject, PointValue, Quality } from "../core/types.js";
+import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
+import { setPath } from "./document.js";
+
+/** One decoded reading of one point, as the poller hands it over. */
+export interface PointReading {
+  readonly point: CompiledPoint;
+  /** Present when quality is good. */
+  readonly value?: PointValue;
+  readonly quality: Quality;
+  readonly ts: number;
+}
+
+interface Leaf {
+  value?: PointValue;
+  quality: Quality;
+  /** Time of the last good reading of `value`. */
+  ts?: number;
+  /** What was last put into an update, and when. */
+  reportedValue?: PointValue;
+  reportedAt?: number;
+}
+
+/** A partial update: only the leaves that changed, nested as in `state.reported`. */
+export interface ReportedUpdate {
+  readonly productKey: string;
+  readonly deviceName: string;
+  readonly reported: JsonObject;
+  /** Points whose quality changed, by point name. */
+  readonly quality: Readonly<Record<string, Quality>>;
+  readonly ts: number;
+}
+
+export interface LeafMetadata {
+  readonly timestamp?: number;
+  readonly quality: Quality["status"];
+  readonly code?: string;
+  readonly reason?: string;
+}
+
+export interface ShadowDocument {
+  readonly state: { readonly reported: JsonObject };
+  readonly metadata: { readonly reported: Readonly<Record<string, LeafMetadata>> };
+}
+
+const sameQuality = (a: Quality, b: Quality): boolean =>
+  a.status === b.status && (a.status === "good" || (b.status !== "good" && a.code === b.code));
+
+/**
+ * The gateway's own copy of every device's reported state. It decides what changed enough to
+ * report (deadband, on-change, heartbeat) and keeps the last good value of a point that went
+ * bad, marked stale, so that stale data never looks alive and never vanishes either.
+ * Emits "update" with a ReportedUpdate whenever ingest finds something to report.
+ */
+export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
+  private readonly devices = new Map<string, { plan: DevicePlan; leaves: Map<string, Leaf> }>();
+
+  constructor(plans: readonly DevicePlan[]) {
+    super();
+    for (const plan of plans) {
+      this.devices.set(plan.deviceName, {
+        plan,
+        leaves: new Map(
+          plan.points.map((p) => [
+            p.name,
+            { quality: { status: "bad", code: "SG_NOT_READ", reason: "not read yet" } },
+          ]),
+        ),
+      });
+    }
+  }
+
+  deviceNames(): string[] {
+    return [...this.devices.keys()];
+  }
+
+  /** Applies one poll's readings; returns (and emits) the partial update, if any. */
+  ingest(
+    deviceName: string,
+    readings: readonly PointReading[],
+    now = Date.now(),
+  ): ReportedUpdate | undefined {
+    const device = this.devices.get(deviceName);
+    if (!device) throw new Error(`unknown device ${deviceName}`);
+    const reported: JsonObject = {};
+    const quality: Record<string, Quality> = {};
+    let changed = false;
+
+    for (const r of readings) {
+      const leaf = device.leaves.get(r.point.name);
+      if (!leaf) continue;
+      if (r.quality.status === "good" && r.value !== undefined) {
+        const recovered = leaf.quality.status !== "good";
+        leaf.value = r.value;
+        leaf.ts = r.ts;
+        if (recovered) {
+          leaf.quality = r.quality;
+          quality[r.point.name] = r.quality;
+          changed = true;
+        }
+        if (recovered || this.due(r.point, leaf, r.value, now)) {
+          leaf.reportedValue = r.value;
+          leaf.reportedAt = now;
+          setPath(reported, r.point.path, r.value);
+          changed = true;
+        }
+      } else if (r.quality.status !== "good") {
+        // A point with a last good value keeps it, marked stale; one never read stays bad.
+        const next: Quality =
+          leaf.value !== undefined
+            ? { status: "stale", code: r.quality.code, reason: r.quality.reason }
+            : r.quality;
+        if (!sameQuality(leaf.quality, next)) {
+          leaf.quality = next;
+          quality[r.point.name] = next;
+          changed = true;
+        }
+      }
+    }
+    if (!changed) return undefined;
+    const update: ReportedUpdate = {
+      productKey: device.plan.productKey,
+      deviceName,
+      reported,
+      quality,
+      ts: now,
+    };
+    this.emit("update", update);
+    return update;
+  }
+
+  /** Whether a good value should go into the next update. */
+  private due(point: CompiledPoint, leaf: Leaf, value: PointValue, now: number): boolean {
+    if (leaf.reportedAt === undefined) return true;
+    if (point.heartbeatMs !== undefined && now - leaf.reportedAt >= point.heartbeatMs) return true;
+    if (!point.onChange) return false;
+    const last = leaf.reportedValue;
+    if (
+      typeof value === "number" &&
+      typeof last === "number" &&
+      point.deadband !== undefined &&
+      point.deadband > 0
+    ) {
+      return Math.abs(value - last) >= point.deadband;
+    }
+    return value !== last;
+  }
+
+  /** The full reported document: last known values, stale ones included, with per-leaf metadata. */
+  document(deviceName: string): ShadowDocument | undefined {
+    const device = this.devices.get(deviceName);
+    if (!device) return undefined;
+    const reported: JsonObject = {};
+    const metadata: Record<string, LeafMetadata> = {};
+    for (const point of device.plan.points) {
+      const leaf = device.leaves.get(point.name);
+      if (!leaf) continue;
+      if (leaf.value !== undefined) setPath(reported, point.path, leaf.value);
+      metadata[point.name] = {
+        quality: leaf.quality.status,
+        ...(leaf.ts !== undefined && { timestamp: leaf.ts }),
+        ...(leaf.quality.status !== "good" && {
+          code: leaf.quality.code,
+          reason: leaf.quality.reason,
+        }),
+      };
+    }
+    return { state: { reported }, metadata: { reported: metadata } };
+  }
+}

@@ -1,0 +1,67 @@
+import {
+  compileProfile,
+  defaultProfile,
+  loadProfile,
+  type ProfileInput,
+  type SimProfile,
+} from "./profile.js";
+import { ModbusTcpSimulator, type SimulatorOptions } from "./tcp-server.js";
+
+export { UnitMemory, MODBUS_TABLES, type Hole, type UnitOptions } from "./memory.js";
+export { ModbusException, serveRequest } from "./pdu.js";
+export {
+  ModbusTcpSimulator,
+  type SimulatorEvents,
+  type SimulatorOptions,
+  type SimulatorStats,
+  type WriteEvent,
+} from "./tcp-server.js";
+export { ProfileRuntime } from "./dynamics.js";
+export {
+  DEFAULT_PROFILE_YAML,
+  compileProfile,
+  defaultProfile,
+  loadProfile,
+  parseProfile,
+  type ProfileInput,
+  type SimDynamic,
+  type SimPoint,
+  type SimProfile,
+  type SimUnitProfile,
+} from "./profile.js";
+
+export interface StartSimulatorOptions extends Omit<SimulatorOptions, "profile"> {
+  /** A profile file path, a profile object (raw or compiled); default: the boiler profile. */
+  readonly profile?: string | ProfileInput | SimProfile;
+  readonly port?: number;
+  readonly host?: string;
+}
+
+export interface RunningSimulator {
+  readonly port: number;
+  readonly sim: ModbusTcpSimulator;
+  close(): Promise<void>;
+}
+
+const isCompiled = (p: ProfileInput | SimProfile): p is SimProfile =>
+  "source" in p && p.units.every((u) => "points" in u && u.points instanceof Map);
+
+/**
+ * Loads the profile, starts the simulator and its dynamics: the entry point of
+ * `shadowgate sim modbus`. Profile errors throw a ShadowgateError (SG_CONFIG_*) before any
+ * socket is opened.
+ */
+export async function startSimulator(opts: StartSimulatorOptions = {}): Promise<RunningSimulator> {
+  const { profile: given, port, host, ...simOptions } = opts;
+  let profile: SimProfile;
+  if (given === undefined) profile = defaultProfile();
+  else if (typeof given === "string") profile = await loadProfile(given);
+  else if (isCompiled(given)) profile = given;
+  else profile = compileProfile(given);
+  const sim = new ModbusTcpSimulator({ ...simOptions, profile });
+  const started = await sim.start({
+    ...(host !== undefined ? { host } : {}),
+    ...(port !== undefined ? { port } : {}),
+  });
+  return { port: started.port, sim, close: () => sim.stop() };
+}

@@ -1,0 +1,656 @@
+/**
+ * Simulator profiles: which units the simulated PLC hosts, their faults, typed initial values
+ * and the dynamics that make the values move. YAML, validated with zod; every problem is
+ * reported at once as `file:line:col key.path: message`.
+ *
+ * ```yaml
+ * responseDelay: 5ms          # optional, global; a duration (500ms, 1s, 2m) or a number of ms
+ * unknownUnit: ignore         # optional: ignore (no answer, default) | exception (0x0B)
+ * tick: 200ms                 # optional default for every unit's dynamics timer (200ms)
+ * units:                      # at least one
+ *   - unitId: 1               # 0-255
+ *     holes: [ { table: holding, from: 99, to: 109 } ]   # 0-based PDU addresses, inclusive
+ *     maxRegistersPerRequest: 125                        # optional, 1-125
+ *     responseDelay: 20ms     # optional, overrides the global one
+ *     silent: false           # optional: a dead slave that never answers
+ *     tick: 200ms             # optional, overrides the top-level tick
+ *     points:                 # typed values, addressed as in mapping files
+ *       temperature: { register: 40001, type: float32, byteOrder: ABCD, value: 21.5 }
+ *       targetTemperature: { register: 40010, type: int16, scale: 0.1, value: 60 }
+ *       state: { register: 40020, type: uint16, enum: { 0: idle, 1: heating }, value: idle }
+ *       alarm.overheat: { register: 40021, type: uint16, bit: 3, value: false }
+ *       running: { coil: 1, value: true }
+ *       doorOpen: { discreteInput: 3, value: false }
+ *       flow: { table: input, offset: 12, type: uint16, value: 120 }
+ *       cycles: { register: 40030, type: uint32 }
+ *     dynamics:               # run in order on every tick
+ *       - { kind: approach, point: temperature, target: targetTemperature, tau: 30s, when: running, ambient: 20 }
+ *       - { kind: noise, point: flow, amplitude: 5, center: 120 }
+ *       - { kind: counter, point: cycles, step: 1, min: 0, max: 9999 }
+ *       - { kind: threshold, point: state, source: temperature, below: targetTemperature, when: running, value: heating, else: idle }
+ * ```
+ *
+ * Points: exactly one of `register` (Modicon 4xxxx/3xxxx, 6-digit form too), `coil` or
+ * `discreteInput` (1-based), or `table` + `offset` (0-based PDU address). Register points take
+ * `type` (default uint16), `byteOrder`, `scale`, `bit`, `length` (strings, required), `enum`;
+ * without `table`, `offset` is the linear offset (value = raw * scale + offset), with `table`
+ * it is the address, as in mapping files. `value` is optional (memory stays 0).
+ *
+ * Dynamics (`when` names a point, `!name` negates it; truthy = non-zero):
+ * - approach: first-order lag toward `target` (number or point) with time constant `tau`
+ *   while `when` holds, else toward `ambient` (default 20).
+ * - noise: `center` (default: the point's `value`, else its value at the first tick) plus
+ *   uniform noise in [-amplitude, +amplitude].
+ * - counter: adds `step` (default 1) per tick; past `max` (default: the type's range) it
+ *   wraps to `min` (default 0).
+ * - threshold: writes `value` while `source` is above `above` and below `below` (numbers or
+ *   points) and `when` holds; otherwise writes `else` when given, or leaves the point alone.
+ */
+import { readFile } from "node:fs/promises";
+import { LineCounter, isNode, parseDocument, type Document } from "yaml";
+import { z } from "zod";
+import { parseDuration } from "../../core/duration.js";
+import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
+import type { ModbusTable, PointValue } from "../../core/types.js";
+import { parseBitNumber, parseRegister } from "../../mapping/address.js";
+import { encodeRegisters, registerCount, resolveByteOrder } from "../../mapping/codec.js";
+import {
+  NARROW_BYTE_ORDERS,
+  POINT_TYPES,
+  WIDE_BYTE_ORDERS,
+  type CodecSpec,
+  type PointType,
+} from "../../mapping/types.js";
+import type { Hole, UnitOptions } from "./memory.js";
+
+const DEFAULT_TICK_MS = 200;
+const DEFAULT_AMBIENT = 20;
+
+const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `${JSON.stringify(v)} is not a duration (a number of ms, or 500ms, 1s, 2m)`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const Table = z.enum(["coil", "discreteInput", "input", "holding"]);
+const Address16 = z.int().min(0).max(65535);
+const Value = z.union([z.number(), z.boolean(), z.string()]);
+const PointRef = z.string().min(1);
+const NumberOrPoint = z.union([z.number(), PointRef]);
+
+const HoleSchema = z.strictObject({ table: Table, from: Address16, to: Address16 });
+
+const PointSchema = z.strictObject({
+  register: z.number().optional(),
+  coil: z.number().optional(),
+  discreteInput: z.number().optional(),
+  table: Table.optional(),
+  offset: z.number().optional(),
+  type: z.enum(POINT_TYPES).optional(),
+  byteOrder: z.enum([...WIDE_BYTE_ORDERS, ...NARROW_BYTE_ORDERS]).optional(),
+  scale: z
+    .number()
+    .refine((s) => s !== 0, "scale must not be 0")
+    .optional(),
+  bit: z.int().min(0).max(15).optional(),
+  length: z.int().min(1).max(123).optional(),
+  enum: z.record(z.string(), z.string()).optional(),
+  value: Value.optional(),
+});
+
+const DynamicSchema = z.discriminatedUnion("kind", [
+  z.strictObject({
+    kind: z.literal("approach"),
+    point: PointRef,
+    target: NumberOrPoint,
+    tau: Duration.refine((ms) => ms > 0, "tau must be longer than 0"),
+    when: PointRef.optional(),
+    ambient: z.number().optional(),
+  }),
+  z.strictObject({
+    kind: z.literal("noise"),
+    point: PointRef,
+    amplitude: z.number().min(0),
+    center: z.number().optional(),
+  }),
+  z.strictObject({
+    kind: z.literal("counter"),
+    point: PointRef,
+    step: z.number().optional(),
+    min: z.number().optional(),
+    max: z.number().optional(),
+  }),
+  z.strictObject({
+    kind: z.literal("threshold"),
+    point: PointRef,
+    source: PointRef,
+    above: NumberOrPoint.optional(),
+    below: NumberOrPoint.optional(),
+    when: PointRef.optional(),
+    value: Value,
+    else: Value.optional(),
+  }),
+]);
+
+const UnitSchema = z.strictObject({
+  unitId: z.int().min(0).max(255),
+  holes: z.array(HoleSchema).optional(),
+  maxRegistersPerRequest: z.int().min(1).max(125).optional(),
+  responseDelay: Duration.optional(),
+  silent: z.boolean().optional(),
+  tick: Duration.refine((ms) => ms > 0, "tick must be longer than 0").optional(),
+  points: z.record(z.string().min(1), PointSchema).optional(),
+  dynamics: z.array(DynamicSchema).optional(),
+});
+
+const ProfileSchema = z.strictObject({
+  responseDelay: Duration.optional(),
+  unknownUnit: z.enum(["ignore", "exception"]).optional(),
+  tick: Duration.refine((ms) => ms > 0, "tick must be longer than 0").optional(),
+  units: z.array(UnitSchema).min(1),
+});
+
+/** A profile as written (YAML parsed to plain data, or an object literal in a test). */
+export type ProfileInput = z.input<typeof ProfileSchema>;
+type ParsedProfile = z.output<typeof ProfileSchema>;
+type ParsedPoint = z.output<typeof PointSchema>;
+type ParsedDynamic = z.output<typeof DynamicSchema>;
+
+/** A point resolved to its table, 0-based address and codec. */
+export interface SimPoint {
+  readonly name: string;
+  readonly table: ModbusTable;
+  readonly address: number;
+  /** Words for register tables, bits (always 1) for bit tables. */
+  readonly count: number;
+  /** For bit tables: `{ type: "bool", byteOrder: "AB" }`. */
+  readonly codec: CodecSpec;
+  readonly initial?: PointValue;
+}
+
+export type SimDynamic =
+  | {
+      readonly kind: "approach";
+      readonly point: string;
+      readonly target: number | string;
+      readonly tauMs: number;
+      readonly when?: string;
+      readonly ambient: number;
+    }
+  | {
+      readonly kind: "noise";
+      readonly point: string;
+      readonly amplitude: number;
+      readonly center?: number;
+    }
+  | {
+      readonly kind: "counter";
+      readonly point: string;
+      readonly step: number;
+      readonly min: number;
+      readonly max?: number;
+    }
+  | {
+      readonly kind: "threshold";
+      readonly point: string;
+      readonly source: string;
+      readonly above?: number | string;
+      readonly below?: number | string;
+      readonly when?: string;
+      readonly value: PointValue;
+      readonly else?: PointValue;
+    };
+
+export interface SimUnitProfile extends UnitOptions {
+  readonly points: ReadonlyMap<string, SimPoint>;
+  readonly dynamics: readonly SimDynamic[];
+  readonly tickMs: number;
+}
+
+/** A validated, resolved profile, ready for `new ModbusTcpSimulator({ profile })`. */
+export interface SimProfile {
+  /** The file it came from, or a label such as `<default profile>`. */
+  readonly source: string;
+  readonly responseDelayMs?: number;
+  readonly unknownUnit?: "ignore" | "exception";
+  readonly units: readonly SimUnitProfile[];
+}
+
+export const isBitTable = (t: ModbusTable): t is "coil" | "discreteInput" =>
+  t === "coil" || t === "discreteInput";
+
+/** True when the point holds one boolean: a coil, a discrete input, a `bit` or a bool register. */
+export const isBooleanPoint = (p: SimPoint): boolean =>
+  isBitTable(p.table) || p.codec.bit !== undefined || p.codec.type === "bool";
+
+/**
+ * The words for a register point's value, or the bit for a bit-table point. Booleans and
+ * numbers are interchangeable for boolean points (non-zero is true).
+ */
+export function encodePointValue(
+  p: SimPoint,
+  value: PointValue,
+  current: readonly number[],
+): number[] {
+  if (isBitTable(p.table)) {
+    if (typeof value === "string") {
+      throw new ShadowgateError(
+        ErrorCodes.CODEC_TYPE,
+        `${p.table} ${p.name} takes true or false, got ${JSON.stringify(value)}`,
+      );
+    }
+    return [value === true || (typeof value === "number" && value !== 0) ? 1 : 0];
+  }
+  const boolish = p.codec.bit !== undefined || p.codec.type === "bool";
+  const v = boolish && typeof value === "number" ? value !== 0 : value;
+  return encodeRegisters(p.codec, !boolish && typeof v === "boolean" ? Number(v) : v, current);
+}
+
+type Path = readonly (string | number)[];
+interface Issue {
+  readonly path: Path;
+  readonly message: string;
+}
+
+const WIDE_TYPES = new Set<PointType>(["int32", "uint32", "float32", "int64", "uint64", "float64"]);
+const NUMERIC_TYPES = new Set<PointType>([...WIDE_TYPES, "int16", "uint16"]);
+
+function compilePoint(
+  name: string,
+  p: ParsedPoint,
+  path: Path,
+  issues: Issue[],
+): SimPoint | undefined {
+  const at = (key: string, message: string): void =>
+    void issues.push({ path: [...path, key], message });
+  const forms = ["register", "coil", "discreteInput", "table"].filter(
+    (k) => p[k as keyof ParsedPoint] !== undefined,
+  );
+  if (forms.length !== 1) {
+    issues.push({
+      path,
+      message:
+        forms.length === 0
+          ? "needs an address: register, coil, discreteInput or table + offset"
+          : `give one address form, not ${forms.join(" and ")}`,
+    });
+    return undefined;
+  }
+
+  let table: ModbusTable;
+  let address: number;
+  if (p.register !== undefined) {
+    const r = parseRegister(p.register);
+    if (typeof r === "string") return void at("register", r);
+    ({ table, address } = r);
+  } else if (p.coil !== undefined || p.discreteInput !== undefined) {
+    const kind = p.coil !== undefined ? "coil" : "discreteInput";
+    const r = parseBitNumber((p.coil ?? p.discreteInput)!, kind);
+    if (typeof r === "string") return void at(kind, r);
+    ({ table, address } = r);
+  } else {
+    table = p.table!;
+    if (p.offset === undefined) return void at("table", "table needs offset (0-based address)");
+    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset > 65535) {
+      return void at("offset", "offset (0-based address) must be a whole number 0-65535");
+    }
+    address = p.offset;
+  }
+
+  if (isBitTable(table)) {
+    let ok = true;
+    if (p.type !== undefined && p.type !== "bool") {
+      at("type", `a ${table} is bool, not ${p.type}`);
+      ok = false;
+    }
+    for (const key of ["byteOrder", "scale", "bit", "length", "enum"] as const) {
+      if (p[key] !== undefined) {
+        at(key, `${key} does not apply to a ${table}`);
+        ok = false;
+      }
+    }
+    if (p.value !== undefined && typeof p.value === "string") {
+      at("value", `a ${table} takes true or false`);
+      ok = false;
+    }
+    if (!ok) return undefined;
+    const point: SimPoint = {
+      name,
+      table,
+      address,
+      count: 1,
+      codec: { type: "bool", byteOrder: "AB" },
+      ...(p.value !== undefined ? { initial: p.value } : {}),
+    };
+    return point;
+  }
+
+  const type: PointType = p.type ?? "uint16";
+  let ok = true;
+  const fail = (key: string, message: string): void => {
+    at(key, message);
+    ok = false;
+  };
+  if (p.byteOrder !== undefined) {
+    const wide = (WIDE_BYTE_ORDERS as readonly string[]).includes(p.byteOrder);
+    if (WIDE_TYPES.has(type) !== wide) {
+      fail(
+        "byteOrder",
+        WIDE_TYPES.has(type)
+          ? `${type} takes ${WIDE_BYTE_ORDERS.join(", ")}`
+          : `${type} takes ${NARROW_BYTE_ORDERS.join(" or ")}`,
+      );
+    }
+  }
+  if (p.bit !== undefined && type !== "int16" && type !== "uint16") {
+    fail("bit", `bit needs a 16-bit register type (int16, uint16), not ${type}`);
+  }
+  if (type === "string" && p.length === undefined) fail("length", "a string needs length");
+  if (type !== "string" && p.length !== undefined) fail("length", "length applies to strings");
+  if ((p.scale !== undefined || p.offset !== undefined) && !NUMERIC_TYPES.has(type)) {
+    fail(p.scale !== undefined ? "scale" : "offset", `scale and offset need a numeric type`);
+  }
+  if (!ok) return undefined;
+
+  const codec: CodecSpec = {
+    type,
+    byteOrder: resolveByteOrder(type, p.byteOrder),
+    ...(p.scale !== undefined ? { scale: p.scale } : {}),
+    ...(p.offset !== undefined && p.table === undefined ? { offset: p.offset } : {}),
+    ...(p.bit !== undefined ? { bit: p.bit } : {}),
+    ...(p.length !== undefined ? { length: p.length } : {}),
+    ...(p.enum !== undefined ? { enum: p.enum } : {}),
+  };
+  const count = registerCount(codec);
+  if (address + count > 65536) {
+    return void at(
+      forms[0]!,
+      `${type} needs ${count} registers from address ${address}: past 65535`,
+    );
+  }
+  const point: SimPoint = {
+    name,
+    table,
+    address,
+    count,
+    codec,
+    ...(p.value !== undefined ? { initial: p.value } : {}),
+  };
+  if (p.value !== undefined) {
+    try {
+      encodePointValue(point, p.value, new Array<number>(count).fill(0));
+    } catch (err) {
+      if (!(err instanceof ShadowgateError)) throw err;
+      return void at("value", err.message);
+    }
+  }
+  return point;
+}
+
+function compileDynamic(
+  d: ParsedDynamic,
+  points: ReadonlyMap<string, SimPoint>,
+  path: Path,
+  issues: Issue[],
+): SimDynamic | undefined {
+  let ok = true;
+  const ref = (key: string, name: string, role: "numeric" | "any" | "writable"): void => {
+    const p = points.get(name.startsWith("!") && key === "when" ? name.slice(1) : name);
+    if (!p) {
+      issues.push({ path: [...path, key], message: `no point named ${JSON.stringify(name)}` });
+      ok = false;
+    } else if (role === "numeric" && (isBooleanPoint(p) || !NUMERIC_TYPES.has(p.codec.type))) {
+      issues.push({ path: [...path, key], message: `${name} is not a numeric register point` });
+      ok = false;
+    } else if (role === "writable" && p.codec.type === "string") {
+      issues.push({ path: [...path, key], message: `${name} is a string point` });
+      ok = false;
+    }
+  };
+  switch (d.kind) {
+    case "approach":
+      ref("point", d.point, "numeric");
+      if (typeof d.target === "string") ref("target", d.target, "any");
+      if (d.when !== undefined) ref("when", d.when, "any");
+      return ok
+        ? {
+            kind: "approach",
+            point: d.point,
+            target: d.target,
+            tauMs: d.tau,
+            ambient: d.ambient ?? DEFAULT_AMBIENT,
+            ...(d.when !== undefined ? { when: d.when } : {}),
+          }
+        : undefined;
+    case "noise":
+      ref("point", d.point, "numeric");
+      return ok
+        ? {
+            kind: "noise",
+            point: d.point,
+            amplitude: d.amplitude,
+            ...(d.center !== undefined ? { center: d.center } : {}),
+          }
+        : undefined;
+    case "counter":
+      ref("point", d.point, "numeric");
+      return ok
+        ? {
+            kind: "counter",
+            point: d.point,
+            step: d.step ?? 1,
+            min: d.min ?? 0,
+            ...(d.max !== undefined ? { max: d.max } : {}),
+          }
+        : undefined;
+    case "threshold": {
+      ref("point", d.point, "writable");
+      ref("source", d.source, "any");
+      if (typeof d.above === "string") ref("above", d.above, "any");
+      if (typeof d.below === "string") ref("below", d.below, "any");
+      if (d.when !== undefined) ref("when", d.when, "any");
+      const target = points.get(d.point);
+      if (ok && target) {
+        const zeros = new Array<number>(target.count).fill(0);
+        for (const key of ["value", "else"] as const) {
+          const v = d[key];
+          if (v === undefined) continue;
+          try {
+            encodePointValue(target, v, zeros);
+          } catch (err) {
+            if (!(err instanceof ShadowgateError)) throw err;
+            issues.push({ path: [...path, key], message: err.message });
+            ok = false;
+          }
+        }
+      }
+      return ok
+        ? {
+            kind: "threshold",
+            point: d.point,
+            source: d.source,
+            value: d.value,
+            ...(d.above !== undefined ? { above: d.above } : {}),
+            ...(d.below !== undefined ? { below: d.below } : {}),
+            ...(d.when !== undefined ? { when: d.when } : {}),
+            ...(d.else !== undefined ? { else: d.else } : {}),
+          }
+        : undefined;
+    }
+  }
+}
+
+function compileParsed(parsed: ParsedProfile, source: string, issues: Issue[]): SimProfile {
+  const seen = new Set<number>();
+  const units: SimUnitProfile[] = parsed.units.map((u, i) => {
+    const path: Path = ["units", i];
+    if (seen.has(u.unitId)) {
+      issues.push({ path: [...path, "unitId"], message: `unit ${u.unitId} is defined twice` });
+    }
+    seen.add(u.unitId);
+    const holes: Hole[] = [];
+    (u.holes ?? []).forEach((h, j) => {
+      if (h.from > h.to) {
+        issues.push({ path: [...path, "holes", j], message: `from ${h.from} is after to ${h.to}` });
+      } else {
+        holes.push(h);
+      }
+    });
+    const points = new Map<string, SimPoint>();
+    for (const [name, p] of Object.entries(u.points ?? {})) {
+      const point = compilePoint(name, p, [...path, "points", name], issues);
+      if (point) points.set(name, point);
+    }
+    const dynamics: SimDynamic[] = [];
+    (u.dynamics ?? []).forEach((d, j) => {
+      // A dynamic naming a point that failed to compile would only repeat that point's error.
+      if (!points.has(d.point) && u.points?.[d.point] !== undefined) return;
+      const compiled = compileDynamic(d, points, [...path, "dynamics", j], issues);
+      if (compiled) dynamics.push(compiled);
+    });
+    return {
+      unitId: u.unitId,
+      holes,
+      points,
+      dynamics,
+      tickMs: u.tick ?? parsed.tick ?? DEFAULT_TICK_MS,
+      ...(u.maxRegistersPerRequest !== undefined
+        ? { maxRegistersPerRequest: u.maxRegistersPerRequest }
+        : {}),
+      ...(u.responseDelay !== undefined ? { responseDelayMs: u.responseDelay } : {}),
+      ...(u.silent !== undefined ? { silent: u.silent } : {}),
+    };
+  });
+  return {
+    source,
+    units,
+    ...(parsed.responseDelay !== undefined ? { responseDelayMs: parsed.responseDelay } : {}),
+    ...(parsed.unknownUnit !== undefined ? { unknownUnit: parsed.unknownUnit } : {}),
+  };
+}
+
+function zodIssues(error: z.ZodError): Issue[] {
+  const out: Issue[] = [];
+  for (const issue of error.issues) {
+    const path = issue.path.map((k) => (typeof k === "number" ? k : String(k)));
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) out.push({ path: [...path, key], message: "unknown key" });
+    } else if (issue.code === "invalid_union" && path[path.length - 1] === "kind") {
+      out.push({ path, message: "kind must be one of approach, noise, counter, threshold" });
+    } else {
+      out.push({ path, message: issue.message });
+    }
+  }
+  return out;
+}
+
+const formatPath = (path: Path): string =>
+  path.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? k : `.${k}`)).join("");
+
+type Locate = (path: Path) => { line: number; col: number } | undefined;
+
+function throwIssues(source: string, issues: readonly Issue[], locate?: Locate): never {
+  const lines = issues.map((issue) => {
+    const pos = locate?.(issue.path);
+    const where = pos ? `${source}:${pos.line}:${pos.col}` : source;
+    const key = formatPath(issue.path);
+    return `${where}${key ? ` ${key}` : ""}: ${issue.message}`;
+  });
+  throw new ShadowgateError(ErrorCodes.CONFIG_SCHEMA, lines.join("\n"), {
+    file: source,
+    issues: lines,
+  });
+}
+
+function validate(input: unknown, source: string, locate?: Locate): SimProfile {
+  const result = ProfileSchema.safeParse(input);
+  if (!result.success) throwIssues(source, zodIssues(result.error), locate);
+  const issues: Issue[] = [];
+  const profile = compileParsed(result.data, source, issues);
+  if (issues.length > 0) throwIssues(source, issues, locate);
+  return profile;
+}
+
+/** The nearest node that exists along the path, so a missing key points at its parent. */
+function locator(doc: Document, lineCounter: LineCounter): Locate {
+  return (path) => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
+      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]);
+    }
+    return undefined;
+  };
+}
+
+/** Validates a profile given as YAML text; `source` names it in error messages. */
+export function parseProfile(text: string, source: string): SimProfile {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const lines = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      // prettyErrors fills linePos but also appends the position and a snippet to the text.
+      const message = (e.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
+      return `${source}${pos ? `:${pos.line}:${pos.col}` : ""}: ${message}`;
+    });
+    throw new ShadowgateError(ErrorCodes.CONFIG_YAML, lines.join("\n"), {
+      file: source,
+      issues: lines,
+    });
+  }
+  return validate(doc.toJS(), source, locator(doc, lineCounter));
+}
+
+/** Reads and validates a profile file. Errors name the file and line:col. */
+export async function loadProfile(file: string): Promise<SimProfile> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new ShadowgateError(
+      ErrorCodes.CONFIG_READ,
+      `${file}: cannot read the profile: ${(err as Error).message}`,
+      { file },
+    );
+  }
+  return parseProfile(text, file);
+}
+
+/** Validates a profile given as an object (no positions: messages name `source` and the key). */
+export function compileProfile(input: ProfileInput, source = "<profile>"): SimProfile {
+  return validate(input, source);
+}
+
+/**
+ * The boiler of architecture.md, at the addresses of its mapping example: the temperature
+ * follows the set point while `running`, `state` says heating while it is below, overheat and
+ * fault above 110 degC, and the flow wobbles around 120.
+ */
+export const DEFAULT_PROFILE_YAML = `\
+tick: 200ms
+units:
+  - unitId: 1
+    points:
+      temperature: { register: 40001, type: float32, byteOrder: ABCD, value: 21.5 }
+      targetTemperature: { register: 40010, type: int16, scale: 0.1, value: 60 }
+      running: { coil: 1, value: true }
+      doorOpen: { discreteInput: 3, value: false }
+      state: { register: 40020, type: uint16, enum: { 0: idle, 1: heating, 2: fault }, value: idle }
+      alarm.overheat: { register: 40021, type: uint16, bit: 3, value: false }
+      flow: { table: input, offset: 12, type: uint16, value: 120 }
+    dynamics:
+      - { kind: approach, point: temperature, target: targetTemperature, tau: 30s, when: running, ambient: 20 }
+      - { kind: threshold, point: state, source: temperature, below: targetTemperature, when: running, value: heating, else: idle }
+      - { kind: threshold, point: state, source: temperature, above: 110, value: fault }
+      - { kind: threshold, point: alarm.overheat, source: temperature, above: 110, value: true, else: false }
+      - { kind: noise, point: flow, amplitude: 5 }
+`;
+
+export const defaultProfile = (): SimProfile =>
+  parseProfile(DEFAULT_PROFILE_YAML, "<default profile>");

@@ -1,0 +1,149 @@
+import { mkdtemp, readFile, writeFile, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { formatProblem, loadConfig } from "../../../src/config/load.js";
+import { jsonSchemas } from "../../../src/config/json-schema.js";
+
+const root = path.resolve(import.meta.dirname, "../../..");
+
+/** Writes a gateway config and mapping files into a fresh folder; returns the config path. */
+async function workspace(mappings: Record<string, string>, gateway?: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-config-"));
+  await mkdir(path.join(dir, "mappings"));
+  const config = path.join(dir, "gateway.yaml");
+  await writeFile(
+    config,
+    gateway ??
+      "version: 1\nsources:\n  plc1:\n    protocol: modbus-tcp\n    host: 127.0.0.1\n    maxRegistersPerRequest: 100\nmappings: mappings\n",
+  );
+  for (const [name, text] of Object.entries(mappings)) {
+    await writeFile(path.join(dir, "mappings", name), text);
+  }
+  return config;
+}
+
+const head = "version: 1\ndevice: { productKey: pk, deviceName: dev }\nsource: plc1\npoints:\n";
+
+async function problemsOf(config: string): Promise<string[]> {
+  const r = await loadConfig(config, {});
+  return r.ok ? [] : r.problems.map((p) => formatProblem(p, path.dirname(config)));
+}
+
+describe("loadConfig", () => {
+  it("accepts the shipped example and resolves every point", async () => {
+    const r = await loadConfig(path.join(root, "config/gateway.yaml"), {});
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const [boiler] = r.config.devices;
+    expect(boiler?.deviceName).toBe("boiler-01");
+    const byName = Object.fromEntries(boiler?.points.map((p) => [p.name, p]) ?? []);
+    expect(byName.temperature).toMatchObject({ table: "holding", address: 0, count: 2 });
+    expect(byName.running).toMatchObject({ table: "coil", address: 0, writable: true });
+    expect(byName.doorOpen).toMatchObject({ table: "discreteInput", address: 2 });
+    expect(byName["alarm.overheat"]).toMatchObject({
+      path: ["alarm", "overheat"],
+      codec: { bit: 3 },
+    });
+    expect(byName.flow).toMatchObject({ table: "input", address: 12 });
+    expect(r.config.gateway.sources.plc1).toMatchObject({
+      host: "127.0.0.1",
+      port: 5020,
+      timeout: 1000,
+    });
+  });
+
+  it("reports a wrong type, an unknown source and a YAML syntax error in one run, with file:line:col", async () => {
+    const config = path.join(root, "test/fixtures/broken/gateway.yaml");
+    const problems = await problemsOf(config);
+    expect(problems).toEqual([
+      'mappings/a-wrong-type.yaml:7:11 points.temperature.type: "float33" is not allowed here; did you mean float32? (one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string)',
+      'mappings/b-unknown-source.yaml:3:9 source: unknown source "plc9"; the gateway config defines plc1',
+      "mappings/c-syntax.yaml:6:3 Flow map in block collection must be sufficiently indented and end with a }",
+    ]);
+  });
+
+  it("checks points across keys and files", async () => {
+    const config = await workspace({
+      "a.yaml":
+        head +
+        "  temp: { register: 40001, type: float32 }\n" + // line 5
+        "  clash: { register: 40002, type: int16 }\n" + // overlaps temp's second word
+        "  setpoint: { register: 30001, writable: true }\n" + // input registers are read-only
+        "  motor: { coil: 5, type: float32 }\n" + // a multi-register type on a coil
+        "  far: { register: 465536, type: uint32 }\n" + // runs past 65535
+        "  alarm: { register: 40100 }\n" + // line 10
+        "  alarm.hi: { register: 40101 }\n" + // alarm is a value and an object
+        "  word: { register: 40003, type: float32, byteOrder: AB }\n" + // 16-bit order on 32-bit
+        "  name: { register: 40010, type: string }\n" + // no length
+        "  pdu: { offset: 5 }\n" + // offset without table
+        "  bits: { register: 40020, bit: 3, type: float32 }\n" + // line 15
+        "  big: { register: 40200, type: string, length: 110 }\n", // beyond the source's cap
+      "b.yaml":
+        "version: 1\ndevice: { productKey: pk, deviceName: dev }\nsource: plc1\npoints:\n  x: { register: 40001, type: uint32, byteOrder: CDAB }\n",
+    });
+    expect(await problemsOf(config)).toEqual([
+      "mappings/a.yaml:6:3 points.clash: overlaps point temp (line 5) at 40002 with a conflicting type: int16 vs float32 ABCD",
+      "mappings/a.yaml:6:3 points.clash: overlaps point x (b.yaml:5) at 40002 with a conflicting type: int16 vs uint32 CDAB",
+      "mappings/a.yaml:7:42 points.setpoint.writable: input registers are read-only; writable needs a holding register or a coil",
+      "mappings/a.yaml:8:27 points.motor.type: float32 needs registers; a coil holds one bit (use a register)",
+      "mappings/a.yaml:9:20 points.far.register: occupies addresses 65535-65536; the last address is 65535",
+      "mappings/a.yaml:11:3 points.alarm.hi: state.reported.alarm.hi needs alarm to be an object, but point alarm is a value",
+      "mappings/a.yaml:12:54 points.word.byteOrder: float32 takes ABCD, CDAB, BADC, DCBA, not AB",
+      "mappings/a.yaml:13:34 points.name.type: a string point needs length, its size in registers",
+      "mappings/a.yaml:14:18 points.pdu.offset: offset is the 0-based address and goes with table (for value = raw * scale + c, use valueOffset)",
+      "mappings/a.yaml:15:33 points.bits.bit: bit applies to 16-bit registers (type uint16), not float32",
+      "mappings/a.yaml:16:3 points.big: 110 registers exceed maxRegistersPerRequest 100 of source plc1; no single read can fetch it",
+      "mappings/b.yaml:2:9 device: deviceName dev is already described by a.yaml:2; one mapping file per device",
+      "mappings/b.yaml:5:3 points.x: overlaps point temp (a.yaml:5) at 40001 with a conflicting type: uint32 CDAB vs float32 ABCD",
+    ]);
+  });
+
+  it("reports unknown keys at the key, and schema errors of the gateway file too", async () => {
+    const config = await workspace(
+      { "a.yaml": head + "  t: { register: 40001, scael: 0.1 }\n" },
+      "version: 1\nsources:\n  plc1:\n    protocol: modbus-tcp\n    host: 127.0.0.1\n    port: 99999\nmappings: mappings\n",
+    );
+    expect(await problemsOf(config)).toEqual([
+      "gateway.yaml:6:11 sources.plc1.port: Too big: expected number to be <=65535",
+      "mappings/a.yaml:5:25 points.t.scael: unknown key (check the spelling; the JSON Schema in config/schemas lists them)",
+    ]);
+  });
+
+  it("interpolates ${ENV} with types and defaults, and names a missing variable", async () => {
+    const gateway =
+      "version: 1\nsources:\n  plc1:\n    protocol: modbus-tcp\n    host: ${PLC_HOST}\n    port: ${PLC_PORT:-1502}\nmappings: mappings\n";
+    const config = await workspace({ "a.yaml": head + "  t: { register: 40001 }\n" }, gateway);
+    const ok = await loadConfig(config, { PLC_HOST: "10.0.0.5" });
+    expect(ok.ok && ok.config.gateway.sources.plc1).toMatchObject({ host: "10.0.0.5", port: 1502 });
+    const withPort = await loadConfig(config, { PLC_HOST: "h", PLC_PORT: "2502" });
+    expect(withPort.ok && withPort.config.gateway.sources.plc1?.port).toBe(2502);
+    expect(await problemsOf(config)).toEqual([
+      "gateway.yaml:5:11 environment variable PLC_HOST is not set (write ${PLC_HOST:-default} for a default)",
+    ]);
+  });
+
+  it("names a missing mappings folder and an unreadable file", async () => {
+    const config = await workspace(
+      {},
+      "version: 1\nsources: {}\nmappings: [nowhere, also-missing.yaml]\n",
+    );
+    const problems = await problemsOf(config);
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^gateway\.yaml:3:12 mappings\.0: .*nowhere does not exist$/);
+    expect(problems[1]).toMatch(
+      /^gateway\.yaml:3:21 mappings\.1: .*also-missing\.yaml does not exist$/,
+    );
+  });
+});
+
+describe("JSON Schemas", () => {
+  it("config/schemas matches the zod schemas (run `npx shadowgate schemas` after changing them)", async () => {
+    for (const [name, schema] of Object.entries(jsonSchemas())) {
+      const committed = JSON.parse(
+        await readFile(path.join(root, "config/schemas", name), "utf8"),
+      ) as unknown;
+      expect(committed).toEqual(schema);
+    }
+  });
+});
