@@ -1,0 +1,172 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const main = path.join(root, "dist/cli/main.js");
+const exampleConfig = path.join(root, "config/gateway.yaml");
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI; `onStderr` may act on output as it arrives (e.g. send a signal). */
+function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  onStderr?: (text: string, child: ReturnType<typeof spawn>) => void,
+): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [main, ...args], {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on("data", (b: Buffer) => {
+      stderr += b.toString();
+      onStderr?.(stderr, child);
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+let sim: RunningSimulator | undefined;
+afterEach(async () => {
+  await sim?.close();
+  sim = undefined;
+});
+
+/** The default boiler profile with its dynamics stopped, so values are exact. */
+async function quietBoiler(): Promise<RunningSimulator> {
+  sim = await startSimulator({ port: 0 });
+  sim.sim.profile?.stop();
+  return sim;
+}
+
+describe("shadowgate CLI", () => {
+  it("validate prints the three broken mappings' problems at once and exits 2", async () => {
+    const r = await cli(["validate", "-c", "test/fixtures/broken/gateway.yaml"]);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.slice(0, 3).map((l) => l.split(" ")[0])).toEqual([
+      "test/fixtures/broken/mappings/a-wrong-type.yaml:7:11",
+      "test/fixtures/broken/mappings/b-unknown-source.yaml:3:9",
+      "test/fixtures/broken/mappings/c-syntax.yaml:6:3",
+    ]);
+    expect(lines[3]).toBe("3 problems found");
+  });
+
+  it("validate accepts the shipped example", async () => {
+    const r = await cli(["validate", "-c", "config/gateway.yaml"]);
+    expect(r).toMatchObject({ code: 0, stdout: "ok: 1 source(s), 1 device(s), 7 point(s)\n" });
+  });
+
+  it("read --json prints one object keyed by deviceName with the simulator's values", async () => {
+    const s = await quietBoiler();
+    const r = await cli(["read", "-c", exampleConfig, "--json"], { PLC_PORT: String(s.port) });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      "boiler-01": {
+        temperature: 21.5,
+        targetTemperature: 60,
+        running: true,
+        doorOpen: false,
+        state: "idle",
+        alarm: { overheat: false },
+        flow: 120,
+      },
+    });
+    expect(r.stdout.trim().split("\n")).toHaveLength(1);
+  });
+
+  it("read omits bad points from the JSON, lists them on stderr and exits 1", async () => {
+    const s = await quietBoiler();
+    // Input register 12 (flow) becomes an illegal address.
+    s.sim.unit(1).addHole({ table: "input", from: 12, to: 12 });
+    const r = await cli(["read", "-c", exampleConfig, "--json", "--device", "boiler-01"], {
+      PLC_PORT: String(s.port),
+    });
+    expect(r.code).toBe(1);
+    const json = JSON.parse(r.stdout) as Record<string, Record<string, unknown>>;
+    expect(json["boiler-01"]).not.toHaveProperty("flow");
+    expect(json["boiler-01"]).toHaveProperty("temperature", 21.5);
+    expect(r.stderr).toMatch(/^bad: boiler-01 flow: SG_MODBUS_ILLEGAL_ADDRESS .*exception 02/m);
+  });
+
+  it("read --raw shows the words under every byte order", async () => {
+    const s = await quietBoiler();
+    const r = await cli(["read", "-c", exampleConfig, "--raw", "temperature"], {
+      PLC_PORT: String(s.port),
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("words: 0x41AC 0x0000");
+    expect(r.stdout).toMatch(/^ABCD\s+21\.5\s+<- configured$/m);
+    expect(r.stdout).toMatch(/^CDAB\s+\S+$/m);
+    expect(r.stdout).toMatch(/^BADC\s+/m);
+    expect(r.stdout).toMatch(/^DCBA\s+/m);
+  });
+
+  it("run polls until SIGTERM and then stops cleanly with exit 0", async () => {
+    const s = await quietBoiler();
+    let signalled = false;
+    const r = await cli(
+      ["run", "-c", exampleConfig],
+      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info" },
+      (text, child) => {
+        if (!signalled && text.includes('"msg":"gateway started"')) {
+          signalled = true;
+          child.kill("SIGTERM");
+        }
+      },
+    );
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('"to":"online"');
+    expect(r.stderr).toContain('"msg":"stopped"');
+  });
+
+  it("a bad config stops run before anything connects, with exit 2", async () => {
+    const r = await cli(["run", "-c", "test/fixtures/broken/gateway.yaml"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("a-wrong-type.yaml:7:11");
+  });
+
+  it("demo --once shows the simulated boiler's shadow", async () => {
+    const r = await cli(["demo", "--once"]);
+    expect(r.code).toBe(0);
+    const shadow = JSON.parse(r.stdout) as Record<string, Record<string, unknown>>;
+    expect(Object.keys(shadow)).toEqual(["boiler-01"]);
+    expect(shadow["boiler-01"]).toMatchObject({
+      running: true,
+      doorOpen: false,
+      targetTemperature: 60,
+    });
+    expect(typeof shadow["boiler-01"]?.temperature).toBe("number");
+  });
+
+  it("has --help on every command, --version, and exit 64 for a bad command line", async () => {
+    for (const args of [
+      [],
+      ["validate"],
+      ["read"],
+      ["run"],
+      ["demo"],
+      ["sim", "modbus"],
+      ["schemas"],
+    ]) {
+      const r = await cli([...args, "--help"]);
+      expect(r.code, args.join(" ")).toBe(0);
+      expect(r.stdout).toContain("Usage: shadowgate");
+    }
+    expect((await cli(["--version"])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect((await cli(["read", "--no-such-option"])).code).toBe(64);
+    expect((await cli(["frobnicate"])).code).toBe(64);
+  });
+});
