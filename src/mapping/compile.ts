@@ -97,8 +97,11 @@ function resolveAddress(
   return resolved;
 }
 
-/** One point's checks; `issues` collects [key, message] pairs, the point is undefined if any. */
-function compilePoint(
+/**
+ * One point's checks; `issues` collects [key, message] pairs, the point is undefined if any.
+ * The simulator's profiles use it too, so both read addresses and types the same way.
+ */
+export function compilePoint(
   name: string,
   p: PointFields,
   defaults: MappingFields["defaults"],

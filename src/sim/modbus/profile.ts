@@ -32,9 +32,9 @@
  *
  * Points: exactly one of `register` (Modicon 4xxxx/3xxxx, 6-digit form too), `coil` or
  * `discreteInput` (1-based), or `table` + `offset` (0-based PDU address). Register points take
- * `type` (default uint16), `byteOrder`, `scale`, `bit`, `length` (strings, required), `enum`;
- * without `table`, `offset` is the linear offset (value = raw * scale + offset), with `table`
- * it is the address, as in mapping files. `value` is optional (memory stays 0).
+ * `type` (default uint16), `byteOrder`, `scale`, `valueOffset`, `bit`, `length` (strings,
+ * required), `enum`, exactly as in mapping files (the same compiler checks both), plus an
+ * optional initial `value` (memory stays 0 without one).
  *
  * Dynamics (`when` names a point, `!name` negates it; truthy = non-zero):
  * - approach: first-order lag toward `target` (number or point) with time constant `tau`
@@ -47,36 +47,20 @@
  *   points) and `when` holds; otherwise writes `else` when given, or leaves the point alone.
  */
 import { readFile } from "node:fs/promises";
-import { LineCounter, isNode, parseDocument, type Document } from "yaml";
 import { z } from "zod";
-import { parseDuration } from "../../core/duration.js";
+import { duration, pointSchema } from "../../config/mapping-schema.js";
+import { parseYamlSource } from "../../config/yaml-source.js";
+import { compilePoint } from "../../mapping/compile.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ModbusTable, PointValue } from "../../core/types.js";
-import { parseBitNumber, parseRegister } from "../../mapping/address.js";
-import { encodeRegisters, registerCount, resolveByteOrder } from "../../mapping/codec.js";
-import {
-  NARROW_BYTE_ORDERS,
-  POINT_TYPES,
-  WIDE_BYTE_ORDERS,
-  type CodecSpec,
-  type PointType,
-} from "../../mapping/types.js";
+import { encodeRegisters } from "../../mapping/codec.js";
+import type { CodecSpec, PointType } from "../../mapping/types.js";
 import type { Hole, UnitOptions } from "./memory.js";
 
 const DEFAULT_TICK_MS = 200;
 const DEFAULT_AMBIENT = 20;
 
-const Duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = parseDuration(v);
-  if (ms === undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message: `${JSON.stringify(v)} is not a duration (a number of ms, or 500ms, 1s, 2m)`,
-    });
-    return z.NEVER;
-  }
-  return ms;
-});
+const Duration = duration("A time");
 
 const Table = z.enum(["coil", "discreteInput", "input", "holding"]);
 const Address16 = z.int().min(0).max(65535);
@@ -86,23 +70,8 @@ const NumberOrPoint = z.union([z.number(), PointRef]);
 
 const HoleSchema = z.strictObject({ table: Table, from: Address16, to: Address16 });
 
-const PointSchema = z.strictObject({
-  register: z.number().optional(),
-  coil: z.number().optional(),
-  discreteInput: z.number().optional(),
-  table: Table.optional(),
-  offset: z.number().optional(),
-  type: z.enum(POINT_TYPES).optional(),
-  byteOrder: z.enum([...WIDE_BYTE_ORDERS, ...NARROW_BYTE_ORDERS]).optional(),
-  scale: z
-    .number()
-    .refine((s) => s !== 0, "scale must not be 0")
-    .optional(),
-  bit: z.int().min(0).max(15).optional(),
-  length: z.int().min(1).max(123).optional(),
-  enum: z.record(z.string(), z.string()).optional(),
-  value: Value.optional(),
-});
+// Profile points are mapping points (same addresses, types, byte orders) plus an initial value.
+const PointSchema = pointSchema.extend({ value: Value.optional() });
 
 const DynamicSchema = z.discriminatedUnion("kind", [
   z.strictObject({
@@ -258,136 +227,46 @@ interface Issue {
   readonly message: string;
 }
 
-const WIDE_TYPES = new Set<PointType>(["int32", "uint32", "float32", "int64", "uint64", "float64"]);
-const NUMERIC_TYPES = new Set<PointType>([...WIDE_TYPES, "int16", "uint16"]);
+const NUMERIC_TYPES = new Set<PointType>([
+  "int16",
+  "uint16",
+  "int32",
+  "uint32",
+  "int64",
+  "uint64",
+  "float32",
+  "float64",
+]);
 
-function compilePoint(
+function compileSimPoint(
   name: string,
   p: ParsedPoint,
   path: Path,
   issues: Issue[],
 ): SimPoint | undefined {
-  const at = (key: string, message: string): void =>
-    void issues.push({ path: [...path, key], message });
-  const forms = ["register", "coil", "discreteInput", "table"].filter(
-    (k) => p[k as keyof ParsedPoint] !== undefined,
-  );
-  if (forms.length !== 1) {
-    issues.push({
-      path,
-      message:
-        forms.length === 0
-          ? "needs an address: register, coil, discreteInput or table + offset"
-          : `give one address form, not ${forms.join(" and ")}`,
-    });
-    return undefined;
+  const { value, ...fields } = p;
+  const found: Array<[string, string]> = [];
+  const compiled = compilePoint(name, fields, undefined, found);
+  for (const [key, message] of found) {
+    issues.push({ path: key === "" ? path : [...path, key], message });
   }
-
-  let table: ModbusTable;
-  let address: number;
-  if (p.register !== undefined) {
-    const r = parseRegister(p.register);
-    if (typeof r === "string") return void at("register", r);
-    ({ table, address } = r);
-  } else if (p.coil !== undefined || p.discreteInput !== undefined) {
-    const kind = p.coil !== undefined ? "coil" : "discreteInput";
-    const r = parseBitNumber((p.coil ?? p.discreteInput)!, kind);
-    if (typeof r === "string") return void at(kind, r);
-    ({ table, address } = r);
-  } else {
-    table = p.table!;
-    if (p.offset === undefined) return void at("table", "table needs offset (0-based address)");
-    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset > 65535) {
-      return void at("offset", "offset (0-based address) must be a whole number 0-65535");
-    }
-    address = p.offset;
-  }
-
-  if (isBitTable(table)) {
-    let ok = true;
-    if (p.type !== undefined && p.type !== "bool") {
-      at("type", `a ${table} is bool, not ${p.type}`);
-      ok = false;
-    }
-    for (const key of ["byteOrder", "scale", "bit", "length", "enum"] as const) {
-      if (p[key] !== undefined) {
-        at(key, `${key} does not apply to a ${table}`);
-        ok = false;
-      }
-    }
-    if (p.value !== undefined && typeof p.value === "string") {
-      at("value", `a ${table} takes true or false`);
-      ok = false;
-    }
-    if (!ok) return undefined;
-    const point: SimPoint = {
-      name,
-      table,
-      address,
-      count: 1,
-      codec: { type: "bool", byteOrder: "AB" },
-      ...(p.value !== undefined ? { initial: p.value } : {}),
-    };
-    return point;
-  }
-
-  const type: PointType = p.type ?? "uint16";
-  let ok = true;
-  const fail = (key: string, message: string): void => {
-    at(key, message);
-    ok = false;
-  };
-  if (p.byteOrder !== undefined) {
-    const wide = (WIDE_BYTE_ORDERS as readonly string[]).includes(p.byteOrder);
-    if (WIDE_TYPES.has(type) !== wide) {
-      fail(
-        "byteOrder",
-        WIDE_TYPES.has(type)
-          ? `${type} takes ${WIDE_BYTE_ORDERS.join(", ")}`
-          : `${type} takes ${NARROW_BYTE_ORDERS.join(" or ")}`,
-      );
-    }
-  }
-  if (p.bit !== undefined && type !== "int16" && type !== "uint16") {
-    fail("bit", `bit needs a 16-bit register type (int16, uint16), not ${type}`);
-  }
-  if (type === "string" && p.length === undefined) fail("length", "a string needs length");
-  if (type !== "string" && p.length !== undefined) fail("length", "length applies to strings");
-  if ((p.scale !== undefined || p.offset !== undefined) && !NUMERIC_TYPES.has(type)) {
-    fail(p.scale !== undefined ? "scale" : "offset", `scale and offset need a numeric type`);
-  }
-  if (!ok) return undefined;
-
-  const codec: CodecSpec = {
-    type,
-    byteOrder: resolveByteOrder(type, p.byteOrder),
-    ...(p.scale !== undefined ? { scale: p.scale } : {}),
-    ...(p.offset !== undefined && p.table === undefined ? { offset: p.offset } : {}),
-    ...(p.bit !== undefined ? { bit: p.bit } : {}),
-    ...(p.length !== undefined ? { length: p.length } : {}),
-    ...(p.enum !== undefined ? { enum: p.enum } : {}),
-  };
-  const count = registerCount(codec);
-  if (address + count > 65536) {
-    return void at(
-      forms[0]!,
-      `${type} needs ${count} registers from address ${address}: past 65535`,
-    );
-  }
+  if (!compiled) return undefined;
+  const { table, address, count, codec } = compiled;
   const point: SimPoint = {
     name,
     table,
     address,
     count,
     codec,
-    ...(p.value !== undefined ? { initial: p.value } : {}),
+    ...(value !== undefined ? { initial: value } : {}),
   };
-  if (p.value !== undefined) {
+  if (value !== undefined) {
     try {
-      encodePointValue(point, p.value, new Array<number>(count).fill(0));
+      encodePointValue(point, value, new Array<number>(count).fill(0));
     } catch (err) {
       if (!(err instanceof ShadowgateError)) throw err;
-      return void at("value", err.message);
+      issues.push({ path: [...path, "value"], message: err.message });
+      return undefined;
     }
   }
   return point;
@@ -504,7 +383,7 @@ function compileParsed(parsed: ParsedProfile, source: string, issues: Issue[]): 
     });
     const points = new Map<string, SimPoint>();
     for (const [name, p] of Object.entries(u.points ?? {})) {
-      const point = compilePoint(name, p, [...path, "points", name], issues);
+      const point = compileSimPoint(name, p, [...path, "points", name], issues);
       if (point) points.set(name, point);
     }
     const dynamics: SimDynamic[] = [];
@@ -577,34 +456,19 @@ function validate(input: unknown, source: string, locate?: Locate): SimProfile {
   return profile;
 }
 
-/** The nearest node that exists along the path, so a missing key points at its parent. */
-function locator(doc: Document, lineCounter: LineCounter): Locate {
-  return (path) => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true);
-      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]);
-    }
-    return undefined;
-  };
-}
-
 /** Validates a profile given as YAML text; `source` names it in error messages. */
 export function parseProfile(text: string, source: string): SimProfile {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
-  if (doc.errors.length > 0) {
-    const lines = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      // prettyErrors fills linePos but also appends the position and a snippet to the text.
-      const message = (e.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
-      return `${source}${pos ? `:${pos.line}:${pos.col}` : ""}: ${message}`;
-    });
+  const src = parseYamlSource(source, text);
+  if (src.syntaxErrors.length > 0) {
+    const lines = src.syntaxErrors.map(
+      (e) => `${source}:${e.position.line}:${e.position.col}: ${e.message}`,
+    );
     throw new ShadowgateError(ErrorCodes.CONFIG_YAML, lines.join("\n"), {
       file: source,
       issues: lines,
     });
   }
-  return validate(doc.toJS(), source, locator(doc, lineCounter));
+  return validate(src.doc.toJS(), source, (path) => src.positionOf(path));
 }
 
 /** Reads and validates a profile file. Errors name the file and line:col. */

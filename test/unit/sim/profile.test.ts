@@ -168,7 +168,7 @@ units:
         "use table + offset for 0-based PDU addresses",
     );
     expect(lines).toContain(
-      "sem.yaml:5:55 units[0].points.v.byteOrder: float32 takes ABCD, CDAB, BADC, DCBA",
+      "sem.yaml:5:55 units[0].points.v.byteOrder: float32 takes ABCD, CDAB, BADC, DCBA, not AB",
     );
     expect(lines).toContain(
       "sem.yaml:6:18 units[0].points.w.coil: coil 0 must be 1-65536 (1-based)",
@@ -182,9 +182,11 @@ units:
       expect.stringMatching(/^sem\.yaml:8:69 units\[0\]\.points\.s\.value: "busy"/),
     );
     expect(lines).toContain(
-      "sem.yaml:9:10 units[0].points.z: give one address form, not register and coil",
+      "sem.yaml:9:35 units[0].points.z.coil: names two addresses (register and coil); keep one",
     );
-    expect(lines).toContain("sem.yaml:10:27 units[0].points.b.type: a coil is bool, not int16");
+    expect(lines).toContain(
+      "sem.yaml:10:27 units[0].points.b.type: int16 needs registers; a coil holds one bit (use a register)",
+    );
     expect(lines).toContain('sem.yaml:14:46 units[0].dynamics[0].target: no point named "nope"');
     expect(lines).toContain(
       "sem.yaml:15:31 units[0].dynamics[1].point: c is not a numeric register point",
@@ -222,8 +224,6 @@ units:
 
   it("validates object profiles too, naming the key without a position", () => {
     const err = errorOf(() => compileProfile({ units: [{ unitId: 1, tick: "fast" }] }, "<test>"));
-    expect(err.message).toBe(
-      '<test> units[0].tick: "fast" is not a duration (a number of ms, or 500ms, 1s, 2m)',
-    );
+    expect(err.message).toBe('<test> units[0].tick: "fast" is not a duration (try 500ms, 1s, 2m)');
   });
 });
