@@ -1,6 +1,7 @@
 import type { LoadedConfig } from "../config/load.js";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
+import type { Quality } from "../core/types.js";
 import { decodePoint } from "../mapping/decode.js";
 import type { DevicePlan } from "../mapping/types.js";
 import { EdgeShadow, type PointReading } from "../shadow/edge-shadow.js";
@@ -32,6 +33,33 @@ export class Gateway {
       if (used.has(id)) this.drivers.set(id, driverFactory(id, source, log));
     }
     this.scheduler = new Scheduler(this.pollGroups(), log.child({ component: "daemon.scheduler" }));
+    // Quality changes are what an operator needs in the log: one line per device, change and
+    // cause, naming the first points, so a PLC that drops 10k points does not write 10k lines.
+    this.shadow.on("update", (u) => {
+      const device = config.devices.find((d) => d.deviceName === u.deviceName);
+      const groups = new Map<string, { quality: Quality; points: string[] }>();
+      for (const [point, q] of Object.entries(u.quality)) {
+        const key = q.status === "good" ? "good" : `${q.status}/${q.code}`;
+        const g = groups.get(key) ?? { quality: q, points: [] };
+        g.points.push(point);
+        groups.set(key, g);
+      }
+      for (const { quality: q, points } of groups.values()) {
+        const fields = {
+          device: u.deviceName,
+          source: device?.sourceId,
+          unitId: device?.unitId,
+          count: points.length,
+          points: points.slice(0, 10),
+        };
+        if (q.status === "good") this.log.info(fields, "points good again");
+        else
+          this.log.warn(
+            { ...fields, quality: q.status, code: q.code, reason: q.reason },
+            "points not good",
+          );
+      }
+    });
   }
 
   async start(): Promise<void> {

@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import { ErrorCodes } from "../core/errors.js";
 import type { JsonObject, PointValue, Quality } from "../core/types.js";
 import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
 import { setPath } from "./document.js";
@@ -43,6 +44,9 @@ export interface ShadowDocument {
   readonly state: { readonly reported: JsonObject };
   readonly metadata: { readonly reported: Readonly<Record<string, LeafMetadata>> };
 }
+
+/** The quality of a point before its first poll. */
+const NOT_READ = ErrorCodes.NOT_READ;
 
 const sameQuality = (a: Quality, b: Quality): boolean =>
   a.status === b.status && (a.status === "good" || (b.status !== "good" && a.code === b.code));
@@ -92,11 +96,13 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
       if (!leaf) continue;
       if (r.quality.status === "good" && r.value !== undefined) {
         const recovered = leaf.quality.status !== "good";
+        const first = leaf.quality.status === "bad" && leaf.quality.code === NOT_READ;
         leaf.value = r.value;
         leaf.ts = r.ts;
         if (recovered) {
           leaf.quality = r.quality;
-          quality[r.point.name] = r.quality;
+          // A first value is news in itself, not a change of quality.
+          if (!first) quality[r.point.name] = r.quality;
           changed = true;
         }
         if (recovered || this.due(r.point, leaf, r.value, now)) {

@@ -55,10 +55,9 @@ function feeder(points: CompiledPoint[]) {
 describe("EdgeShadow", () => {
   it("reports everything first, then only changed leaves, nested by dotted names", () => {
     const { shadow, feed } = feeder([point("a"), point("alarm.hi"), point("alarm.lo")]);
-    expect(feed(1000, { a: 1, "alarm.hi": true, "alarm.lo": false })?.reported).toEqual({
-      a: 1,
-      alarm: { hi: true, lo: false },
-    });
+    const first = feed(1000, { a: 1, "alarm.hi": true, "alarm.lo": false });
+    expect(first?.reported).toEqual({ a: 1, alarm: { hi: true, lo: false } });
+    expect(first?.quality).toEqual({}); // a first value is not a change of quality
     expect(feed(2000, { a: 1, "alarm.hi": true, "alarm.lo": false })).toBeUndefined();
     expect(feed(3000, { a: 1, "alarm.hi": false, "alarm.lo": false })?.reported).toEqual({
       alarm: { hi: false },
