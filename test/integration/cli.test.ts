@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
@@ -129,6 +131,49 @@ describe("shadowgate CLI", () => {
     );
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('"to":"online"');
+    expect(r.stderr).toContain('"msg":"stopped"');
+  });
+
+  it("run reloads on SIGHUP, refusing a broken config and keeping the running one", async () => {
+    const s = await quietBoiler();
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-reload-"));
+    await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
+    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    const mapping = path.join(dir, "mappings/boiler-01.yaml");
+    const good = await readFile(mapping, "utf8");
+    const steps: Array<[string, (child: ReturnType<typeof spawn>) => Promise<void>]> = [
+      [
+        '"msg":"gateway started"',
+        async (child) => {
+          await writeFile(mapping, good.replace("type: float32", "type: float33"));
+          child.kill("SIGHUP");
+        },
+      ],
+      [
+        '"msg":"reload refused',
+        async (child) => {
+          await writeFile(mapping, good);
+          child.kill("SIGHUP");
+        },
+      ],
+      ['"msg":"reloaded"', async (child) => void child.kill("SIGTERM")],
+    ];
+    const r = await cli(
+      ["run", "-c", path.join(dir, "config/gateway.yaml")],
+      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info" },
+      (text, child) => {
+        const [marker, act] = steps[0] ?? [];
+        if (marker && act && text.includes(marker)) {
+          steps.shift();
+          void act(child);
+        }
+      },
+    );
+    expect(r.code).toBe(0);
+    expect(steps).toHaveLength(0);
+    expect(r.stderr).toMatch(
+      /boiler-01\.yaml:\d+:\d+ points\.temperature\.type: \\"float33\\" is not allowed/,
+    );
     expect(r.stderr).toContain('"msg":"stopped"');
   });
 
