@@ -1,0 +1,228 @@
+// @ts-check
+/**
+ * What every benchmark shares: the environment record (Node, CPU, library versions), core
+ * pinning, the result file and small statistics. Plain ESM so benchmarks need no TS tooling.
+ */
+import { execFileSync } from "node:child_process";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const REPO_DIR = join(BENCH_DIR, "..", "..");
+export const RESULTS_DIR = join(BENCH_DIR, "results");
+
+/**
+ * One line of the Markdown table that `npm run bench` ends with.
+ * @typedef {object} ResultRow
+ * @property {string} bench      e.g. "B1"
+ * @property {string} case       scenario, e.g. "contiguous"
+ * @property {string} metric     what is measured, e.g. "requests/scan"
+ * @property {string} ours
+ * @property {string} baseline
+ * @property {string} ratio      baseline / ours, formatted
+ * @property {string} target
+ * @property {"yes" | "no" | "-"} pass  "-" for figures that carry no target
+ */
+
+/**
+ * What a benchmark writes to results/<name>.json.
+ * @typedef {object} BenchResult
+ * @property {string} id
+ * @property {string} name
+ * @property {string} title
+ * @property {boolean} pass
+ * @property {string} summary
+ * @property {string} startedAt
+ * @property {number} durationMs
+ * @property {EnvInfo} env
+ * @property {ResultRow[]} rows
+ * @property {Record<string, unknown>} figures
+ */
+
+/**
+ * @typedef {object} EnvInfo
+ * @property {string} node
+ * @property {string} v8
+ * @property {string} platform
+ * @property {string} cpuModel
+ * @property {number} cpus
+ * @property {number[]} loadavg
+ * @property {Record<string, string>} libs
+ * @property {PinInfo} pinning
+ */
+
+/**
+ * @typedef {object} PinInfo
+ * @property {boolean} pinned
+ * @property {string} reason
+ * @property {string | undefined} benchCore   the core this process runs on, when pinned
+ * @property {string | undefined} helperCore  the core helper processes (simulators) run on
+ */
+
+/** @returns {string} */
+function cpuModel() {
+  try {
+    const info = readFileSync("/proc/cpuinfo", "utf8");
+    const line = info.split("\n").find((l) => /^model name\s*:/.test(l));
+    if (line !== undefined) return line.replace(/^model name\s*:\s*/, "").trim();
+  } catch {
+    // Not Linux, or /proc is hidden: os.cpus() below still has a model string.
+  }
+  return os.cpus()[0]?.model ?? "unknown";
+}
+
+/**
+ * The installed version of a package, read from its package.json in the repo's node_modules.
+ * @param {string} name
+ * @returns {string}
+ */
+export function packageVersion(name) {
+  try {
+    const file = join(REPO_DIR, "node_modules", name, "package.json");
+    const pkg = /** @type {{ version?: unknown }} */ (JSON.parse(readFileSync(file, "utf8")));
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "not installed";
+  }
+}
+
+/** @returns {string} */
+function ownVersion() {
+  const pkg = /** @type {{ version?: unknown }} */ (
+    JSON.parse(readFileSync(join(REPO_DIR, "package.json"), "utf8"))
+  );
+  return typeof pkg.version === "string" ? pkg.version : "unknown";
+}
+
+/**
+ * @param {string[]} libs  npm packages whose versions the result should record
+ * @param {PinInfo} pinning
+ * @returns {EnvInfo}
+ */
+export function envInfo(libs, pinning) {
+  /** @type {Record<string, string>} */
+  const versions = { shadowgate: ownVersion() };
+  for (const lib of libs) versions[lib] = packageVersion(lib);
+  return {
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    cpuModel: cpuModel(),
+    // os.cpus(), not availableParallelism(): the latter shrinks to 1 once this process is pinned.
+    cpus: os.cpus().length,
+    loadavg: os.loadavg().map((l) => Math.round(l * 100) / 100),
+    libs: versions,
+    pinning,
+  };
+}
+
+/**
+ * performance.md: pin the gateway and the simulators to different cores when both are free.
+ * Pins every thread of this process to core 0 and tells the caller to start helpers on core 1.
+ * BENCH_PIN=0 disables it, BENCH_PIN=1 forces it even when the machine looks busy.
+ * @returns {PinInfo}
+ */
+export function pinCores() {
+  const mode = process.env["BENCH_PIN"];
+  const none = (/** @type {string} */ reason) => ({
+    pinned: false,
+    reason,
+    benchCore: undefined,
+    helperCore: undefined,
+  });
+  if (mode === "0") return none("BENCH_PIN=0");
+  if (os.platform() !== "linux") return none("not Linux");
+  if (os.availableParallelism() < 2) return none("fewer than 2 cores");
+  const load = os.loadavg()[0] ?? 0;
+  if (mode !== "1" && load >= 0.5) {
+    return none(
+      `1-min load average ${load.toFixed(2)} >= 0.5: cores not free (BENCH_PIN=1 forces)`,
+    );
+  }
+  try {
+    execFileSync("taskset", ["-a", "-p", "-c", "0", String(process.pid)], { stdio: "ignore" });
+  } catch {
+    return none("taskset failed or is missing");
+  }
+  return {
+    pinned: true,
+    reason: "bench on core 0, helpers on core 1",
+    benchCore: "0",
+    helperCore: "1",
+  };
+}
+
+/**
+ * How to start a helper process, pinned to the helper core when pinning is on.
+ * @param {PinInfo} pin
+ * @param {string[]} nodeArgs  arguments after `node`
+ * @returns {{ command: string, args: string[] }}
+ */
+export function helperCommand(pin, nodeArgs) {
+  if (pin.pinned && pin.helperCore !== undefined) {
+    return { command: "taskset", args: ["-c", pin.helperCore, process.execPath, ...nodeArgs] };
+  }
+  return { command: process.execPath, args: nodeArgs };
+}
+
+/**
+ * @param {BenchResult} result
+ * @returns {string} the file written
+ */
+export function writeResult(result) {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${result.name}.json`);
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  return file;
+}
+
+/**
+ * @param {readonly number[]} values
+ * @returns {number}
+ */
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const n = sorted.length;
+  if (n === 0) return NaN;
+  const hi = sorted[n >> 1] ?? NaN;
+  if (n % 2 === 1) return hi;
+  return ((sorted[(n >> 1) - 1] ?? NaN) + hi) / 2;
+}
+
+/**
+ * Milliseconds with a precision that suits the magnitude.
+ * @param {number} ms
+ * @returns {string}
+ */
+export function fmtMs(ms) {
+  if (ms >= 100) return `${Math.round(ms)} ms`;
+  if (ms >= 10) return `${ms.toFixed(1)} ms`;
+  return `${ms.toFixed(2)} ms`;
+}
+
+/**
+ * @param {number} x
+ * @returns {string}
+ */
+export function fmtRatio(x) {
+  if (!Number.isFinite(x)) return "-";
+  return x >= 10 ? `${x.toFixed(0)}x` : `${x.toFixed(2)}x`;
+}
+
+/**
+ * Mulberry32: a small seeded PRNG so generated layouts are the same on every run and machine.
+ * @param {number} seed
+ * @returns {() => number} uniform in [0, 1)
+ */
+export function seededRandom(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

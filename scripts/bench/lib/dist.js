@@ -1,0 +1,37 @@
+// @ts-check
+/**
+ * The compiled gateway (dist/, built by `npm run build`), typed from the sources it was compiled
+ * from. dist/ carries no .d.ts files (declaration: false), so importing it statically would
+ * leave tsc to infer weak types from the emitted JS; importing it by a computed URL and casting
+ * to `typeof import("src/...")` gives the benchmarks the real types and lets `tsc -p
+ * scripts/bench` run without a build. A missing build fails at run time with a pointer.
+ */
+import { existsSync } from "node:fs";
+import { URL, fileURLToPath } from "node:url";
+
+const DIST = new URL("../../../dist/", import.meta.url);
+
+if (!existsSync(fileURLToPath(new URL("south/registry.js", DIST)))) {
+  throw new Error(`${fileURLToPath(DIST)} is missing: run "npm run build" (npm run bench does)`);
+}
+
+/**
+ * @param {string} rel  a path under dist/
+ * @returns {Promise<unknown>}
+ */
+const load = (rel) => import(new URL(rel, DIST).href);
+
+export const { createDriver } = /** @type {typeof import("../../../src/south/registry.js")} */ (
+  await load("south/registry.js")
+);
+export const { sourceSchema } =
+  /** @type {typeof import("../../../src/config/gateway-schema.js")} */ (
+    await load("config/gateway-schema.js")
+  );
+export const { silentLogger } = /** @type {typeof import("../../../src/core/logger.js")} */ (
+  await load("core/logger.js")
+);
+export const { ModbusTcpSimulator } =
+  /** @type {typeof import("../../../src/sim/modbus/index.js")} */ (
+    await load("sim/modbus/index.js")
+  );
