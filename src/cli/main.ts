@@ -2,10 +2,12 @@
 import { createRequire } from "node:module";
 import { Command, CommanderError, Option } from "commander";
 import { ExitCodes } from "../core/errors.js";
+import { cloudCommand, collect, type CloudCommandOptions } from "./cloud.js";
 import { demoCommand } from "./demo.js";
 import { readCommand } from "./read.js";
 import { runCommand } from "./run.js";
 import { schemasCommand } from "./schemas.js";
+import { signCommand, type SignOptions } from "./sign.js";
 import { simModbusCommand } from "./sim.js";
 import { validateCommand } from "./validate.js";
 
@@ -77,10 +79,49 @@ program
   );
 
 program
+  .command("cloud")
+  .description("the local cloud shadow service (Alibaba shadow protocol): MQTT broker + HTTP API")
+  .option("--mqtt-port <n>", "embedded broker port (0 picks a free one)", "1883")
+  .option("--http-port <n>", "HTTP API port (0 picks a free one)", "8080")
+  .option("--broker <url>", "use an external broker (mqtt://host:port) instead of the embedded one")
+  .option("--db <file>", "SQLite file for the shadows (default: in memory)")
+  .option(
+    "--device-secret <pk/dn=secret>",
+    "check CONNECT credentials against this device secret (repeatable; embedded broker only)",
+    collect,
+    [],
+  )
+  .action(async (o: CloudCommandOptions) => exit(await cloudCommand(o)));
+
+program
   .command("schemas")
   .description("write the JSON Schemas of the config and mapping files (for editors)")
   .option("-o, --out <dir>", "output folder", "config/schemas")
   .action(async (o: { out: string }) => exit(await schemasCommand(o)));
+
+program
+  .command("sign")
+  .description("print the MQTT CONNECT parameters of an Alibaba Cloud IoT device")
+  .requiredOption("--product-key <pk>", "ProductKey")
+  .requiredOption("--device-name <dn>", "DeviceName")
+  .addOption(
+    new Option("--device-secret <secret>", "DeviceSecret (or the env var, to keep it out of ps)")
+      .env("SHADOWGATE_DEVICE_SECRET")
+      .makeOptionMandatory(),
+  )
+  .option("--client-id <id>", "clientId (default: productKey.deviceName)")
+  .addOption(
+    new Option("--sign-method <m>", "HMAC")
+      .choices(["hmacsha256", "hmacsha1", "hmacmd5"])
+      .default("hmacsha256"),
+  )
+  .addOption(
+    new Option("--secure-mode <n>", "2 = TLS, 3 = plain TCP").choices(["2", "3"]).default("2"),
+  )
+  .option("--timestamp <ms>", "timestamp in milliseconds (default: none, for stable values)")
+  .option("--region <id>", "region of the public instance", "cn-shanghai")
+  .option("--json", "print one JSON object")
+  .action((o: SignOptions) => exit(signCommand(o)));
 
 /** Long-running commands resolve undefined and keep the process alive themselves. */
 function exit(code: number | undefined): void {

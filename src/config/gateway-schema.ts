@@ -40,6 +40,61 @@ const modbusTcpSource = z
   })
   .strict();
 
+const cloudSchema = z
+  .object({
+    dialect: z.literal("alibaba").default("alibaba").describe("Cloud shadow dialect"),
+    url: z
+      .string()
+      .regex(/^(mqtts?|wss?):\/\/.+/, "an mqtt://, mqtts://, ws:// or wss:// URL")
+      .describe("Broker URL; without it the Alibaba host is built from productKey and region")
+      .optional(),
+    region: z.string().min(1).default("cn-shanghai").describe("Alibaba region id"),
+    productKey: z.string().min(1).describe("The gateway's own productKey (its MQTT identity)"),
+    deviceName: z.string().min(1).describe("The gateway's own deviceName"),
+    deviceSecret: z
+      .string()
+      .min(1)
+      .describe("Signs Alibaba credentials; write ${ENV_NAME}, never the secret itself")
+      .optional(),
+    signMethod: z.enum(["hmacsha256", "hmacsha1", "hmacmd5"]).default("hmacsha256"),
+    clientId: z.string().min(1).max(64).describe("Default: productKey.deviceName").optional(),
+    username: z.string().describe("Plain broker login, when there is no deviceSecret").optional(),
+    password: z.string().describe("Plain broker password; use ${ENV_NAME}").optional(),
+    keepalive: duration("MQTT keep-alive, 30s to 1200s as Alibaba requires")
+      .refine((ms) => ms >= 30_000 && ms <= 1_200_000, "keepalive must lie within 30s-1200s")
+      .default(60_000),
+    protocolVersion: z
+      .union([z.literal(4), z.literal(5)])
+      .default(4)
+      .describe("4 = MQTT 3.1.1, 5 = MQTT 5"),
+    tls: z
+      .object({
+        ca: z.string().describe("CA certificate file (PEM), relative to this file").optional(),
+        cert: z.string().describe("Client certificate file (PEM)").optional(),
+        key: z.string().describe("Client key file (PEM)").optional(),
+        rejectUnauthorized: z.boolean().default(true).describe("Verify the broker's certificate"),
+      })
+      .strict()
+      .optional(),
+    sendWindow: duration("Reported changes are gathered this long into one update").default(200),
+    maxRatePerDevice: z
+      .number()
+      .positive()
+      .default(10)
+      .describe("Shadow requests per second per device"),
+    maxInFlight: z.number().int().min(1).max(100).default(5).describe("Requests awaiting a reply"),
+    replyTimeout: duration("How long to wait for a shadow reply").default(5000),
+    conflictRetries: z.number().int().min(1).max(20).default(3),
+    reconnect: z
+      .object({
+        min: duration("First delay before reconnecting").default(1000),
+        max: duration("Longest delay between reconnects").default(60_000),
+      })
+      .strict()
+      .default({ min: 1000, max: 60_000 }),
+  })
+  .strict();
+
 export const sourceSchema = z.discriminatedUnion("protocol", [modbusTcpSource]);
 
 export const gatewayConfigSchema = z
@@ -64,6 +119,9 @@ export const gatewayConfigSchema = z
         sourceSchema,
       )
       .describe("Device connections, keyed by source id"),
+    cloud: cloudSchema
+      .describe("Cloud shadow sync over MQTT; without it the gateway runs local only")
+      .optional(),
     mappings: z
       .union([z.string(), z.array(z.string()).min(1)])
       .describe("Mapping files or folders, relative to this file"),
@@ -72,4 +130,5 @@ export const gatewayConfigSchema = z
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 export type SourceConfig = z.output<typeof sourceSchema>;
+export type CloudConfig = z.output<typeof cloudSchema>;
 export type ModbusTcpSourceConfig = z.output<typeof modbusTcpSource>;

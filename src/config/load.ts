@@ -238,6 +238,17 @@ export async function loadConfig(
     }
   }
 
+  const cloud = gateway?.cloud;
+  if (src && cloud && cloud.url === undefined && cloud.deviceSecret === undefined) {
+    problems.push({
+      code: ErrorCodes.CONFIG_CROSS,
+      position: src.positionOf(["cloud"], true),
+      keyPath: "cloud",
+      message:
+        "Alibaba Cloud needs deviceSecret to log in (write ${DEVICE_SECRET}); for another broker give url",
+    });
+  }
+
   if (problems.length > 0 || !gateway) return { ok: false, problems: sortProblems(problems) };
   return {
     ok: true,

@@ -7,20 +7,31 @@ import type { DevicePlan } from "../mapping/types.js";
 import { EdgeShadow, type PointReading } from "../shadow/edge-shadow.js";
 import type { SouthDriver } from "../south/driver.js";
 import { createDriver } from "../south/registry.js";
+import path from "node:path";
+import type { MqttLink } from "../north/link.js";
+import type { SyncEngine } from "../north/sync.js";
+import { openDatabase, type Db } from "../store/database.js";
+import { DesiredJournal } from "../store/desired-journal.js";
+import { CommandExecutor } from "./commands.js";
+import { createNorth } from "./north.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
 
 /** How long one component may take to stop before the daemon moves on. */
 const STOP_TIMEOUT_MS = 5000;
 
 /**
- * The composition root: the only place that wires drivers, the scheduler and the edge shadow.
- * Start order: drivers (each isolated: a source that fails to start is logged and retried by its
- * own state machine), then the scheduler. Stop runs in reverse.
+ * The composition root: the only place that wires drivers, the scheduler, the edge shadow, the
+ * command executor and, when the config has a cloud section, the store and the north side.
+ * Start order: store, drivers (each isolated: a source that fails to start is logged and
+ * retried by its own state machine), scheduler, MQTT link. Stop runs in reverse.
  */
 export class Gateway {
   readonly shadow: EdgeShadow;
+  readonly commands: CommandExecutor;
   private readonly drivers = new Map<string, SouthDriver>();
   private readonly scheduler: Scheduler;
+  private db: Db | undefined;
+  private north: { link: MqttLink; sync: SyncEngine } | undefined;
 
   constructor(
     private readonly config: LoadedConfig,
@@ -33,6 +44,12 @@ export class Gateway {
       if (used.has(id)) this.drivers.set(id, driverFactory(id, source, log));
     }
     this.scheduler = new Scheduler(this.pollGroups(), log.child({ component: "daemon.scheduler" }));
+    this.commands = new CommandExecutor(
+      new Map(config.devices.map((d) => [d.deviceName, d])),
+      this.drivers,
+      this.shadow,
+      log.child({ component: "daemon.commands" }),
+    );
     // Quality changes are what an operator needs in the log: one line per device, change and
     // cause, naming the first points, so a PLC that drops 10k points does not write 10k lines.
     this.shadow.on("update", (u) => {
@@ -73,6 +90,7 @@ export class Gateway {
       ),
     );
     this.scheduler.start();
+    this.startNorth();
     this.log.info(
       {
         devices: this.config.devices.length,
@@ -83,7 +101,45 @@ export class Gateway {
     );
   }
 
+  /** The sync engine, when the config has a cloud section and the gateway runs. */
+  get sync(): SyncEngine | undefined {
+    return this.north?.sync;
+  }
+
+  private startNorth(): void {
+    const cloud = this.config.gateway.cloud;
+    if (!cloud) return;
+    this.db = openDatabase(path.join(this.config.dataDir, "shadowgate.db"));
+    const journal = new DesiredJournal(this.db);
+    const devices = this.config.devices;
+    this.north = createNorth(
+      cloud,
+      path.dirname(this.config.configFile),
+      devices,
+      {
+        snapshot: (name) => this.shadow.document(name)?.state.reported ?? {},
+        pointNames: (name) =>
+          devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
+        execute: (name, point, value) => this.commands.execute(name, point, value),
+        journal,
+      },
+      this.log,
+    );
+    const { sync, link } = this.north;
+    this.shadow.on("update", (u) => sync.report(u.deviceName, u.reported));
+    link.start();
+  }
+
   async stop(): Promise<void> {
+    if (this.north) {
+      this.north.sync.stop();
+      // A command half-way through finishes and is journaled before the store closes.
+      await withTimeout(this.north.sync.idle(), STOP_TIMEOUT_MS).catch(() => undefined);
+      await withTimeout(this.north.link.stop(), STOP_TIMEOUT_MS).catch((err: unknown) =>
+        this.log.warn({ err, code: ErrorCodes.SHUTDOWN_TIMEOUT }, "MQTT link did not stop cleanly"),
+      );
+      this.north = undefined;
+    }
     this.scheduler.stop();
     await Promise.all(
       [...this.drivers.values()].map((d) =>
@@ -95,6 +151,8 @@ export class Gateway {
         ),
       ),
     );
+    this.db?.close();
+    this.db = undefined;
   }
 
   /** Connects what is needed, polls every (or the named) device once, and returns nothing: read the shadow. */

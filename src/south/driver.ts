@@ -23,6 +23,8 @@ export interface RawSample {
 export interface PollRequest {
   readonly unitId: number;
   readonly points: readonly RawPoint[];
+  /** A command's own reads (bit read-modify-write, read-back) go ahead of queued polls. */
+  readonly urgent?: boolean;
 }
 
 export type ConnectionState = "disconnected" | "connecting" | "online" | "backoff" | "stopping";

@@ -123,6 +123,23 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("asks for a deviceSecret when the cloud section names no broker URL, and checks keepalive", async () => {
+    const config = await workspace(
+      { "a.yaml": head + "  t: { register: 40001 }\n" },
+      "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: h }\ncloud:\n  productKey: gw\n  deviceName: edge\n  keepalive: 10s\nmappings: mappings\n",
+    );
+    expect(await problemsOf(config)).toEqual([
+      "gateway.yaml:7:14 cloud.keepalive: keepalive must lie within 30s-1200s",
+    ]);
+    const noSecret = await workspace(
+      { "a.yaml": head + "  t: { register: 40001 }\n" },
+      "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: h }\ncloud:\n  productKey: gw\n  deviceName: edge\nmappings: mappings\n",
+    );
+    expect(await problemsOf(noSecret)).toEqual([
+      "gateway.yaml:4:1 cloud: Alibaba Cloud needs deviceSecret to log in (write ${DEVICE_SECRET}); for another broker give url",
+    ]);
+  });
+
   it("names a missing mappings folder and an unreadable file", async () => {
     const config = await workspace(
       {},

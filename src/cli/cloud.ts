@@ -1,0 +1,93 @@
+import { ErrorCodes, ExitCodes, ShadowgateError } from "../core/errors.js";
+import { createLogger } from "../core/logger.js";
+import { startCloudService, type DeviceSecret } from "../sim/cloud/index.js";
+
+export interface CloudCommandOptions {
+  mqttPort: string;
+  httpPort: string;
+  broker?: string;
+  db?: string;
+  deviceSecret: string[];
+}
+
+/** Commander collector for a repeatable option. */
+export const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+function port(flag: string, text: string): number | undefined {
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
+    process.stderr.write(`${flag} ${text} is not a TCP port\n`);
+    return undefined;
+  }
+  return n;
+}
+
+/** `pk/dn=secret`; the secret may itself contain "=" or "/". */
+function deviceSecret(text: string): DeviceSecret | undefined {
+  const m = /^([^/=]+)\/([^/=]+)=(.+)$/.exec(text);
+  if (!m) return undefined;
+  return { productKey: m[1] ?? "", deviceName: m[2] ?? "", deviceSecret: m[3] ?? "" };
+}
+
+/**
+ * `shadowgate cloud`: the local cloud shadow service, so that the whole loop runs without a
+ * cloud account. Long-running: resolves undefined and exits on SIGINT or SIGTERM.
+ */
+export async function cloudCommand(o: CloudCommandOptions): Promise<number | undefined> {
+  const mqttPort = port("--mqtt-port", o.mqttPort);
+  const httpPort = port("--http-port", o.httpPort);
+  if (mqttPort === undefined || httpPort === undefined) return ExitCodes.USAGE;
+  if (o.broker !== undefined && !/^mqtts?:\/\//.test(o.broker)) {
+    process.stderr.write(`--broker ${o.broker} is not an mqtt:// or mqtts:// URL\n`);
+    return ExitCodes.USAGE;
+  }
+  const secrets: DeviceSecret[] = [];
+  for (const text of o.deviceSecret) {
+    const parsed = deviceSecret(text);
+    if (parsed === undefined) {
+      // Only the part before "=" is echoed: the rest is a secret.
+      process.stderr.write(
+        `--device-secret ${text.split("=")[0] ?? ""}=… is not productKey/deviceName=secret\n`,
+      );
+      return ExitCodes.USAGE;
+    }
+    secrets.push(parsed);
+  }
+
+  let running;
+  try {
+    running = await startCloudService({
+      mqttPort,
+      httpPort,
+      ...(o.broker !== undefined && { brokerUrl: o.broker }),
+      ...(o.db !== undefined && { dbFile: o.db }),
+      deviceSecrets: secrets,
+      logger: createLogger(),
+    });
+  } catch (e) {
+    if (e instanceof ShadowgateError) {
+      process.stderr.write(`${e.message}\n`);
+      return e.code === ErrorCodes.USAGE ? ExitCodes.USAGE : ExitCodes.RUNTIME;
+    }
+    throw e;
+  }
+  const broker =
+    o.broker === undefined
+      ? `embedded broker, ${secrets.length > 0 ? `credentials checked for ${secrets.length} device(s)` : "any client accepted"}`
+      : "client of an external broker: control pushes go out whether or not the device listens";
+  process.stdout.write(
+    [
+      "Cloud shadow service",
+      `  MQTT  ${running.mqttUrl}  (${broker})`,
+      `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{productKey}/{deviceName}, GET /healthz)`,
+      `  data  ${o.db ?? "in memory"}`,
+      "",
+    ].join("\n"),
+  );
+  const stop = (): void => {
+    void running.close().then(() => process.exit(ExitCodes.OK));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return undefined;
+}

@@ -1,0 +1,89 @@
+import type { Dialect, Inbound } from "../../dialect.js";
+import {
+  decodeShadowMessage,
+  encodeClearDesired,
+  encodeGet,
+  encodeUpdate,
+  isConflict,
+  isPermanentError,
+  isSuccessCode,
+} from "./codec.js";
+import type { MetadataSection } from "./messages.js";
+import { shadowGetTopic, shadowUpdateTopic } from "./topics.js";
+
+/** Top-level desired attribute -> its metadata timestamp (seconds). */
+function timestamps(meta: MetadataSection | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [attr, m] of Object.entries(meta ?? {})) {
+    if (typeof m.timestamp === "number") out[attr] = m.timestamp;
+  }
+  return out;
+}
+
+/**
+ * The Alibaba Cloud IoT shadow dialect (shadow-protocol.md 1): requests on /shadow/update,
+ * replies and control pushes on /shadow/get, versions strictly greater than the cloud's,
+ * desired cleared with the string "null", 407 counted as success as iotkit-embedded does.
+ */
+export const alibabaDialect: Dialect = {
+  name: "alibaba",
+  topics: (productKey, deviceName) => ({
+    request: shadowUpdateTopic(productKey, deviceName),
+    inbound: shadowGetTopic(productKey, deviceName),
+  }),
+  encodeReport: encodeUpdate,
+  encodeClearDesired,
+  encodeGet,
+  nextVersion: (lastKnown) => lastKnown + 1,
+  classify: (code) =>
+    isSuccessCode(code)
+      ? "success"
+      : isConflict(code)
+        ? "conflict"
+        : isPermanentError(code)
+          ? "permanent"
+          : "retry",
+  decode(topic, payload) {
+    const r = decodeShadowMessage(topic, payload);
+    if (!r.ok) return r;
+    const m = r.message;
+    let message: Inbound;
+    if (m.kind === "control") {
+      message = {
+        kind: "control",
+        version: m.version,
+        shadow: {
+          desired: m.desired,
+          desiredTimestamps: Object.fromEntries(
+            Object.entries(m.desiredMetadata).map(([k, v]) => [k, v.timestamp]),
+          ),
+          reported: m.reported ?? {},
+        },
+      };
+    } else if (m.status === "success") {
+      message = {
+        kind: "reply",
+        status: "success",
+        version: m.version,
+        ...(m.clientToken !== undefined && { clientToken: m.clientToken }),
+        ...(m.state && {
+          shadow: {
+            desired: typeof m.state.desired === "object" ? m.state.desired : {},
+            desiredTimestamps: timestamps(m.metadata?.desired),
+            reported: typeof m.state.reported === "object" ? m.state.reported : {},
+          },
+        }),
+      };
+    } else {
+      message = {
+        kind: "reply",
+        status: "error",
+        code: m.code,
+        message: m.message,
+        ...(m.version !== undefined && { version: m.version }),
+        ...(m.clientToken !== undefined && { clientToken: m.clientToken }),
+      };
+    }
+    return { ok: true, productKey: r.productKey, deviceName: r.deviceName, message };
+  },
+};

@@ -1,0 +1,156 @@
+import { EventEmitter } from "node:events";
+import { connect, type IClientOptions, type MqttClient } from "mqtt";
+import { Backoff } from "../core/backoff.js";
+import { ErrorCodes, ShadowgateError } from "../core/errors.js";
+import type { Logger } from "../core/logger.js";
+import type { ConnectionState } from "../south/driver.js";
+
+export interface LinkOptions {
+  /** mqtt://, mqtts://, ws:// or wss://: the transport follows the scheme. */
+  readonly url: string;
+  readonly clientId: string;
+  readonly username?: string;
+  readonly password?: string;
+  readonly keepaliveSeconds: number;
+  /** 4 = MQTT 3.1.1 (default), 5 = MQTT 5. */
+  readonly protocolVersion: 4 | 5;
+  readonly tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean };
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  readonly connectTimeoutMs?: number;
+}
+
+export interface LinkEvents {
+  /** Connected (again). Listeners subscribe before they publish anything. */
+  online: [];
+  offline: [reason: string];
+  message: [topic: string, payload: Buffer];
+}
+
+/**
+ * The gateway's one MQTT connection, as an explicit state machine (disconnected -> connecting ->
+ * online -> backoff -> connecting ... -> stopping) with jittered exponential backoff. mqtt.js's
+ * own fixed-interval reconnect is switched off: a fleet reconnecting in lock-step after a cloud
+ * outage is what jitter prevents.
+ */
+export class MqttLink extends EventEmitter<LinkEvents> {
+  private state: ConnectionState = "disconnected";
+  private client: MqttClient | undefined;
+  private readonly backoff: Backoff;
+  private timer: NodeJS.Timeout | undefined;
+  private connects = 0;
+
+  constructor(
+    private readonly opts: LinkOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.backoff = new Backoff(opts.reconnectMinMs, opts.reconnectMaxMs);
+  }
+
+  get online(): boolean {
+    return this.state === "online";
+  }
+
+  health(): { state: ConnectionState; connects: number } {
+    return { state: this.state, connects: this.connects };
+  }
+
+  start(): void {
+    if (this.state === "disconnected") this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.transition("stopping");
+    clearTimeout(this.timer);
+    const client = this.client;
+    this.client = undefined;
+    if (client) await client.endAsync(false).catch(() => client.end(true));
+    this.transition("disconnected");
+  }
+
+  async subscribe(topics: readonly string[]): Promise<void> {
+    const client = this.require();
+    const granted = await client.subscribeAsync([...topics], { qos: 1 });
+    const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+    if (refused.length > 0) {
+      throw new ShadowgateError(ErrorCodes.MQTT_SUBSCRIBE, `broker refused ${refused.join(", ")}`);
+    }
+  }
+
+  /** QoS 1 publish; resolves on PUBACK. */
+  async publish(topic: string, payload: string): Promise<void> {
+    await this.require().publishAsync(topic, payload, { qos: 1 });
+  }
+
+  private require(): MqttClient {
+    if (!this.client || this.state !== "online") {
+      throw new ShadowgateError(ErrorCodes.MQTT_OFFLINE, `MQTT link is ${this.state}`);
+    }
+    return this.client;
+  }
+
+  private connect(): void {
+    this.transition("connecting");
+    const options: IClientOptions = {
+      clientId: this.opts.clientId,
+      keepalive: this.opts.keepaliveSeconds,
+      protocolVersion: this.opts.protocolVersion,
+      reconnectPeriod: 0,
+      connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
+      clean: true,
+      ...(this.opts.username !== undefined && { username: this.opts.username }),
+      ...(this.opts.password !== undefined && { password: this.opts.password }),
+      ...(this.opts.tls && {
+        rejectUnauthorized: this.opts.tls.rejectUnauthorized,
+        ...(this.opts.tls.ca && { ca: this.opts.tls.ca }),
+        ...(this.opts.tls.cert && { cert: this.opts.tls.cert }),
+        ...(this.opts.tls.key && { key: this.opts.tls.key }),
+      }),
+    };
+    const client = connect(this.opts.url, options);
+    this.client = client;
+    client.on("connect", () => {
+      if (this.client !== client) return;
+      this.backoff.reset();
+      this.connects++;
+      this.transition("online");
+      this.emit("online");
+    });
+    client.on("message", (topic, payload) => {
+      if (this.client === client) this.emit("message", topic, payload);
+    });
+    client.on("error", (err) => {
+      if (this.client === client) this.lost(client, err.message);
+    });
+    client.on("close", () => {
+      if (this.client === client) this.lost(client, "connection closed");
+    });
+  }
+
+  private lost(client: MqttClient, reason: string): void {
+    if (this.state === "stopping" || this.state === "disconnected") return;
+    const wasOnline = this.state === "online";
+    this.client = undefined;
+    client.removeAllListeners("message");
+    client.end(true);
+    const delay = this.backoff.next();
+    this.transition("backoff", { reason, retryInMs: delay });
+    if (wasOnline) this.emit("offline", reason);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  private transition(next: ConnectionState, extra: Record<string, unknown> = {}): void {
+    if (next === this.state) return;
+    const fields = {
+      from: this.state,
+      to: next,
+      url: this.opts.url,
+      clientId: this.opts.clientId,
+      ...extra,
+    };
+    this.state = next;
+    if (next === "backoff") this.log.warn(fields, "mqtt link state");
+    else this.log.info(fields, "mqtt link state");
+  }
+}

@@ -1,0 +1,511 @@
+import { ErrorCodes } from "../core/errors.js";
+import type { Logger } from "../core/logger.js";
+import type { JsonObject, JsonValue } from "../core/types.js";
+import type { CloudShadow, Dialect, Inbound } from "./dialect.js";
+import type { LinkEvents } from "./link.js";
+
+/** What the sync engine needs of the MQTT link (MqttLink in production, a fake in unit tests). */
+export interface Link {
+  readonly online: boolean;
+  on<K extends keyof LinkEvents>(event: K, listener: (...args: LinkEvents[K]) => void): unknown;
+  subscribe(topics: readonly string[]): Promise<void>;
+  publish(topic: string, payload: string): Promise<void>;
+}
+
+export interface JournalRecord {
+  readonly ts: number;
+  readonly version: number;
+  /** The value as JSON text. */
+  readonly value: string;
+}
+
+/**
+ * Whether an offered desired value is a command not yet executed. Alibaba stamps desired
+ * attributes in whole seconds, so order by (timestamp, version) as architecture.md says. But only
+ * a control push carries the version that set the value: a get reply carries the document's
+ * current version, which every report raises. So when a get offers a value with the same
+ * timestamp as the last execution, it is the same command exactly when the value is the same
+ * (and writing an equal value again would change nothing anyway).
+ */
+export function isNewCommand(
+  last: JournalRecord | undefined,
+  offered: JournalRecord,
+  versionIsExact: boolean,
+): boolean {
+  if (last === undefined || offered.ts > last.ts) return true;
+  if (offered.ts < last.ts) return false;
+  return versionIsExact ? offered.version > last.version : offered.value !== last.value;
+}
+
+/** The reserved reported key under which every command's outcome is visible in the shadow. */
+export const COMMANDS_KEY = "_commands";
+
+export interface CommandResult {
+  readonly status: "applied" | "rejected" | "failed";
+  readonly reason?: string;
+  readonly value?: JsonValue;
+}
+
+export interface SyncHooks {
+  /** The device's whole current reported state, pushed after every (re)connect. */
+  snapshot(deviceName: string): JsonObject;
+  /** The device's point names, to map nested desired objects onto dotted points. */
+  pointNames(deviceName: string): readonly string[];
+  /** Executes one desired value; never throws. */
+  execute(deviceName: string, point: string, value: JsonValue): Promise<CommandResult>;
+  /** The last desired value executed per device and point, kept across restarts. */
+  journal: {
+    last(pk: string, dn: string, point: string): JournalRecord | undefined;
+    record(pk: string, dn: string, point: string, entry: JournalRecord & { status: string }): void;
+  };
+}
+
+export interface SyncOptions {
+  /** Reported changes are gathered this long before one update goes out. */
+  readonly sendWindowMs: number;
+  /** At most one request per device per this interval (the per-device rate limit). */
+  readonly minIntervalMs: number;
+  /** Requests awaiting a reply, over all devices. */
+  readonly maxInFlight: number;
+  readonly replyTimeoutMs: number;
+  /** Conflicts (409) in a row before the device pauses for a reply timeout. */
+  readonly conflictRetries: number;
+}
+
+export interface SyncStats {
+  sent: number;
+  acknowledged: number;
+  conflicts: number;
+  rejected: number;
+  timeouts: number;
+  badMessages: number;
+  duplicateCommands: number;
+  commands: { applied: number; rejected: number; failed: number };
+}
+
+type Kind = "get" | "report" | "clear";
+
+interface InFlight {
+  readonly token: string;
+  readonly kind: Kind;
+  readonly version?: number;
+  /** What a report carried, kept to resend after a conflict or a timeout. */
+  readonly payload?: JsonObject;
+  readonly timer: NodeJS.Timeout;
+}
+
+interface DeviceSync {
+  readonly productKey: string;
+  readonly deviceName: string;
+  readonly topics: { request: string; inbound: string };
+  /** The last version known from the cloud. */
+  version: number;
+  /** Reconciled (get, desired, full report) since the link came up. */
+  synced: boolean;
+  pending: JsonObject;
+  clearDesired: boolean;
+  /** The newest pushed version whose desired values a clear was already asked for. */
+  clearRequestedFor: number;
+  inFlight?: InFlight;
+  lastSendAt: number;
+  conflicts: number;
+  wakeTimer?: NodeJS.Timeout;
+  /** Desired executions run one after another per device. */
+  executing: Promise<void>;
+}
+
+const isObject = (v: JsonValue | undefined): v is JsonObject =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** Deep merge: b's leaves win; objects merge, everything else is replaced. */
+export function mergeReported(a: JsonObject, b: JsonObject): JsonObject {
+  const out: JsonObject = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] = isObject(prev) && isObject(v) ? mergeReported(prev, v) : v;
+  }
+  return out;
+}
+
+/**
+ * Keeps every device's cloud shadow in step with the edge shadow over one MQTT link: partial
+ * reported updates batched per device per send window, one request in flight per device (so
+ * versions go up in order), conflict (409) recovery by get-merge-resend, and desired values
+ * executed once each through the journal. After every (re)connect: subscribe, get every
+ * shadow, execute what is new, push the whole current reported state, then resume.
+ */
+export class SyncEngine {
+  private readonly devices = new Map<string, DeviceSync>();
+  private readonly byTopicKey = new Map<string, DeviceSync>();
+  private inFlight = 0;
+  private tokenSeq = 0;
+  private readonly loggedOnce = new Set<string>();
+  readonly stats: SyncStats = {
+    sent: 0,
+    acknowledged: 0,
+    conflicts: 0,
+    rejected: 0,
+    timeouts: 0,
+    badMessages: 0,
+    duplicateCommands: 0,
+    commands: { applied: 0, rejected: 0, failed: 0 },
+  };
+  private stopped = false;
+
+  constructor(
+    private readonly link: Link,
+    private readonly dialect: Dialect,
+    devices: ReadonlyArray<{ productKey: string; deviceName: string }>,
+    private readonly hooks: SyncHooks,
+    private readonly opts: SyncOptions,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    for (const d of devices) {
+      const state: DeviceSync = {
+        ...d,
+        topics: dialect.topics(d.productKey, d.deviceName),
+        version: 0,
+        synced: false,
+        pending: {},
+        clearDesired: false,
+        clearRequestedFor: -1,
+        lastSendAt: -Infinity,
+        conflicts: 0,
+        executing: Promise.resolve(),
+      };
+      this.devices.set(d.deviceName, state);
+      this.byTopicKey.set(`${d.productKey}/${d.deviceName}`, state);
+    }
+    link.on("online", () => void this.onOnline());
+    link.on("offline", () => this.onOffline());
+    link.on("message", (topic, payload) => this.onMessage(topic, payload));
+  }
+
+  /** A partial reported update from the edge shadow. */
+  report(deviceName: string, reported: JsonObject): void {
+    const d = this.devices.get(deviceName);
+    if (!d || Object.keys(reported).length === 0) return;
+    d.pending = mergeReported(d.pending, reported);
+    this.wake(d, this.opts.sendWindowMs);
+  }
+
+  /** Version and backlog per device, for health and tests. */
+  deviceState(
+    deviceName: string,
+  ): { version: number; synced: boolean; pending: number } | undefined {
+    const d = this.devices.get(deviceName);
+    return d && { version: d.version, synced: d.synced, pending: Object.keys(d.pending).length };
+  }
+
+  /** Resolves when every device's queued desired executions have finished. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.devices.values()].map((d) => d.executing));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const d of this.devices.values()) {
+      clearTimeout(d.wakeTimer);
+      if (d.inFlight) clearTimeout(d.inFlight.timer);
+    }
+  }
+
+  private async onOnline(): Promise<void> {
+    // Subscribe before anything is published, or the first replies could be missed.
+    try {
+      await this.link.subscribe([...this.devices.values()].map((d) => d.topics.inbound));
+    } catch (err) {
+      this.log.error({ err }, "subscribing to the shadow topics failed");
+      return;
+    }
+    for (const d of this.devices.values()) this.pump(d);
+  }
+
+  private onOffline(): void {
+    for (const d of this.devices.values()) {
+      this.abandon(d);
+      d.synced = false;
+    }
+  }
+
+  /** Drops the request in flight, keeping what it carried for the next one. */
+  private abandon(d: DeviceSync): void {
+    const f = d.inFlight;
+    if (!f) return;
+    clearTimeout(f.timer);
+    d.inFlight = undefined;
+    this.inFlight--;
+    if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+    if (f.kind === "clear") d.clearDesired = true;
+  }
+
+  private wake(d: DeviceSync, delayMs: number): void {
+    if (d.wakeTimer || this.stopped) return;
+    d.wakeTimer = setTimeout(() => {
+      d.wakeTimer = undefined;
+      this.pump(d);
+    }, delayMs);
+  }
+
+  /** Sends the next request a device needs, if it may send now. */
+  private pump(d: DeviceSync): void {
+    if (this.stopped || !this.link.online || d.inFlight) return;
+    if (this.inFlight >= this.opts.maxInFlight) return; // a reply elsewhere pumps again
+    const wait = d.lastSendAt + this.opts.minIntervalMs - this.now();
+    const due = !d.synced || d.clearDesired || Object.keys(d.pending).length > 0;
+    if (!due) return;
+    if (wait > 0) return this.wake(d, wait);
+    const token = this.token(d);
+    if (!d.synced) {
+      this.send(d, { token, kind: "get" }, this.dialect.encodeGet(token));
+    } else if (d.clearDesired) {
+      d.clearDesired = false;
+      const version = this.dialect.nextVersion(d.version);
+      this.send(
+        d,
+        { token, kind: "clear", version },
+        this.dialect.encodeClearDesired(version, token),
+      );
+    } else {
+      const payload = d.pending;
+      d.pending = {};
+      const version = this.dialect.nextVersion(d.version);
+      this.send(
+        d,
+        { token, kind: "report", version, payload },
+        this.dialect.encodeReport(payload, version, token),
+      );
+    }
+  }
+
+  private token(d: DeviceSync): string {
+    this.tokenSeq = (this.tokenSeq + 1) % Number.MAX_SAFE_INTEGER;
+    return `${d.productKey}.${d.deviceName}-${this.tokenSeq}`;
+  }
+
+  private send(d: DeviceSync, request: Omit<InFlight, "timer">, body: string): void {
+    const timer = setTimeout(() => this.timedOut(d, request.token), this.opts.replyTimeoutMs);
+    d.inFlight = { ...request, timer };
+    d.lastSendAt = this.now();
+    this.inFlight++;
+    this.stats.sent++;
+    this.link.publish(d.topics.request, body).catch((err: unknown) => {
+      // The link went down under us; onOffline keeps the payload for the next connection.
+      this.log.debug({ device: d.deviceName, err }, "publish failed");
+    });
+  }
+
+  private timedOut(d: DeviceSync, token: string): void {
+    if (d.inFlight?.token !== token) return;
+    this.stats.timeouts++;
+    this.log.warn(
+      { device: d.deviceName, kind: d.inFlight.kind, code: ErrorCodes.SHADOW_REPLY_TIMEOUT },
+      "no reply from the cloud shadow in time; will retry",
+    );
+    this.abandon(d);
+    this.pumpAll();
+  }
+
+  private pumpAll(): void {
+    for (const d of this.devices.values()) this.pump(d);
+  }
+
+  private once(key: string, log: () => void): void {
+    if (this.loggedOnce.has(key)) return;
+    this.loggedOnce.add(key);
+    log();
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    const decoded = this.dialect.decode(topic, payload);
+    if (!decoded.ok) {
+      this.stats.badMessages++;
+      this.once(`bad:${topic}:${decoded.reason}`, () =>
+        this.log.warn(
+          { topic, reason: decoded.reason, code: ErrorCodes.SHADOW_BAD_MESSAGE },
+          "ignored a malformed message",
+        ),
+      );
+      return;
+    }
+    const d = this.byTopicKey.get(`${decoded.productKey}/${decoded.deviceName}`);
+    if (!d) {
+      this.once(`unknown:${topic}`, () =>
+        this.log.warn({ topic }, "message for a device this gateway does not serve"),
+      );
+      return;
+    }
+    if (decoded.message.kind === "control") this.onControl(d, topic, decoded.message);
+    else this.onReply(d, topic, decoded.message);
+  }
+
+  private onControl(d: DeviceSync, topic: string, m: Extract<Inbound, { kind: "control" }>): void {
+    if (m.version < d.version) {
+      // Not trusted as it stands (a reset shadow, or a replay); a get finds out the truth.
+      this.stats.badMessages++;
+      this.once(`backwards:${topic}`, () =>
+        this.log.warn(
+          { topic, version: m.version, known: d.version, code: ErrorCodes.SHADOW_BAD_MESSAGE },
+          "control version went backwards; re-reading the shadow instead",
+        ),
+      );
+      d.synced = false;
+      this.pump(d);
+      return;
+    }
+    d.version = m.version;
+    this.executeDesired(d, m.shadow, m.version, true);
+  }
+
+  private onReply(d: DeviceSync, topic: string, m: Exclude<Inbound, { kind: "control" }>): void {
+    const f = d.inFlight;
+    if (!f || m.clientToken !== f.token) {
+      this.once(`token:${topic}`, () =>
+        this.log.debug(
+          { topic, clientToken: m.clientToken },
+          "reply to no request in flight (late or foreign)",
+        ),
+      );
+      return;
+    }
+    clearTimeout(f.timer);
+    d.inFlight = undefined;
+    this.inFlight--;
+
+    if (m.status === "success") {
+      this.stats.acknowledged++;
+      d.conflicts = 0;
+      if (f.kind === "get") {
+        // The get reply is the cloud's word on the version, even when it went down (a reset).
+        d.version = m.version ?? d.version;
+        const shadow = m.shadow;
+        d.synced = true;
+        // Reported: local wins. The whole current state goes up, newer changes on top.
+        d.pending = mergeReported(this.hooks.snapshot(d.deviceName), d.pending);
+        if (shadow) this.executeDesired(d, shadow, d.version, false);
+      } else {
+        d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
+      }
+    } else {
+      const cls = this.dialect.classify(m.code);
+      if (cls === "success") {
+        this.stats.acknowledged++;
+      } else if (cls === "conflict") {
+        this.stats.conflicts++;
+        d.conflicts++;
+        if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+        if (f.kind === "clear") d.clearDesired = true;
+        d.synced = false; // get, merge, resend with the fresh version
+        this.log.info(
+          {
+            device: d.deviceName,
+            topic,
+            known: d.version,
+            attempt: d.conflicts,
+            code: ErrorCodes.SHADOW_CONFLICT,
+          },
+          "shadow version conflict; re-reading",
+        );
+        if (d.conflicts > this.opts.conflictRetries) {
+          this.log.warn(
+            { device: d.deviceName, conflicts: d.conflicts },
+            "repeated conflicts; pausing this shadow for a while",
+          );
+          d.conflicts = 0;
+          d.lastSendAt = this.now() + this.opts.replyTimeoutMs;
+        }
+      } else if (cls === "permanent") {
+        this.stats.rejected++;
+        this.once(`reject:${d.deviceName}:${m.code}`, () =>
+          this.log.error(
+            {
+              device: d.deviceName,
+              topic,
+              errorcode: m.code,
+              message: m.message,
+              kind: f.kind,
+              code: ErrorCodes.SHADOW_REJECTED,
+            },
+            "the cloud refused a request; it is dropped (this is logged once per device and code)",
+          ),
+        );
+        if (f.kind === "get") d.synced = true; // nothing to reconcile with; go on reporting
+      } else {
+        if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+        if (f.kind === "clear") d.clearDesired = true;
+        d.lastSendAt = this.now() + this.opts.replyTimeoutMs;
+      }
+    }
+    this.pumpAll();
+  }
+
+  /** Desired values -> dotted point names, with the timestamp of their top-level attribute. */
+  private flattenDesired(
+    d: DeviceSync,
+    shadow: CloudShadow,
+  ): Array<{ point: string; value: JsonValue; ts: number }> {
+    const points = new Set(this.hooks.pointNames(d.deviceName));
+    const out: Array<{ point: string; value: JsonValue; ts: number }> = [];
+    const walk = (prefix: string, value: JsonValue, ts: number): void => {
+      if (value === null) return; // cleared
+      if (!points.has(prefix) && isObject(value)) {
+        for (const [k, v] of Object.entries(value)) walk(`${prefix}.${k}`, v, ts);
+      } else out.push({ point: prefix, value, ts });
+    };
+    for (const [attr, value] of Object.entries(shadow.desired)) {
+      walk(attr, value, shadow.desiredTimestamps[attr] ?? 0);
+    }
+    return out;
+  }
+
+  private executeDesired(
+    d: DeviceSync,
+    shadow: CloudShadow,
+    version: number,
+    versionIsExact: boolean,
+  ): void {
+    const entries = this.flattenDesired(d, shadow);
+    if (entries.length === 0) return;
+    d.executing = d.executing.then(async () => {
+      const outcomes: JsonObject = {};
+      for (const e of entries) {
+        const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
+        const last = this.hooks.journal.last(d.productKey, d.deviceName, e.point);
+        if (!isNewCommand(last, offered, versionIsExact)) {
+          this.stats.duplicateCommands++;
+          continue;
+        }
+        const result =
+          e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)
+            ? {
+                status: "rejected" as const,
+                reason: `${COMMANDS_KEY} is reserved for command outcomes`,
+              }
+            : await this.hooks.execute(d.deviceName, e.point, e.value);
+        this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
+          ...offered,
+          status: result.status,
+        });
+        this.stats.commands[result.status]++;
+        outcomes[e.point] = {
+          status: result.status,
+          ts: e.ts,
+          version,
+          ...(result.reason !== undefined && { reason: result.reason }),
+          ...(result.value !== undefined && { value: result.value }),
+        };
+      }
+      // Desired is cleared whenever it holds values, executed now or earlier (a clear that
+      // was lost), so the cloud never keeps re-offering a command; a redelivered push of a
+      // version already being cleared needs no second clear.
+      if (!versionIsExact || version > d.clearRequestedFor) {
+        d.clearDesired = true;
+        d.clearRequestedFor = Math.max(d.clearRequestedFor, version);
+      }
+      if (Object.keys(outcomes).length > 0)
+        d.pending = mergeReported(d.pending, { [COMMANDS_KEY]: outcomes });
+      this.pump(d);
+    });
+  }
+}

@@ -1,0 +1,99 @@
+import { randomUUID } from "node:crypto";
+import { connectAsync, type MqttClient } from "mqtt";
+import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
+import type { Logger } from "../../core/logger.js";
+import { SHADOW_UPDATE_WILDCARD } from "../../north/dialects/alibaba/topics.js";
+import type { ShadowTransport } from "./shadow-service.js";
+
+export interface ExternalBrokerOptions {
+  /** mqtt://host:port (credentials in the URL are passed on, never logged). */
+  readonly url: string;
+  readonly logger: Logger;
+}
+
+/** The URL without user and password, for logs and the console. */
+export function displayUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = "";
+    u.password = "";
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return "(unparsable URL)";
+  }
+}
+
+/**
+ * The service as a client of an external broker (mosquitto). It cannot see other clients'
+ * subscriptions, so it does not know which devices are online: control pushes always go out
+ * (a device with a persistent session may then receive one that Alibaba would not have sent).
+ */
+export class ExternalBroker implements ShadowTransport {
+  private readonly opts: ExternalBrokerOptions;
+  private readonly log: Logger;
+  private client: MqttClient | undefined;
+
+  constructor(opts: ExternalBrokerOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+  }
+
+  async start(onRequest: (topic: string, payload: Buffer) => void): Promise<void> {
+    const url = displayUrl(this.opts.url);
+    let client: MqttClient;
+    try {
+      // No retries for the first connection: a wrong URL should fail the start, not hang it.
+      client = await connectAsync(
+        this.opts.url,
+        {
+          clientId: `shadowgate-cloud-${randomUUID().slice(0, 8)}`,
+          clean: true,
+          reconnectPeriod: 1000,
+          connectTimeout: 10_000,
+        },
+        false,
+      );
+    } catch (e) {
+      throw new ShadowgateError(
+        ErrorCodes.CLOUD_START,
+        `cannot connect to the MQTT broker ${url}: ${(e as Error).message}`,
+      );
+    }
+    this.client = client;
+    client.on("message", (topic, payload) => onRequest(topic, payload));
+    client.on("offline", () => this.log.warn({ url }, "broker connection lost; reconnecting"));
+    client.on("connect", () => this.log.info({ url }, "broker connection restored"));
+    client.on("error", (e) => this.log.warn({ url, err: e.message }, "broker connection error"));
+    try {
+      // Resubscribed by mqtt.js after each reconnect (clean session).
+      await client.subscribeAsync(SHADOW_UPDATE_WILDCARD, { qos: 1 });
+    } catch (e) {
+      await this.stop();
+      throw new ShadowgateError(
+        ErrorCodes.CLOUD_START,
+        `cannot subscribe to ${SHADOW_UPDATE_WILDCARD} on ${url}: ${(e as Error).message}`,
+      );
+    }
+    this.log.info({ url }, "connected to the external MQTT broker");
+  }
+
+  publish(topic: string, payload: string): Promise<void> {
+    const client = this.client;
+    // mqtt.js would queue a QoS 1 message until the link is back; an HTTP caller waiting on a
+    // control push should not hang that long, and a reply that late is useless anyway.
+    if (client === undefined || !client.connected) {
+      return Promise.reject(new Error("not connected to the broker"));
+    }
+    return client.publishAsync(topic, payload, { qos: 1 }).then(() => undefined);
+  }
+
+  isOnline(): undefined {
+    return undefined;
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = undefined;
+    if (client !== undefined) await client.endAsync();
+  }
+}

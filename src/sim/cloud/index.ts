@@ -1,0 +1,148 @@
+import type { Aedes } from "aedes";
+import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
+import { silentLogger, type Logger } from "../../core/logger.js";
+import { EmbeddedBroker } from "./embedded-broker.js";
+import { ExternalBroker, displayUrl } from "./external-broker.js";
+import { CloudHttpApi } from "./http-api.js";
+import { ShadowService, type ShadowTransport } from "./shadow-service.js";
+import { ShadowStore } from "./store.js";
+
+export { CloudHttpApi, MAX_BODY_BYTES } from "./http-api.js";
+export { EmbeddedBroker } from "./embedded-broker.js";
+export { ExternalBroker, displayUrl } from "./external-broker.js";
+export {
+  ShadowService,
+  type ControlEvent,
+  type DesiredUpdateOutcome,
+  type ShadowServiceEvents,
+  type ShadowTransport,
+} from "./shadow-service.js";
+export {
+  applyChange,
+  emptyDocument,
+  mergeInto,
+  parseShadowRequest,
+  type CloudShadowDocument,
+  type ParsedRequest,
+  type ShadowErrorCode,
+  type ShadowRequestBody,
+} from "./shadow-document.js";
+export { ShadowStore } from "./store.js";
+export { topicMatches } from "./topic-filter.js";
+
+/** Everything on loopback: this is a simulator with no TLS and, by default, no credentials. */
+const HOST = "127.0.0.1";
+
+export interface DeviceSecret {
+  readonly productKey: string;
+  readonly deviceName: string;
+  readonly deviceSecret: string;
+}
+
+export interface CloudServiceOptions {
+  /** Port of the embedded broker; 0 picks a free one. Default 1883. Ignored with brokerUrl. */
+  readonly mqttPort?: number;
+  /** Default 8080; 0 picks a free one. */
+  readonly httpPort?: number;
+  /** mqtt://host:port of an external broker; the service then runs as its client. */
+  readonly brokerUrl?: string;
+  /** SQLite file for the shadows; default in memory. */
+  readonly dbFile?: string;
+  /** When given (embedded broker only), CONNECTs must be signed with these secrets. */
+  readonly deviceSecrets?: readonly DeviceSecret[];
+  readonly logger?: Logger;
+  /** Milliseconds since the epoch; tests pass a fixed clock. */
+  readonly now?: () => number;
+}
+
+export interface RunningCloudService {
+  /** Where devices connect (credentials stripped). */
+  readonly mqttUrl: string;
+  readonly httpUrl: string;
+  readonly service: ShadowService;
+  /** The embedded aedes broker; undefined with an external broker. */
+  readonly broker: Aedes | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the local cloud shadow service: store, broker (embedded or external), service and
+ * HTTP API, in dependency order; `close()` stops them in reverse. A failure part-way closes
+ * what had started and rejects with SG_CLOUD_START (or SG_USAGE for contradictory options).
+ */
+export async function startCloudService(
+  opts: CloudServiceOptions = {},
+): Promise<RunningCloudService> {
+  const log = (opts.logger ?? silentLogger()).child({ component: "sim.cloud" });
+  const secrets = opts.deviceSecrets ?? [];
+  if (opts.brokerUrl !== undefined && secrets.length > 0) {
+    // The external broker authenticates its clients; the service never sees their CONNECT.
+    throw new ShadowgateError(
+      ErrorCodes.USAGE,
+      "device secrets need the embedded broker: an external broker does its own authentication",
+    );
+  }
+  let store: ShadowStore;
+  try {
+    store = new ShadowStore(opts.dbFile);
+  } catch (e) {
+    throw new ShadowgateError(
+      ErrorCodes.CLOUD_START,
+      `cannot open the shadow database ${opts.dbFile ?? ":memory:"}: ${(e as Error).message}`,
+    );
+  }
+  const stops: Array<() => Promise<void>> = [async () => store.close()];
+  const close = async (): Promise<void> => {
+    for (const stop of stops.splice(0).reverse()) {
+      try {
+        await stop();
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, "error while stopping");
+      }
+    }
+  };
+
+  try {
+    let transport: ShadowTransport;
+    let mqttUrl: string;
+    let embedded: EmbeddedBroker | undefined;
+    if (opts.brokerUrl !== undefined) {
+      transport = new ExternalBroker({ url: opts.brokerUrl, logger: log });
+      mqttUrl = displayUrl(opts.brokerUrl);
+    } else {
+      const table = new Map(
+        secrets.map((s) => [`${s.productKey}/${s.deviceName}`, s.deviceSecret]),
+      );
+      embedded = new EmbeddedBroker({
+        port: opts.mqttPort ?? 1883,
+        host: HOST,
+        logger: log,
+        ...(table.size > 0 && { secretOf: (pk: string, dn: string) => table.get(`${pk}/${dn}`) }),
+      });
+      transport = embedded;
+      mqttUrl = "";
+    }
+    const service = new ShadowService({
+      store,
+      transport,
+      logger: log,
+      ...(opts.now && { now: opts.now }),
+    });
+    stops.push(() => transport.stop());
+    await transport.start(service.handleMessage);
+    if (embedded !== undefined) mqttUrl = `mqtt://${HOST}:${embedded.port}`;
+
+    const http = new CloudHttpApi({ service, logger: log });
+    stops.push(() => http.stop());
+    await http.start({ port: opts.httpPort ?? 8080, host: HOST });
+    const httpUrl = `http://${HOST}:${http.port}`;
+    log.info(
+      { mqttUrl, httpUrl, credentials: secrets.length > 0 ? secrets.length : "any client" },
+      "cloud shadow service ready",
+    );
+    return { mqttUrl, httpUrl, service, broker: embedded?.broker, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

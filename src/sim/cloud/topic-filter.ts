@@ -1,0 +1,17 @@
+/**
+ * Whether an MQTT topic filter matches a topic (MQTT 3.1.1 section 4.7): "+" is one level, a
+ * trailing "#" is the rest (the parent level included), and filters starting with a wildcard
+ * never match "$" topics.
+ */
+export function topicMatches(filter: string, topic: string): boolean {
+  if (topic.startsWith("$") && (filter.startsWith("+") || filter.startsWith("#"))) return false;
+  const f = filter.split("/");
+  const t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    const level = f[i];
+    if (level === "#") return i === f.length - 1;
+    if (i >= t.length) return false;
+    if (level !== "+" && level !== t[i]) return false;
+  }
+  return f.length === t.length;
+}

@@ -1,0 +1,359 @@
+import { EventEmitter } from "node:events";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { silentLogger } from "../../../src/core/logger.js";
+import type { JsonObject, JsonValue } from "../../../src/core/types.js";
+import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
+import type { LinkEvents } from "../../../src/north/link.js";
+import {
+  SyncEngine,
+  type CommandResult,
+  type JournalRecord,
+  type SyncHooks,
+} from "../../../src/north/sync.js";
+
+/** A link whose "cloud" is the test: it sees every publish and writes every reply. */
+class ScriptedLink extends EventEmitter<LinkEvents> {
+  online = false;
+  subscribed: string[] = [];
+  sent: Array<{ topic: string; msg: Record<string, unknown> }> = [];
+  async subscribe(topics: readonly string[]): Promise<void> {
+    this.subscribed.push(...topics);
+  }
+  async publish(topic: string, payload: string): Promise<void> {
+    this.sent.push({ topic, msg: JSON.parse(payload) as Record<string, unknown> });
+  }
+  up(): void {
+    this.online = true;
+    this.emit("online");
+  }
+  down(): void {
+    this.online = false;
+    this.emit("offline", "test");
+  }
+  deliver(dn: string, msg: unknown): void {
+    this.emit(
+      "message",
+      `/shadow/get/pk/${dn}`,
+      Buffer.from(typeof msg === "string" ? msg : JSON.stringify(msg)),
+    );
+  }
+  /** Takes the messages sent so far. */
+  take(): Array<{ topic: string; msg: Record<string, unknown> }> {
+    return this.sent.splice(0);
+  }
+}
+
+const success = (token: unknown, version: number, extra: Record<string, unknown> = {}) => ({
+  method: "reply",
+  payload: { status: "success", version, ...extra },
+  version,
+  timestamp: 1,
+  clientToken: token,
+});
+const failure = (token: unknown, code: number) => ({
+  method: "reply",
+  payload: { status: "error", content: { errorcode: String(code), errormessage: "x" } },
+  timestamp: 1,
+  clientToken: token,
+});
+const getReply = (token: unknown, version: number, desired: JsonObject = {}, ts = 100) =>
+  success(token, version, {
+    state: { desired, reported: {} },
+    metadata: {
+      desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
+    },
+  });
+const control = (version: number, desired: JsonObject, ts: number) => ({
+  method: "control",
+  payload: {
+    status: "success",
+    state: { desired, reported: {} },
+    metadata: {
+      desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
+    },
+  },
+  version,
+  timestamp: ts,
+});
+
+function setup(devices = ["dev"]) {
+  const link = new ScriptedLink();
+  const executed: Array<{ device: string; point: string; value: JsonValue }> = [];
+  const journal = new Map<string, JournalRecord>();
+  const hooks: SyncHooks = {
+    snapshot: () => ({ temp: 20, on: true }),
+    pointNames: () => ["temp", "on", "setpoint", "alarm.ack"],
+    execute: async (device, point, value): Promise<CommandResult> => {
+      executed.push({ device, point, value });
+      if (typeof value === "number" && value > 100)
+        return { status: "rejected", reason: "above max" };
+      return { status: "applied", value };
+    },
+    journal: {
+      last: (pk, dn, point) => journal.get(`${pk}/${dn}/${point}`),
+      record: (pk, dn, point, e) => void journal.set(`${pk}/${dn}/${point}`, e),
+    },
+  };
+  const sync = new SyncEngine(
+    link,
+    alibabaDialect,
+    devices.map((deviceName) => ({ productKey: "pk", deviceName })),
+    hooks,
+    {
+      sendWindowMs: 100,
+      minIntervalMs: 0,
+      maxInFlight: 5,
+      replyTimeoutMs: 5000,
+      conflictRetries: 3,
+    },
+    silentLogger(),
+  );
+  return { link, sync, executed };
+}
+
+/** Connects and answers the initial get with `version`; returns the first full report. */
+async function connect(s: ReturnType<typeof setup>, version = 5) {
+  s.link.up();
+  await vi.advanceTimersByTimeAsync(0);
+  const [get] = s.link.take();
+  expect(get?.msg).toMatchObject({ method: "get" });
+  s.link.deliver("dev", getReply(get?.msg.clientToken, version));
+  await vi.advanceTimersByTimeAsync(0);
+  const [report] = s.link.take();
+  return report;
+}
+
+describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: 0 });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("subscribes first, gets every shadow, then pushes the whole reported state with version + 1", async () => {
+    const s = setup(["a", "b"]);
+    s.link.up();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.link.subscribed).toEqual(["/shadow/get/pk/a", "/shadow/get/pk/b"]);
+    const gets = s.link.take();
+    expect(gets.map((g) => [g.topic, g.msg.method])).toEqual([
+      ["/shadow/update/pk/a", "get"],
+      ["/shadow/update/pk/b", "get"],
+    ]);
+    s.link.deliver("a", getReply(gets[0]?.msg.clientToken, 41));
+    await vi.advanceTimersByTimeAsync(0);
+    const [report] = s.link.take();
+    expect(report).toEqual({
+      topic: "/shadow/update/pk/a",
+      msg: {
+        method: "update",
+        state: { reported: { temp: 20, on: true } },
+        version: 42,
+        clientToken: expect.any(String),
+      },
+    });
+  });
+
+  it("batches changes per send window, one request in flight per device", async () => {
+    const s = setup();
+    const first = await connect(s);
+    s.sync.report("dev", { temp: 21 });
+    s.sync.report("dev", { alarm: { hi: true } });
+    await vi.advanceTimersByTimeAsync(500);
+    expect(s.link.take()).toEqual([]); // the first report still awaits its reply
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await vi.advanceTimersByTimeAsync(0);
+    const [next] = s.link.take();
+    expect(next?.msg).toMatchObject({
+      state: { reported: { temp: 21, alarm: { hi: true } } },
+      version: 7,
+    });
+    expect(s.sync.deviceState("dev")).toEqual({ version: 6, synced: true, pending: 0 });
+  });
+
+  it("recovers from a version conflict with one get and one resend of the merged state", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.sync.report("dev", { temp: 22 });
+    await vi.advanceTimersByTimeAsync(100);
+    const [update] = s.link.take();
+    expect(update?.msg).toMatchObject({ version: 7 });
+    // Someone else bumped the shadow to 9 meanwhile.
+    s.link.deliver("dev", failure(update?.msg.clientToken, 409));
+    s.sync.report("dev", { on: false });
+    await vi.advanceTimersByTimeAsync(0);
+    const [get] = s.link.take();
+    expect(get?.msg).toMatchObject({ method: "get" });
+    s.link.deliver("dev", getReply(get?.msg.clientToken, 9));
+    await vi.advanceTimersByTimeAsync(0);
+    const [resend] = s.link.take();
+    expect(resend?.msg).toMatchObject({
+      method: "update",
+      version: 10,
+      state: { reported: { temp: 22, on: false } },
+    });
+    s.link.deliver("dev", success(resend?.msg.clientToken, 10));
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(s.link.take()).toEqual([]);
+    expect(s.sync.stats).toMatchObject({ conflicts: 1 });
+  });
+
+  it("drops a request the cloud refuses permanently, once, without looping", async () => {
+    const s = setup();
+    const first = await connect(s);
+    s.link.deliver("dev", failure(first?.msg.clientToken, 408));
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(s.link.take()).toEqual([]);
+    expect(s.sync.stats.rejected).toBe(1);
+    s.sync.report("dev", { temp: 30 });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(s.link.take()[0]?.msg).toMatchObject({ state: { reported: { temp: 30 } } });
+  });
+
+  it("executes a control push once, reports the outcome under _commands and clears desired", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.link.deliver("dev", control(7, { setpoint: 55, alarm: { ack: true } }, 1000));
+    s.link.deliver("dev", control(7, { setpoint: 55, alarm: { ack: true } }, 1000)); // QoS 1 redelivery
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed).toEqual([
+      { device: "dev", point: "setpoint", value: 55 },
+      { device: "dev", point: "alarm.ack", value: true },
+    ]);
+    const [clear] = s.link.take();
+    expect(clear?.msg).toEqual({
+      method: "update",
+      state: { desired: "null" },
+      version: 8,
+      clientToken: expect.any(String),
+    });
+    s.link.deliver("dev", success(clear?.msg.clientToken, 8));
+    await vi.advanceTimersByTimeAsync(0);
+    const [outcome] = s.link.take();
+    expect(outcome?.msg).toMatchObject({
+      version: 9,
+      state: {
+        reported: {
+          _commands: {
+            setpoint: { status: "applied", ts: 1000, version: 7, value: 55 },
+            "alarm.ack": { status: "applied", ts: 1000, version: 7, value: true },
+          },
+        },
+      },
+    });
+    expect(s.sync.stats.duplicateCommands).toBe(2);
+  });
+
+  it("runs a second command with the same whole-second timestamp when its version is later", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+    s.link.deliver("dev", control(9, { setpoint: 60 }, 1000));
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed.map((e) => e.value)).toEqual([50, 60]);
+  });
+
+  it("after a reconnect, executes only desired values newer than the last execution", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    s.link.down();
+    s.link.take();
+    s.link.up();
+    await vi.advanceTimersByTimeAsync(0);
+    const [get] = s.link.take().filter((m) => m.msg.method === "get");
+    // The clear was lost with the link: the cloud still offers setpoint 50, plus a new command.
+    s.link.deliver("dev", {
+      ...getReply(get?.msg.clientToken, 8, { setpoint: 50, on: false }),
+      payload: {
+        status: "success",
+        version: 8,
+        state: { desired: { setpoint: 50, on: false }, reported: {} },
+        metadata: { desired: { setpoint: { timestamp: 1000 }, on: { timestamp: 1005 } } },
+      },
+    });
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed.map((e) => [e.point, e.value])).toEqual([
+      ["setpoint", 50],
+      ["on", false],
+    ]);
+  });
+
+  it("reports a rejected command and still clears desired", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    const [clear] = s.link.take();
+    expect(clear?.msg.state).toEqual({ desired: "null" });
+    s.link.deliver("dev", success(clear?.msg.clientToken, 8));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.link.take()[0]?.msg.state).toEqual({
+      reported: {
+        _commands: { setpoint: { status: "rejected", reason: "above max", ts: 1000, version: 7 } },
+      },
+    });
+  });
+
+  it("ignores malformed messages and unknown devices, and never executes on their account", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    s.link.deliver("dev", "not json");
+    s.link.deliver("dev", { method: "control", payload: { state: { desired: { setpoint: 1 } } } });
+    s.link.deliver("dev", { method: "frobnicate", version: 1, timestamp: 1 });
+    s.link.emit(
+      "message",
+      "/shadow/get/pk/stranger",
+      Buffer.from(JSON.stringify(control(99, { setpoint: 1 }, 5))),
+    );
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed).toEqual([]);
+    expect(s.sync.stats.badMessages).toBe(3);
+  });
+
+  it("a control whose version went backwards is not executed; the shadow is read again", async () => {
+    const s = setup();
+    const first = await connect(s, 20);
+    s.link.deliver("dev", success(first?.msg.clientToken, 21));
+    s.link.deliver("dev", control(3, { setpoint: 10 }, 2000));
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed).toEqual([]);
+    expect(s.link.take()[0]?.msg).toMatchObject({ method: "get" });
+  });
+
+  it("resends after a reply timeout, and keeps what a dropped link carried", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(s.sync.stats.timeouts).toBe(1);
+    const [again] = s.link.take();
+    expect(again?.msg).toMatchObject({ state: { reported: { temp: 20, on: true } }, version: 6 });
+    expect(again?.msg.clientToken).not.toBe(first?.msg.clientToken);
+    s.link.down();
+    s.sync.report("dev", { temp: 25 });
+    s.link.up();
+    await vi.advanceTimersByTimeAsync(0);
+    const [get] = s.link.take();
+    s.link.deliver("dev", getReply(get?.msg.clientToken, 6));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.link.take()[0]?.msg).toMatchObject({
+      state: { reported: { temp: 25, on: true } },
+      version: 7,
+    });
+  });
+});

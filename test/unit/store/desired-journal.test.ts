@@ -1,0 +1,69 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { isNewCommand } from "../../../src/north/sync.js";
+import { openDatabase } from "../../../src/store/database.js";
+import { DesiredJournal } from "../../../src/store/desired-journal.js";
+
+describe("DesiredJournal", () => {
+  it("keeps the last execution per device and point in a real SQLite file, across reopening", async () => {
+    const file = path.join(
+      await mkdtemp(path.join(tmpdir(), "sg-journal-")),
+      "data",
+      "shadowgate.db",
+    );
+    const db = openDatabase(file);
+    const journal = new DesiredJournal(db);
+    expect(journal.last("pk", "dev", "setpoint")).toBeUndefined();
+    journal.record("pk", "dev", "setpoint", {
+      ts: 100,
+      version: 7,
+      value: "55",
+      status: "applied",
+    });
+    journal.record("pk", "dev", "setpoint", { ts: 101, version: 9, value: "60", status: "failed" });
+    journal.record("pk", "other", "setpoint", {
+      ts: 5,
+      version: 1,
+      value: "1",
+      status: "rejected",
+    });
+    db.close();
+
+    const again = openDatabase(file);
+    expect(again.pragma("journal_mode", { simple: true })).toBe("wal");
+    expect(again.pragma("user_version", { simple: true })).toBe(1);
+    const reopened = new DesiredJournal(again);
+    expect(reopened.last("pk", "dev", "setpoint")).toEqual({
+      ts: 101,
+      version: 9,
+      value: "60",
+      status: "failed",
+    });
+    expect(reopened.last("pk", "other", "setpoint")).toEqual({
+      ts: 5,
+      version: 1,
+      value: "1",
+      status: "rejected",
+    });
+    again.close();
+  });
+});
+
+describe("isNewCommand", () => {
+  const last = { ts: 100, version: 7, value: "55" };
+  it("orders by timestamp first", () => {
+    expect(isNewCommand(undefined, { ts: 1, version: 1, value: "1" }, true)).toBe(true);
+    expect(isNewCommand(last, { ts: 101, version: 2, value: "55" }, true)).toBe(true);
+    expect(isNewCommand(last, { ts: 99, version: 50, value: "1" }, true)).toBe(false);
+  });
+  it("breaks a whole-second tie by version when the version is the command's own (a push)", () => {
+    expect(isNewCommand(last, { ts: 100, version: 8, value: "55" }, true)).toBe(true);
+    expect(isNewCommand(last, { ts: 100, version: 7, value: "55" }, true)).toBe(false);
+  });
+  it("breaks it by value when the version is only the document's (a get reply)", () => {
+    expect(isNewCommand(last, { ts: 100, version: 30, value: "55" }, false)).toBe(false);
+    expect(isNewCommand(last, { ts: 100, version: 30, value: "56" }, false)).toBe(true);
+  });
+});
