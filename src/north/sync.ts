@@ -376,21 +376,15 @@ export class SyncEngine {
     if (m.status === "success") {
       this.stats.acknowledged++;
       d.conflicts = 0;
-      if (f.kind === "get") {
-        // The get reply is the cloud's word on the version, even when it went down (a reset).
-        d.version = m.version ?? d.version;
-        const shadow = m.shadow;
-        d.synced = true;
-        // Reported: local wins. The whole current state goes up, newer changes on top.
-        d.pending = mergeReported(this.hooks.snapshot(d.deviceName), d.pending);
-        if (shadow) this.executeDesired(d, shadow, d.version, false);
-      } else {
-        d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
-      }
+      if (f.kind === "get") this.reconcile(d, m.version, m.shadow);
+      else d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
     } else {
       const cls = this.dialect.classify(m.code);
       if (cls === "success") {
+        // Alibaba answers a get on an empty shadow with 407, which is no failure.
         this.stats.acknowledged++;
+        if (f.kind === "get") this.reconcile(d, m.version);
+        else d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
       } else if (cls === "conflict") {
         this.stats.conflicts++;
         d.conflicts++;
@@ -438,6 +432,16 @@ export class SyncEngine {
       }
     }
     this.pumpAll();
+  }
+
+  /** After a get: take the cloud's version, push the whole reported state, run new desired. */
+  private reconcile(d: DeviceSync, version: number | undefined, shadow?: CloudShadow): void {
+    // The get reply is the cloud's word on the version, even when it went down (a reset).
+    d.version = version ?? d.version;
+    d.synced = true;
+    // Reported: local wins. The whole current state goes up, newer changes on top.
+    d.pending = mergeReported(this.hooks.snapshot(d.deviceName), d.pending);
+    if (shadow) this.executeDesired(d, shadow, d.version, false);
   }
 
   /** Desired values -> dotted point names, with the timestamp of their top-level attribute. */

@@ -155,6 +155,24 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     });
   });
 
+  it("takes a 407 reply to the first get (an empty shadow) as a start from that version", async () => {
+    const s = setup();
+    s.link.up();
+    await vi.advanceTimersByTimeAsync(0);
+    const [get] = s.link.take();
+    s.link.deliver("dev", { ...failure(get?.msg.clientToken, 407), version: 0 });
+    await vi.advanceTimersByTimeAsync(0);
+    const sent = s.link.take();
+    expect(sent.map((m) => m.msg)).toEqual([
+      {
+        method: "update",
+        state: { reported: { temp: 20, on: true } },
+        version: 1,
+        clientToken: expect.any(String),
+      },
+    ]);
+  });
+
   it("batches changes per send window, one request in flight per device", async () => {
     const s = setup();
     const first = await connect(s);
