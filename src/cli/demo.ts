@@ -1,69 +1,111 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig, formatProblem } from "../config/load.js";
+import { formatProblem, loadConfig } from "../config/load.js";
 import { ExitCodes } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import { Gateway } from "../daemon/gateway.js";
+import { startCloudService } from "../sim/cloud/index.js";
 import { startSimulator } from "../sim/modbus/index.js";
 
 /** The embedded defaults: the example config and mappings shipped with the package. */
 const EXAMPLE_CONFIG = fileURLToPath(new URL("../../config/gateway.yaml", import.meta.url));
 
 /**
- * A simulated boiler PLC on a free loopback port and the gateway polling it, with the live
- * shadow on screen: the whole uplink path on one laptop with no hardware.
+ * The whole plant on one laptop: a simulated boiler PLC, the local cloud shadow service and the
+ * gateway between them, each on a free loopback port. The screen shows the PLC's set point, the
+ * edge shadow and the cloud shadow, and how to set a desired value over HTTP.
  */
 export async function demoCommand(o: { once?: boolean }): Promise<number | undefined> {
+  const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
   const sim = await startSimulator({ port: 0 });
+  const cloud = await startCloudService({ mqttPort: 0, httpPort: 0, logger: log });
+  const close = async (): Promise<void> => {
+    await cloud.close();
+    await sim.close();
+  };
   const loaded = await loadConfig(EXAMPLE_CONFIG, {
     ...process.env,
     PLC_HOST: "127.0.0.1",
     PLC_PORT: String(sim.port),
+    CLOUD_URL: cloud.mqttUrl,
   });
   if (!loaded.ok) {
     for (const p of loaded.problems) process.stderr.write(`${formatProblem(p)}\n`);
-    await sim.close();
+    await close();
     return ExitCodes.CONFIG;
   }
-  const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
-  const gateway = new Gateway(loaded.config, log);
-  const names = gateway.shadow.deviceNames();
-  const snapshot = (): string =>
-    JSON.stringify(
-      Object.fromEntries(names.map((n) => [n, gateway.shadow.document(n)?.state.reported])),
-      null,
-      2,
-    );
+  // The demo keeps its journal out of the working tree.
+  const dataDir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
+  const gateway = new Gateway({ ...loaded.config, dataDir }, log);
+  const devices = loaded.config.devices;
+
+  const state = () => ({
+    plc: {
+      targetTemperature: (sim.sim.unit(1).holding[9] ?? 0) / 10,
+      running: sim.sim.unit(1).coil[0] === 1,
+    },
+    edge: Object.fromEntries(
+      devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
+    ),
+    cloud: Object.fromEntries(
+      devices.map((d) => {
+        const doc = cloud.service.getShadow(d.productKey, d.deviceName);
+        return [
+          d.deviceName,
+          { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
+        ];
+      }),
+    ),
+  });
 
   if (o.once) {
     await gateway.pollOnce();
-    process.stdout.write(`${snapshot()}\n`);
+    process.stdout.write(`${JSON.stringify(state().edge, null, 2)}\n`);
     await gateway.stop();
-    await sim.close();
+    await close();
     return ExitCodes.OK;
   }
 
+  const [first] = devices;
+  const target = first
+    ? `${cloud.httpUrl}/shadows/${first.productKey}/${first.deviceName}`
+    : cloud.httpUrl;
+  const header = [
+    `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
+    `Cloud shadow       ${cloud.mqttUrl} (MQTT), ${cloud.httpUrl} (HTTP)`,
+    `Gateway config     ${EXAMPLE_CONFIG}`,
+    "",
+    "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
+    `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
+    `    -d '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}'`,
+    `Read the cloud shadow:  curl -s '${target}?format=json'`,
+    "Ctrl-C stops.",
+    "",
+  ].join("\n");
   const tty = process.stdout.isTTY;
-  const header =
-    `Simulated PLC on 127.0.0.1:${sim.port}, polled every second through ${EXAMPLE_CONFIG}\n` +
-    `Try in another terminal:  npx shadowgate read --raw temperature -c config/gateway.yaml  (with PLC_PORT=${sim.port})\n` +
-    `Ctrl-C stops.\n`;
-  if (!tty) process.stdout.write(header);
-  gateway.shadow.on("update", () => {
-    // On a terminal the screen is redrawn; piped output gets one line per change.
+  if (!tty) process.stdout.write(`${header}\n`);
+  let last = "";
+  const render = (): void => {
+    const s = state();
+    const line = JSON.stringify(s);
+    if (line === last) return;
+    last = line;
+    // A terminal is redrawn; piped output gets one JSON line per change.
     if (tty)
       process.stdout.write(
-        `\x1b[H\x1b[2J${header}\nstate.reported at ${new Date().toISOString()}\n${snapshot()}\n`,
+        `\x1b[H\x1b[2J${header}\n${new Date().toISOString()}\n${JSON.stringify(s, null, 2)}\n`,
       );
-    else
-      process.stdout.write(
-        `${JSON.stringify(Object.fromEntries(names.map((n) => [n, gateway.shadow.document(n)?.state.reported])))}\n`,
-      );
-  });
+    else process.stdout.write(`${line}\n`);
+  };
+  const timer = setInterval(render, 250);
   await gateway.start();
   const stop = (): void => {
+    clearInterval(timer);
     void gateway
       .stop()
-      .then(() => sim.close())
+      .then(close)
       .then(() => process.exit(ExitCodes.OK));
   };
   process.once("SIGINT", stop);

@@ -121,7 +121,7 @@ describe("shadowgate CLI", () => {
     let signalled = false;
     const r = await cli(
       ["run", "-c", exampleConfig],
-      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info" },
+      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info", CLOUD_URL: "mqtt://127.0.0.1:9" },
       (text, child) => {
         if (!signalled && text.includes('"msg":"gateway started"')) {
           signalled = true;
@@ -160,7 +160,7 @@ describe("shadowgate CLI", () => {
     ];
     const r = await cli(
       ["run", "-c", path.join(dir, "config/gateway.yaml")],
-      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info" },
+      { PLC_PORT: String(s.port), SHADOWGATE_LOG_LEVEL: "info", CLOUD_URL: "mqtt://127.0.0.1:9" },
       (text, child) => {
         const [marker, act] = steps[0] ?? [];
         if (marker && act && text.includes(marker)) {
@@ -194,6 +194,53 @@ describe("shadowgate CLI", () => {
       targetTemperature: 60,
     });
     expect(typeof shadow["boiler-01"]?.temperature).toBe("number");
+  });
+
+  it("demo: a desired value set over HTTP arrives in the simulated PLC and its read-back in the cloud shadow", async () => {
+    let posted = false;
+    let seen: unknown;
+    const child = spawn(process.execPath, [main, "demo"], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    const done = new Promise<void>((resolve, reject) => {
+      child.on("error", reject);
+      child.on("close", () => resolve());
+    });
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+      const url = /curl -s -X POST (\S+)/.exec(out)?.[1];
+      if (url && !posted) {
+        posted = true;
+        void fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({
+            ShadowMessage: { method: "update", state: { desired: { targetTemperature: 80 } } },
+            DeltaUpdate: true,
+          }),
+        });
+      }
+      for (const line of out.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        const s = JSON.parse(line) as {
+          plc: { targetTemperature: number };
+          cloud: Record<string, { reported?: Record<string, unknown> }>;
+        };
+        const reported = s.cloud["boiler-01"]?.reported;
+        if (
+          s.plc.targetTemperature === 80 &&
+          reported?.targetTemperature === 80 &&
+          seen === undefined
+        ) {
+          seen = reported._commands;
+          child.kill("SIGTERM");
+        }
+      }
+    });
+    await done;
+    expect(seen).toMatchObject({ targetTemperature: { status: "applied", value: 80 } });
   });
 
   it("has --help on every command, --version, and exit 64 for a bad command line", async () => {
