@@ -211,15 +211,27 @@ export class SyncEngine {
     }
   }
 
+  /**
+   * Brings each device's shadow up on its own: subscribe to its topic before anything is
+   * published (or the first replies could be missed), then pump, which starts with a get. A
+   * per-device step, so that a device the broker refuses does not hold up the others, and so
+   * that Alibaba's sub-device login can slot in here later.
+   */
   private async onOnline(): Promise<void> {
-    // Subscribe before anything is published, or the first replies could be missed.
-    try {
-      await this.link.subscribe([...this.devices.values()].map((d) => d.topics.inbound));
-    } catch (err) {
-      this.log.error({ err }, "subscribing to the shadow topics failed");
-      return;
-    }
-    for (const d of this.devices.values()) this.pump(d);
+    await Promise.all(
+      [...this.devices.values()].map(async (d) => {
+        try {
+          await this.link.subscribe([d.topics.inbound]);
+        } catch (err) {
+          this.log.error(
+            { device: d.deviceName, topic: d.topics.inbound, err },
+            "subscribing to the shadow topic failed",
+          );
+          return;
+        }
+        this.pump(d);
+      }),
+    );
   }
 
   private onOffline(): void {
