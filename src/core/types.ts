@@ -20,3 +20,6 @@ export type JsonObject = { [k: string]: JsonValue };
 
 /** An engineering value after decoding: what goes into `state.reported`. */
 export type PointValue = boolean | number | string;
+
+/** Every connection (south sessions, the north link) is this state machine. */
+export type ConnectionState = "disconnected" | "connecting" | "online" | "backoff" | "stopping";

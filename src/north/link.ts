@@ -3,7 +3,7 @@ import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { Backoff } from "../core/backoff.js";
 import { ErrorCodes, ShadowgateError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import type { ConnectionState } from "../south/driver.js";
+import type { ConnectionState } from "../core/types.js";
 
 export interface LinkOptions {
   /** mqtt://, mqtts://, ws:// or wss://: the transport follows the scheme. */

@@ -1,4 +1,4 @@
-import type { ModbusTable, Quality } from "../core/types.js";
+import type { ConnectionState, ModbusTable, Quality } from "../core/types.js";
 
 /** One thing to read: a point's raw footprint in a Modbus table. `key` is the caller's handle. */
 export interface RawPoint {
@@ -26,8 +26,6 @@ export interface PollRequest {
   /** A command's own reads (bit read-modify-write, read-back) go ahead of queued polls. */
   readonly urgent?: boolean;
 }
-
-export type ConnectionState = "disconnected" | "connecting" | "online" | "backoff" | "stopping";
 
 export interface SourceHealth {
   readonly sourceId: string;

@@ -226,3 +226,67 @@ export function seededRandom(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * Nearest-rank percentile: the smallest value with at least p% of the samples at or below it
+ * (so p99 of 200 samples is the 2nd largest). NaN for no samples.
+ * @param {readonly number[]} values
+ * @param {number} p  0 < p <= 100
+ * @returns {number}
+ */
+export function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1] ?? NaN;
+}
+
+/**
+ * @typedef {object} LatencyStats
+ * @property {number} n
+ * @property {number} min
+ * @property {number} p50
+ * @property {number} p90
+ * @property {number} p99
+ * @property {number} max
+ * @property {number} mean
+ */
+
+/**
+ * @param {readonly number[]} values  milliseconds
+ * @returns {LatencyStats}
+ */
+export function latencyStats(values) {
+  const round = (/** @type {number} */ x) => Math.round(x * 1000) / 1000;
+  return {
+    n: values.length,
+    min: round(values.length > 0 ? Math.min(...values) : NaN),
+    p50: round(percentile(values, 50)),
+    p90: round(percentile(values, 90)),
+    p99: round(percentile(values, 99)),
+    max: round(values.length > 0 ? Math.max(...values) : NaN),
+    mean: round(values.length > 0 ? values.reduce((a, b) => a + b, 0) / values.length : NaN),
+  };
+}
+
+/**
+ * "p50 / p99 / max" of latency stats, for a table cell.
+ * @param {LatencyStats} s
+ * @returns {string}
+ */
+export function fmtLatency(s) {
+  return `${fmtMs(s.p50)} / ${fmtMs(s.p99)} / ${fmtMs(s.max)}`;
+}
+
+/**
+ * An integer from the environment, clamped to [min, max]; `fallback` when unset or not one.
+ * @param {string | undefined} raw
+ * @param {number} fallback
+ * @param {number} min
+ * @param {number} max
+ * @returns {number}
+ */
+export function boundedInt(raw, fallback, min, max) {
+  const n = raw === undefined ? NaN : Number(raw);
+  return Number.isInteger(n) ? Math.min(max, Math.max(min, n)) : fallback;
+}

@@ -35,3 +35,15 @@ export const { ModbusTcpSimulator } =
   /** @type {typeof import("../../../src/sim/modbus/index.js")} */ (
     await load("sim/modbus/index.js")
   );
+export const { startCloudService } = /** @type {typeof import("../../../src/sim/cloud/index.js")} */ (
+  await load("sim/cloud/index.js")
+);
+export const { SHADOW_UPDATE_WILDCARD, shadowUpdateTopic, parseShadowTopic } =
+  /** @type {typeof import("../../../src/north/dialects/alibaba/topics.js")} */ (
+    await load("north/dialects/alibaba/topics.js")
+  );
+export const { loadConfig, formatProblem } =
+  /** @type {typeof import("../../../src/config/load.js")} */ (await load("config/load.js"));
+export const { Gateway } = /** @type {typeof import("../../../src/daemon/gateway.js")} */ (
+  await load("daemon/gateway.js")
+);

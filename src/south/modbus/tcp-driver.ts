@@ -2,14 +2,8 @@ import Modbus from "modbus-serial";
 import { Backoff } from "../../core/backoff.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
-import type {
-  ConnectionState,
-  PollRequest,
-  RawPoint,
-  RawSample,
-  SourceHealth,
-  SouthDriver,
-} from "../driver.js";
+import type { ConnectionState } from "../../core/types.js";
+import type { PollRequest, RawPoint, RawSample, SourceHealth, SouthDriver } from "../driver.js";
 import { IoQueue } from "./io-queue.js";
 import { RequestPlanner, type ReadSpan } from "./planner.js";
 
