@@ -3,7 +3,7 @@ import { isBitTable } from "../core/types.js";
 import { parseBitNumber, parseRegister, type ResolvedAddress } from "./address.js";
 import { isWide, registerCount, resolveByteOrder } from "./codec.js";
 import type { CodecSpec, CompiledPoint, DevicePlan, PointType, SourcePosition } from "./types.js";
-import { NARROW_BYTE_ORDERS, WIDE_BYTE_ORDERS } from "./types.js";
+import { INTEGER_TYPES, NARROW_BYTE_ORDERS, NUMERIC_TYPES, WIDE_BYTE_ORDERS } from "./types.js";
 
 /**
  * Compiling a validated mapping file into an immutable DevicePlan. Pure: the caller supplies
@@ -46,16 +46,6 @@ export interface MappingProblem {
   readonly path: readonly (string | number)[];
   readonly message: string;
 }
-
-const INTEGER_TYPES: ReadonlySet<PointType> = new Set([
-  "int16",
-  "uint16",
-  "int32",
-  "uint32",
-  "int64",
-  "uint64",
-]);
-const NUMERIC_TYPES: ReadonlySet<PointType> = new Set([...INTEGER_TYPES, "float32", "float64"]);
 
 function resolveAddress(
   p: PointFields,

@@ -14,6 +14,20 @@ export const POINT_TYPES = [
 ] as const;
 export type PointType = (typeof POINT_TYPES)[number];
 
+export const INTEGER_TYPES: ReadonlySet<PointType> = new Set([
+  "int16",
+  "uint16",
+  "int32",
+  "uint32",
+  "int64",
+  "uint64",
+]);
+export const NUMERIC_TYPES: ReadonlySet<PointType> = new Set([
+  ...INTEGER_TYPES,
+  "float32",
+  "float64",
+]);
+
 /** 32-bit layouts (64-bit forms follow, see architecture.md) and the two 16-bit ones. */
 export const WIDE_BYTE_ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"] as const;
 export const NARROW_BYTE_ORDERS = ["AB", "BA"] as const;

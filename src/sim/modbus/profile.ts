@@ -54,7 +54,7 @@ import { compilePoint } from "../../mapping/compile.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ModbusTable, PointValue } from "../../core/types.js";
 import { encodeRegisters } from "../../mapping/codec.js";
-import type { CodecSpec, PointType } from "../../mapping/types.js";
+import { NUMERIC_TYPES, type CodecSpec } from "../../mapping/types.js";
 import type { Hole, UnitOptions } from "./memory.js";
 
 const DEFAULT_TICK_MS = 200;
@@ -226,17 +226,6 @@ interface Issue {
   readonly path: Path;
   readonly message: string;
 }
-
-const NUMERIC_TYPES = new Set<PointType>([
-  "int16",
-  "uint16",
-  "int32",
-  "uint32",
-  "int64",
-  "uint64",
-  "float32",
-  "float64",
-]);
 
 function compileSimPoint(
   name: string,

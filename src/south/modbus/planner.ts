@@ -60,7 +60,8 @@ export interface ExecuteOptions {
 
 const TABLE_ORDER: readonly ModbusTable[] = ["coil", "discreteInput", "input", "holding"];
 
-const EXCEPTION_NAMES: Readonly<Record<number, string>> = {
+/** Exception names from the Modbus application protocol spec, for messages. */
+export const EXCEPTION_NAMES: Readonly<Record<number, string>> = {
   1: "illegal function",
   2: "illegal data address",
   3: "illegal data value",

@@ -5,7 +5,7 @@ import type { Logger } from "../../core/logger.js";
 import type { ConnectionState } from "../../core/types.js";
 import type { PollRequest, RawPoint, RawSample, SourceHealth, SouthDriver } from "../driver.js";
 import { IoQueue } from "./io-queue.js";
-import { RequestPlanner, type ReadSpan } from "./planner.js";
+import { EXCEPTION_NAMES, RequestPlanner, type ReadSpan } from "./planner.js";
 
 export interface ModbusTcpOptions {
   readonly host: string;
@@ -21,17 +21,6 @@ export interface ModbusTcpOptions {
 }
 
 type Client = InstanceType<typeof Modbus.default>;
-
-const EXCEPTION_NAMES: Record<number, string> = {
-  1: "illegal function",
-  2: "illegal data address",
-  3: "illegal data value",
-  4: "server device failure",
-  5: "acknowledge",
-  6: "server device busy",
-  10: "gateway path unavailable",
-  11: "gateway target device failed to respond",
-};
 
 /** modbus-serial's errors -> our catalogue. */
 function classify(err: unknown, span: { unitId: number }): ShadowgateError {
