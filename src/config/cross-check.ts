@@ -1,6 +1,7 @@
 import path from "node:path";
 import { formatAddress } from "../mapping/address.js";
 import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
+import { MAX_ATTRIBUTES } from "../north/dialects/alibaba/messages.js";
 import type { GatewayConfig } from "./gateway-schema.js";
 import type { YamlSource } from "./yaml-source.js";
 
@@ -48,6 +49,15 @@ export function crossCheck(
     }
     // Shadows, `read --json` and the CLI name devices by deviceName, so it must be unique.
     const id = d.plan.deviceName;
+    // A cloud shadow holds at most 128 top-level reported attributes; nest points with dots.
+    const attributes = new Set(d.plan.points.map((p) => p.path[0]));
+    if (gateway.cloud && attributes.size + 1 > MAX_ATTRIBUTES) {
+      found.push({
+        src: d.src,
+        path: ["points"],
+        message: `${attributes.size} top-level points (plus _commands) exceed the cloud shadow's ${MAX_ATTRIBUTES} attributes; group them with dotted names (line1.speed)`,
+      });
+    }
     const source = gateway.sources[d.plan.sourceId];
     if (source) {
       for (const p of d.plan.points) {

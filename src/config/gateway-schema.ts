@@ -104,9 +104,28 @@ export const gatewayConfigSchema = z
       .object({
         name: z.string().min(1).default("shadowgate"),
         dataDir: z.string().min(1).default("./data").describe("Relative to this file"),
+        history: z
+          .object({
+            maxAge: duration("Confirmed reports are kept this long (e.g. 7d)").default(
+              7 * 86_400_000,
+            ),
+            maxSizeMb: z
+              .number()
+              .positive()
+              .default(256)
+              .describe(
+                "Above this size the oldest history goes first, never a device's latest state",
+              ),
+          })
+          .strict()
+          .default({ maxAge: 7 * 86_400_000, maxSizeMb: 256 }),
       })
       .strict()
-      .default({ name: "shadowgate", dataDir: "./data" }),
+      .default({
+        name: "shadowgate",
+        dataDir: "./data",
+        history: { maxAge: 7 * 86_400_000, maxSizeMb: 256 },
+      }),
     log: z
       .object({
         level: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),

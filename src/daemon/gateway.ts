@@ -12,6 +12,7 @@ import type { MqttLink } from "../north/link.js";
 import type { SyncEngine } from "../north/sync.js";
 import { openDatabase, type Db } from "../store/database.js";
 import { DesiredJournal } from "../store/desired-journal.js";
+import { Outbox } from "../store/outbox.js";
 import { CommandExecutor } from "./commands.js";
 import { createNorth } from "./north.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
@@ -80,6 +81,7 @@ export class Gateway {
   }
 
   async start(): Promise<void> {
+    this.openNorth();
     await Promise.all(
       [...this.drivers.values()].map((d) =>
         d
@@ -90,7 +92,7 @@ export class Gateway {
       ),
     );
     this.scheduler.start();
-    this.startNorth();
+    this.north?.link.start();
     this.log.info(
       {
         devices: this.config.devices.length,
@@ -106,11 +108,23 @@ export class Gateway {
     return this.north?.sync;
   }
 
-  private startNorth(): void {
+  /** Opens the store and builds the north side; the link starts after the first polls. */
+  private openNorth(): void {
     const cloud = this.config.gateway.cloud;
     if (!cloud) return;
     this.db = openDatabase(path.join(this.config.dataDir, "shadowgate.db"));
     const journal = new DesiredJournal(this.db);
+    const { history } = this.config.gateway.gateway;
+    const outbox = new Outbox(
+      this.db,
+      { maxAgeMs: history.maxAge, maxBytes: history.maxSizeMb * 1024 * 1024 },
+      this.log.child({ component: "store.outbox" }),
+    );
+    // The last known values come back, marked stale until the first poll reads them again.
+    for (const d of this.config.devices) {
+      const saved = outbox.saved(d.productKey, d.deviceName);
+      if (saved) this.shadow.restore(d.deviceName, saved.reported);
+    }
     const devices = this.config.devices;
     this.north = createNorth(
       cloud,
@@ -122,12 +136,12 @@ export class Gateway {
           devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
         execute: (name, point, value) => this.commands.execute(name, point, value),
         journal,
+        backlog: outbox,
       },
       this.log,
     );
-    const { sync, link } = this.north;
+    const { sync } = this.north;
     this.shadow.on("update", (u) => sync.report(u.deviceName, u.reported));
-    link.start();
   }
 
   async stop(): Promise<void> {
@@ -195,6 +209,8 @@ export class Gateway {
       intervalMs: devices[0]?.pollIntervalMs ?? 1000,
       run: async () => {
         for (const d of devices) await this.poll(d);
+        // One transaction per poll cycle makes its reports durable before they are sent.
+        this.north?.sync.flush();
       },
     }));
   }

@@ -112,6 +112,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     this.client = client;
     client.on("connect", () => {
       if (this.client !== client) return;
+      // Requests and PUBACKs are small and latency-bound: with Nagle on, a publish that follows
+      // a PUBACK waits for the broker's delayed ACK (~40 ms on Linux).
+      (client.stream as { setNoDelay?: (noDelay?: boolean) => void }).setNoDelay?.(true);
       this.backoff.reset();
       this.connects++;
       this.transition("online");

@@ -1,5 +1,6 @@
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
+import { isJsonObject as isObject, mergeReported } from "../core/json.js";
 import type { JsonObject, JsonValue } from "../core/types.js";
 import type { CloudShadow, Dialect, Inbound } from "./dialect.js";
 import type { LinkEvents } from "./link.js";
@@ -37,6 +38,9 @@ export function isNewCommand(
   return versionIsExact ? offered.version > last.version : offered.value !== last.value;
 }
 
+/** Requests a device may send back to back before the rate limit spaces them. */
+const RATE_BURST = 3;
+
 /** The reserved reported key under which every command's outcome is visible in the shadow. */
 export const COMMANDS_KEY = "_commands";
 
@@ -46,6 +50,25 @@ export interface CommandResult {
   readonly value?: JsonValue;
 }
 
+/**
+ * Where reported updates wait for the cloud: durable (the SQLite outbox in the gateway), in
+ * order per device, and removed only when the cloud confirmed them.
+ */
+export interface Backlog {
+  stage(productKey: string, deviceName: string, reported: JsonObject): void;
+  /** Makes staged updates durable; returns the devices that got some. */
+  flush(): string[];
+  /** The device's unconfirmed updates merged in order, and the last one they include. */
+  pending(
+    productKey: string,
+    deviceName: string,
+  ): { upto: number; reported: JsonObject } | undefined;
+  /** The cloud confirmed the device's updates up to `upto`, and is now at `version`. */
+  ack(productKey: string, deviceName: string, upto: number | undefined, version: number): void;
+  /** The version saved before a restart. */
+  saved(productKey: string, deviceName: string): { version: number } | undefined;
+}
+
 export interface SyncHooks {
   /** The device's whole current reported state, pushed after every (re)connect. */
   snapshot(deviceName: string): JsonObject;
@@ -53,6 +76,7 @@ export interface SyncHooks {
   pointNames(deviceName: string): readonly string[];
   /** Executes one desired value; never throws. */
   execute(deviceName: string, point: string, value: JsonValue): Promise<CommandResult>;
+  backlog: Backlog;
   /** The last desired value executed per device and point, kept across restarts. */
   journal: {
     last(pk: string, dn: string, point: string): JournalRecord | undefined;
@@ -63,7 +87,7 @@ export interface SyncHooks {
 export interface SyncOptions {
   /** Reported changes are gathered this long before one update goes out. */
   readonly sendWindowMs: number;
-  /** At most one request per device per this interval (the per-device rate limit). */
+  /** The per-device rate limit: on average one request per this interval. */
   readonly minIntervalMs: number;
   /** Requests awaiting a reply, over all devices. */
   readonly maxInFlight: number;
@@ -89,8 +113,10 @@ interface InFlight {
   readonly token: string;
   readonly kind: Kind;
   readonly version?: number;
-  /** What a report carried, kept to resend after a conflict or a timeout. */
-  readonly payload?: JsonObject;
+  /** The last backlog row a report carried, acknowledged on success. */
+  readonly upto?: number;
+  /** A report carrying the whole current state (after a get), redone if it fails. */
+  readonly full?: boolean;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -102,29 +128,21 @@ interface DeviceSync {
   version: number;
   /** Reconciled (get, desired, full report) since the link came up. */
   synced: boolean;
-  pending: JsonObject;
+  /** The whole current reported state is due (after a get: local wins). */
+  fullPush: boolean;
   clearDesired: boolean;
   /** The newest pushed version whose desired values a clear was already asked for. */
   clearRequestedFor: number;
   inFlight?: InFlight;
-  lastSendAt: number;
+  /** Token bucket of the rate limit: a command's clear and read-back go out at once. */
+  tokens: number;
+  tokensAt: number;
+  /** No request before this time (after repeated conflicts or a retryable error). */
+  pausedUntil: number;
   conflicts: number;
   wakeTimer?: NodeJS.Timeout;
   /** Desired executions run one after another per device. */
   executing: Promise<void>;
-}
-
-const isObject = (v: JsonValue | undefined): v is JsonObject =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
-
-/** Deep merge: b's leaves win; objects merge, everything else is replaced. */
-export function mergeReported(a: JsonObject, b: JsonObject): JsonObject {
-  const out: JsonObject = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const prev = out[k];
-    out[k] = isObject(prev) && isObject(v) ? mergeReported(prev, v) : v;
-  }
-  return out;
 }
 
 /**
@@ -165,12 +183,14 @@ export class SyncEngine {
       const state: DeviceSync = {
         ...d,
         topics: dialect.topics(d.productKey, d.deviceName),
-        version: 0,
+        version: hooks.backlog.saved(d.productKey, d.deviceName)?.version ?? 0,
         synced: false,
-        pending: {},
+        fullPush: false,
         clearDesired: false,
         clearRequestedFor: -1,
-        lastSendAt: -Infinity,
+        tokens: RATE_BURST,
+        tokensAt: now(),
+        pausedUntil: -Infinity,
         conflicts: 0,
         executing: Promise.resolve(),
       };
@@ -182,20 +202,37 @@ export class SyncEngine {
     link.on("message", (topic, payload) => this.onMessage(topic, payload));
   }
 
-  /** A partial reported update from the edge shadow. */
+  /** A partial reported update from the edge shadow: staged now, durable at the next flush. */
   report(deviceName: string, reported: JsonObject): void {
     const d = this.devices.get(deviceName);
     if (!d || Object.keys(reported).length === 0) return;
-    d.pending = mergeReported(d.pending, reported);
-    this.wake(d, this.opts.sendWindowMs);
+    this.hooks.backlog.stage(d.productKey, d.deviceName, reported);
   }
 
-  /** Version and backlog per device, for health and tests. */
+  /**
+   * Makes staged reports durable (once per poll cycle) and schedules their sending after the
+   * send window; a command's outcome and read-back go at once.
+   */
+  flush(delayMs = this.opts.sendWindowMs): void {
+    for (const name of this.hooks.backlog.flush()) {
+      const d = this.devices.get(name);
+      if (d) this.wake(d, delayMs);
+    }
+  }
+
+  /** Version and sync state per device, for health and tests. */
   deviceState(
     deviceName: string,
-  ): { version: number; synced: boolean; pending: number } | undefined {
+  ): { version: number; synced: boolean; busy: boolean; backlog: boolean } | undefined {
     const d = this.devices.get(deviceName);
-    return d && { version: d.version, synced: d.synced, pending: Object.keys(d.pending).length };
+    return (
+      d && {
+        version: d.version,
+        synced: d.synced,
+        busy: d.inFlight !== undefined || d.fullPush || d.clearDesired,
+        backlog: this.hooks.backlog.pending(d.productKey, d.deviceName) !== undefined,
+      }
+    );
   }
 
   /** Resolves when every device's queued desired executions have finished. */
@@ -248,12 +285,15 @@ export class SyncEngine {
     clearTimeout(f.timer);
     d.inFlight = undefined;
     this.inFlight--;
-    if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+    // A report's rows stay in the backlog until acknowledged, so only a full push is redone.
+    if (f.full) d.fullPush = true;
     if (f.kind === "clear") d.clearDesired = true;
   }
 
   private wake(d: DeviceSync, delayMs: number): void {
-    if (d.wakeTimer || this.stopped) return;
+    if (this.stopped) return;
+    if (delayMs <= 0) return this.pump(d);
+    if (d.wakeTimer) return;
     d.wakeTimer = setTimeout(() => {
       d.wakeTimer = undefined;
       this.pump(d);
@@ -264,31 +304,66 @@ export class SyncEngine {
   private pump(d: DeviceSync): void {
     if (this.stopped || !this.link.online || d.inFlight) return;
     if (this.inFlight >= this.opts.maxInFlight) return; // a reply elsewhere pumps again
-    const wait = d.lastSendAt + this.opts.minIntervalMs - this.now();
-    const due = !d.synced || d.clearDesired || Object.keys(d.pending).length > 0;
-    if (!due) return;
+    const backlog =
+      d.synced && !d.clearDesired
+        ? this.hooks.backlog.pending(d.productKey, d.deviceName)
+        : undefined;
+    if (d.synced && !d.clearDesired && !d.fullPush && !backlog) return;
+    const wait = this.waitFor(d);
     if (wait > 0) return this.wake(d, wait);
     const token = this.token(d);
+    const version = this.dialect.nextVersion(d.version);
     if (!d.synced) {
       this.send(d, { token, kind: "get" }, this.dialect.encodeGet(token));
     } else if (d.clearDesired) {
       d.clearDesired = false;
-      const version = this.dialect.nextVersion(d.version);
       this.send(
         d,
         { token, kind: "clear", version },
         this.dialect.encodeClearDesired(version, token),
       );
     } else {
-      const payload = d.pending;
-      d.pending = {};
-      const version = this.dialect.nextVersion(d.version);
+      // Everything the backlog holds goes as one update (a shadow is state, not a log); after
+      // a get, with the whole current state on top of it.
+      const full = d.fullPush;
+      d.fullPush = false;
+      const reported = full
+        ? mergeReported(backlog?.reported ?? {}, this.hooks.snapshot(d.deviceName))
+        : (backlog?.reported ?? {});
+      // Nothing to say yet (no poll has finished): the next flush wakes the device again.
+      if (Object.keys(reported).length === 0) return;
+      let body: string;
+      try {
+        body = this.dialect.encodeReport(reported, version, token);
+      } catch (err) {
+        // The cloud could never take it (the dialect's own limits): it leaves the outbox, said
+        // once, rather than stopping the device's sync for good.
+        this.stats.rejected++;
+        this.once(`encode:${d.deviceName}`, () =>
+          this.log.error(
+            { device: d.deviceName, err, code: ErrorCodes.SHADOW_REJECTED },
+            "a report cannot be sent; dropped",
+          ),
+        );
+        if (backlog) this.hooks.backlog.ack(d.productKey, d.deviceName, backlog.upto, d.version);
+        return;
+      }
       this.send(
         d,
-        { token, kind: "report", version, payload },
-        this.dialect.encodeReport(payload, version, token),
+        { token, kind: "report", version, full, ...(backlog && { upto: backlog.upto }) },
+        body,
       );
     }
+  }
+
+  /** Milliseconds until the device may send, refilling its bucket first. */
+  private waitFor(d: DeviceSync): number {
+    const now = this.now();
+    if (now < d.pausedUntil) return d.pausedUntil - now;
+    const perMs = 1 / this.opts.minIntervalMs;
+    d.tokens = Math.min(RATE_BURST, d.tokens + (now - d.tokensAt) * perMs);
+    d.tokensAt = now;
+    return d.tokens >= 1 ? 0 : Math.ceil((1 - d.tokens) / perMs);
   }
 
   private token(d: DeviceSync): string {
@@ -299,7 +374,7 @@ export class SyncEngine {
   private send(d: DeviceSync, request: Omit<InFlight, "timer">, body: string): void {
     const timer = setTimeout(() => this.timedOut(d, request.token), this.opts.replyTimeoutMs);
     d.inFlight = { ...request, timer };
-    d.lastSendAt = this.now();
+    d.tokens -= 1;
     this.inFlight++;
     this.stats.sent++;
     this.link.publish(d.topics.request, body).catch((err: unknown) => {
@@ -389,18 +464,18 @@ export class SyncEngine {
       this.stats.acknowledged++;
       d.conflicts = 0;
       if (f.kind === "get") this.reconcile(d, m.version, m.shadow);
-      else d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
+      else this.confirmed(d, f, m.version);
     } else {
       const cls = this.dialect.classify(m.code);
       if (cls === "success") {
         // Alibaba answers a get on an empty shadow with 407, which is no failure.
         this.stats.acknowledged++;
         if (f.kind === "get") this.reconcile(d, m.version);
-        else d.version = Math.max(d.version, m.version ?? f.version ?? d.version);
+        else this.confirmed(d, f, m.version);
       } else if (cls === "conflict") {
         this.stats.conflicts++;
         d.conflicts++;
-        if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+        // The report's rows stay in the backlog; the get reconciles and they go again.
         if (f.kind === "clear") d.clearDesired = true;
         d.synced = false; // get, merge, resend with the fresh version
         this.log.info(
@@ -419,7 +494,7 @@ export class SyncEngine {
             "repeated conflicts; pausing this shadow for a while",
           );
           d.conflicts = 0;
-          d.lastSendAt = this.now() + this.opts.replyTimeoutMs;
+          d.pausedUntil = this.now() + this.opts.replyTimeoutMs;
         }
       } else if (cls === "permanent") {
         this.stats.rejected++;
@@ -437,13 +512,22 @@ export class SyncEngine {
           ),
         );
         if (f.kind === "get") d.synced = true; // nothing to reconcile with; go on reporting
+        // Rows the cloud can never accept leave the outbox (they stay in history).
+        if (f.kind === "report")
+          this.hooks.backlog.ack(d.productKey, d.deviceName, f.upto, d.version);
       } else {
-        if (f.kind === "report" && f.payload) d.pending = mergeReported(f.payload, d.pending);
+        if (f.full) d.fullPush = true;
         if (f.kind === "clear") d.clearDesired = true;
-        d.lastSendAt = this.now() + this.opts.replyTimeoutMs;
+        d.pausedUntil = this.now() + this.opts.replyTimeoutMs;
       }
     }
     this.pumpAll();
+  }
+
+  /** A report or clear succeeded: its rows leave the backlog, and the version is saved. */
+  private confirmed(d: DeviceSync, f: InFlight, version: number | undefined): void {
+    d.version = Math.max(d.version, version ?? f.version ?? d.version);
+    this.hooks.backlog.ack(d.productKey, d.deviceName, f.upto, d.version);
   }
 
   /** After a get: take the cloud's version, push the whole reported state, run new desired. */
@@ -451,8 +535,9 @@ export class SyncEngine {
     // The get reply is the cloud's word on the version, even when it went down (a reset).
     d.version = version ?? d.version;
     d.synced = true;
-    // Reported: local wins. The whole current state goes up, newer changes on top.
-    d.pending = mergeReported(this.hooks.snapshot(d.deviceName), d.pending);
+    // Reported: local wins. The whole current state goes up with the backlog.
+    d.fullPush = true;
+    this.hooks.backlog.ack(d.productKey, d.deviceName, undefined, d.version);
     if (shadow) this.executeDesired(d, shadow, d.version, false);
   }
 
@@ -519,8 +604,10 @@ export class SyncEngine {
         d.clearDesired = true;
         d.clearRequestedFor = Math.max(d.clearRequestedFor, version);
       }
-      if (Object.keys(outcomes).length > 0)
-        d.pending = mergeReported(d.pending, { [COMMANDS_KEY]: outcomes });
+      if (Object.keys(outcomes).length > 0) {
+        this.hooks.backlog.stage(d.productKey, d.deviceName, { [COMMANDS_KEY]: outcomes });
+        this.flush(0);
+      }
       this.pump(d);
     });
   }

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { ErrorCodes } from "../core/errors.js";
 import type { JsonObject, PointValue, Quality } from "../core/types.js";
 import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
-import { setPath } from "./document.js";
+import { getPath, setPath } from "./document.js";
 
 /** One decoded reading of one point, as the poller hands it over. */
 export interface PointReading {
@@ -134,6 +134,29 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     };
     this.emit("update", update);
     return update;
+  }
+
+  /**
+   * Puts back the values saved before a restart, marked stale until a poll reads them again,
+   * so the gateway serves its last known state from the first moment. They count as reported
+   * (the cloud had them), so an unchanged first reading sends nothing.
+   */
+  restore(deviceName: string, reported: JsonObject, now = Date.now()): void {
+    const device = this.devices.get(deviceName);
+    if (!device) return;
+    for (const point of device.plan.points) {
+      const value = getPath(reported, point.path);
+      const leaf = device.leaves.get(point.name);
+      if (!leaf || value === undefined || value === null || typeof value === "object") continue;
+      leaf.value = value;
+      leaf.reportedValue = value;
+      leaf.reportedAt = now;
+      leaf.quality = {
+        status: "stale",
+        code: ErrorCodes.RESTORED,
+        reason: "saved before a restart; not read since",
+      };
+    }
   }
 
   /** Whether a good value should go into the next update. */

@@ -21,6 +21,25 @@ const MIGRATIONS: readonly string[] = [
      executed_at INTEGER NOT NULL,  -- ms since the epoch
      PRIMARY KEY (product_key, device_name, attribute)
    ) WITHOUT ROWID`,
+  // 2: reports (the outbox while unacknowledged, then history) and per-device shadow state.
+  `CREATE TABLE reports (
+     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+     product_key TEXT NOT NULL,
+     device_name TEXT NOT NULL,
+     ts          INTEGER NOT NULL,  -- ms since the epoch, when the change was seen
+     reported    TEXT NOT NULL,     -- the partial reported update, as JSON
+     acked_at    INTEGER            -- NULL while the cloud has not confirmed it
+   );
+   CREATE INDEX reports_outbox ON reports (product_key, device_name, seq) WHERE acked_at IS NULL;
+   CREATE INDEX reports_device_ts ON reports (device_name, ts);
+   CREATE TABLE shadow_state (
+     product_key TEXT NOT NULL,
+     device_name TEXT NOT NULL,
+     version     INTEGER NOT NULL DEFAULT 0,  -- the last version the cloud confirmed
+     reported    TEXT NOT NULL DEFAULT '{}',  -- the edge shadow's last known values
+     updated_at  INTEGER NOT NULL,
+     PRIMARY KEY (product_key, device_name)
+   ) WITHOUT ROWID`,
 ];
 
 /**

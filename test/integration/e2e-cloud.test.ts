@@ -118,7 +118,10 @@ function suite(name: string, brokerUrl: () => string | undefined) {
 
     it("recovers from a version bumped from the side with exactly one retry", async () => {
       const p = await plant(brokerUrl());
-      await until("in sync", () => p.gateway.sync?.deviceState(DN)?.pending === 0);
+      await until("in sync", () => {
+        const st = p.gateway.sync?.deviceState(DN);
+        return st?.synced === true && !st.busy && !st.backlog;
+      });
       const side = await connectTestClient(brokerUrl() ?? p.cloud.mqttUrl);
       await side.subscribe(`/shadow/get/${PK}/${DN}`);
       const version = p.cloud.service.getShadow(PK, DN)?.version ?? 0;

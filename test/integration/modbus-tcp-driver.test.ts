@@ -209,6 +209,28 @@ describe("ModbusTcpDriver against the simulator", () => {
     expect(y?.data).toEqual([77]);
   });
 
+  it("puts a write ahead of the rest of a poll: it waits for at most the request on the wire", async () => {
+    const { sim, port } = await simulator({ responseDelayMs: 5 });
+    // Ten points 100 registers apart: ten requests per poll.
+    const points = Array.from({ length: 10 }, (_, i) => reg(`p${i}`, i * 100));
+    const d = driver(port);
+    await d.start();
+    sim.resetStats();
+    let readsBeforeWrite = -1;
+    sim.on("write", () => {
+      readsBeforeWrite = sim.served(1, 3);
+    });
+    const poll = d.read({ unitId: 1, points });
+    await until("the poll to be on the wire", () => sim.stats().requests >= 1);
+    await d.write(1, reg("w", 5000), [42]);
+    await poll;
+    expect(sim.unit(1).holding[5000]).toBe(42);
+    expect(sim.served(1, 3)).toBe(10);
+    // The write overtook the poll: at most two reads (the one on the wire, one racing) before it.
+    expect(readsBeforeWrite).toBeGreaterThanOrEqual(1);
+    expect(readsBeforeWrite).toBeLessThanOrEqual(2);
+  });
+
   it("writes registers and coils with the right function codes", async () => {
     const { sim, port } = await simulator();
     const writes: unknown[] = [];

@@ -35,10 +35,11 @@ export const { ModbusTcpSimulator } =
   /** @type {typeof import("../../../src/sim/modbus/index.js")} */ (
     await load("sim/modbus/index.js")
   );
-export const { startCloudService } = /** @type {typeof import("../../../src/sim/cloud/index.js")} */ (
-  await load("sim/cloud/index.js")
-);
-export const { SHADOW_UPDATE_WILDCARD, shadowUpdateTopic, parseShadowTopic } =
+export const { startCloudService } =
+  /** @type {typeof import("../../../src/sim/cloud/index.js")} */ (
+    await load("sim/cloud/index.js")
+  );
+export const { SHADOW_GET_WILDCARD, SHADOW_UPDATE_WILDCARD, shadowUpdateTopic, parseShadowTopic } =
   /** @type {typeof import("../../../src/north/dialects/alibaba/topics.js")} */ (
     await load("north/dialects/alibaba/topics.js")
   );

@@ -115,36 +115,30 @@ export class ModbusTcpDriver implements SouthDriver {
         ts,
       }));
     }
-    return this.queue.run(
-      async () => {
-        const samples = await this.planner.execute(
-          req.unitId,
-          req.points,
-          (span) => this.transact(span),
-          this.now,
-          { stopOnTransportError: true },
-        );
-        const timedOut = samples.some(
-          (s) => s.quality.status === "bad" && s.quality.code === ErrorCodes.MODBUS_TIMEOUT,
-        );
-        if (timedOut && !this.parkedUntil.has(req.unitId)) {
-          this.log.warn(
-            {
-              unitId: req.unitId,
-              parkMs: this.opts.unitBackoffMs,
-              code: ErrorCodes.MODBUS_UNIT_DOWN,
-            },
-            "unit did not answer; parked so it does not stall the other units",
-          );
-        }
-        if (timedOut) this.parkedUntil.set(req.unitId, this.now() + this.opts.unitBackoffMs);
-        else if (this.parkedUntil.delete(req.unitId)) {
-          this.log.info({ unitId: req.unitId }, "unit answers again");
-        }
-        return samples;
-      },
-      req.urgent ? "urgent" : "normal",
+    // One queue job per transaction, not per poll: a write (urgent) then waits for at most the
+    // request already on the wire, not for every request left in a device's poll.
+    const priority = req.urgent ? "urgent" : "normal";
+    const samples = await this.planner.execute(
+      req.unitId,
+      req.points,
+      (span) => this.queue.run(() => this.transact(span), priority),
+      this.now,
+      { stopOnTransportError: true },
     );
+    const timedOut = samples.some(
+      (s) => s.quality.status === "bad" && s.quality.code === ErrorCodes.MODBUS_TIMEOUT,
+    );
+    if (timedOut && !this.parkedUntil.has(req.unitId)) {
+      this.log.warn(
+        { unitId: req.unitId, parkMs: this.opts.unitBackoffMs, code: ErrorCodes.MODBUS_UNIT_DOWN },
+        "unit did not answer; parked so it does not stall the other units",
+      );
+    }
+    if (timedOut) this.parkedUntil.set(req.unitId, this.now() + this.opts.unitBackoffMs);
+    else if (this.parkedUntil.delete(req.unitId)) {
+      this.log.info({ unitId: req.unitId }, "unit answers again");
+    }
+    return samples;
   }
 
   async write(unitId: number, point: RawPoint, data: readonly number[]): Promise<void> {

@@ -140,6 +140,20 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("refuses more than 128 top-level attributes for a cloud shadow", async () => {
+    const points = Array.from(
+      { length: 128 },
+      (_, i) => `  p${i}: { register: ${40001 + i} }\n`,
+    ).join("");
+    const gateway =
+      "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: h }\ncloud: { url: 'mqtt://h', productKey: gw, deviceName: edge }\nmappings: mappings\n";
+    expect(await problemsOf(await workspace({ "a.yaml": head + points }, gateway))).toEqual([
+      "mappings/a.yaml:5:3 points: 128 top-level points (plus _commands) exceed the cloud shadow's 128 attributes; group them with dotted names (line1.speed)",
+    ]);
+    const nested = points.replace(/^ {2}p/gm, "  line.p");
+    expect(await problemsOf(await workspace({ "a.yaml": head + nested }, gateway))).toEqual([]);
+  });
+
   it("names a missing mappings folder and an unreadable file", async () => {
     const config = await workspace(
       {},

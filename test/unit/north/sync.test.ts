@@ -4,6 +4,8 @@ import { silentLogger } from "../../../src/core/logger.js";
 import type { JsonObject, JsonValue } from "../../../src/core/types.js";
 import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
 import type { LinkEvents } from "../../../src/north/link.js";
+import { openDatabase } from "../../../src/store/database.js";
+import { Outbox } from "../../../src/store/outbox.js";
 import {
   SyncEngine,
   type CommandResult,
@@ -77,11 +79,13 @@ const control = (version: number, desired: JsonObject, ts: number) => ({
 });
 
 function setup(devices = ["dev"]) {
+  const edge: JsonObject = { temp: 20, on: true };
   const link = new ScriptedLink();
   const executed: Array<{ device: string; point: string; value: JsonValue }> = [];
   const journal = new Map<string, JournalRecord>();
   const hooks: SyncHooks = {
-    snapshot: () => ({ temp: 20, on: true }),
+    // The edge shadow: what polls reported last.
+    snapshot: () => edge,
     pointNames: () => ["temp", "on", "setpoint", "alarm.ack"],
     execute: async (device, point, value): Promise<CommandResult> => {
       executed.push({ device, point, value });
@@ -89,6 +93,11 @@ function setup(devices = ["dev"]) {
         return { status: "rejected", reason: "above max" };
       return { status: "applied", value };
     },
+    backlog: new Outbox(
+      openDatabase(":memory:"),
+      { maxAgeMs: 86_400_000, maxBytes: 1 << 30 },
+      silentLogger(),
+    ),
     journal: {
       last: (pk, dn, point) => journal.get(`${pk}/${dn}/${point}`),
       record: (pk, dn, point, e) => void journal.set(`${pk}/${dn}/${point}`, e),
@@ -108,7 +117,14 @@ function setup(devices = ["dev"]) {
     },
     silentLogger(),
   );
-  return { link, sync, executed };
+  return { link, sync, executed, edge };
+}
+
+/** A poll cycle's report: staged, then made durable by the flush that ends the cycle. */
+function report(s: ReturnType<typeof setup>, device: string, reported: JsonObject): void {
+  Object.assign(s.edge, reported);
+  s.sync.report(device, reported);
+  s.sync.flush();
 }
 
 /** Connects and answers the initial get with `version`; returns the first full report. */
@@ -176,8 +192,8 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
   it("batches changes per send window, one request in flight per device", async () => {
     const s = setup();
     const first = await connect(s);
-    s.sync.report("dev", { temp: 21 });
-    s.sync.report("dev", { alarm: { hi: true } });
+    report(s, "dev", { temp: 21 });
+    report(s, "dev", { alarm: { hi: true } });
     await vi.advanceTimersByTimeAsync(500);
     expect(s.link.take()).toEqual([]); // the first report still awaits its reply
     s.link.deliver("dev", success(first?.msg.clientToken, 6));
@@ -187,20 +203,25 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       state: { reported: { temp: 21, alarm: { hi: true } } },
       version: 7,
     });
-    expect(s.sync.deviceState("dev")).toEqual({ version: 6, synced: true, pending: 0 });
+    expect(s.sync.deviceState("dev")).toEqual({
+      version: 6,
+      synced: true,
+      busy: true,
+      backlog: true,
+    });
   });
 
   it("recovers from a version conflict with one get and one resend of the merged state", async () => {
     const s = setup();
     const first = await connect(s, 5);
     s.link.deliver("dev", success(first?.msg.clientToken, 6));
-    s.sync.report("dev", { temp: 22 });
+    report(s, "dev", { temp: 22 });
     await vi.advanceTimersByTimeAsync(100);
     const [update] = s.link.take();
     expect(update?.msg).toMatchObject({ version: 7 });
     // Someone else bumped the shadow to 9 meanwhile.
     s.link.deliver("dev", failure(update?.msg.clientToken, 409));
-    s.sync.report("dev", { on: false });
+    report(s, "dev", { on: false });
     await vi.advanceTimersByTimeAsync(0);
     const [get] = s.link.take();
     expect(get?.msg).toMatchObject({ method: "get" });
@@ -225,9 +246,23 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     await vi.advanceTimersByTimeAsync(10_000);
     expect(s.link.take()).toEqual([]);
     expect(s.sync.stats.rejected).toBe(1);
-    s.sync.report("dev", { temp: 30 });
+    report(s, "dev", { temp: 30 });
     await vi.advanceTimersByTimeAsync(100);
     expect(s.link.take()[0]?.msg).toMatchObject({ state: { reported: { temp: 30 } } });
+  });
+
+  it("drops a report the dialect cannot encode (over 128 attributes) instead of crashing", async () => {
+    const s = setup();
+    const first = await connect(s, 5);
+    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    report(s, "dev", Object.fromEntries(Array.from({ length: 130 }, (_, i) => [`p${i}`, i])));
+    await vi.advanceTimersByTimeAsync(200);
+    expect(s.link.take()).toEqual([]);
+    expect(s.sync.stats.rejected).toBe(1);
+    expect(s.sync.deviceState("dev")?.backlog).toBe(false);
+    report(s, "dev", { temp: 1 });
+    await vi.advanceTimersByTimeAsync(200);
+    expect(s.link.take()[0]?.msg.state).toEqual({ reported: { temp: 1 } });
   });
 
   it("executes a control push once, reports the outcome under _commands and clears desired", async () => {
@@ -363,7 +398,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     expect(again?.msg).toMatchObject({ state: { reported: { temp: 20, on: true } }, version: 6 });
     expect(again?.msg.clientToken).not.toBe(first?.msg.clientToken);
     s.link.down();
-    s.sync.report("dev", { temp: 25 });
+    report(s, "dev", { temp: 25 });
     s.link.up();
     await vi.advanceTimersByTimeAsync(0);
     const [get] = s.link.take();

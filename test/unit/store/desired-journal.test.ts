@@ -33,7 +33,7 @@ describe("DesiredJournal", () => {
 
     const again = openDatabase(file);
     expect(again.pragma("journal_mode", { simple: true })).toBe("wal");
-    expect(again.pragma("user_version", { simple: true })).toBe(1);
+    expect(again.pragma("user_version", { simple: true })).toBe(2);
     const reopened = new DesiredJournal(again);
     expect(reopened.last("pk", "dev", "setpoint")).toEqual({
       ts: 101,

@@ -1,0 +1,70 @@
+// @ts-check
+/**
+ * A gateway config and its mapping files written to a temporary directory and loaded the way
+ * `shadowgate run` loads them (loadConfig: schema, compile, cross-checks), so a benchmark runs
+ * the real composition root with the poll interval and send window it chooses. YAML is a
+ * superset of JSON, so the files are written as JSON.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { formatProblem, loadConfig } from "./dist.js";
+
+/**
+ * @typedef {object} DeviceSpec
+ * @property {string} productKey
+ * @property {string} deviceName
+ * @property {string} source
+ * @property {string} pollInterval  e.g. "100ms"
+ * @property {Record<string, Record<string, unknown>>} points  as in a mapping file
+ */
+
+/**
+ * @typedef {object} GatewaySpec
+ * @property {Record<string, Record<string, unknown>>} sources  as in gateway.yaml
+ * @property {Record<string, unknown>} cloud                   as in gateway.yaml
+ * @property {DeviceSpec[]} devices
+ */
+
+/**
+ * @param {string} prefix  for the temporary directory's name
+ * @param {GatewaySpec} spec
+ * @returns {Promise<{ dir: string, config: import("../../../src/config/load.js").LoadedConfig }>}
+ */
+export async function writeGatewayConfig(prefix, spec) {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  mkdirSync(join(dir, "mappings"));
+  mkdirSync(join(dir, "data"));
+  const file = join(dir, "gateway.yaml");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      version: 1,
+      gateway: { name: prefix, dataDir: "./data" },
+      log: { level: "warn" },
+      sources: spec.sources,
+      cloud: spec.cloud,
+      mappings: "./mappings",
+    }),
+  );
+  for (const d of spec.devices) {
+    writeFileSync(
+      join(dir, "mappings", `${d.deviceName}.yaml`),
+      JSON.stringify({
+        version: 1,
+        device: { productKey: d.productKey, deviceName: d.deviceName },
+        source: d.source,
+        unitId: 1,
+        pollInterval: d.pollInterval,
+        points: d.points,
+      }),
+    );
+  }
+  const loaded = await loadConfig(file, {});
+  if (!loaded.ok) {
+    throw new Error(
+      `generated config is invalid:\n${loaded.problems.map((p) => formatProblem(p)).join("\n")}`,
+    );
+  }
+  return { dir, config: loaded.config };
+}

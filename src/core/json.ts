@@ -1,0 +1,17 @@
+import type { JsonObject, JsonValue } from "./types.js";
+
+export const isJsonObject = (v: JsonValue | undefined): v is JsonObject =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * Deep merge of two partial shadow documents, as the shadow services do it: objects merge,
+ * everything else (arrays included) is replaced; b's leaves win.
+ */
+export function mergeReported(a: JsonObject, b: JsonObject): JsonObject {
+  const out: JsonObject = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] = isJsonObject(prev) && isJsonObject(v) ? mergeReported(prev, v) : v;
+  }
+  return out;
+}
