@@ -4,6 +4,7 @@ import { Command, CommanderError, Option } from "commander";
 import { ExitCodes } from "../core/errors.js";
 import { cloudCommand, collect, type CloudCommandOptions } from "./cloud.js";
 import { demoCommand } from "./demo.js";
+import { historyCommand } from "./history.js";
 import { readCommand } from "./read.js";
 import { runCommand } from "./run.js";
 import { schemasCommand } from "./schemas.js";
@@ -52,6 +53,19 @@ program
   .option("--raw <point>", "print the point's raw words and its value under every byte order")
   .action(async (o: { config: string; device?: string; json?: boolean; raw?: string }) =>
     exit(await readCommand(o)),
+  );
+
+program
+  .command("history")
+  .description("print the reports recorded for a device (sent, or queued while the uplink is down)")
+  .addOption(configOption())
+  .requiredOption("-d, --device <name>", "the device (deviceName)")
+  .option("--since <when>", "a time (2026-11-26T08:00Z) or a duration back from now (30m, 2h, 7d)")
+  .option("--point <name>", "only this point's values (dotted name)")
+  .option("--json", "JSON lines")
+  .action(
+    async (o: { config: string; device: string; since?: string; point?: string; json?: boolean }) =>
+      exit(await historyCommand(o)),
   );
 
 program

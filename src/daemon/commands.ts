@@ -44,7 +44,12 @@ export class CommandExecutor {
     private readonly log: Logger,
   ) {}
 
-  async execute(deviceName: string, pointName: string, value: unknown): Promise<CommandOutcome> {
+  async execute(
+    deviceName: string,
+    pointName: string,
+    value: unknown,
+    opts: { resume?: boolean } = {},
+  ): Promise<CommandOutcome> {
     const device = this.devices.get(deviceName);
     const point = device?.points.find((p) => p.name === pointName);
     const fields = {
@@ -61,6 +66,26 @@ export class CommandExecutor {
     }
     const driver = this.drivers.get(device.sourceId);
     if (!driver) return { status: "failed", reason: `no driver for source ${device.sourceId}` };
+
+    if (opts.resume) {
+      // The gateway died between journaling this command and its outcome: if the device holds
+      // the value, the write landed, and writing again would execute the command twice.
+      const [now] = await driver.read({
+        unitId: device.unitId,
+        points: [raw(point)],
+        urgent: true,
+      });
+      const held = now ? decodePoint(point, now.quality, now.data) : undefined;
+      if (held?.quality.status === "good" && same(held.value, value)) {
+        this.log.info(
+          { ...fields, value },
+          "command had been applied before a restart; not written again",
+        );
+        return held.value === undefined
+          ? { status: "applied" }
+          : { status: "applied", value: held.value };
+      }
+    }
 
     let words: number[];
     try {

@@ -10,9 +10,9 @@ import { createDriver } from "../south/registry.js";
 import path from "node:path";
 import type { MqttLink } from "../north/link.js";
 import type { SyncEngine } from "../north/sync.js";
-import { openDatabase, type Db } from "../store/database.js";
+import { openDatabase, openStore, type Db } from "../store/database.js";
 import { DesiredJournal } from "../store/desired-journal.js";
-import { Outbox } from "../store/outbox.js";
+import { Outbox, type OutboxStats } from "../store/outbox.js";
 import { CommandExecutor } from "./commands.js";
 import { createNorth } from "./north.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
@@ -31,7 +31,10 @@ export class Gateway {
   readonly commands: CommandExecutor;
   private readonly drivers = new Map<string, SouthDriver>();
   private readonly scheduler: Scheduler;
-  private db: Db | undefined;
+  private dbs: Db[] = [];
+  /** Why the store is not the durable file it should be, if it is not. */
+  private storeDegraded: string | undefined;
+  private outbox: Outbox | undefined;
   private north: { link: MqttLink; sync: SyncEngine } | undefined;
 
   constructor(
@@ -112,14 +115,21 @@ export class Gateway {
   private openNorth(): void {
     const cloud = this.config.gateway.cloud;
     if (!cloud) return;
-    this.db = openDatabase(path.join(this.config.dataDir, "shadowgate.db"));
-    const journal = new DesiredJournal(this.db);
+    const store = openStore(
+      path.join(this.config.dataDir, "shadowgate.db"),
+      this.log.child({ component: "store" }),
+    );
+    this.storeDegraded = store.degraded;
+    const journalDb = openDatabase(store.file, "FULL");
+    const reportsDb = openDatabase(store.file, "NORMAL");
+    this.dbs = [journalDb, reportsDb];
+    const journal = new DesiredJournal(journalDb);
     const { history } = this.config.gateway.gateway;
-    const outbox = new Outbox(
-      this.db,
+    const outbox = (this.outbox = new Outbox(
+      reportsDb,
       { maxAgeMs: history.maxAge, maxBytes: history.maxSizeMb * 1024 * 1024 },
       this.log.child({ component: "store.outbox" }),
-    );
+    ));
     // The last known values come back, marked stale until the first poll reads them again.
     for (const d of this.config.devices) {
       const saved = outbox.saved(d.productKey, d.deviceName);
@@ -134,7 +144,7 @@ export class Gateway {
         snapshot: (name) => this.shadow.document(name)?.state.reported ?? {},
         pointNames: (name) =>
           devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
-        execute: (name, point, value) => this.commands.execute(name, point, value),
+        execute: (name, point, value, opts) => this.commands.execute(name, point, value, opts),
         journal,
         backlog: outbox,
       },
@@ -165,8 +175,7 @@ export class Gateway {
         ),
       ),
     );
-    this.db?.close();
-    this.db = undefined;
+    for (const db of this.dbs.splice(0)) db.close();
   }
 
   /** Connects what is needed, polls every (or the named) device once, and returns nothing: read the shadow. */
@@ -181,10 +190,17 @@ export class Gateway {
   health(): {
     sources: ReturnType<SouthDriver["health"]>[];
     scheduler: ReturnType<Scheduler["stats"]>;
+    store?: OutboxStats & { degraded?: string };
   } {
     return {
       sources: [...this.drivers.values()].map((d) => d.health()),
       scheduler: this.scheduler.stats(),
+      ...(this.outbox && {
+        store: {
+          ...this.outbox.stats(),
+          ...(this.storeDegraded && { degraded: this.storeDegraded }),
+        },
+      }),
     };
   }
 

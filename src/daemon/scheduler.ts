@@ -27,7 +27,7 @@ export interface SchedulerStats {
 const OVERRUN_LOG_EVERY_MS = 60_000;
 
 /**
- * Fires each poll group on its own fixed-rate grid. A poll still running when its next tick
+ * Fires each poll group on its own fixed-rate grid, the groups phase-shifted against each other. A poll still running when its next tick
  * comes is an overrun: counted and logged, and that tick is skipped, never stacked, so a slow
  * device cannot build a backlog of reads.
  */
@@ -52,7 +52,14 @@ export class Scheduler {
   start(): void {
     this.stopped = false;
     const t0 = this.now();
-    for (const s of this.states) this.fire(s, t0, 0);
+    // Groups are spread over their interval (group i of n starts i/n of it later), so ten
+    // devices polled every second do not all answer, decode and report in the same
+    // millisecond, holding up a command that arrives just then.
+    this.states.forEach((s, i) => {
+      const phase = Math.floor((i * s.group.intervalMs) / this.states.length);
+      if (phase === 0) this.fire(s, t0, 0);
+      else s.timer = setTimeout(() => this.fire(s, t0 + phase, 0), phase);
+    });
   }
 
   stop(): void {

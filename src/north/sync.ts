@@ -38,6 +38,9 @@ export function isNewCommand(
   return versionIsExact ? offered.version > last.version : offered.value !== last.value;
 }
 
+/** The journal status of a command whose write may or may not have happened yet. */
+const EXECUTING = "executing";
+
 /** Requests a device may send back to back before the rate limit spaces them. */
 const RATE_BURST = 3;
 
@@ -74,12 +77,20 @@ export interface SyncHooks {
   snapshot(deviceName: string): JsonObject;
   /** The device's point names, to map nested desired objects onto dotted points. */
   pointNames(deviceName: string): readonly string[];
-  /** Executes one desired value; never throws. */
-  execute(deviceName: string, point: string, value: JsonValue): Promise<CommandResult>;
+  /**
+   * Executes one desired value; never throws. With `resume`, the same command was cut short
+   * by a crash: write only if the device does not hold the value already.
+   */
+  execute(
+    deviceName: string,
+    point: string,
+    value: JsonValue,
+    opts: { resume: boolean },
+  ): Promise<CommandResult>;
   backlog: Backlog;
   /** The last desired value executed per device and point, kept across restarts. */
   journal: {
-    last(pk: string, dn: string, point: string): JournalRecord | undefined;
+    last(pk: string, dn: string, point: string): (JournalRecord & { status: string }) | undefined;
     record(pk: string, dn: string, point: string, entry: JournalRecord & { status: string }): void;
   };
 }
@@ -304,34 +315,24 @@ export class SyncEngine {
   private pump(d: DeviceSync): void {
     if (this.stopped || !this.link.online || d.inFlight) return;
     if (this.inFlight >= this.opts.maxInFlight) return; // a reply elsewhere pumps again
-    const backlog =
-      d.synced && !d.clearDesired
-        ? this.hooks.backlog.pending(d.productKey, d.deviceName)
-        : undefined;
-    if (d.synced && !d.clearDesired && !d.fullPush && !backlog) return;
+    const backlog = d.synced ? this.hooks.backlog.pending(d.productKey, d.deviceName) : undefined;
+    // Everything the backlog holds goes as one update (a shadow is state, not a log); after a
+    // get, with the whole current state on top of it.
+    const reported = d.fullPush
+      ? mergeReported(backlog?.reported ?? {}, this.hooks.snapshot(d.deviceName))
+      : backlog?.reported;
+    const report = reported !== undefined && Object.keys(reported).length > 0;
+    if (d.synced && !report && !d.clearDesired) return;
     const wait = this.waitFor(d);
     if (wait > 0) return this.wake(d, wait);
     const token = this.token(d);
     const version = this.dialect.nextVersion(d.version);
     if (!d.synced) {
       this.send(d, { token, kind: "get" }, this.dialect.encodeGet(token));
-    } else if (d.clearDesired) {
-      d.clearDesired = false;
-      this.send(
-        d,
-        { token, kind: "clear", version },
-        this.dialect.encodeClearDesired(version, token),
-      );
-    } else {
-      // Everything the backlog holds goes as one update (a shadow is state, not a log); after
-      // a get, with the whole current state on top of it.
+    } else if (report) {
+      // Reports go before a desired clear, so a command's read-back reaches the cloud first.
       const full = d.fullPush;
       d.fullPush = false;
-      const reported = full
-        ? mergeReported(backlog?.reported ?? {}, this.hooks.snapshot(d.deviceName))
-        : (backlog?.reported ?? {});
-      // Nothing to say yet (no poll has finished): the next flush wakes the device again.
-      if (Object.keys(reported).length === 0) return;
       let body: string;
       try {
         body = this.dialect.encodeReport(reported, version, token);
@@ -352,6 +353,14 @@ export class SyncEngine {
         d,
         { token, kind: "report", version, full, ...(backlog && { upto: backlog.upto }) },
         body,
+      );
+    } else {
+      d.fullPush = false;
+      d.clearDesired = false;
+      this.send(
+        d,
+        { token, kind: "clear", version },
+        this.dialect.encodeClearDesired(version, token),
       );
     }
   }
@@ -573,21 +582,48 @@ export class SyncEngine {
       for (const e of entries) {
         const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
         const last = this.hooks.journal.last(d.productKey, d.deviceName, e.point);
-        if (!isNewCommand(last, offered, versionIsExact)) {
+        // A command whose intent was journaled but whose outcome was not: the gateway died
+        // in between. Whether the write landed is read from the device, not guessed.
+        const interrupted =
+          last?.status === EXECUTING && last.ts === offered.ts && last.value === offered.value;
+        if (!interrupted && !isNewCommand(last, offered, versionIsExact)) {
           this.stats.duplicateCommands++;
           continue;
         }
-        const result =
-          e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)
-            ? {
-                status: "rejected" as const,
-                reason: `${COMMANDS_KEY} is reserved for command outcomes`,
-              }
-            : await this.hooks.execute(d.deviceName, e.point, e.value);
-        this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
-          ...offered,
-          status: result.status,
-        });
+        let result: CommandResult;
+        if (e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)) {
+          result = {
+            status: "rejected",
+            reason: `${COMMANDS_KEY} is reserved for command outcomes`,
+          };
+        } else {
+          try {
+            this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
+              ...offered,
+              status: EXECUTING,
+            });
+            result = await this.hooks.execute(d.deviceName, e.point, e.value, {
+              resume: interrupted,
+            });
+          } catch (err) {
+            // No intent on record, no write: executing it anyway could run it twice later.
+            result = {
+              status: "failed",
+              reason: `the command journal refused the write: ${(err as Error).message}`,
+            };
+          }
+        }
+        try {
+          this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
+            ...offered,
+            status: result.status,
+          });
+        } catch (err) {
+          this.log.error(
+            { device: d.deviceName, point: e.point, err, code: ErrorCodes.STORE_REFUSED },
+            "the command journal refused the outcome; after a restart the device is read before any rewrite",
+          );
+        }
         this.stats.commands[result.status]++;
         outcomes[e.point] = {
           status: result.status,

@@ -281,25 +281,25 @@ export class Outbox {
       "the database refused a write; reports are kept in memory (latest state per device) until it recovers",
     );
   }
+}
 
-  /** Reports of one device, oldest first, for `shadowgate history`. */
-  history(deviceName: string, since = 0): HistoryRow[] {
-    return this.db
-      .prepare<
-        [string, number],
-        { seq: number; pk: string; ts: number; reported: string; acked_at: number | null }
-      >(
-        `SELECT seq, product_key AS pk, ts, reported, acked_at FROM reports
-         WHERE device_name = ? AND ts >= ? ORDER BY seq`,
-      )
-      .all(deviceName, since)
-      .map((r) => ({
-        seq: r.seq,
-        productKey: r.pk,
-        deviceName,
-        ts: r.ts,
-        reported: JSON.parse(r.reported) as JsonObject,
-        ackedAt: r.acked_at,
-      }));
-  }
+/** Reports of one device, oldest first, for `shadowgate history` (works on a read-only handle). */
+export function readHistory(db: Db, deviceName: string, since = 0): HistoryRow[] {
+  return db
+    .prepare<
+      [string, number],
+      { seq: number; pk: string; ts: number; reported: string; acked_at: number | null }
+    >(
+      `SELECT seq, product_key AS pk, ts, reported, acked_at FROM reports
+       WHERE device_name = ? AND ts >= ? ORDER BY seq`,
+    )
+    .all(deviceName, since)
+    .map((r) => ({
+      seq: r.seq,
+      productKey: r.pk,
+      deviceName,
+      ts: r.ts,
+      reported: JSON.parse(r.reported) as JsonObject,
+      ackedAt: r.acked_at,
+    }));
 }

@@ -52,6 +52,23 @@ describe("CommandExecutor against the simulator", () => {
     expect(b.shadow.document("boiler-01")?.state.reported).toEqual({ targetTemperature: 75.5 });
   });
 
+  it("resuming after a crash writes only if the device does not hold the value yet", async () => {
+    const b = await boiler();
+    b.unit.holding[9] = 755; // the interrupted write had landed
+    expect(await b.exec.execute("boiler-01", "targetTemperature", 75.5, { resume: true })).toEqual({
+      status: "applied",
+      value: 75.5,
+    });
+    expect(b.writes).toEqual([]);
+    // It had not landed: written now, once.
+    expect(await b.exec.execute("boiler-01", "targetTemperature", 70, { resume: true })).toEqual({
+      status: "applied",
+      value: 70,
+    });
+    expect(b.writes).toHaveLength(1);
+    expect(b.unit.holding[9]).toBe(700);
+  });
+
   it("writes a coil", async () => {
     const b = await boiler();
     expect(await b.exec.execute("boiler-01", "running", false)).toEqual({

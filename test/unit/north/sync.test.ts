@@ -81,14 +81,14 @@ const control = (version: number, desired: JsonObject, ts: number) => ({
 function setup(devices = ["dev"]) {
   const edge: JsonObject = { temp: 20, on: true };
   const link = new ScriptedLink();
-  const executed: Array<{ device: string; point: string; value: JsonValue }> = [];
-  const journal = new Map<string, JournalRecord>();
+  const executed: Array<{ device: string; point: string; value: JsonValue; resume?: boolean }> = [];
+  const journal = new Map<string, JournalRecord & { status: string }>();
   const hooks: SyncHooks = {
     // The edge shadow: what polls reported last.
     snapshot: () => edge,
     pointNames: () => ["temp", "on", "setpoint", "alarm.ack"],
-    execute: async (device, point, value): Promise<CommandResult> => {
-      executed.push({ device, point, value });
+    execute: async (device, point, value, opts): Promise<CommandResult> => {
+      executed.push({ device, point, value, ...(opts.resume && { resume: true }) });
       if (typeof value === "number" && value > 100)
         return { status: "rejected", reason: "above max" };
       return { status: "applied", value };
@@ -117,7 +117,7 @@ function setup(devices = ["dev"]) {
     },
     silentLogger(),
   );
-  return { link, sync, executed, edge };
+  return { link, sync, executed, edge, journal };
 }
 
 /** A poll cycle's report: staged, then made durable by the flush that ends the cycle. */
@@ -277,18 +277,10 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       { device: "dev", point: "setpoint", value: 55 },
       { device: "dev", point: "alarm.ack", value: true },
     ]);
-    const [clear] = s.link.take();
-    expect(clear?.msg).toEqual({
-      method: "update",
-      state: { desired: "null" },
-      version: 8,
-      clientToken: expect.any(String),
-    });
-    s.link.deliver("dev", success(clear?.msg.clientToken, 8));
-    await vi.advanceTimersByTimeAsync(0);
+    // The outcome goes up first, so the cloud sees the read-back at once; then desired clears.
     const [outcome] = s.link.take();
     expect(outcome?.msg).toMatchObject({
-      version: 9,
+      version: 8,
       state: {
         reported: {
           _commands: {
@@ -298,7 +290,32 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
         },
       },
     });
+    s.link.deliver("dev", success(outcome?.msg.clientToken, 8));
+    await vi.advanceTimersByTimeAsync(0);
+    const [clear] = s.link.take();
+    expect(clear?.msg).toEqual({
+      method: "update",
+      state: { desired: "null" },
+      version: 9,
+      clientToken: expect.any(String),
+    });
     expect(s.sync.stats.duplicateCommands).toBe(2);
+  });
+
+  it("journals the intent before the write, and resumes a command a crash cut short", async () => {
+    const s = setup();
+    // What a gateway killed between the write and its outcome leaves behind.
+    s.journal.set("pk/dev/setpoint", { ts: 1000, version: 7, value: "55", status: "executing" });
+    const first = await connect(s, 8);
+    s.link.deliver("dev", success(first?.msg.clientToken, 9));
+    s.link.deliver("dev", control(10, { setpoint: 55, on: false }, 1000));
+    await vi.advanceTimersByTimeAsync(0);
+    await s.sync.idle();
+    expect(s.executed).toEqual([
+      { device: "dev", point: "setpoint", value: 55, resume: true },
+      { device: "dev", point: "on", value: false },
+    ]);
+    expect(s.journal.get("pk/dev/setpoint")).toMatchObject({ status: "applied", value: "55" });
   });
 
   it("runs a second command with the same whole-second timestamp when its version is later", async () => {
@@ -349,15 +366,15 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
     await vi.advanceTimersByTimeAsync(0);
     await s.sync.idle();
-    const [clear] = s.link.take();
-    expect(clear?.msg.state).toEqual({ desired: "null" });
-    s.link.deliver("dev", success(clear?.msg.clientToken, 8));
-    await vi.advanceTimersByTimeAsync(0);
-    expect(s.link.take()[0]?.msg.state).toEqual({
+    const [outcome] = s.link.take();
+    expect(outcome?.msg.state).toEqual({
       reported: {
         _commands: { setpoint: { status: "rejected", reason: "above max", ts: 1000, version: 7 } },
       },
     });
+    s.link.deliver("dev", success(outcome?.msg.clientToken, 8));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.link.take()[0]?.msg.state).toEqual({ desired: "null" });
   });
 
   it("ignores malformed messages and unknown devices, and never executes on their account", async () => {
