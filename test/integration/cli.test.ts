@@ -177,6 +177,85 @@ describe("shadowgate CLI", () => {
     expect(r.stderr).toContain('"msg":"stopped"');
   });
 
+  it("history shows what was recorded while the uplink was down", async () => {
+    const s = await quietBoiler();
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-history-"));
+    await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
+    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    const config = path.join(dir, "config/gateway.yaml");
+    // No cloud listens on port 9: every report stays in the outbox.
+    const env = {
+      PLC_PORT: String(s.port),
+      CLOUD_URL: "mqtt://127.0.0.1:9",
+      SHADOWGATE_LOG_LEVEL: "info",
+    };
+    /** Polls `history --point flow` until it shows `value`, bounded. */
+    const flowSeen = async (value: number): Promise<void> => {
+      for (let i = 0; i < 100; i++) {
+        const h = await cli([
+          "history",
+          "-c",
+          config,
+          "--device",
+          "boiler-01",
+          "--point",
+          "flow",
+          "--json",
+        ]);
+        if (h.stdout.includes(`"value":${value}`)) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`history never showed flow ${value}`);
+    };
+    let started = false;
+    const run = await cli(["run", "-c", config], env, (text, child) => {
+      if (started || !text.includes('"msg":"gateway started"')) return;
+      started = true;
+      void (async () => {
+        await flowSeen(120);
+        // Two changes in the PLC while offline.
+        s.sim.profile?.set("flow", 131);
+        s.sim.profile?.set("targetTemperature", 65);
+        await flowSeen(131);
+        child.kill("SIGTERM");
+      })();
+    });
+    expect(run.code).toBe(0);
+    const all = await cli(["history", "-c", config, "--device", "boiler-01", "--json"]);
+    expect(all.code).toBe(0);
+    const rows = all.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows.every((r) => r.state === "queued" && r.device === "boiler-01")).toBe(true);
+    expect(rows[0]?.reported).toMatchObject({
+      temperature: 21.5,
+      flow: 120,
+      targetTemperature: 60,
+    });
+    const flow = await cli([
+      "history",
+      "-c",
+      config,
+      "--device",
+      "boiler-01",
+      "--point",
+      "flow",
+      "--since",
+      "1h",
+    ]);
+    const values = flow.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(/\s+/).pop());
+    expect(values).toEqual(["120", "131"]);
+    expect(flow.stdout).toMatch(/^\d{4}-\d\d-\d\dT\S+Z {2}#\d+ {2}queued {2}120$/m);
+    expect((await cli(["history", "-c", config, "--device", "nope"])).code).toBe(64);
+    expect(
+      (await cli(["history", "-c", config, "--device", "boiler-01", "--since", "soon"])).code,
+    ).toBe(64);
+  });
+
   it("a bad config stops run before anything connects, with exit 2", async () => {
     const r = await cli(["run", "-c", "test/fixtures/broken/gateway.yaml"]);
     expect(r.code).toBe(2);
