@@ -52,6 +52,14 @@ async function quietBoiler(): Promise<RunningSimulator> {
   return sim;
 }
 
+/** A copy of the shipped config and mappings that a test may edit, with its own dataDir. */
+async function copyExample(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-cli-"));
+  await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
+  await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+  return dir;
+}
+
 describe("shadowgate CLI", () => {
   it("validate prints the three broken mappings' problems at once and exits 2", async () => {
     const r = await cli(["validate", "-c", "test/fixtures/broken/gateway.yaml"]);
@@ -136,9 +144,7 @@ describe("shadowgate CLI", () => {
 
   it("run reloads on SIGHUP, refusing a broken config and keeping the running one", async () => {
     const s = await quietBoiler();
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-reload-"));
-    await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
-    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    const dir = await copyExample();
     const mapping = path.join(dir, "mappings/boiler-01.yaml");
     const good = await readFile(mapping, "utf8");
     const steps: Array<[string, (child: ReturnType<typeof spawn>) => Promise<void>]> = [
@@ -179,9 +185,7 @@ describe("shadowgate CLI", () => {
 
   it("history shows what was recorded while the uplink was down", async () => {
     const s = await quietBoiler();
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-history-"));
-    await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
-    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    const dir = await copyExample();
     const config = path.join(dir, "config/gateway.yaml");
     // No cloud listens on port 9: every report stays in the outbox.
     const env = {
