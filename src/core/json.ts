@@ -15,3 +15,14 @@ export function mergeReported(a: JsonObject, b: JsonObject): JsonObject {
   }
   return out;
 }
+
+/** mergeReported in place: `target` takes b's leaves; b's objects are copied, never shared. */
+export function mergeInto(target: JsonObject, b: JsonObject): void {
+  for (const [k, v] of Object.entries(b)) {
+    if (isJsonObject(v)) {
+      let prev = target[k];
+      if (!isJsonObject(prev)) target[k] = prev = {};
+      mergeInto(prev, v);
+    } else target[k] = v;
+  }
+}

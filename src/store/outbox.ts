@@ -1,6 +1,6 @@
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { mergeReported } from "../core/json.js";
+import { mergeInto, mergeReported } from "../core/json.js";
 import type { JsonObject } from "../core/types.js";
 import type { Db } from "./database.js";
 
@@ -38,6 +38,15 @@ const REFUSED_LOG_EVERY_MS = 60_000;
 /** Retention runs at most this often. */
 const PRUNE_EVERY_MS = 60_000;
 
+/** A device's unconfirmed rows, merged: what pending() returns, kept up to date by flush(). */
+interface PendingState {
+  /** The last row merged in. */
+  upto: number;
+  /** How many rows are merged in (0: the device has nothing unconfirmed). */
+  rows: number;
+  reported: JsonObject;
+}
+
 interface Staged {
   pk: string;
   dn: string;
@@ -59,6 +68,12 @@ interface Staged {
  */
 export class Outbox {
   private staged: Staged[] = [];
+  /**
+   * Per device, its unconfirmed rows merged: loaded from the file once, then kept up to date by
+   * every flush (from the reports in hand, no JSON parsing) and reset by ack(), so that
+   * pending() costs nothing however long the backlog grew while the uplink was down.
+   */
+  private readonly pendingState = new Map<string, PendingState>();
   private readonly counters = { refused: 0, dropped: 0 };
   private lastRefusedLog = -Infinity;
   private lastPrune = -Infinity;
@@ -113,10 +128,13 @@ export class Outbox {
     if (this.staged.length === 0) return [];
     const batch = this.staged;
     const devices = new Map<string, { pk: string; dn: string; merged: JsonObject }>();
+    const seqs: number[] = [];
     try {
       this.db.transaction(() => {
         for (const s of batch) {
-          this.insert.run(s.pk, s.dn, s.ts, JSON.stringify(s.reported));
+          seqs.push(
+            Number(this.insert.run(s.pk, s.dn, s.ts, JSON.stringify(s.reported)).lastInsertRowid),
+          );
           const key = `${s.pk}/${s.dn}`;
           const d = devices.get(key) ?? { pk: s.pk, dn: s.dn, merged: {} };
           d.merged = mergeReported(d.merged, s.reported);
@@ -134,27 +152,42 @@ export class Outbox {
       return [];
     }
     this.staged = [];
+    batch.forEach((s, i) => {
+      const p = this.pendingState.get(`${s.pk}/${s.dn}`);
+      if (!p) return; // loaded from the file, new rows included, when first needed
+      mergeInto(p.reported, s.reported);
+      p.upto = seqs[i] ?? p.upto;
+      p.rows++;
+    });
     if (this.now() - this.lastPrune >= PRUNE_EVERY_MS) this.prune();
     return [...devices.values()].map((d) => d.dn);
   }
 
-  /** The device's unconfirmed reports merged in order, and the last row they include. */
+  /**
+   * The device's unconfirmed reports merged in order, and the last row they include. Read from
+   * the file once per device, kept in memory after that; the object returned is merged into by
+   * the next flush, so use it before then.
+   */
   pending(
     productKey: string,
     deviceName: string,
   ): { upto: number; reported: JsonObject } | undefined {
-    let rows: Array<{ seq: number; reported: string }>;
-    try {
-      rows = this.pendingRows.all(productKey, deviceName);
-    } catch (err) {
-      this.refused(err, 0);
-      return undefined;
+    const key = `${productKey}/${deviceName}`;
+    let p = this.pendingState.get(key);
+    if (!p) {
+      let rows: Array<{ seq: number; reported: string }>;
+      try {
+        rows = this.pendingRows.all(productKey, deviceName);
+      } catch (err) {
+        this.refused(err, 0);
+        return undefined;
+      }
+      const reported: JsonObject = {};
+      for (const r of rows) mergeInto(reported, JSON.parse(r.reported) as JsonObject);
+      p = { upto: rows[rows.length - 1]?.seq ?? 0, rows: rows.length, reported };
+      this.pendingState.set(key, p);
     }
-    const last = rows[rows.length - 1];
-    if (!last) return undefined;
-    let reported: JsonObject = {};
-    for (const r of rows) reported = mergeReported(reported, JSON.parse(r.reported) as JsonObject);
-    return { upto: last.seq, reported };
+    return p.rows === 0 ? undefined : { upto: p.upto, reported: p.reported };
   }
 
   /** The cloud confirmed every row of the device up to `upto`, at `version`. */
@@ -165,6 +198,15 @@ export class Outbox {
         if (upto !== undefined) this.ackStmt.run(ts, productKey, deviceName, upto);
         this.stateVersionSet.run(productKey, deviceName, version, ts);
       })();
+      if (upto !== undefined) {
+        const key = `${productKey}/${deviceName}`;
+        const p = this.pendingState.get(key);
+        // Everything merged was confirmed: nothing is pending. Otherwise rows came in after
+        // the report was made: they are read again (a few) when next needed.
+        if (p && upto >= p.upto)
+          this.pendingState.set(key, { upto: p.upto, rows: 0, reported: {} });
+        else this.pendingState.delete(key);
+      }
     } catch (err) {
       this.refused(err, 0);
     }
@@ -236,6 +278,7 @@ export class Outbox {
         dropped += d.n - 1;
       }
     })();
+    this.pendingState.clear();
     if (dropped > 0) {
       this.counters.dropped += dropped;
       this.log.warn(
