@@ -21,21 +21,19 @@ export interface JournalRecord {
 }
 
 /**
- * Whether an offered desired value is a command not yet executed. Alibaba stamps desired
- * attributes in whole seconds, so order by (timestamp, version) as architecture.md says. But only
- * a control push carries the version that set the value: a get reply carries the document's
- * current version, which every report raises. So when a get offers a value with the same
- * timestamp as the last execution, it is the same command exactly when the value is the same
+ * Whether an offered desired value is a command not yet executed. Alibaba stamps each desired
+ * attribute with the whole second it was set, and no message says which version set it: a get
+ * reply carries the document's current version (every report raises it), and a control push
+ * carries the version of the latest change together with the whole desired state, so an
+ * attribute set earlier and not cleared yet comes again with a later version. So a value is a
+ * new command when its timestamp is later than the last execution's, or, within the same
+ * second, when the value differs. The same value within the same second is the same command
  * (and writing an equal value again would change nothing anyway).
  */
-export function isNewCommand(
-  last: JournalRecord | undefined,
-  offered: JournalRecord,
-  versionIsExact: boolean,
-): boolean {
+export function isNewCommand(last: JournalRecord | undefined, offered: JournalRecord): boolean {
   if (last === undefined || offered.ts > last.ts) return true;
   if (offered.ts < last.ts) return false;
-  return versionIsExact ? offered.version > last.version : offered.value !== last.value;
+  return offered.value !== last.value;
 }
 
 /** The journal status of a command whose write may or may not have happened yet. */
@@ -144,6 +142,18 @@ interface DeviceSync {
   clearDesired: boolean;
   /** The newest pushed version whose desired values a clear was already asked for. */
   clearRequestedFor: number;
+  /**
+   * The desired clear waits until the backlog is acknowledged up to this row (the last one
+   * queued when the clear was asked for: the command outcomes, also those left by a gateway
+   * that died before sending them), so that the cloud has each outcome before desired is
+   * cleared and the next command for the point can come. Then it goes ahead of further
+   * reports, so that a device whose values change at the rate limit cannot starve it.
+   */
+  clearAfterRow: number;
+  /** The last backlog row the cloud acknowledged (in this process's life). */
+  ackedRow: number;
+  /** Desired batches queued or executing: desired is cleared only once none is left. */
+  batches: number;
   inFlight?: InFlight;
   /** Token bucket of the rate limit: a command's clear and read-back go out at once. */
   tokens: number;
@@ -199,6 +209,9 @@ export class SyncEngine {
         fullPush: false,
         clearDesired: false,
         clearRequestedFor: -1,
+        clearAfterRow: 0,
+        ackedRow: 0,
+        batches: 0,
         tokens: RATE_BURST,
         tokensAt: now(),
         pausedUntil: -Infinity,
@@ -322,14 +335,19 @@ export class SyncEngine {
       ? mergeReported(backlog?.reported ?? {}, this.hooks.snapshot(d.deviceName))
       : backlog?.reported;
     const report = reported !== undefined && Object.keys(reported).length > 0;
-    if (d.synced && !report && !d.clearDesired) return;
+    // No clear while desired batches are queued: it would remove commands received but not
+    // executed yet, and a SIGKILL before their turn would lose them. The last batch pumps.
+    const clearDue = d.clearDesired && d.batches === 0;
+    if (d.synced && !report && !clearDue) return;
+    // Once the outcomes are in the cloud, the clear goes before any further report.
+    const clearFirst = clearDue && d.ackedRow >= d.clearAfterRow;
     const wait = this.waitFor(d);
     if (wait > 0) return this.wake(d, wait);
     const token = this.token(d);
     const version = this.dialect.nextVersion(d.version);
     if (!d.synced) {
       this.send(d, { token, kind: "get" }, this.dialect.encodeGet(token));
-    } else if (report) {
+    } else if (report && !clearFirst) {
       // Reports go before a desired clear, so a command's read-back reaches the cloud first.
       const full = d.fullPush;
       d.fullPush = false;
@@ -346,16 +364,25 @@ export class SyncEngine {
             "a report cannot be sent; dropped",
           ),
         );
-        if (backlog) this.hooks.backlog.ack(d.productKey, d.deviceName, backlog.upto, d.version);
+        if (backlog) {
+          this.hooks.backlog.ack(d.productKey, d.deviceName, backlog.upto, d.version);
+          d.ackedRow = Math.max(d.ackedRow, backlog.upto);
+        }
         return;
       }
       this.send(
         d,
-        { token, kind: "report", version, full, ...(backlog && { upto: backlog.upto }) },
+        {
+          token,
+          kind: "report",
+          version,
+          full,
+          ...(backlog && { upto: backlog.upto }),
+        },
         body,
       );
     } else {
-      d.fullPush = false;
+      if (!report) d.fullPush = false; // an empty full push is done; a real one goes next
       d.clearDesired = false;
       this.send(
         d,
@@ -522,8 +549,10 @@ export class SyncEngine {
         );
         if (f.kind === "get") d.synced = true; // nothing to reconcile with; go on reporting
         // Rows the cloud can never accept leave the outbox (they stay in history).
-        if (f.kind === "report")
+        if (f.kind === "report") {
           this.hooks.backlog.ack(d.productKey, d.deviceName, f.upto, d.version);
+          d.ackedRow = Math.max(d.ackedRow, f.upto ?? 0);
+        }
       } else {
         if (f.full) d.fullPush = true;
         if (f.kind === "clear") d.clearDesired = true;
@@ -537,6 +566,7 @@ export class SyncEngine {
   private confirmed(d: DeviceSync, f: InFlight, version: number | undefined): void {
     d.version = Math.max(d.version, version ?? f.version ?? d.version);
     this.hooks.backlog.ack(d.productKey, d.deviceName, f.upto, d.version);
+    d.ackedRow = Math.max(d.ackedRow, f.upto ?? 0);
   }
 
   /** After a get: take the cloud's version, push the whole reported state, run new desired. */
@@ -577,62 +607,82 @@ export class SyncEngine {
   ): void {
     const entries = this.flattenDesired(d, shadow);
     if (entries.length === 0) return;
+    d.batches++;
     d.executing = d.executing.then(async () => {
-      const outcomes: JsonObject = {};
-      for (const e of entries) {
-        const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
-        const last = this.hooks.journal.last(d.productKey, d.deviceName, e.point);
-        // A command whose intent was journaled but whose outcome was not: the gateway died
-        // in between. Whether the write landed is read from the device, not guessed.
-        const interrupted =
-          last?.status === EXECUTING && last.ts === offered.ts && last.value === offered.value;
-        if (!interrupted && !isNewCommand(last, offered, versionIsExact)) {
-          this.stats.duplicateCommands++;
-          continue;
-        }
-        let result: CommandResult;
-        if (e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)) {
-          result = {
-            status: "rejected",
-            reason: `${COMMANDS_KEY} is reserved for command outcomes`,
+      try {
+        for (const e of entries) {
+          const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
+          const last = this.hooks.journal.last(d.productKey, d.deviceName, e.point);
+          // A command whose intent was journaled but whose outcome was not: the gateway died
+          // in between. Whether the write landed is read from the device, not guessed.
+          const interrupted =
+            last?.status === EXECUTING && last.ts === offered.ts && last.value === offered.value;
+          if (!interrupted && !isNewCommand(last, offered)) {
+            this.stats.duplicateCommands++;
+            continue;
+          }
+          let result: CommandResult;
+          if (e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)) {
+            result = {
+              status: "rejected",
+              reason: `${COMMANDS_KEY} is reserved for command outcomes`,
+            };
+          } else {
+            try {
+              this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
+                ...offered,
+                status: EXECUTING,
+              });
+              result = await this.hooks.execute(d.deviceName, e.point, e.value, {
+                resume: interrupted,
+              });
+            } catch (err) {
+              // No intent on record, no write: executing it anyway could run it twice later.
+              result = {
+                status: "failed",
+                reason: `the command journal refused the write: ${(err as Error).message}`,
+              };
+            }
+          }
+          this.stats.commands[result.status]++;
+          // The outcome (and the read-back the executor staged) is made durable before the
+          // journal says the command is done, and at once, not at the end of the batch: once
+          // the journal says done, the command never runs again, so a SIGKILL in between must
+          // find it still "executing", which a restart resolves by reading the device and then
+          // reports, rather than done with its outcome lost.
+          const outcome: JsonObject = {
+            status: result.status,
+            ts: e.ts,
+            version,
+            ...(result.reason !== undefined && { reason: result.reason }),
+            ...(result.value !== undefined && { value: result.value }),
           };
-        } else {
+          this.hooks.backlog.stage(d.productKey, d.deviceName, {
+            [COMMANDS_KEY]: { [e.point]: outcome },
+          });
+          // Whatever that flush made durable (a poll's reports too) goes after the send window.
+          for (const name of this.hooks.backlog.flush()) {
+            const device = this.devices.get(name);
+            if (device) this.wake(device, this.opts.sendWindowMs);
+          }
           try {
             this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
               ...offered,
-              status: EXECUTING,
-            });
-            result = await this.hooks.execute(d.deviceName, e.point, e.value, {
-              resume: interrupted,
+              status: result.status,
             });
           } catch (err) {
-            // No intent on record, no write: executing it anyway could run it twice later.
-            result = {
-              status: "failed",
-              reason: `the command journal refused the write: ${(err as Error).message}`,
-            };
+            this.log.error(
+              { device: d.deviceName, point: e.point, err, code: ErrorCodes.STORE_REFUSED },
+              "the command journal refused the outcome; after a restart the device is read before any rewrite",
+            );
           }
         }
-        try {
-          this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
-            ...offered,
-            status: result.status,
-          });
-        } catch (err) {
-          this.log.error(
-            { device: d.deviceName, point: e.point, err, code: ErrorCodes.STORE_REFUSED },
-            "the command journal refused the outcome; after a restart the device is read before any rewrite",
-          );
-        }
-        this.stats.commands[result.status]++;
-        outcomes[e.point] = {
-          status: result.status,
-          ts: e.ts,
-          version,
-          ...(result.reason !== undefined && { reason: result.reason }),
-          ...(result.value !== undefined && { value: result.value }),
-        };
+      } finally {
+        d.batches--;
       }
+      // The clear waits until every row queued now (the outcomes among them) is acknowledged.
+      const queued = this.hooks.backlog.pending(d.productKey, d.deviceName)?.upto ?? 0;
+      d.clearAfterRow = Math.max(d.clearAfterRow, queued);
       // Desired is cleared whenever it holds values, executed now or earlier (a clear that
       // was lost), so the cloud never keeps re-offering a command; a redelivered push of a
       // version already being cleared needs no second clear.
@@ -640,10 +690,8 @@ export class SyncEngine {
         d.clearDesired = true;
         d.clearRequestedFor = Math.max(d.clearRequestedFor, version);
       }
-      if (Object.keys(outcomes).length > 0) {
-        this.hooks.backlog.stage(d.productKey, d.deviceName, { [COMMANDS_KEY]: outcomes });
-        this.flush(0);
-      }
+      // The outcomes and read-backs go at once.
+      this.flush(0);
       this.pump(d);
     });
   }

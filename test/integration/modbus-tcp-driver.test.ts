@@ -191,6 +191,28 @@ describe("ModbusTcpDriver against the simulator", () => {
     expect(d.health().reconnects).toBeGreaterThanOrEqual(1);
   });
 
+  it("settles a request that is on the wire when the connection drops, and polls again after", async () => {
+    // Found by the fault-injection suite: a PLC restarted while a read waited for its answer
+    // left that read pending for ever (modbus-serial's destroy() cancels the timeouts of
+    // pending transactions without settling them), so the IoQueue, every later poll and every
+    // command write of the source hung behind it.
+    const { sim, port } = await simulator({ responseDelayMs: 5_000 });
+    sim.unit(1).holding[0] = 5;
+    const d = driver(port, { timeoutMs: 10_000 });
+    await d.start();
+    const read = d.read({ unitId: 1, points: [reg("x", 0)] });
+    const write = d.write(1, reg("w", 1), [7]);
+    await until("the read on the wire", () => sim.stats().requests >= 1);
+    sim.dropConnections();
+    const [x] = await read;
+    expect(x?.quality).toMatchObject({ status: "bad", code: ErrorCodes.MODBUS_DISCONNECTED });
+    await expect(write).rejects.toMatchObject({ code: ErrorCodes.MODBUS_DISCONNECTED });
+    sim.responseDelayMs = 0;
+    await until("online again", () => d.health().state === "online");
+    const [y] = await d.read({ unitId: 1, points: [reg("x", 0)] });
+    expect(y?.data).toEqual([5]);
+  });
+
   it("survives a PLC that is down at start, and connects when it comes up", async () => {
     const probe = new ModbusTcpSimulator();
     const { port } = await probe.start({ port: 0 });

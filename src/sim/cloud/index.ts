@@ -12,6 +12,7 @@ export { EmbeddedBroker } from "./embedded-broker.js";
 export { ExternalBroker, displayUrl } from "./external-broker.js";
 export {
   ShadowService,
+  type AppliedEvent,
   type ControlEvent,
   type DesiredUpdateOutcome,
   type ShadowServiceEvents,

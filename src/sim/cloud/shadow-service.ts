@@ -44,8 +44,19 @@ export interface ControlEvent {
   readonly published: boolean;
 }
 
+/** A device's update or delete request the service applied and stored (before its reply). */
+export interface AppliedEvent {
+  readonly productKey: string;
+  readonly deviceName: string;
+  readonly request: ShadowRequestBody;
+  /** The document's version after the change. */
+  readonly version: number;
+  readonly clientToken: string | undefined;
+}
+
 export interface ShadowServiceEvents {
   control: [ControlEvent];
+  applied: [AppliedEvent];
 }
 
 export type DesiredUpdateOutcome =
@@ -153,6 +164,7 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
       { topic, method: request.method, version: result.document.version },
       "shadow request applied",
     );
+    this.emit("applied", { ...device, request, version: result.document.version, clientToken });
     void this.send(device, {
       method: "reply",
       payload: { status: "success", version: result.document.version },

@@ -66,6 +66,13 @@ export class ModbusTcpDriver implements SouthDriver {
   private readonly parkedUntil = new Map<number, number>();
   private readonly counters = { requests: 0, errors: 0, timeouts: 0, reconnects: 0 };
   private connecting: Promise<void> | undefined;
+  /**
+   * Rejects when the current connection is lost or the source stops, so that the requests on
+   * it settle then: modbus-serial's destroy() cancels the timeouts of pending transactions
+   * without settling them, which would leave a request, and the IoQueue behind it (every later
+   * poll and command of the source), waiting for ever.
+   */
+  private connectionGone: { promise: Promise<never>; reject: (e: Error) => void } | undefined;
 
   constructor(
     readonly sourceId: string,
@@ -90,6 +97,7 @@ export class ModbusTcpDriver implements SouthDriver {
   async stop(): Promise<void> {
     this.transition("stopping");
     clearTimeout(this.reconnectTimer);
+    this.settleInFlight("the source is stopping");
     const client = this.client;
     this.client = undefined;
     if (client) await new Promise<void>((resolve) => client.close(() => resolve()));
@@ -150,15 +158,19 @@ export class ModbusTcpDriver implements SouthDriver {
       this.counters.requests++;
       try {
         if (point.table === "coil") {
-          if (data.length === 1) await client.writeCoil(point.address, data[0] === 1);
+          if (data.length === 1)
+            await this.onConnection(client.writeCoil(point.address, data[0] === 1));
           else
-            await client.writeCoils(
-              point.address,
-              data.map((b) => b === 1),
+            await this.onConnection(
+              client.writeCoils(
+                point.address,
+                data.map((b) => b === 1),
+              ),
             );
         } else if (point.table === "holding") {
-          if (data.length === 1) await client.writeRegister(point.address, data[0] ?? 0);
-          else await client.writeRegisters(point.address, [...data]);
+          if (data.length === 1)
+            await this.onConnection(client.writeRegister(point.address, data[0] ?? 0));
+          else await this.onConnection(client.writeRegisters(point.address, [...data]));
         } else {
           throw new ShadowgateError(
             ErrorCodes.MODBUS_ILLEGAL_ADDRESS,
@@ -207,13 +219,21 @@ export class ModbusTcpDriver implements SouthDriver {
     try {
       switch (span.table) {
         case "holding":
-          return (await client.readHoldingRegisters(span.address, span.count)).data;
+          return (await this.onConnection(client.readHoldingRegisters(span.address, span.count)))
+            .data;
         case "input":
-          return (await client.readInputRegisters(span.address, span.count)).data;
+          return (await this.onConnection(client.readInputRegisters(span.address, span.count)))
+            .data;
         case "coil":
-          return bits((await client.readCoils(span.address, span.count)).data, span.count);
+          return bits(
+            (await this.onConnection(client.readCoils(span.address, span.count))).data,
+            span.count,
+          );
         case "discreteInput":
-          return bits((await client.readDiscreteInputs(span.address, span.count)).data, span.count);
+          return bits(
+            (await this.onConnection(client.readDiscreteInputs(span.address, span.count))).data,
+            span.count,
+          );
       }
     } catch (err) {
       this.counters.errors++;
@@ -249,6 +269,10 @@ export class ModbusTcpDriver implements SouthDriver {
         if (this.client === client) this.lost(err instanceof Error ? err.message : String(err));
       });
       this.client = client;
+      let reject: (e: Error) => void = () => undefined;
+      const promise = new Promise<never>((_, r) => (reject = r));
+      promise.catch(() => undefined); // settled only for the requests that race it
+      this.connectionGone = { promise, reject };
       this.backoff.reset();
       this.transition("online");
     })().finally(() => {
@@ -261,8 +285,23 @@ export class ModbusTcpDriver implements SouthDriver {
     if (this.state !== "online") return;
     const client = this.client;
     this.client = undefined;
+    this.settleInFlight(reason);
     client?.destroy(() => undefined);
     this.scheduleReconnect(reason);
+  }
+
+  /** A request on the current connection, settled if the connection goes from under it. */
+  private onConnection<T>(request: Promise<T>): Promise<T> {
+    const gone = this.connectionGone?.promise;
+    return gone ? Promise.race([request, gone]) : request;
+  }
+
+  /** Fails every request still waiting on the current connection. */
+  private settleInFlight(reason: string): void {
+    this.connectionGone?.reject(
+      new ShadowgateError(ErrorCodes.MODBUS_DISCONNECTED, `connection lost: ${reason}`),
+    );
+    this.connectionGone = undefined;
   }
 
   private scheduleReconnect(reason: string): void {

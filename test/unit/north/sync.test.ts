@@ -78,26 +78,28 @@ const control = (version: number, desired: JsonObject, ts: number) => ({
   timestamp: ts,
 });
 
-function setup(devices = ["dev"]) {
+function setup(devices = ["dev"], gate?: () => Promise<void>, minIntervalMs = 0) {
   const edge: JsonObject = { temp: 20, on: true };
   const link = new ScriptedLink();
   const executed: Array<{ device: string; point: string; value: JsonValue; resume?: boolean }> = [];
   const journal = new Map<string, JournalRecord & { status: string }>();
+  const outbox = new Outbox(
+    openDatabase(":memory:"),
+    { maxAgeMs: 86_400_000, maxBytes: 1 << 30 },
+    silentLogger(),
+  );
   const hooks: SyncHooks = {
     // The edge shadow: what polls reported last.
     snapshot: () => edge,
     pointNames: () => ["temp", "on", "setpoint", "alarm.ack"],
     execute: async (device, point, value, opts): Promise<CommandResult> => {
       executed.push({ device, point, value, ...(opts.resume && { resume: true }) });
+      await gate?.();
       if (typeof value === "number" && value > 100)
         return { status: "rejected", reason: "above max" };
       return { status: "applied", value };
     },
-    backlog: new Outbox(
-      openDatabase(":memory:"),
-      { maxAgeMs: 86_400_000, maxBytes: 1 << 30 },
-      silentLogger(),
-    ),
+    backlog: outbox,
     journal: {
       last: (pk, dn, point) => journal.get(`${pk}/${dn}/${point}`),
       record: (pk, dn, point, e) => void journal.set(`${pk}/${dn}/${point}`, e),
@@ -110,14 +112,14 @@ function setup(devices = ["dev"]) {
     hooks,
     {
       sendWindowMs: 100,
-      minIntervalMs: 0,
+      minIntervalMs,
       maxInFlight: 5,
       replyTimeoutMs: 5000,
       conflictRetries: 3,
     },
     silentLogger(),
   );
-  return { link, sync, executed, edge, journal };
+  return { link, sync, executed, edge, journal, outbox };
 }
 
 /** A poll cycle's report: staged, then made durable by the flush that ends the cycle. */
@@ -424,6 +426,152 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     expect(s.link.take()[0]?.msg).toMatchObject({
       state: { reported: { temp: 25, on: true } },
       version: 7,
+    });
+  });
+
+  describe("found by the fault-injection suite", () => {
+    /** Executions that wait until the test lets them finish, one at a time. */
+    function gated() {
+      const waiting: Array<() => void> = [];
+      const gate = () => new Promise<void>((resolve) => waiting.push(resolve));
+      const release = async () => {
+        waiting.shift()?.();
+        await vi.advanceTimersByTimeAsync(0);
+      };
+      return {
+        gate,
+        release,
+        get waiting() {
+          return waiting.length;
+        },
+      };
+    }
+
+    it("does not run a command again when a later push carries it along", async () => {
+      const s = setup();
+      const first = await connect(s, 5);
+      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      // Another attribute set before the clear went out: the push carries setpoint again,
+      // with the same timestamp and the later version.
+      s.link.deliver("dev", control(9, { setpoint: 50, on: false }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed.map((e) => [e.point, e.value])).toEqual([
+        ["setpoint", 50],
+        ["on", false],
+      ]);
+    });
+
+    it("clears desired ahead of further reports once the outcome is acknowledged", async () => {
+      const s = setup();
+      const first = await connect(s, 5);
+      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      const [outcome] = s.link.take();
+      expect(outcome?.msg.state).toMatchObject({ reported: { _commands: { setpoint: {} } } });
+      // The device keeps changing: a report is always due when the outcome is acknowledged.
+      report(s, "dev", { temp: 21 });
+      s.link.deliver("dev", success(outcome?.msg.clientToken, 8));
+      await vi.advanceTimersByTimeAsync(0);
+      const [clear] = s.link.take();
+      expect(clear?.msg).toMatchObject({ state: { desired: "null" }, version: 9 });
+      s.link.deliver("dev", success(clear?.msg.clientToken, 9));
+      await vi.advanceTimersByTimeAsync(100);
+      expect(s.link.take()[0]?.msg).toMatchObject({ state: { reported: { temp: 21 } } });
+    });
+
+    it("never clears desired while a received command still waits for its turn", async () => {
+      const g = gated();
+      const s = setup(["dev"], g.gate);
+      const first = await connect(s, 5);
+      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      // A second command arrives while the first is being written.
+      s.link.deliver("dev", control(9, { setpoint: 50, on: false }, 1000));
+      await g.release(); // setpoint done; "on" now waits for the device
+      const [outcome] = s.link.take();
+      expect(outcome?.msg.state).toMatchObject({ reported: { _commands: { setpoint: {} } } });
+      s.link.deliver("dev", success(outcome?.msg.clientToken, 10));
+      await vi.advanceTimersByTimeAsync(1000);
+      // A clear now would remove "on" from the cloud before it ran; a SIGKILL would lose it.
+      expect(s.link.take()).toEqual([]);
+      await g.release();
+      await s.sync.idle();
+      const [second] = s.link.take();
+      expect(second?.msg.state).toMatchObject({ reported: { _commands: { on: {} } } });
+      s.link.deliver("dev", success(second?.msg.clientToken, 11));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(s.link.take()[0]?.msg).toMatchObject({ state: { desired: "null" }, version: 12 });
+      expect(s.executed.map((e) => e.point)).toEqual(["setpoint", "on"]);
+    });
+
+    it("after a restart, clears desired only once the outcomes left in the outbox are in the cloud", async () => {
+      // A rate limit of one request a minute, so that the report waits for a token while the
+      // desired batch runs and asks for the clear.
+      const s = setup(["dev"], undefined, 60_000);
+      // What a gateway SIGKILLed after executing setpoint 50, before sending its outcome, left.
+      s.journal.set("pk/dev/setpoint", { ts: 1000, version: 7, value: "50", status: "applied" });
+      s.outbox.stage("pk", "dev", {
+        _commands: { setpoint: { status: "applied", ts: 1000, version: 7, value: 50 } },
+      });
+      s.outbox.flush();
+      s.link.up();
+      await vi.advanceTimersByTimeAsync(0);
+      // Two gets go unanswered (reply timeouts): they use up the burst of the rate limit.
+      await vi.advanceTimersByTimeAsync(10_000);
+      const gets = s.link.take();
+      expect(gets.map((m) => m.msg.method)).toEqual(["get", "get", "get"]);
+      // The clear was never sent: the cloud still offers the command.
+      s.link.deliver("dev", getReply(gets[2]?.msg.clientToken, 8, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed).toEqual([]);
+      /** The next request, once the rate limit lets it out (answered before it times out). */
+      const next = async () => {
+        for (let i = 0; i < 120 && s.link.sent.length === 0; i++) {
+          await vi.advanceTimersByTimeAsync(1000);
+        }
+        return s.link.take()[0];
+      };
+      // The outcome first: a clear first would let the next command for the point come and
+      // be merged with this one's outcome, which the cloud would then never see.
+      const first = await next();
+      expect(first?.msg.state).toMatchObject({
+        reported: { _commands: { setpoint: { status: "applied", value: 50 } } },
+      });
+      s.link.deliver("dev", success(first?.msg.clientToken, 9));
+      expect((await next())?.msg).toMatchObject({ state: { desired: "null" }, version: 10 });
+    });
+
+    it("makes each outcome durable before the journal says done, not at the end of the batch", async () => {
+      const g = gated();
+      const s = setup(["dev"], g.gate);
+      // What the outbox holds at the moment the journal marks each command done.
+      const atDone: Array<JsonObject | undefined> = [];
+      const set = s.journal.set.bind(s.journal);
+      s.journal.set = (key, entry) => {
+        if (entry.status !== "executing") atDone.push(s.outbox.pending("pk", "dev")?.reported);
+        return set(key, entry);
+      };
+      const first = await connect(s, 5);
+      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      s.link.deliver("dev", control(7, { setpoint: 50, on: false }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await g.release(); // setpoint written and journaled; "on" is being written
+      expect(s.journal.get("pk/dev/setpoint")?.status).toBe("applied");
+      // A SIGKILL after the journal said done finds the outcome in the outbox.
+      expect(atDone).toEqual([
+        { _commands: { setpoint: { status: "applied", ts: 1000, version: 7, value: 50 } } },
+      ]);
+      await g.release();
+      await s.sync.idle();
+      expect(atDone[1]).toMatchObject({ _commands: { on: { status: "applied", value: false } } });
     });
   });
 });

@@ -54,16 +54,15 @@ describe("DesiredJournal", () => {
 describe("isNewCommand", () => {
   const last = { ts: 100, version: 7, value: "55" };
   it("orders by timestamp first", () => {
-    expect(isNewCommand(undefined, { ts: 1, version: 1, value: "1" }, true)).toBe(true);
-    expect(isNewCommand(last, { ts: 101, version: 2, value: "55" }, true)).toBe(true);
-    expect(isNewCommand(last, { ts: 99, version: 50, value: "1" }, true)).toBe(false);
+    expect(isNewCommand(undefined, { ts: 1, version: 1, value: "1" })).toBe(true);
+    expect(isNewCommand(last, { ts: 101, version: 2, value: "55" })).toBe(true);
+    expect(isNewCommand(last, { ts: 99, version: 50, value: "1" })).toBe(false);
   });
-  it("breaks a whole-second tie by version when the version is the command's own (a push)", () => {
-    expect(isNewCommand(last, { ts: 100, version: 8, value: "55" }, true)).toBe(true);
-    expect(isNewCommand(last, { ts: 100, version: 7, value: "55" }, true)).toBe(false);
-  });
-  it("breaks it by value when the version is only the document's (a get reply)", () => {
-    expect(isNewCommand(last, { ts: 100, version: 30, value: "55" }, false)).toBe(false);
-    expect(isNewCommand(last, { ts: 100, version: 30, value: "56" }, false)).toBe(true);
+  it("breaks a whole-second tie by value, never by version", () => {
+    expect(isNewCommand(last, { ts: 100, version: 30, value: "56" })).toBe(true);
+    // A control push carries every desired attribute not cleared yet with the version of the
+    // latest change: an attribute executed earlier comes again with a later version.
+    expect(isNewCommand(last, { ts: 100, version: 8, value: "55" })).toBe(false);
+    expect(isNewCommand(last, { ts: 100, version: 30, value: "55" })).toBe(false);
   });
 });

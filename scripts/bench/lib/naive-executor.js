@@ -1,0 +1,83 @@
+// @ts-check
+/**
+ * B7's baseline: the naive desired-value executor that performance.md describes as "QoS 0, no
+ * persistent journal, no reconciliation on reconnect". A process of its own, so B7 can kill -9
+ * it exactly like the gateway:
+ *
+ *   node naive-executor.js '{"mqttUrl":"mqtt://127.0.0.1:P","plcPort":N,"productKey":"pk",
+ *                            "deviceName":"dn","points":{"sp0":10,"sp1":11}}'
+ *
+ * It subscribes to the device's /shadow/get topic at QoS 0 (mqtt.js reconnecting every 100 ms,
+ * clean session) and, for every `control` push, writes each desired attribute it maps to its
+ * holding register (FC6) in the push's order, then clears desired with a QoS 0 update at the
+ * push's version + 1. It keeps nothing across restarts, never sends a `get` (what was pushed
+ * while it was offline stays unseen until a later push carries it along), and ignores replies
+ * (a refused clear leaves desired in place, so a later push runs those values again).
+ */
+import Modbus from "modbus-serial";
+import { connect } from "mqtt";
+
+/**
+ * @typedef {object} NaiveConfig
+ * @property {string} mqttUrl
+ * @property {number} plcPort
+ * @property {string} productKey
+ * @property {string} deviceName
+ * @property {Record<string, number>} points  attribute -> 0-based holding register
+ */
+
+const config = /** @type {NaiveConfig} */ (JSON.parse(process.argv[2] ?? "{}"));
+const getTopic = `/shadow/get/${config.productKey}/${config.deviceName}`;
+const updateTopic = `/shadow/update/${config.productKey}/${config.deviceName}`;
+
+const plc = new Modbus.default();
+plc.setTimeout(1000);
+
+/** Connects to the PLC when the connection is not open (again after a failure). */
+async function plcReady() {
+  if (plc.isOpen) return;
+  await plc.connectTCP("127.0.0.1", { port: config.plcPort });
+  plc.setID(1);
+}
+
+const client = connect(config.mqttUrl, {
+  clientId: `naive-${config.deviceName}`,
+  clean: true,
+  reconnectPeriod: 100,
+  connectTimeout: 2000,
+});
+client.on("connect", () => {
+  client.subscribe(getTopic, { qos: 0 });
+});
+client.on("error", () => undefined);
+
+/** Pushes are handled one after another, in arrival order. */
+let queue = Promise.resolve();
+client.on("message", (_topic, payload) => {
+  queue = queue.then(() => handle(payload)).catch(() => undefined);
+});
+
+/** @param {Buffer} payload */
+async function handle(payload) {
+  /** @type {{ method?: string, version?: number, payload?: { state?: { desired?: Record<string, unknown> } } }} */
+  let msg;
+  try {
+    msg = JSON.parse(payload.toString("utf8"));
+  } catch {
+    return;
+  }
+  if (msg.method !== "control") return;
+  const desired = msg.payload?.state?.desired ?? {};
+  for (const [name, value] of Object.entries(desired)) {
+    const address = config.points[name];
+    if (address === undefined || typeof value !== "number") continue;
+    try {
+      await plcReady();
+      await plc.writeRegister(address, value & 0xffff);
+    } catch {
+      // No journal, no retry: the value is gone unless a later push carries it again.
+    }
+  }
+  const clear = { method: "update", state: { desired: "null" }, version: (msg.version ?? 0) + 1 };
+  client.publish(updateTopic, JSON.stringify(clear), { qos: 0 });
+}
