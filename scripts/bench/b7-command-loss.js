@@ -4,7 +4,8 @@
  * once on the simulated PLC under link flaps, random connection resets and kill -9 of the
  * executor, for the gateway (the built daemon, `dist/cli/main.js run`, as a child process)
  * against the naive baseline in the same run (lib/naive-executor.js: QoS 0, no persistent
- * journal, no reconciliation on reconnect). Target: 0 lost, 0 executed twice.
+ * journal (it remembers what it executed in memory only), no reconciliation on reconnect).
+ * Target: 0 lost, 0 executed twice.
  *
  * Topology: two lanes side by side, one per executor, each with its own PLC simulator (unit 1,
  * our simulator, in this process) and its own shadow device on one local cloud shadow service
@@ -21,9 +22,11 @@
  * The naive executor reconnects every 100 ms.
  *
  * Commands: each lane has 8 writable int16 set points (holding 10..17; 0 is a counter that moves
- * every 100 ms, so reports flow all the time). Every 100 ms the lane's issuer sets one desired
- * value through the service's UpdateDeviceShadow (what POST /shadows/{pk}/{dn} with DeltaUpdate
- * calls): command i has the value 1000 + i, so every write is identifiable. A point takes a new
+ * every 100 ms, so reports flow all the time). Every 250 ms the lane's issuer sets a burst of 1-4
+ * desired values (seeded; a recipe of several set points, 10 a second on average), each its own
+ * UpdateDeviceShadow call (what POST /shadows/{pk}/{dn} with DeltaUpdate calls) and so its own
+ * control push, which carries the burst's earlier values along while they are still in desired.
+ * Command i has the value 1000 + i, so every write is identifiable. A point takes a new
  * command only once the previous one has left desired (executed and cleared): a newer desired
  * value for the same point replaces an unexecuted one, which is the shadow's semantics and not a
  * loss. When no point has been free for 10 s (more than an outage plus a restart), the point
@@ -38,7 +41,8 @@
  * Exit 0 when the gateway issued all 1,000 and executed each exactly once (none superseded) with
  * its outcome in the cloud; 1 when not; 2 on a crash or when the run outlives its budget.
  *
- * Environment: BENCH_COMMANDS (default 1000), BENCH_SEED (default 0xb7), BENCH_PIN.
+ * Environment: BENCH_COMMANDS (default 1000), BENCH_SEED (default 0xb7), BENCH_PIN,
+ * BENCH_LOG_LEVEL (the gateway's log level, default warn; when set, the logs are kept).
  */
 import { spawn } from "node:child_process";
 import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
@@ -68,7 +72,9 @@ const COMMANDS = boundedInt(process.env["BENCH_COMMANDS"], 1000, 10, 5000);
 const SEED = boundedInt(process.env["BENCH_SEED"], 0xb7, 0, 2 ** 31 - 1);
 const POINTS = 8;
 const SP_BASE = 10;
-const ISSUE_EVERY_MS = 100;
+/** Every tick, a burst of 1-4 desired changes (a recipe): 10 a second on average. */
+const ISSUE_EVERY_MS = 250;
+const BURST_MAX = 4;
 const OVERWRITE_AFTER_MS = 10_000;
 const CYCLE_MS = 12_000;
 const CUT_MS = 3_000;
@@ -78,7 +84,7 @@ const KILL_MAX_MS = 20_000;
 const RESTART_AFTER_MS = 500;
 const POLL_MS = 100;
 /** Issuing must be over by then (the gateway's lane needs ~COMMANDS x 100 ms). */
-const ISSUE_LIMIT_MS = 60_000 + COMMANDS * ISSUE_EVERY_MS * 6;
+const ISSUE_LIMIT_MS = 60_000 + COMMANDS * 600;
 /** After issuing: desired cleared and writes quiet, within these bounds. */
 const DRAIN_LIMIT_MS = 60_000;
 const QUIET_MS = 2_000;
@@ -312,7 +318,7 @@ async function main() {
         "gateway",
         helperCommand(pin, [CLI_MAIN, "run", "-c", join(cfgDir, "gateway.yaml")]),
         join(dir, "gateway.log"),
-        { ...process.env, SHADOWGATE_LOG_LEVEL: "warn" },
+        { ...process.env, SHADOWGATE_LOG_LEVEL: process.env["BENCH_LOG_LEVEL"] ?? "warn" },
       );
     });
     const naiveLane = await lane("naive", async (simPort, proxyPort, deviceName) => {
@@ -412,16 +418,19 @@ async function main() {
         } else if (c.superseded) l.outstanding.delete(k);
       }
     };
-    /** @param {Lane} l */
+    /**
+     * @param {Lane} l
+     * @returns {Promise<boolean>} whether a command went out
+     */
     const issueOne = async (l) => {
-      if (l.commands.length >= COMMANDS) return;
+      if (l.commands.length >= COMMANDS) return false;
       settle(l);
       const free = [];
       for (let k = 0; k < POINTS; k++) if (!l.outstanding.has(k)) free.push(k);
       let point = free[l.commands.length % Math.max(1, free.length)];
       if (point === undefined) {
         const oldest = [...l.outstanding.values()].sort((a, b) => a.issuedAt - b.issuedAt)[0];
-        if (oldest === undefined || Date.now() - oldest.issuedAt < OVERWRITE_AFTER_MS) return;
+        if (oldest === undefined || Date.now() - oldest.issuedAt < OVERWRITE_AFTER_MS) return false;
         oldest.superseded = true;
         point = oldest.point;
       }
@@ -445,16 +454,27 @@ async function main() {
       l.commands.push(c);
       l.outstanding.set(point, c);
       if (l.commands.length >= COMMANDS) l.doneIssuingAt = Date.now();
+      return true;
     };
+    /**
+     * One burst: up to `n` changes to distinct points, one update (and so one push) each.
+     * @param {Lane} l
+     * @param {number} n
+     */
+    const issueBurst = async (l, n) => {
+      for (let k = 0; k < n; k++) if (!(await issueOne(l))) return;
+    };
+    const burstRandom = seededRandom(SEED ^ 0x9e3779b9);
     const issueEnd = t0 + ISSUE_LIMIT_MS;
     let ticks = 0;
     let lastProgress = Date.now();
     while (lanes.some((l) => l.commands.length < COMMANDS) && Date.now() < issueEnd) {
       ticks++;
       const before = lanes.reduce((n, l) => n + l.commands.length, 0);
-      await Promise.all(lanes.map(issueOne));
+      const burst = 1 + Math.floor(burstRandom() * BURST_MAX);
+      await Promise.all(lanes.map((l) => issueBurst(l, burst)));
       if (lanes.reduce((n, l) => n + l.commands.length, 0) > before) lastProgress = Date.now();
-      if (ticks % 100 === 0) {
+      if (ticks % 40 === 0) {
         console.log(
           `  ${((Date.now() - t0) / 1000).toFixed(0)} s: issued ${lanes.map((l) => `${l.name} ${l.commands.length}`).join(", ")}; ` +
             `${faults.cuts} cuts, ${faults.resets} resets, ${faults.kills} kills`,
@@ -652,7 +672,7 @@ async function main() {
     console.log(`  results: ${file}`);
     console.log(summary);
     process.exitCode = pass ? 0 : 1;
-    if (!pass) keepDir = true;
+    if (!pass || process.env["BENCH_LOG_LEVEL"]) keepDir = true;
   } finally {
     clearTimeout(watchdog);
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);

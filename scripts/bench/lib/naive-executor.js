@@ -10,9 +10,11 @@
  * It subscribes to the device's /shadow/get topic at QoS 0 (mqtt.js reconnecting every 100 ms,
  * clean session) and, for every `control` push, writes each desired attribute it maps to its
  * holding register (FC6) in the push's order, then clears desired with a QoS 0 update at the
- * push's version + 1. It keeps nothing across restarts, never sends a `get` (what was pushed
- * while it was offline stays unseen until a later push carries it along), and ignores replies
- * (a refused clear leaves desired in place, so a later push runs those values again).
+ * push's version + 1. A push carries every desired attribute not cleared yet, so it remembers
+ * in memory what it executed (attribute, timestamp, value) and skips those: the same rule as
+ * the gateway's journal, but not persistent. It keeps nothing across restarts, never sends a
+ * `get` (what was pushed while it was offline stays unseen until a later push carries it along),
+ * and ignores replies (a refused clear leaves desired in place).
  */
 import Modbus from "modbus-serial";
 import { connect } from "mqtt";
@@ -51,6 +53,10 @@ client.on("connect", () => {
 });
 client.on("error", () => undefined);
 
+/** Per attribute, "timestamp:value" of the last value executed; lost with the process. */
+/** @type {Map<string, string>} */
+const executed = new Map();
+
 /** Pushes are handled one after another, in arrival order. */
 let queue = Promise.resolve();
 client.on("message", (_topic, payload) => {
@@ -59,7 +65,7 @@ client.on("message", (_topic, payload) => {
 
 /** @param {Buffer} payload */
 async function handle(payload) {
-  /** @type {{ method?: string, version?: number, payload?: { state?: { desired?: Record<string, unknown> } } }} */
+  /** @type {{ method?: string, version?: number, payload?: { state?: { desired?: Record<string, unknown> }, metadata?: { desired?: Record<string, { timestamp?: number }> } } }} */
   let msg;
   try {
     msg = JSON.parse(payload.toString("utf8"));
@@ -68,9 +74,13 @@ async function handle(payload) {
   }
   if (msg.method !== "control") return;
   const desired = msg.payload?.state?.desired ?? {};
+  const meta = msg.payload?.metadata?.desired ?? {};
   for (const [name, value] of Object.entries(desired)) {
     const address = config.points[name];
     if (address === undefined || typeof value !== "number") continue;
+    const key = `${meta[name]?.timestamp ?? 0}:${value}`;
+    if (executed.get(name) === key) continue;
+    executed.set(name, key);
     try {
       await plcReady();
       await plc.writeRegister(address, value & 0xffff);
