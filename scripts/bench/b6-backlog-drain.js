@@ -35,9 +35,10 @@
  * Drain: the gate opens, probes start, and the gateway reconnects (reconnect backoff 100..500
  * ms here, so the wait for the next attempt is small; the drain is timed from its first
  * request). The drain ends when every row queued before the gate opened is acknowledged,
- * watched in the SQLite file every 100 ms. Per device: how many update requests the cloud
- * received up to that device's acknowledgement of its backlog (its rows are acknowledged
- * together by the one update that carried them, seen as one acked_at per device). The
+ * watched in the SQLite file (each device's acknowledged watermark) every 100 ms. Per device:
+ * how many update requests the cloud received up to the acknowledgement that covered its
+ * backlog's last row, and how many acknowledgements covered some of it (the gateway's
+ * Outbox.ack calls, or the forwarder's per-row acknowledgements). The
  * gateway's Outbox.pending/flush/ack are wrapped on its instance (as B9 wraps the command
  * executor) to time what the store costs the event loop during the drain, which is also
  * sampled with monitorEventLoopDelay.
@@ -128,9 +129,10 @@ const deviceNames = (/** @type {string} */ kind) =>
 
 /**
  * @param {InstanceType<typeof Gateway>} gateway
+ * @param {(deviceName: string, upto: number) => void} onAck
  * @returns {{ reset: () => void, stats: () => Record<string, CallStats> }}
  */
-function instrumentOutbox(gateway) {
+function instrumentOutbox(gateway, onAck) {
   // Bracket access reaches the private field; the object is the one the sync engine calls.
   const outbox = gateway["outbox"];
   if (outbox === undefined) throw new Error("the gateway has no outbox (no cloud section?)");
@@ -141,6 +143,7 @@ function instrumentOutbox(gateway) {
     /** @type {(...args: unknown[]) => unknown} */
     const wrapped = (...args) => {
       const t = performance.now();
+      if (name === "ack" && typeof args[2] === "number") onAck(String(args[1]), args[2]);
       try {
         return original(...args);
       } finally {
@@ -168,14 +171,18 @@ function instrumentOutbox(gateway) {
  * @param {string} pk
  * @param {string[]} names
  * @param {string} dbFile
+ * @param {(deviceName: string, upto: number) => void} onAck
  */
-async function startNaiveForwarder(url, pk, names, dbFile) {
+async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
   const db = openDatabase(dbFile, "NORMAL");
   const nextRows = db.prepare(
-    `SELECT seq, reported FROM reports WHERE product_key = ? AND device_name = ?
-     AND acked_at IS NULL AND seq > ? ORDER BY seq LIMIT 200`,
+    `SELECT r.seq, r.reported FROM reports r JOIN shadow_state s USING (product_key, device_name)
+     WHERE r.product_key = ? AND r.device_name = ? AND r.seq > max(s.acked_seq, ?)
+     ORDER BY r.seq LIMIT 200`,
   );
-  const ack = db.prepare("UPDATE reports SET acked_at = ? WHERE seq = ?");
+  const ack = db.prepare(
+    "UPDATE shadow_state SET acked_seq = ? WHERE product_key = ? AND device_name = ?",
+  );
   const client = await connectAsync(url, {
     clientId: "b6-naive-forwarder",
     reconnectPeriod: 200,
@@ -241,7 +248,8 @@ async function startNaiveForwarder(url, pk, names, dbFile) {
       waiters.delete(token);
       const status = /** @type {{ status?: unknown } | undefined} */ (r?.["payload"])?.status;
       if (status === "success") {
-        ack.run(Date.now(), row.seq);
+        ack.run(row.seq, pk, dn);
+        onAck(dn, row.seq);
         lastSeq = row.seq;
         buffer.shift();
         stats.acked++;
@@ -348,14 +356,30 @@ async function runCase(plant, started, kind) {
     await gateway.start();
     const sync = gateway.sync;
     if (sync === undefined) throw new Error("the gateway has no sync engine");
-    const calls = instrumentOutbox(gateway);
-    if (kind === "naive") naive = await startNaiveForwarder(started.gateUrl, pk, names, dbFile);
+    /**
+     * Per device, the backlog's rows (set once it is queued) and the acknowledgements that
+     * covered some of them; `lastAck` when one covered its last row (Date.now()).
+     * @type {Map<string, { first: number, last: number, acks: number, upto: number, lastAck: number | null }>}
+     */
+    const acks = new Map();
+    /** @type {(dn: string, upto: number) => void} */
+    const onAck = (dn, upto) => {
+      const a = acks.get(dn);
+      if (a === undefined || upto <= a.upto) return;
+      if (upto >= a.first && a.upto < a.last) a.acks++;
+      if (upto >= a.last && a.lastAck === null) a.lastAck = Date.now();
+      a.upto = upto;
+    };
+    const calls = instrumentOutbox(gateway, onAck);
+    if (kind === "naive")
+      naive = await startNaiveForwarder(started.gateUrl, pk, names, dbFile, onAck);
     ro = openReadOnly(dbFile);
     const roDb = ro;
-    const unacked = roDb.prepare("SELECT count(*) AS n FROM reports WHERE acked_at IS NULL");
-    const unackedUpTo = roDb.prepare(
-      "SELECT count(*) AS n FROM reports WHERE acked_at IS NULL AND seq <= ?",
-    );
+    // A row is acknowledged when its device's watermark has reached it.
+    const unackedSql = `SELECT count(*) AS n FROM reports r
+      JOIN shadow_state s USING (product_key, device_name) WHERE r.seq > s.acked_seq`;
+    const unacked = roDb.prepare(unackedSql);
+    const unackedUpTo = roDb.prepare(`${unackedSql} AND r.seq <= ?`);
     const count = (
       /** @type {import("better-sqlite3").Statement} */ st,
       /** @type {unknown[]} */ ...a
@@ -421,22 +445,23 @@ async function runCase(plant, started, kind) {
     const fillMs = performance.now() - f0;
     await plant.call("churn", { ...churn, seed: SEED + 2 });
     await sleep(1500);
-    const backlog = /** @type {{ maxSeq: number, rows: number }} */ (
+    // Acknowledgements go in order per device, so a device's backlog is every row of it
+    // after its watermark.
+    const ranges = /** @type {{ dn: string, first: number, last: number, rows: number }[]} */ (
       roDb
-        .prepare("SELECT max(seq) AS maxSeq, count(*) AS rows FROM reports WHERE acked_at IS NULL")
-        .get()
+        .prepare(
+          `SELECT r.device_name AS dn, min(r.seq) AS first, max(r.seq) AS last, count(*) AS rows
+           FROM reports r JOIN shadow_state s USING (product_key, device_name)
+           WHERE r.seq > s.acked_seq GROUP BY r.device_name`,
+        )
+        .all()
     );
-    // Acknowledgements go in order per device, so a device's backlog is every row from its
-    // first unacknowledged one up to maxSeq.
-    const firstSeq = new Map(
-      /** @type {{ dn: string, first: number }[]} */ (
-        roDb
-          .prepare(
-            "SELECT device_name AS dn, min(seq) AS first FROM reports WHERE acked_at IS NULL GROUP BY device_name",
-          )
-          .all()
-      ).map((r) => [r.dn, r.first]),
-    );
+    for (const r of ranges)
+      acks.set(r.dn, { first: r.first, last: r.last, acks: 0, upto: 0, lastAck: null });
+    const backlog = {
+      maxSeq: Math.max(0, ...ranges.map((r) => r.last)),
+      rows: ranges.reduce((n, r) => n + r.rows, 0),
+    };
     const offlineMs = performance.now() - offlineFrom;
     log(
       `offline ${(offlineMs / 1000).toFixed(1)} s: ${injected} reports filled in ` +
@@ -491,18 +516,24 @@ async function runCase(plant, started, kind) {
     const final = await verify();
     const leftUnacked = count(unacked);
 
-    // Per device: rows of the backlog, and how many acknowledgements (one per update) took them.
+    // Per device: rows of the backlog still in history, those not acknowledged, and how many
+    // acknowledgements (one per update) took them.
     const perDeviceStmt = roDb.prepare(
-      `SELECT count(*) AS rows, count(*) FILTER (WHERE acked_at IS NULL) AS unacked,
-         count(DISTINCT acked_at) AS acks, max(acked_at) AS lastAck
-       FROM reports WHERE device_name = ? AND seq BETWEEN ? AND ?`,
+      `SELECT count(*) AS rows, count(*) FILTER (WHERE r.seq > s.acked_seq) AS unacked
+       FROM reports r JOIN shadow_state s USING (product_key, device_name)
+       WHERE r.device_name = ? AND r.seq BETWEEN ? AND ?`,
     );
-    const perDevice = names.map((dn) => ({
-      dn,
-      .../** @type {{ rows: number, unacked: number, acks: number, lastAck: number | null }} */ (
-        perDeviceStmt.get(dn, firstSeq.get(dn) ?? Infinity, backlog.maxSeq)
-      ),
-    }));
+    const perDevice = names.map((dn) => {
+      const a = acks.get(dn);
+      return {
+        dn,
+        acks: a?.acks ?? 0,
+        lastAck: a?.lastAck ?? null,
+        .../** @type {{ rows: number, unacked: number }} */ (
+          perDeviceStmt.get(dn, a?.first ?? Infinity, a?.last ?? 0)
+        ),
+      };
+    });
     const historyRows = perDevice.reduce((n, d) => n + d.rows, 0);
     const requests = /** @type {Record<string, number[][]>} */ (
       await plant.call("log", { since: gateOpenAt })

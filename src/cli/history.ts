@@ -54,7 +54,7 @@ export async function historyCommand(o: {
         : row.reported;
       if (value === undefined) continue;
       const at = new Date(row.ts).toISOString();
-      const state = row.ackedAt === null ? "queued" : "sent";
+      const state = row.sent ? "sent" : "queued";
       if (o.json) {
         const entry = {
           seq: row.seq,

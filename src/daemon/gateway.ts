@@ -165,6 +165,7 @@ export class Gateway {
       this.north = undefined;
     }
     this.scheduler.stop();
+    this.outbox?.checkpoint();
     await Promise.all(
       [...this.drivers.values()].map((d) =>
         withTimeout(d.stop(), STOP_TIMEOUT_MS).catch((err: unknown) =>

@@ -19,7 +19,8 @@ export interface HistoryRow {
   readonly deviceName: string;
   readonly ts: number;
   readonly reported: JsonObject;
-  readonly ackedAt: number | null;
+  /** The cloud confirmed it (false: it still waits in the outbox). */
+  readonly sent: boolean;
 }
 
 export interface OutboxStats {
@@ -37,15 +38,39 @@ export interface OutboxStats {
 const REFUSED_LOG_EVERY_MS = 60_000;
 /** Retention runs at most this often. */
 const PRUNE_EVERY_MS = 60_000;
+/**
+ * How often each device's latest state is saved whole. In between, the rows after the last
+ * save are the rest of it (a restart merges them in), so a save need not follow every flush.
+ */
+const CHECKPOINT_EVERY_MS = 10_000;
+/** Rows deleted per statement by retention, so that one minute's pruning never blocks long. */
+const PRUNE_BATCH = 5_000;
 
-/** A device's unconfirmed rows, merged: what pending() returns, kept up to date by flush(). */
-interface PendingState {
-  /** The last row merged in. */
-  upto: number;
-  /** How many rows are merged in (0: the device has nothing unconfirmed). */
-  rows: number;
-  reported: JsonObject;
+/** What the outbox knows of one device, loaded from the file at first use, then kept here. */
+interface Device {
+  readonly pk: string;
+  readonly dn: string;
+  /** The last version the cloud confirmed. */
+  version: number;
+  /**
+   * The latest state (the edge shadow's last known values) is `base` with `pending` merged
+   * over it, so that each report is merged once, into `pending`. `base` holds at least every
+   * confirmed row; it may hold some pending ones too, which merging `pending` again overrides
+   * with the same values.
+   */
+  base: JsonObject;
+  /** The last row of the device. */
+  latestSeq: number;
+  /** The last row in the saved latest state (shadow_state.reported_seq). */
+  savedSeq: number;
+  /** Every row up to this one is confirmed by the cloud. */
+  ackedSeq: number;
+  /** The rows after `ackedSeq`, merged in order, and how many there are. */
+  pending: JsonObject;
+  pendingRows: number;
 }
+
+const latest = (d: Device): JsonObject => mergeReported(d.base, d.pending);
 
 interface Staged {
   pk: string;
@@ -58,31 +83,33 @@ interface Staged {
  * Every reported update, in SQLite: the outbox while the cloud has not confirmed it, history
  * after. A report is durable (one transaction per flush, which the gateway calls once per
  * poll cycle) before the sync engine may send it, and leaves the outbox only on the cloud's
- * success reply. Order per device is the row order.
+ * success reply. Order per device is the row order; a device's confirmed rows are those up to
+ * its watermark (shadow_state.acked_seq), so a confirmation is one small write however many
+ * rows it covers.
  *
- * Full store policy: first acknowledged history past `maxAgeMs` goes; then, above
- * `maxBytes`, the oldest acknowledged history; then a device's unacknowledged rows are
- * coalesced into one (its latest state survives; the steps in between are dropped, counted
- * and logged). If the database refuses writes, staged reports stay in memory, coalescing per
- * device beyond `maxStaged`, and are written when it recovers.
+ * Each device's latest state and its unconfirmed rows merged are kept in memory, loaded from
+ * the file once: a flush costs its INSERTs, and pending() costs nothing however long the
+ * backlog grew. The latest state is saved every CHECKPOINT_EVERY_MS and on close; after a
+ * SIGKILL the rows written since the last save are merged into it again.
+ *
+ * Full store policy: first confirmed history past `maxAgeMs` goes; then, above `maxBytes`,
+ * the oldest confirmed history; then a device's unconfirmed rows are coalesced into one (its
+ * latest state survives; the steps in between are dropped, counted and logged). If the
+ * database refuses writes, staged reports stay in memory, coalescing per device beyond
+ * `maxStaged`, and are written when it recovers.
  */
 export class Outbox {
   private staged: Staged[] = [];
-  /**
-   * Per device, its unconfirmed rows merged: loaded from the file once, then kept up to date by
-   * every flush (from the reports in hand, no JSON parsing) and reset by ack(), so that
-   * pending() costs nothing however long the backlog grew while the uplink was down.
-   */
-  private readonly pendingState = new Map<string, PendingState>();
+  private readonly devices = new Map<string, Device>();
   private readonly counters = { refused: 0, dropped: 0 };
   private lastRefusedLog = -Infinity;
   private lastPrune = -Infinity;
+  private lastCheckpoint: number;
   private readonly insert;
-  private readonly pendingRows;
-  private readonly ackStmt;
+  private readonly rowsAfter;
   private readonly stateGet;
-  private readonly stateVersionSet;
-  private readonly stateReportedSet;
+  private readonly ackSet;
+  private readonly checkpointSet;
 
   constructor(
     private readonly db: Db,
@@ -90,27 +117,33 @@ export class Outbox {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
+    this.lastCheckpoint = now();
     this.insert = db.prepare(
       "INSERT INTO reports (product_key, device_name, ts, reported) VALUES (?, ?, ?, ?)",
     );
-    this.pendingRows = db.prepare<[string, string], { seq: number; reported: string }>(
+    // By rowid range: the rows after a device's watermark are few, and at the end of the table.
+    this.rowsAfter = db.prepare<[number, string, string], { seq: number; reported: string }>(
       `SELECT seq, reported FROM reports
-       WHERE product_key = ? AND device_name = ? AND acked_at IS NULL ORDER BY seq`,
+       WHERE seq > ? AND product_key = ? AND device_name = ? ORDER BY seq`,
     );
-    this.ackStmt = db.prepare(
-      `UPDATE reports SET acked_at = ?
-       WHERE product_key = ? AND device_name = ? AND acked_at IS NULL AND seq <= ?`,
+    this.stateGet = db.prepare<
+      [string, string],
+      { version: number; reported: string; reported_seq: number; acked_seq: number }
+    >(
+      `SELECT version, reported, reported_seq, acked_seq FROM shadow_state
+       WHERE product_key = ? AND device_name = ?`,
     );
-    this.stateGet = db.prepare<[string, string], { version: number; reported: string }>(
-      "SELECT version, reported FROM shadow_state WHERE product_key = ? AND device_name = ?",
+    this.ackSet = db.prepare(
+      `INSERT INTO shadow_state (product_key, device_name, version, acked_seq, updated_at)
+       VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (product_key, device_name) DO UPDATE SET version = excluded.version,
+         acked_seq = max(acked_seq, excluded.acked_seq), updated_at = excluded.updated_at`,
     );
-    this.stateVersionSet = db.prepare(
-      `INSERT INTO shadow_state (product_key, device_name, version, updated_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (product_key, device_name) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at`,
-    );
-    this.stateReportedSet = db.prepare(
-      `INSERT INTO shadow_state (product_key, device_name, reported, updated_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT (product_key, device_name) DO UPDATE SET reported = excluded.reported, updated_at = excluded.updated_at`,
+    this.checkpointSet = db.prepare(
+      `INSERT INTO shadow_state (product_key, device_name, reported, reported_seq, updated_at)
+       VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (product_key, device_name) DO UPDATE SET reported = excluded.reported,
+         reported_seq = excluded.reported_seq, updated_at = excluded.updated_at`,
     );
   }
 
@@ -121,30 +154,21 @@ export class Outbox {
   }
 
   /**
-   * Writes every staged report in one transaction, with each device's latest state. Returns
-   * the devices that got rows (empty when nothing was staged or the database refused).
+   * Writes every staged report in one transaction. Returns the devices that got rows (empty
+   * when nothing was staged or the database refused).
    */
   flush(): string[] {
     if (this.staged.length === 0) return [];
     const batch = this.staged;
-    const devices = new Map<string, { pk: string; dn: string; merged: JsonObject }>();
     const seqs: number[] = [];
+    let touched: Device[];
     try {
+      touched = [...new Set(batch.map((s) => this.device(s.pk, s.dn)))];
       this.db.transaction(() => {
         for (const s of batch) {
           seqs.push(
             Number(this.insert.run(s.pk, s.dn, s.ts, JSON.stringify(s.reported)).lastInsertRowid),
           );
-          const key = `${s.pk}/${s.dn}`;
-          const d = devices.get(key) ?? { pk: s.pk, dn: s.dn, merged: {} };
-          d.merged = mergeReported(d.merged, s.reported);
-          devices.set(key, d);
-        }
-        const ts = this.now();
-        for (const d of devices.values()) {
-          const before = this.stateGet.get(d.pk, d.dn)?.reported ?? "{}";
-          const latest = mergeReported(JSON.parse(before) as JsonObject, d.merged);
-          this.stateReportedSet.run(d.pk, d.dn, JSON.stringify(latest), ts);
         }
       })();
     } catch (err) {
@@ -153,60 +177,52 @@ export class Outbox {
     }
     this.staged = [];
     batch.forEach((s, i) => {
-      const p = this.pendingState.get(`${s.pk}/${s.dn}`);
-      if (!p) return; // loaded from the file, new rows included, when first needed
-      mergeInto(p.reported, s.reported);
-      p.upto = seqs[i] ?? p.upto;
-      p.rows++;
+      const d = this.device(s.pk, s.dn);
+      mergeInto(d.pending, s.reported);
+      d.latestSeq = seqs[i] ?? d.latestSeq;
+      d.pendingRows++;
     });
-    if (this.now() - this.lastPrune >= PRUNE_EVERY_MS) this.prune();
-    return [...devices.values()].map((d) => d.dn);
+    const now = this.now();
+    // A device's first rows are saved at once, so that loading it never has to search the
+    // whole table for rows after a missing save.
+    if (touched.some((d) => d.savedSeq === 0) || now - this.lastCheckpoint >= CHECKPOINT_EVERY_MS)
+      this.checkpoint();
+    if (now - this.lastPrune >= PRUNE_EVERY_MS) this.prune();
+    return touched.map((d) => d.dn);
   }
 
   /**
-   * The device's unconfirmed reports merged in order, and the last row they include. Read from
-   * the file once per device, kept in memory after that; the object returned is merged into by
-   * the next flush, so use it before then.
+   * The device's unconfirmed reports merged in order, and the last row they include. The
+   * object returned is merged into by the next flush, so use it before then.
    */
   pending(
     productKey: string,
     deviceName: string,
   ): { upto: number; reported: JsonObject } | undefined {
-    const key = `${productKey}/${deviceName}`;
-    let p = this.pendingState.get(key);
-    if (!p) {
-      let rows: Array<{ seq: number; reported: string }>;
-      try {
-        rows = this.pendingRows.all(productKey, deviceName);
-      } catch (err) {
-        this.refused(err, 0);
-        return undefined;
-      }
-      const reported: JsonObject = {};
-      for (const r of rows) mergeInto(reported, JSON.parse(r.reported) as JsonObject);
-      p = { upto: rows[rows.length - 1]?.seq ?? 0, rows: rows.length, reported };
-      this.pendingState.set(key, p);
+    let d: Device;
+    try {
+      d = this.device(productKey, deviceName);
+    } catch (err) {
+      this.refused(err, 0);
+      return undefined;
     }
-    return p.rows === 0 ? undefined : { upto: p.upto, reported: p.reported };
+    return d.pendingRows === 0 ? undefined : { upto: d.latestSeq, reported: d.pending };
   }
 
   /** The cloud confirmed every row of the device up to `upto`, at `version`. */
   ack(productKey: string, deviceName: string, upto: number | undefined, version: number): void {
     try {
-      this.db.transaction(() => {
-        const ts = this.now();
-        if (upto !== undefined) this.ackStmt.run(ts, productKey, deviceName, upto);
-        this.stateVersionSet.run(productKey, deviceName, version, ts);
-      })();
-      if (upto !== undefined) {
-        const key = `${productKey}/${deviceName}`;
-        const p = this.pendingState.get(key);
-        // Everything merged was confirmed: nothing is pending. Otherwise rows came in after
-        // the report was made: they are read again (a few) when next needed.
-        if (p && upto >= p.upto)
-          this.pendingState.set(key, { upto: p.upto, rows: 0, reported: {} });
-        else this.pendingState.delete(key);
-      }
+      const d = this.device(productKey, deviceName);
+      const acked = Math.max(d.ackedSeq, upto ?? 0);
+      this.ackSet.run(productKey, deviceName, version, acked, this.now());
+      d.version = version;
+      if (acked === d.ackedSeq) return;
+      d.ackedSeq = acked;
+      mergeInto(d.base, d.pending);
+      if (acked >= d.latestSeq) {
+        d.pending = {};
+        d.pendingRows = 0;
+      } else this.loadPending(d); // rows came in after the report was made: a few
     } catch (err) {
       this.refused(err, 0);
     }
@@ -217,14 +233,33 @@ export class Outbox {
     productKey: string,
     deviceName: string,
   ): { version: number; reported: JsonObject } | undefined {
-    const row = this.stateGet.get(productKey, deviceName);
-    return row && { version: row.version, reported: JSON.parse(row.reported) as JsonObject };
+    const d = this.device(productKey, deviceName);
+    const reported = structuredClone(latest(d));
+    if (d.version === 0 && d.latestSeq === 0 && Object.keys(reported).length === 0) return;
+    return { version: d.version, reported };
+  }
+
+  /** Saves every device's latest state that changed since its last save. */
+  checkpoint(): void {
+    this.lastCheckpoint = this.now();
+    const due = [...this.devices.values()].filter((d) => d.latestSeq > d.savedSeq);
+    if (due.length === 0) return;
+    try {
+      this.db.transaction(() => {
+        for (const d of due)
+          this.checkpointSet.run(d.pk, d.dn, JSON.stringify(latest(d)), d.latestSeq, this.now());
+      })();
+      for (const d of due) d.savedSeq = d.latestSeq;
+    } catch (err) {
+      this.refused(err, 0);
+    }
   }
 
   stats(): OutboxStats {
     const c = this.db
       .prepare<[], { rows: number; pending: number }>(
-        "SELECT count(*) AS rows, count(*) FILTER (WHERE acked_at IS NULL) AS pending FROM reports",
+        `SELECT count(*) AS rows, count(*) FILTER (WHERE r.seq > coalesce(s.acked_seq, 0)) AS pending
+         FROM reports r LEFT JOIN shadow_state s USING (product_key, device_name)`,
       )
       .get() ?? { rows: 0, pending: 0 };
     return { ...c, bytes: this.liveBytes(), ...this.counters };
@@ -233,52 +268,55 @@ export class Outbox {
   /** Retention: age first, then size (see the class comment). */
   prune(): void {
     this.lastPrune = this.now();
+    // Rows past a device's last save are part of its latest state: they stay until saved.
+    this.checkpoint();
+    // The oldest confirmed rows, a batch at a time, below a row number.
+    const oldest = this.db.prepare<[number], unknown>(
+      `DELETE FROM reports WHERE seq IN (
+         SELECT r.seq FROM reports r JOIN shadow_state s USING (product_key, device_name)
+         WHERE r.seq < ? AND r.seq <= min(s.acked_seq, s.reported_seq)
+         ORDER BY r.seq LIMIT ${PRUNE_BATCH})`,
+    );
     try {
-      this.db
-        .prepare("DELETE FROM reports WHERE acked_at IS NOT NULL AND ts < ?")
-        .run(this.now() - this.opts.maxAgeMs);
+      // Rows are appended as they are seen, so those past the age are the first ones: the
+      // search stops at the first young row instead of reading the whole table every minute.
+      const young = this.db
+        .prepare<[number], { seq: number }>(
+          "SELECT seq FROM reports WHERE ts >= ? ORDER BY seq LIMIT 1",
+        )
+        .get(this.now() - this.opts.maxAgeMs);
+      const bound = young?.seq ?? Number.MAX_SAFE_INTEGER;
+      while (oldest.run(bound).changes === PRUNE_BATCH);
       while (this.liveBytes() > this.opts.maxBytes) {
-        const gone = this.db
-          .prepare(
-            `DELETE FROM reports WHERE seq IN
-             (SELECT seq FROM reports WHERE acked_at IS NOT NULL ORDER BY seq LIMIT 1000)`,
-          )
-          .run().changes;
+        const gone = oldest.run(Number.MAX_SAFE_INTEGER).changes;
         if (gone > 0) {
           this.counters.dropped += gone;
           continue;
         }
-        const coalesced = this.coalescePending();
-        if (coalesced === 0) break;
+        if (this.coalescePending() === 0) break;
       }
     } catch (err) {
       this.refused(err, 0);
     }
   }
 
-  /** Merges each device's unacknowledged rows into one row; returns how many rows went. */
+  /** Merges each device's unconfirmed rows into one row; returns how many rows went. */
   private coalescePending(): number {
+    const devices = [...this.devices.values()].filter((d) => d.pendingRows > 1);
+    const drop = this.db.prepare(
+      "DELETE FROM reports WHERE seq > ? AND product_key = ? AND device_name = ?",
+    );
     let dropped = 0;
-    const devices = this.db
-      .prepare<[], { pk: string; dn: string; n: number }>(
-        `SELECT product_key AS pk, device_name AS dn, count(*) AS n FROM reports
-         WHERE acked_at IS NULL GROUP BY product_key, device_name HAVING n > 1`,
-      )
-      .all();
     this.db.transaction(() => {
       for (const d of devices) {
-        const p = this.pending(d.pk, d.dn);
-        if (!p) continue;
-        this.db
-          .prepare(
-            "DELETE FROM reports WHERE product_key = ? AND device_name = ? AND acked_at IS NULL",
-          )
-          .run(d.pk, d.dn);
-        this.insert.run(d.pk, d.dn, this.now(), JSON.stringify(p.reported));
-        dropped += d.n - 1;
+        drop.run(d.ackedSeq, d.pk, d.dn);
+        const seq = this.insert.run(d.pk, d.dn, this.now(), JSON.stringify(d.pending));
+        d.latestSeq = Number(seq.lastInsertRowid);
+        dropped += d.pendingRows - 1;
       }
     })();
-    this.pendingState.clear();
+    for (const d of devices) d.pendingRows = 1;
+    this.checkpoint();
     if (dropped > 0) {
       this.counters.dropped += dropped;
       this.log.warn(
@@ -287,6 +325,47 @@ export class Outbox {
       );
     }
     return dropped;
+  }
+
+  /** The device's state, loaded from the file at first use (see the class comment). */
+  private device(pk: string, dn: string): Device {
+    const key = `${pk}/${dn}`;
+    let d = this.devices.get(key);
+    if (d) return d;
+    const row = this.stateGet.get(pk, dn);
+    d = {
+      pk,
+      dn,
+      version: row?.version ?? 0,
+      base: JSON.parse(row?.reported ?? "{}") as JsonObject,
+      latestSeq: row?.reported_seq ?? 0,
+      savedSeq: row?.reported_seq ?? 0,
+      ackedSeq: row?.acked_seq ?? 0,
+      pending: {},
+      pendingRows: 0,
+    };
+    // A device without a saved row never had rows (its first flush saves it at once).
+    if (row) {
+      for (const r of this.rowsAfter.all(Math.min(d.savedSeq, d.ackedSeq), pk, dn)) {
+        const reported = JSON.parse(r.reported) as JsonObject;
+        if (r.seq > d.ackedSeq) {
+          mergeInto(d.pending, reported);
+          d.pendingRows++;
+        } else if (r.seq > d.savedSeq) mergeInto(d.base, reported);
+        d.latestSeq = Math.max(d.latestSeq, r.seq);
+      }
+    }
+    this.devices.set(key, d);
+    return d;
+  }
+
+  private loadPending(d: Device): void {
+    d.pending = {};
+    d.pendingRows = 0;
+    for (const r of this.rowsAfter.all(d.ackedSeq, d.pk, d.dn)) {
+      mergeInto(d.pending, JSON.parse(r.reported) as JsonObject);
+      d.pendingRows++;
+    }
   }
 
   /** Bytes of pages in use (freed pages are reused, so they do not count). */
@@ -326,15 +405,19 @@ export class Outbox {
   }
 }
 
-/** Reports of one device, oldest first, for `shadowgate history` (works on a read-only handle). */
+/**
+ * Reports of one device, oldest first, for `shadowgate history` (works on a read-only handle).
+ * A scan of the table: an index for it would slow every ingest for a rare query.
+ */
 export function readHistory(db: Db, deviceName: string, since = 0): HistoryRow[] {
   return db
     .prepare<
       [string, number],
-      { seq: number; pk: string; ts: number; reported: string; acked_at: number | null }
+      { seq: number; pk: string; ts: number; reported: string; sent: number }
     >(
-      `SELECT seq, product_key AS pk, ts, reported, acked_at FROM reports
-       WHERE device_name = ? AND ts >= ? ORDER BY seq`,
+      `SELECT r.seq, r.product_key AS pk, r.ts, r.reported, r.seq <= coalesce(s.acked_seq, 0) AS sent
+       FROM reports r LEFT JOIN shadow_state s USING (product_key, device_name)
+       WHERE r.device_name = ? AND r.ts >= ? ORDER BY r.seq`,
     )
     .all(deviceName, since)
     .map((r) => ({
@@ -343,6 +426,6 @@ export function readHistory(db: Db, deviceName: string, since = 0): HistoryRow[]
       deviceName,
       ts: r.ts,
       reported: JSON.parse(r.reported) as JsonObject,
-      ackedAt: r.acked_at,
+      sent: r.sent === 1,
     }));
 }

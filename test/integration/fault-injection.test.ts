@@ -4,9 +4,9 @@
  *
  * (a) the cloud shadow ends equal to the PLC's final state, point by point;
  * (b) no acknowledged report is lost: every row the gateway's SQLite history marks as sent
- *     (acked_at set) reached the cloud, i.e. the service applied an update carrying each of its
- *     values (or a later value of the same leaf, since queued reports coalesce) after the row
- *     was written;
+ *     (at or below its device's confirmed watermark) reached the cloud, i.e. the service applied
+ *     an update carrying each of its values (or a later value of the same leaf, since queued
+ *     reports coalesce) after the row was written;
  * (c) each of N desired changes (distinct values) is written to the PLC exactly once, and its
  *     outcome ("applied", with the value read back) reached the cloud under `_commands`.
  *
@@ -109,7 +109,8 @@ interface RowRecord {
   device_name: string;
   ts: number;
   reported: string;
-  acked_at: number | null;
+  /** 1 when the cloud confirmed it (at or below its device's watermark). */
+  sent: number;
 }
 
 /** Everything the run starts, so afterAll can stop it whatever happened. */
@@ -300,7 +301,10 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
           const db = new Database(dbFile, { readonly: true, fileMustExist: true });
           try {
             const r = db
-              .prepare("SELECT count(*) AS n FROM reports WHERE acked_at IS NULL")
+              .prepare(
+                `SELECT count(*) AS n FROM reports r JOIN shadow_state s
+                 USING (product_key, device_name) WHERE r.seq > s.acked_seq`,
+              )
               .get() as { n: number };
             return r.n;
           } finally {
@@ -637,11 +641,14 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
         // (b) Every acknowledged report reached the cloud.
         const db = new Database(dbFile, { readonly: true, fileMustExist: true });
         const rows = db
-          .prepare("SELECT seq, device_name, ts, reported, acked_at FROM reports ORDER BY seq")
+          .prepare(
+            `SELECT r.seq, r.device_name, r.ts, r.reported, r.seq <= s.acked_seq AS sent
+             FROM reports r JOIN shadow_state s USING (product_key, device_name) ORDER BY r.seq`,
+          )
           .all() as RowRecord[];
         db.close();
         const mine = rows.filter((r) => r.device_name === DN);
-        const acked = mine.filter((r) => r.acked_at !== null);
+        const acked = mine.filter((r) => r.sent === 1);
         // Per leaf, the values rows from each seq on carried: a report coalesced into a later
         // one delivers the later value, which is as good (the shadow is state, not a log).
         const byPath = new Map<string, Array<{ seq: number; value: string }>>();

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { isNewCommand } from "../../../src/north/sync.js";
-import { openDatabase } from "../../../src/store/database.js";
+import { SCHEMA_VERSION, openDatabase } from "../../../src/store/database.js";
 import { DesiredJournal } from "../../../src/store/desired-journal.js";
 
 describe("DesiredJournal", () => {
@@ -33,7 +33,7 @@ describe("DesiredJournal", () => {
 
     const again = openDatabase(file);
     expect(again.pragma("journal_mode", { simple: true })).toBe("wal");
-    expect(again.pragma("user_version", { simple: true })).toBe(2);
+    expect(again.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     const reopened = new DesiredJournal(again);
     expect(reopened.last("pk", "dev", "setpoint")).toEqual({
       ts: 101,

@@ -5,7 +5,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { pino } from "pino";
-import { openDatabase, openStore } from "../../../src/store/database.js";
+import { SCHEMA_VERSION, openDatabase, openStore } from "../../../src/store/database.js";
 import { Outbox, readHistory } from "../../../src/store/outbox.js";
 
 /** A logger that keeps what it logs. */
@@ -56,7 +56,7 @@ describe("Outbox", () => {
     expect(box.pending("pk", "a")?.reported).toEqual({ t: 3 });
     expect(box.saved("pk", "a")).toEqual({ version: 17, reported: { t: 3, alarm: { hi: true } } });
     const history = readHistory(db, "a");
-    expect(history.map((h) => [h.reported, h.ackedAt !== null])).toEqual([
+    expect(history.map((h) => [h.reported, h.sent])).toEqual([
       [{ t: 1 }, true],
       [{ t: 2, alarm: { hi: true } }, true],
       [{ t: 3 }, false],
@@ -100,6 +100,48 @@ describe("Outbox", () => {
     expect(box.pending("pk", "b")?.reported).toEqual({ x: 5 });
   });
 
+  it("after a kill between saves, comes back with the latest state, the backlog and the versions", async () => {
+    const file = await tempFile();
+    const clock = { now: 1_000_000 };
+    const open = () => {
+      const db = openDatabase(file, "NORMAL");
+      return {
+        db,
+        box: new Outbox(
+          db,
+          { maxAgeMs: 3_600_000, maxBytes: 1 << 30 },
+          capture().logger,
+          () => clock.now,
+        ),
+      };
+    };
+    const first = open();
+    first.box.stage("pk", "a", { t: 1, alarm: { hi: false } });
+    first.box.flush(); // a device's first rows are saved at once
+    first.box.ack("pk", "a", first.box.pending("pk", "a")?.upto, 3);
+    for (let i = 2; i <= 4; i++) {
+      clock.now += 1000; // well within the save interval: these rows are not in the saved state
+      first.box.stage("pk", "a", { t: i, ...(i === 3 && { alarm: { hi: true } }) });
+      first.box.flush();
+    }
+    const upto = first.box.pending("pk", "a")?.upto;
+    first.box.stage("pk", "a", { t: 5 });
+    first.box.flush();
+    first.box.ack("pk", "a", upto, 4);
+    // No checkpoint, no close: as after SIGKILL, only what SQLite committed is there.
+    const saved = first.db.prepare("SELECT reported FROM shadow_state").get();
+    expect(saved).toEqual({ reported: JSON.stringify({ t: 1, alarm: { hi: false } }) });
+
+    const second = open();
+    expect(second.box.saved("pk", "a")).toEqual({
+      version: 4,
+      reported: { t: 5, alarm: { hi: true } },
+    });
+    expect(second.box.pending("pk", "a")).toEqual({ upto: 5, reported: { t: 5 } });
+    first.db.close();
+    second.db.close();
+  });
+
   it("prunes acknowledged history by age, then by size, and coalesces unsent rows last", () => {
     const { db, box, clock } = outbox({ maxAgeMs: 60_000 });
     for (let i = 0; i < 5; i++) box.stage("pk", "a", { t: i });
@@ -138,9 +180,57 @@ describe("opening the database", () => {
     old.pragma("user_version = 1");
     old.close();
     const db = openDatabase(file);
-    expect(db.pragma("user_version", { simple: true })).toBe(2);
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     expect(db.prepare("SELECT value FROM desired_journal").get()).toEqual({ value: "55" });
     expect(db.prepare("SELECT count(*) AS n FROM reports").get()).toEqual({ n: 0 });
+    db.close();
+  });
+
+  it("migrates a version 2 outbox: confirmed rows, unsent rows and saved state carry over", async () => {
+    const file = await tempFile();
+    const old = new Database(file);
+    // The schema as version 2 wrote it (per-row acked_at, two indexes), with its data.
+    old.exec(`CREATE TABLE reports (
+       seq INTEGER PRIMARY KEY AUTOINCREMENT, product_key TEXT NOT NULL,
+       device_name TEXT NOT NULL, ts INTEGER NOT NULL, reported TEXT NOT NULL, acked_at INTEGER);
+     CREATE INDEX reports_outbox ON reports (product_key, device_name, seq) WHERE acked_at IS NULL;
+     CREATE INDEX reports_device_ts ON reports (device_name, ts);
+     CREATE TABLE shadow_state (
+       product_key TEXT NOT NULL, device_name TEXT NOT NULL,
+       version INTEGER NOT NULL DEFAULT 0, reported TEXT NOT NULL DEFAULT '{}',
+       updated_at INTEGER NOT NULL, PRIMARY KEY (product_key, device_name)) WITHOUT ROWID;
+     INSERT INTO reports (product_key, device_name, ts, reported, acked_at) VALUES
+       ('pk', 'a', 1, '{"t":1}', 5), ('pk', 'b', 2, '{"x":1}', NULL),
+       ('pk', 'a', 3, '{"t":2,"u":1}', 5), ('pk', 'a', 4, '{"t":3}', NULL);
+     INSERT INTO shadow_state VALUES ('pk', 'a', 12, '{"t":3,"u":1}', 5),
+       ('pk', 'b', 0, '{"x":1}', 2);`);
+    old.exec(`CREATE TABLE desired_journal (product_key TEXT NOT NULL, device_name TEXT NOT NULL,
+      attribute TEXT NOT NULL, ts INTEGER NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL,
+      status TEXT NOT NULL, executed_at INTEGER NOT NULL,
+      PRIMARY KEY (product_key, device_name, attribute)) WITHOUT ROWID`);
+    old.pragma("user_version = 2");
+    old.close();
+
+    const db = openDatabase(file, "NORMAL");
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    const box = new Outbox(db, { maxAgeMs: 3_600_000, maxBytes: 1 << 30 }, capture().logger);
+    expect(box.saved("pk", "a")).toEqual({ version: 12, reported: { t: 3, u: 1 } });
+    expect(box.pending("pk", "a")).toEqual({ upto: 4, reported: { t: 3 } });
+    expect(box.pending("pk", "b")).toEqual({ upto: 2, reported: { x: 1 } });
+    expect(readHistory(db, "a").map((h) => [h.seq, h.sent])).toEqual([
+      [1, true],
+      [3, true],
+      [4, false],
+    ]);
+    box.stage("pk", "a", { t: 4 });
+    box.flush();
+    expect(box.pending("pk", "a")).toEqual({ upto: 5, reported: { t: 4 } });
+    // The first flush also ran retention: the confirmed rows (seen in 1970) are past 1 h.
+    expect(box.stats()).toMatchObject({ rows: 3, pending: 3 });
+    expect(readHistory(db, "a").map((h) => [h.seq, h.sent])).toEqual([
+      [4, false],
+      [5, false],
+    ]);
     db.close();
   });
 
@@ -153,7 +243,7 @@ describe("opening the database", () => {
     const db = openDatabase(opened);
     expect(degraded).toMatch(/corrupt database moved to .*shadowgate\.db\.corrupt-42/);
     expect(existsSync(`${file}.corrupt-42`)).toBe(true);
-    expect(db.pragma("user_version", { simple: true })).toBe(2);
+    expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     expect(records.find((r) => r.code === "SG_STORE_OPEN")?.movedTo).toBe(`${file}.corrupt-42`);
     db.close();
     expect(readdirSync(path.dirname(file)).sort()).toContain("shadowgate.db.corrupt-42");
