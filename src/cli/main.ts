@@ -9,7 +9,7 @@ import { readCommand } from "./read.js";
 import { runCommand } from "./run.js";
 import { schemasCommand } from "./schemas.js";
 import { signCommand, type SignOptions } from "./sign.js";
-import { simModbusCommand } from "./sim.js";
+import { simModbusCommand, type SimModbusOptions } from "./sim.js";
 import { validateCommand } from "./validate.js";
 
 // `shadowgate read --json | head` closes the pipe early; that is not an error.
@@ -84,13 +84,16 @@ program
   .command("sim")
   .description("simulators for tests and demos")
   .command("modbus")
-  .description("a Modbus TCP PLC simulator")
-  .option("-p, --port <n>", "TCP port (0 picks a free one)", "5020")
+  .description("a Modbus PLC simulator on TCP, on a serial line (RTU), or both")
+  .option("-p, --port <n>", "TCP port (0 picks a free one; default 5020, none with --rtu alone)")
   .option("--host <addr>", "address to bind", "127.0.0.1")
   .option("--profile <file>", "YAML profile: units, points, holes, dynamics (default: the boiler)")
-  .action(async (o: { port: string; host: string; profile?: string }) =>
-    exit(await simModbusCommand(o)),
-  );
+  .option("--rtu <path>", "serve Modbus RTU on this serial device (a real port or a pty end)")
+  .option("--baud <n>", "line speed: answers take as long as on a real line (default: at once)")
+  .option("--parity <p>", "none, even or odd (default none)")
+  .option("--data-bits <n>", "7 or 8 (default 8)")
+  .option("--stop-bits <n>", "1 or 2 (default 1)")
+  .action(async (o: SimModbusOptions) => exit(await simModbusCommand(o)));
 
 program
   .command("cloud")

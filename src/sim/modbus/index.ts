@@ -9,13 +9,16 @@ import { ModbusTcpSimulator, type SimulatorOptions } from "./tcp-server.js";
 
 export { UnitMemory, MODBUS_TABLES, type Hole, type UnitOptions } from "./memory.js";
 export { ModbusException, serveRequest } from "./pdu.js";
+export { ModbusTcpSimulator, type SimulatorOptions } from "./tcp-server.js";
 export {
-  ModbusTcpSimulator,
+  ModbusSimulator,
+  type ModbusSimulatorOptions,
+  type RtuStats,
   type SimulatorEvents,
-  type SimulatorOptions,
   type SimulatorStats,
   type WriteEvent,
-} from "./tcp-server.js";
+} from "./simulator.js";
+export { RtuLink, type RtuDrop, type RtuLinkEvents, type RtuLinkOptions } from "./rtu-link.js";
 export { ProfileRuntime } from "./dynamics.js";
 export {
   DEFAULT_PROFILE_YAML,
@@ -47,17 +50,25 @@ const isCompiled = (p: ProfileInput | SimProfile): p is SimProfile =>
   "source" in p && p.units.every((u) => "points" in u && u.points instanceof Map);
 
 /**
- * Loads the profile, starts the simulator and its dynamics: the entry point of
- * `shadowgate sim modbus`. Profile errors throw a ShadowgateError (SG_CONFIG_*) before any
- * socket is opened.
+ * A profile file path or object (raw or compiled) as a compiled profile; undefined: the boiler.
+ * Errors are ShadowgateErrors (SG_CONFIG_*).
+ */
+export async function resolveSimProfile(
+  given: string | ProfileInput | SimProfile | undefined,
+): Promise<SimProfile> {
+  if (given === undefined) return defaultProfile();
+  if (typeof given === "string") return loadProfile(given);
+  if (isCompiled(given)) return given;
+  return compileProfile(given);
+}
+
+/**
+ * Loads the profile, starts the TCP simulator and its dynamics. Profile errors throw a
+ * ShadowgateError (SG_CONFIG_*) before any socket is opened.
  */
 export async function startSimulator(opts: StartSimulatorOptions = {}): Promise<RunningSimulator> {
   const { profile: given, port, host, ...simOptions } = opts;
-  let profile: SimProfile;
-  if (given === undefined) profile = defaultProfile();
-  else if (typeof given === "string") profile = await loadProfile(given);
-  else if (isCompiled(given)) profile = given;
-  else profile = compileProfile(given);
+  const profile = await resolveSimProfile(given);
   const sim = new ModbusTcpSimulator({ ...simOptions, profile });
   const started = await sim.start({
     ...(host !== undefined ? { host } : {}),
