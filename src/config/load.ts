@@ -238,6 +238,21 @@ export async function loadConfig(
     }
   }
 
+  // Two sources on one serial port would fight over it: each opens it, and frames collide.
+  const serial = new Map<string, string>();
+  for (const [id, source] of Object.entries(gateway?.sources ?? {})) {
+    if (source.protocol !== "modbus-rtu" || !src) continue;
+    const first = serial.get(source.path);
+    if (first === undefined) serial.set(source.path, id);
+    else
+      problems.push({
+        code: ErrorCodes.CONFIG_CROSS,
+        position: src.positionOf(["sources", id, "path"]),
+        keyPath: `sources.${id}.path`,
+        message: `${source.path} is already the line of source ${first}; put every slave of one line (one unitId per mapping file) under one source`,
+      });
+  }
+
   const cloud = gateway?.cloud;
   if (src && cloud && cloud.url === undefined && cloud.deviceSecret === undefined) {
     problems.push({

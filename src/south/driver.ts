@@ -34,6 +34,8 @@ export interface SourceHealth {
   readonly errors: number;
   readonly timeouts: number;
   readonly reconnects: number;
+  /** Answers that could not be used: bad CRC, wrong length, wrong unit (serial lines). */
+  readonly badFrames: number;
   /** Addresses that answered illegal data address, per unit and table, e.g. "1/holding/100-109". */
   readonly illegal: readonly string[];
 }

@@ -99,6 +99,40 @@ describe("loadConfig", () => {
     ]);
   });
 
+  it("reads serial sources with their defaults, and refuses two sources on one serial port", async () => {
+    const serial =
+      "version: 1\nsources:\n" +
+      "  line1:\n    protocol: modbus-rtu\n    path: /dev/ttyUSB0\n" + // lines 3-5
+      "  line2:\n    protocol: modbus-rtu\n    path: /dev/ttyUSB0\n    baud: 19200\n" + // 6-9 (the path on 8)
+      "  dtu:\n    protocol: modbus-rtu-over-tcp\n    host: 10.0.0.9\n    port: 8899\n" +
+      "mappings: mappings\n";
+    const mapping =
+      "version: 1\ndevice: { productKey: pk, deviceName: m1 }\nsource: line1\nunitId: 3\npoints:\n  t: { register: 40001 }\n";
+    const bad = await workspace({ "a.yaml": mapping }, serial);
+    expect(await problemsOf(bad)).toEqual([
+      "gateway.yaml:8:11 sources.line2.path: /dev/ttyUSB0 is already the line of source line1; put every slave of one line (one unitId per mapping file) under one source",
+    ]);
+    const good = await workspace(
+      { "a.yaml": mapping },
+      serial.replace("path: /dev/ttyUSB0\n    baud", "path: /dev/ttyUSB1\n    baud"),
+    );
+    const r = await loadConfig(good, {});
+    expect(r.ok && r.config.gateway.sources).toMatchObject({
+      line1: {
+        baud: 9600,
+        parity: "none",
+        dataBits: 8,
+        stopBits: 1,
+        timeout: 500,
+        turnaround: 0,
+        demoteAfter: 3,
+        unitBackoff: 5000,
+      },
+      line2: { path: "/dev/ttyUSB1", baud: 19200 },
+      dtu: { host: "10.0.0.9", port: 8899, timeout: 1500, demoteAfter: 3 },
+    });
+  });
+
   it("reports unknown keys at the key, and schema errors of the gateway file too", async () => {
     const config = await workspace(
       { "a.yaml": head + "  t: { register: 40001, scael: 0.1 }\n" },
@@ -117,7 +151,7 @@ describe("loadConfig", () => {
     const ok = await loadConfig(config, { PLC_HOST: "10.0.0.5" });
     expect(ok.ok && ok.config.gateway.sources.plc1).toMatchObject({ host: "10.0.0.5", port: 1502 });
     const withPort = await loadConfig(config, { PLC_HOST: "h", PLC_PORT: "2502" });
-    expect(withPort.ok && withPort.config.gateway.sources.plc1?.port).toBe(2502);
+    expect(withPort.ok && withPort.config.gateway.sources.plc1).toMatchObject({ port: 2502 });
     expect(await problemsOf(config)).toEqual([
       "gateway.yaml:5:11 environment variable PLC_HOST is not set (write ${PLC_HOST:-default} for a default)",
     ]);

@@ -3,7 +3,7 @@ import { ErrorCodes } from "../../src/core/errors.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import type { RawPoint, RawSample } from "../../src/south/driver.js";
-import { ModbusTcpDriver, type ModbusTcpOptions } from "../../src/south/modbus/tcp-driver.js";
+import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -17,12 +17,11 @@ async function simulator(opts: ConstructorParameters<typeof ModbusTcpSimulator>[
   return { sim, port };
 }
 
-function driver(port: number, extra: Partial<ModbusTcpOptions> = {}) {
-  const d = new ModbusTcpDriver(
+function driver(port: number, extra: Partial<ModbusDriverOptions> = {}) {
+  const d = new ModbusDriver(
     "plc1",
     {
-      host: "127.0.0.1",
-      port,
+      transport: { kind: "tcp", host: "127.0.0.1", port },
       timeoutMs: 300,
       maxRegistersPerRequest: 125,
       maxBitsPerRequest: 2000,
@@ -62,7 +61,7 @@ const reg = (key: string, address: number, count = 1): RawPoint => ({
 });
 const byKey = (samples: RawSample[]) => Object.fromEntries(samples.map((s) => [s.key, s]));
 
-describe("ModbusTcpDriver against the simulator", () => {
+describe("ModbusDriver over TCP against the simulator", () => {
   it("reads all four tables in merged requests", async () => {
     const { sim, port } = await simulator();
     const u = sim.unit(1);
