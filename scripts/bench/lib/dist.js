@@ -48,3 +48,11 @@ export const { loadConfig, formatProblem } =
 export const { Gateway } = /** @type {typeof import("../../../src/daemon/gateway.js")} */ (
   await load("daemon/gateway.js")
 );
+export const { ModbusDriver } =
+  /** @type {typeof import("../../../src/south/modbus/modbus-driver.js")} */ (
+    await load("south/modbus/modbus-driver.js")
+  );
+export const { lineTiming } =
+  /** @type {typeof import("../../../src/south/modbus/rtu-frame.js")} */ (
+    await load("south/modbus/rtu-frame.js")
+  );
