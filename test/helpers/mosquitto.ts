@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connectAsync } from "mqtt";
+import { findExecutable } from "./executables.js";
 
 /**
  * A real mosquitto for interop tests: started on a free 127.0.0.1 port with a throw-away
@@ -26,21 +26,7 @@ const CANDIDATES = [
 
 /** The mosquitto binary: $MOSQUITTO_BIN, a usual install path, or one on PATH. */
 export function findMosquitto(): string | undefined {
-  const fromPath = (process.env.PATH ?? "")
-    .split(path.delimiter)
-    .filter((d) => d !== "")
-    .map((d) => path.join(d, "mosquitto"));
-  const candidates = [process.env.MOSQUITTO_BIN, ...CANDIDATES, ...fromPath];
-  for (const file of candidates) {
-    if (file === undefined || file === "") continue;
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
+  return findExecutable("mosquitto", [process.env.MOSQUITTO_BIN, ...CANDIDATES]);
 }
 
 export interface RunningMosquitto {

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants } from "node:fs";
 import { lstat, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { findExecutable } from "./executables.js";
 
 /**
  * A virtual serial line for RTU tests: socat joins two ptys, and whatever is written to one end
@@ -26,27 +26,6 @@ const KILL_AFTER_MS = 5_000;
 /** The socat binary: $SOCAT_BIN, a usual install path, or one on PATH. */
 export function findSocat(): string | undefined {
   return findExecutable("socat", [process.env.SOCAT_BIN, ...CANDIDATES]);
-}
-
-/** An executable: the first of `candidates` that is one, else `name` on PATH. */
-export function findExecutable(
-  name: string,
-  candidates: ReadonlyArray<string | undefined> = [],
-): string | undefined {
-  const fromPath = (process.env.PATH ?? "")
-    .split(path.delimiter)
-    .filter((d) => d !== "")
-    .map((d) => path.join(d, name));
-  for (const file of [...candidates, ...fromPath]) {
-    if (file === undefined || file === "") continue;
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 export interface PtyPair {

@@ -17,7 +17,8 @@ import {
   type WriteEvent,
 } from "../../src/sim/modbus/index.js";
 import { lineTiming, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
-import { findExecutable, findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { findExecutable } from "../helpers/executables.js";
+import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
