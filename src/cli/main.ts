@@ -10,6 +10,8 @@ import { runCommand } from "./run.js";
 import { schemasCommand } from "./schemas.js";
 import { signCommand, type SignOptions } from "./sign.js";
 import { simModbusCommand, type SimModbusOptions } from "./sim.js";
+// Loads node-opcua only when `sim opcua` starts a server.
+import { simOpcuaCommand, type SimOpcuaOptions } from "./sim-opcua.js";
 import { validateCommand } from "./validate.js";
 
 // `shadowgate read --json | head` closes the pipe early; that is not an error.
@@ -80,9 +82,9 @@ program
   .option("--once", "print the shadow once after the first poll and exit")
   .action(async (o: { once?: boolean }) => exit(await demoCommand(o)));
 
-program
-  .command("sim")
-  .description("simulators for tests and demos")
+const sim = program.command("sim").description("simulators for tests and demos");
+
+sim
   .command("modbus")
   .description("a Modbus PLC simulator on TCP, on a serial line (RTU), or both")
   .option("-p, --port <n>", "TCP port (0 picks a free one; default 5020, none with --rtu alone)")
@@ -94,6 +96,16 @@ program
   .option("--data-bits <n>", "7 or 8 (default 8)")
   .option("--stop-bits <n>", "1 or 2 (default 1)")
   .action(async (o: SimModbusOptions) => exit(await simModbusCommand(o)));
+
+sim
+  .command("opcua")
+  .description("an OPC UA server simulator (node-opcua): the boiler, or a profile's variables")
+  .option("-p, --port <n>", "TCP port (0 picks a free one)", "4840")
+  .option("--host <addr>", "address to bind and to name in the endpoint URL", "127.0.0.1")
+  .option("--profile <file>", "YAML profile: objects, variables, dynamics (default: the boiler)")
+  .option("--extra-variables <n>", "add N Doubles ns=1;s=Bench.V<i> for benchmarks", "0")
+  .option("--pki <dir>", "PKI folder to keep the server certificate in (default: a temp folder)")
+  .action(async (o: SimOpcuaOptions) => exit(await simOpcuaCommand(o)));
 
 program
   .command("cloud")
