@@ -199,7 +199,9 @@ async function openOurs(ports, layouts) {
     createDriver(
       `slave${i + 1}`,
       // The gateway config schema fills in every default, maxGap 8 included.
-      sourceSchema.parse({ protocol: "modbus-tcp", host: HOST, port }),
+      /** @type {import("../../src/config/gateway-schema.js").ModbusSourceConfig} */ (
+        sourceSchema.parse({ protocol: "modbus-tcp", host: HOST, port })
+      ),
       log,
     ),
   );

@@ -61,7 +61,7 @@ import {
 import { silentLogger } from "./lib/dist.js";
 import { Outbox, openDatabase } from "./lib/dist-store.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
-import { ReportStream, leafCount, mixedPoints } from "./lib/report-gen.js";
+import { ReportStream, modbusPlans, leafCount, mixedPoints } from "./lib/report-gen.js";
 
 const NAME = "b5-outbox-ingest";
 const REPORTS = boundedInt(process.env["BENCH_REPORTS"], 20_000, 1000, 500_000);
@@ -194,7 +194,7 @@ async function runCase(c) {
   });
   try {
     const startTs = Date.now() - 86_400_000;
-    const stream = new ReportStream(config.devices, {
+    const stream = new ReportStream(modbusPlans(config.devices), {
       share: SHARE,
       seed: SEED,
       startTs,

@@ -97,7 +97,7 @@ import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { openDatabase, openReadOnly } from "./lib/dist-store.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient, calibrateClock, wallNow } from "./lib/host-client.js";
-import { ReportStream, uint16Points } from "./lib/report-gen.js";
+import { ReportStream, modbusPlans, uint16Points } from "./lib/report-gen.js";
 
 const NAME = "b6-backlog-drain";
 const HOST = "127.0.0.1";
@@ -422,7 +422,7 @@ async function runCase(plant, started, kind) {
     await sleep(POLL_MS + 200);
     const registers = /** @type {number[][]} */ (await plant.call("registers"));
     const plc = new Map(names.map((dn, i) => [dn, registers[i] ?? []]));
-    const stream = new ReportStream(config.devices, {
+    const stream = new ReportStream(modbusPlans(config.devices), {
       share: SHARE,
       seed: SEED + 1,
       startTs: Date.now(),

@@ -26,14 +26,16 @@ export async function readCommand(o: {
 
   if (o.raw !== undefined) {
     const matches = devices.flatMap((d) =>
-      d.points.filter((p) => p.name === o.raw).map((p) => ({ d, p })),
+      d.protocol === "modbus"
+        ? d.points.filter((p) => p.name === o.raw).map((p) => ({ d, p }))
+        : [],
     );
     const [hit] = matches;
     if (!hit || matches.length > 1) {
       process.stderr.write(
         matches.length > 1
           ? `point ${o.raw} exists in ${matches.map((m) => m.d.deviceName).join(", ")}; name one with --device\n`
-          : `no point named ${o.raw}\n`,
+          : `no Modbus point named ${o.raw} (--raw shows registers)\n`,
       );
       return ExitCodes.USAGE;
     }
@@ -42,7 +44,12 @@ export async function readCommand(o: {
       return ExitCodes.USAGE;
     }
     const source = config.gateway.sources[hit.d.sourceId];
-    if (!source) return ExitCodes.CONFIG;
+    if (!source || source.protocol === "opcua") {
+      process.stderr.write(
+        `--raw reads Modbus registers; ${hit.d.sourceId} is not a Modbus source\n`,
+      );
+      return ExitCodes.USAGE;
+    }
     const driver = createDriver(hit.d.sourceId, source, log);
     await driver.start();
     try {

@@ -59,7 +59,19 @@ export function crossCheck(
       });
     }
     const source = gateway.sources[d.plan.sourceId];
-    if (source) {
+    // A mapping's points must be of its source's kind: registers for Modbus, nodes for OPC UA.
+    const sourceKind = source && (source.protocol === "opcua" ? "opcua" : "modbus");
+    if (sourceKind !== undefined && sourceKind !== d.plan.protocol) {
+      found.push({
+        src: d.src,
+        path: ["source"],
+        message:
+          sourceKind === "opcua"
+            ? `${d.plan.sourceId} is an OPC UA source; its points need node, not register addresses`
+            : `${d.plan.sourceId} is a Modbus source; its points need register addresses, not node`,
+      });
+    }
+    if (source && source.protocol !== "opcua" && d.plan.protocol === "modbus") {
       for (const p of d.plan.points) {
         const bits = p.table === "coil" || p.table === "discreteInput";
         const cap = bits ? source.maxBitsPerRequest : source.maxRegistersPerRequest;
@@ -87,6 +99,7 @@ export function crossCheck(
   // Points of every device behind one source, unit and table, in address order.
   const groups = new Map<string, Array<{ point: CompiledPoint; d: (typeof devices)[number] }>>();
   for (const d of devices) {
+    if (d.plan.protocol !== "modbus") continue;
     for (const point of d.plan.points) {
       const key = `${d.plan.sourceId}/${d.plan.unitId}/${point.table}`;
       let list = groups.get(key);

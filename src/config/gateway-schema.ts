@@ -151,10 +151,53 @@ const cloudSchema = z
   })
   .strict();
 
+const opcuaSource = z
+  .object({
+    protocol: z.literal("opcua"),
+    endpoint: z
+      .string()
+      .regex(/^opc\.tcp:\/\/.+/, "an opc.tcp:// URL")
+      .describe("The server's endpoint URL, e.g. opc.tcp://plc:4840"),
+    securityMode: z.enum(["None", "Sign", "SignAndEncrypt"]).default("None"),
+    securityPolicy: z
+      .enum(["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"])
+      .describe("Default: Basic256Sha256 with Sign or SignAndEncrypt, None otherwise")
+      .optional(),
+    identity: z
+      .discriminatedUnion("type", [
+        z.object({ type: z.literal("anonymous") }).strict(),
+        z
+          .object({
+            type: z.literal("username"),
+            username: z.string().min(1),
+            password: z.string().describe("Write ${ENV_NAME}, never the password itself"),
+          })
+          .strict(),
+        z
+          .object({
+            type: z.literal("certificate"),
+            certificate: z.string().min(1).describe("PEM or DER file, relative to this file"),
+            privateKey: z.string().min(1).describe("PEM file, relative to this file"),
+          })
+          .strict(),
+      ])
+      .default({ type: "anonymous" }),
+    timeout: duration("How long one service call may take").default(5000),
+    reconnect: z
+      .object({
+        min: duration("First delay before reconnecting").default(1000),
+        max: duration("Longest delay between reconnects").default(30_000),
+      })
+      .strict()
+      .default({ min: 1000, max: 30_000 }),
+  })
+  .strict();
+
 export const sourceSchema = z.discriminatedUnion("protocol", [
   modbusTcpSource,
   modbusRtuSource,
   modbusRtuOverTcpSource,
+  opcuaSource,
 ]);
 
 export const gatewayConfigSchema = z
@@ -209,5 +252,7 @@ export const gatewayConfigSchema = z
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 export type SourceConfig = z.output<typeof sourceSchema>;
+export type ModbusSourceConfig = Exclude<SourceConfig, { protocol: "opcua" }>;
+export type OpcuaSourceConfig = Extract<SourceConfig, { protocol: "opcua" }>;
 export type CloudConfig = z.output<typeof cloudSchema>;
 export type ModbusTcpSourceConfig = z.output<typeof modbusTcpSource>;

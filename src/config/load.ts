@@ -253,6 +253,21 @@ export async function loadConfig(
       });
   }
 
+  for (const [id, source] of Object.entries(gateway?.sources ?? {})) {
+    if (
+      source.protocol === "opcua" &&
+      src &&
+      source.securityMode !== "None" &&
+      source.securityPolicy === "None"
+    )
+      problems.push({
+        code: ErrorCodes.CONFIG_CROSS,
+        position: src.positionOf(["sources", id, "securityPolicy"]),
+        keyPath: `sources.${id}.securityPolicy`,
+        message: `securityMode ${source.securityMode} needs a security policy; use Basic256Sha256 (or leave securityPolicy out)`,
+      });
+  }
+
   const cloud = gateway?.cloud;
   if (src && cloud && cloud.url === undefined && cloud.deviceSecret === undefined) {
     problems.push({

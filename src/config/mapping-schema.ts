@@ -25,6 +25,14 @@ const pointName = /^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$/;
 
 export const pointSchema = z
   .object({
+    node: z
+      .string()
+      .min(1)
+      .describe(
+        "OPC UA: a NodeId (ns=2;s=Boiler.Temperature) or a browse path from Objects (/2:Boiler/2:Temperature)",
+      )
+      .optional(),
+    samplingInterval: duration("OPC UA: how often the server samples the node").optional(),
     register: z
       .number()
       .int()
@@ -82,7 +90,13 @@ export const mappingFileSchema = z
       .describe("The shadow device this file describes"),
     source: z.string().min(1).describe("A source id from the gateway config"),
     unitId: z.number().int().min(0).max(255).default(1).describe("Modbus unit (slave) id"),
-    pollInterval: duration("How often the points are read").default(1000),
+    pollInterval: duration(
+      "How often the points are read (OPC UA: the subscription's publishing interval)",
+    ).default(1000),
+    mode: z
+      .enum(["subscribe", "poll"])
+      .describe("OPC UA: monitored items (default), or a batched Read every pollInterval")
+      .optional(),
     defaults: z
       .object({
         byteOrder: z

@@ -22,6 +22,17 @@ export const ErrorCodes = {
   MODBUS_UNIT_DOWN: "SG_MODBUS_UNIT_DOWN",
   MODBUS_ILLEGAL_ADDRESS: "SG_MODBUS_ILLEGAL_ADDRESS",
   SOURCE_NOT_STARTED: "SG_SOURCE_NOT_STARTED",
+  /** An OPC UA node answered a Bad status code (the reason names it, e.g. BadNodeIdUnknown). */
+  OPCUA_BAD: "SG_OPCUA_BAD",
+  /** An OPC UA service call got no answer in time. */
+  OPCUA_TIMEOUT: "SG_OPCUA_TIMEOUT",
+  OPCUA_DISCONNECTED: "SG_OPCUA_DISCONNECTED",
+  /** The server's certificate is not in the client's trust list (the reason says how to trust it). */
+  OPCUA_UNTRUSTED: "SG_OPCUA_UNTRUSTED",
+  /** The server refused the session: identity rejected, no matching endpoint or user token policy. */
+  OPCUA_SESSION: "SG_OPCUA_SESSION",
+  /** A Write answered a Bad status code (BadNotWritable, BadTypeMismatch, ...). */
+  OPCUA_WRITE: "SG_OPCUA_WRITE",
   // North (cloud side)
   MQTT_OFFLINE: "SG_MQTT_OFFLINE",
   MQTT_SUBSCRIBE: "SG_MQTT_SUBSCRIBE",

@@ -19,7 +19,7 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: s
 export type JsonObject = { [k: string]: JsonValue };
 
 /** An engineering value after decoding: what goes into `state.reported`. */
-export type PointValue = boolean | number | string;
+export type PointValue = boolean | number | string | JsonValue[];
 
 /** Every connection (south sessions, the north link) is this state machine. */
 export type ConnectionState = "disconnected" | "connecting" | "online" | "backoff" | "stopping";

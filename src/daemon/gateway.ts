@@ -2,10 +2,11 @@ import type { LoadedConfig } from "../config/load.js";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { Quality } from "../core/types.js";
-import { decodePoint } from "../mapping/decode.js";
-import type { DevicePlan } from "../mapping/types.js";
+import { decodeNodeSample, decodePoint, nodeRef } from "../mapping/decode.js";
+import type { DevicePlan, ModbusDevicePlan, NodeDevicePlan } from "../mapping/types.js";
 import { EdgeShadow, type PointReading } from "../shadow/edge-shadow.js";
-import type { SouthDriver } from "../south/driver.js";
+import type { NodeDriver, SourceHealth, SouthDriver, ValueSample } from "../south/driver.js";
+import { createOpcuaDriver } from "../south/opcua/index.js";
 import { createDriver } from "../south/registry.js";
 import path from "node:path";
 import type { MqttLink } from "../north/link.js";
@@ -13,7 +14,7 @@ import type { SyncEngine } from "../north/sync.js";
 import { openDatabase, openStore, type Db } from "../store/database.js";
 import { DesiredJournal } from "../store/desired-journal.js";
 import { Outbox, type OutboxStats } from "../store/outbox.js";
-import { CommandExecutor } from "./commands.js";
+import { CommandExecutor, type Drivers } from "./commands.js";
 import { createNorth } from "./north.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
 
@@ -29,7 +30,12 @@ const STOP_TIMEOUT_MS = 5000;
 export class Gateway {
   readonly shadow: EdgeShadow;
   readonly commands: CommandExecutor;
-  private readonly drivers = new Map<string, SouthDriver>();
+  private readonly drivers: Drivers & {
+    readonly modbus: Map<string, SouthDriver>;
+    readonly nodes: Map<string, NodeDriver>;
+  } = { modbus: new Map(), nodes: new Map() };
+  /** Stops the subscriptions of OPC UA devices that are monitored, not polled. */
+  private monitors: Array<() => Promise<void>> = [];
   private readonly scheduler: Scheduler;
   private dbs: Db[] = [];
   /** Why the store is not the durable file it should be, if it is not. */
@@ -45,7 +51,8 @@ export class Gateway {
     this.shadow = new EdgeShadow(config.devices);
     const used = new Set(config.devices.map((d) => d.sourceId));
     for (const [id, source] of Object.entries(config.gateway.sources)) {
-      if (used.has(id)) this.drivers.set(id, driverFactory(id, source, log));
+      if (used.has(id) && source.protocol !== "opcua")
+        this.drivers.modbus.set(id, driverFactory(id, source, log));
     }
     this.scheduler = new Scheduler(this.pollGroups(), log.child({ component: "daemon.scheduler" }));
     this.commands = new CommandExecutor(
@@ -69,7 +76,7 @@ export class Gateway {
         const fields = {
           device: u.deviceName,
           source: device?.sourceId,
-          unitId: device?.unitId,
+          ...(device?.protocol === "modbus" && { unitId: device.unitId }),
           count: points.length,
           points: points.slice(0, 10),
         };
@@ -85,8 +92,9 @@ export class Gateway {
 
   async start(): Promise<void> {
     this.openNorth();
+    await this.createNodeDrivers();
     await Promise.all(
-      [...this.drivers.values()].map((d) =>
+      this.allDrivers().map((d) =>
         d
           .start()
           .catch((err: unknown) =>
@@ -94,12 +102,15 @@ export class Gateway {
           ),
       ),
     );
+    for (const d of this.config.devices) {
+      if (d.protocol === "opcua" && d.mode === "subscribe") await this.monitor(d);
+    }
     this.scheduler.start();
     this.north?.link.start();
     this.log.info(
       {
         devices: this.config.devices.length,
-        sources: this.drivers.size,
+        sources: this.drivers.modbus.size + this.drivers.nodes.size,
         gateway: this.config.gateway.gateway.name,
       },
       "gateway started",
@@ -165,9 +176,10 @@ export class Gateway {
       this.north = undefined;
     }
     this.scheduler.stop();
+    for (const stop of this.monitors.splice(0)) await stop().catch(() => undefined);
     this.outbox?.checkpoint();
     await Promise.all(
-      [...this.drivers.values()].map((d) =>
+      this.allDrivers().map((d) =>
         withTimeout(d.stop(), STOP_TIMEOUT_MS).catch((err: unknown) =>
           this.log.warn(
             { source: d.sourceId, err, code: ErrorCodes.SHUTDOWN_TIMEOUT },
@@ -184,17 +196,18 @@ export class Gateway {
     const devices = this.config.devices.filter(
       (d) => !deviceNames || deviceNames.includes(d.deviceName),
     );
+    await this.createNodeDrivers();
     await Promise.all(devices.map((d) => this.driver(d).start()));
     await Promise.all(devices.map((d) => this.poll(d)));
   }
 
   health(): {
-    sources: ReturnType<SouthDriver["health"]>[];
+    sources: SourceHealth[];
     scheduler: ReturnType<Scheduler["stats"]>;
     store?: OutboxStats & { degraded?: string };
   } {
     return {
-      sources: [...this.drivers.values()].map((d) => d.health()),
+      sources: this.allDrivers().map((d) => d.health()),
       scheduler: this.scheduler.stats(),
       ...(this.outbox && {
         store: {
@@ -205,8 +218,15 @@ export class Gateway {
     };
   }
 
-  private driver(device: DevicePlan): SouthDriver {
-    const d = this.drivers.get(device.sourceId);
+  private allDrivers(): Array<SouthDriver | NodeDriver> {
+    return [...this.drivers.modbus.values(), ...this.drivers.nodes.values()];
+  }
+
+  private driver(device: DevicePlan): SouthDriver | NodeDriver {
+    const d =
+      device.protocol === "modbus"
+        ? this.drivers.modbus.get(device.sourceId)
+        : this.drivers.nodes.get(device.sourceId);
     if (!d)
       throw new Error(
         `no driver for source ${device.sourceId} (validation should have caught this)`,
@@ -214,10 +234,71 @@ export class Gateway {
     return d;
   }
 
+  /**
+   * OPC UA drivers, created on first need: node-opcua is loaded only when a device uses an OPC
+   * UA source (a client costs ~130 MB RSS). Their PKI folder lives in the data directory.
+   */
+  private async createNodeDrivers(): Promise<void> {
+    const used = new Set(this.config.devices.map((d) => d.sourceId));
+    for (const [id, source] of Object.entries(this.config.gateway.sources)) {
+      if (source.protocol !== "opcua" || !used.has(id) || this.drivers.nodes.has(id)) continue;
+      this.drivers.nodes.set(
+        id,
+        await createOpcuaDriver(
+          id,
+          source,
+          {
+            pkiDir: path.join(this.config.dataDir, "pki", "opcua"),
+            configDir: path.dirname(this.config.configFile),
+          },
+          this.log.child({ component: "south.opcua", source: id }),
+        ),
+      );
+    }
+  }
+
+  /** Monitored items for an OPC UA device: each batch of changes is one reported update. */
+  private async monitor(device: NodeDevicePlan): Promise<void> {
+    const driver = this.drivers.nodes.get(device.sourceId);
+    if (!driver) return;
+    const stop = await driver
+      .monitor(
+        {
+          id: device.deviceName,
+          publishingIntervalMs: device.pollIntervalMs,
+          nodes: device.points.map(nodeRef),
+        },
+        (samples) => {
+          this.ingestNodes(device, samples);
+          // Like a poll cycle: the batch is durable before it may be sent.
+          this.north?.sync.flush();
+        },
+      )
+      .catch((err: unknown) => {
+        this.log.error(
+          { source: device.sourceId, device: device.deviceName, err },
+          "cannot monitor the device's nodes",
+        );
+        return undefined;
+      });
+    if (stop) this.monitors.push(stop);
+  }
+
+  private ingestNodes(device: NodeDevicePlan, samples: readonly ValueSample[]): void {
+    const byKey = new Map(device.points.map((p) => [p.name, p]));
+    const readings: PointReading[] = [];
+    for (const s of samples) {
+      const point = byKey.get(s.key);
+      if (point) readings.push({ point, ...decodeNodeSample(point, s) });
+    }
+    this.shadow.ingest(device.deviceName, readings);
+  }
+
   /** One poll group per source and interval, so devices polled alike share one timer. */
   private pollGroups(): PollGroup[] {
     const groups = new Map<string, DevicePlan[]>();
     for (const d of this.config.devices) {
+      if (d.protocol === "opcua" && d.mode === "subscribe") continue; // monitored instead
       const id = `${d.sourceId}@${d.pollIntervalMs}ms`;
       groups.set(id, [...(groups.get(id) ?? []), d]);
     }
@@ -233,8 +314,19 @@ export class Gateway {
   }
 
   private async poll(device: DevicePlan): Promise<void> {
+    if (device.protocol === "opcua") {
+      const driver = this.drivers.nodes.get(device.sourceId);
+      if (driver) this.ingestNodes(device, await driver.read(device.points.map(nodeRef)));
+      return;
+    }
+    await this.pollModbus(device);
+  }
+
+  private async pollModbus(device: ModbusDevicePlan): Promise<void> {
+    const driver = this.drivers.modbus.get(device.sourceId);
+    if (!driver) return;
     const byKey = new Map(device.points.map((p) => [p.name, p]));
-    const samples = await this.driver(device).read({
+    const samples = await driver.read({
       unitId: device.unitId,
       points: device.points.map((p) => ({
         key: p.name,

@@ -2,7 +2,15 @@ import type { ModbusTable } from "../core/types.js";
 import { isBitTable } from "../core/types.js";
 import { parseBitNumber, parseRegister, type ResolvedAddress } from "./address.js";
 import { isWide, registerCount, resolveByteOrder } from "./codec.js";
-import type { CodecSpec, CompiledPoint, DevicePlan, PointType, SourcePosition } from "./types.js";
+import type {
+  CodecSpec,
+  CompiledPoint,
+  DevicePlan,
+  NodePoint,
+  PointBase,
+  PointType,
+  SourcePosition,
+} from "./types.js";
 import { INTEGER_TYPES, NARROW_BYTE_ORDERS, NUMERIC_TYPES, WIDE_BYTE_ORDERS } from "./types.js";
 
 /**
@@ -12,6 +20,8 @@ import { INTEGER_TYPES, NARROW_BYTE_ORDERS, NUMERIC_TYPES, WIDE_BYTE_ORDERS } fr
 
 /** The fields of a point as the schema validated them (durations already in ms). */
 export interface PointFields {
+  node?: string;
+  samplingInterval?: number;
   register?: number;
   coil?: number;
   discreteInput?: number;
@@ -38,6 +48,7 @@ export interface MappingFields {
   source: string;
   unitId: number;
   pollInterval: number;
+  mode?: "subscribe" | "poll";
   defaults?: { byteOrder?: string; heartbeat?: number };
   points: Record<string, PointFields>;
 }
@@ -100,6 +111,11 @@ export function compilePoint(
   const problem = (key: string, message: string): void => {
     issues.push([key, message]);
   };
+  if (p.samplingInterval !== undefined)
+    problem(
+      "samplingInterval",
+      "samplingInterval is for OPC UA nodes; Modbus points follow pollInterval",
+    );
   const at = resolveAddress(p, problem);
   if (at === undefined) return undefined;
 
@@ -182,14 +198,19 @@ export function compilePoint(
   }
   if (issues.length > 0) return undefined;
 
+  return { ...base(name, p, defaults), table: at.table, address: at.address, count, codec };
+}
+
+/** The fields every point has, whatever carries it. */
+function base(
+  name: string,
+  p: PointFields,
+  defaults: MappingFields["defaults"],
+): Omit<PointBase, "position"> {
   const heartbeatMs = p.heartbeat ?? defaults?.heartbeat;
   return {
     name,
     path: name.split("."),
-    table: at.table,
-    address: at.address,
-    count,
-    codec,
     writable: p.writable ?? false,
     onChange: p.onChange ?? true,
     ...(p.min !== undefined && { min: p.min }),
@@ -200,25 +221,95 @@ export function compilePoint(
   };
 }
 
+/** Keys that place or type a Modbus point; an OPC UA node has its own address and type. */
+const MODBUS_KEYS = [
+  "register",
+  "coil",
+  "discreteInput",
+  "table",
+  "offset",
+  "type",
+  "byteOrder",
+  "length",
+  "bit",
+] as const;
+
+/** An OPC UA point's checks, as compilePoint does them for Modbus. */
+export function compileNodePoint(
+  name: string,
+  p: PointFields & { node: string },
+  defaults: MappingFields["defaults"],
+  issues: Array<[string, string]>,
+): Omit<NodePoint, "position"> | undefined {
+  for (const key of MODBUS_KEYS) {
+    if (p[key] !== undefined)
+      issues.push([
+        key,
+        key === "type"
+          ? "an OPC UA node is typed by the server; drop type"
+          : `${key} is a Modbus address key; an OPC UA point has node only`,
+      ]);
+  }
+  if (p.scale === 0) issues.push(["scale", "scale 0 would make every value the same"]);
+  if ((p.scale !== undefined || p.valueOffset !== undefined) && p.enum !== undefined)
+    issues.push(["enum", "enum and scale exclude each other"]);
+  if (p.min !== undefined && p.max !== undefined && p.min > p.max)
+    issues.push(["min", `min ${p.min} is above max ${p.max}`]);
+  if (issues.length > 0) return undefined;
+  return {
+    ...base(name, p, defaults),
+    node: p.node,
+    ...(p.samplingInterval !== undefined && { samplingIntervalMs: p.samplingInterval }),
+    ...(p.scale !== undefined && { scale: p.scale }),
+    ...(p.valueOffset !== undefined && { valueOffset: p.valueOffset }),
+    ...(p.enum !== undefined && { enum: p.enum }),
+  };
+}
+
 export function compileMapping(
   file: string,
   m: MappingFields,
   positionOf: (path: readonly (string | number)[]) => SourcePosition | undefined = () => undefined,
 ): { plan: DevicePlan; problems: MappingProblem[] } {
   const found: MappingProblem[] = [];
-  const points: CompiledPoint[] = [];
+  const modbus: CompiledPoint[] = [];
+  const nodes: NodePoint[] = [];
+  // One file, one kind of source: the first point decides, a point of the other kind is wrong.
+  const first = Object.values(m.points)[0];
+  const opcua = first?.node !== undefined;
   for (const [name, fields] of Object.entries(m.points)) {
     const issues: Array<[string, string]> = [];
-    const point = compilePoint(name, fields, m.defaults, issues);
+    const position = positionOf(["points", name]);
+    const at = <T extends object>(point: T | undefined): T | undefined =>
+      point && (position ? { ...point, position } : point);
+    if (fields.node !== undefined && !opcua) {
+      issues.push([
+        "node",
+        "this file maps Modbus points (see its first point); one source kind per file",
+      ]);
+    } else if (fields.node === undefined && opcua) {
+      issues.push(["", "needs node: this file maps OPC UA nodes (see its first point)"]);
+    } else if (fields.node !== undefined) {
+      const point = at(
+        compileNodePoint(name, { ...fields, node: fields.node }, m.defaults, issues),
+      );
+      if (point) nodes.push(point);
+    } else {
+      const point = at(compilePoint(name, fields, m.defaults, issues));
+      if (point) modbus.push(point);
+    }
     for (const [key, message] of issues) {
       found.push({ path: key === "" ? ["points", name] : ["points", name, key], message });
     }
-    if (point === undefined) continue;
-    const position = positionOf(["points", name]);
-    points.push(position ? { ...point, position } : point);
   }
+  if (m.mode !== undefined && !opcua)
+    found.push({
+      path: ["mode"],
+      message: "mode is for OPC UA devices; Modbus devices are polled",
+    });
 
   // A leaf and an object cannot share a path: `alarm` and `alarm.overheat` collide.
+  const points: PointBase[] = [...modbus, ...nodes];
   const leaves = new Set(points.map((p) => p.name));
   for (const p of points) {
     for (let i = 1; i < p.path.length; i++) {
@@ -232,16 +323,17 @@ export function compileMapping(
     }
   }
 
+  const common = {
+    file,
+    productKey: m.device.productKey,
+    deviceName: m.device.deviceName,
+    sourceId: m.source,
+    pollIntervalMs: m.pollInterval,
+  };
   return {
-    plan: {
-      file,
-      productKey: m.device.productKey,
-      deviceName: m.device.deviceName,
-      sourceId: m.source,
-      unitId: m.unitId,
-      pollIntervalMs: m.pollInterval,
-      points,
-    },
+    plan: opcua
+      ? { ...common, protocol: "opcua", mode: m.mode ?? "subscribe", points: nodes }
+      : { ...common, protocol: "modbus", unitId: m.unitId, points: modbus },
     problems: found,
   };
 }

@@ -1,4 +1,4 @@
-import type { CompiledPoint } from "./types.js";
+import type { CodecSpec, PointBase } from "./types.js";
 
 /**
  * The command guard: whether a desired value may be written to a point at all. Pure. The codec
@@ -6,14 +6,21 @@ import type { CompiledPoint } from "./types.js";
  * mapping knows: the point exists, is writable, and the value lies within min..max.
  */
 export function checkCommand(
-  point: CompiledPoint | undefined,
+  point: PointBase | undefined,
   value: unknown,
 ): { ok: true } | { ok: false; reason: string } {
   if (point === undefined) return { ok: false, reason: "not a mapped point" };
   if (!point.writable)
     return { ok: false, reason: `${point.name} is read-only (writable is not set)` };
-  const { type, bit, enum: labels } = point.codec;
   const shown = JSON.stringify(value) ?? String(value);
+  if (!("codec" in point)) {
+    // An OPC UA node: the server's DataType decides the rest when the driver converts it.
+    if (typeof value === "string" && "enum" in point && point.enum !== undefined)
+      return { ok: true };
+    return typeof value === "number" ? inRange(point, value, shown) : { ok: true };
+  }
+  const codec = (point as PointBase & { codec: CodecSpec }).codec;
+  const { type, bit, enum: labels } = codec;
   if (type === "bool" || bit !== undefined) {
     return typeof value === "boolean"
       ? { ok: true }
@@ -29,7 +36,14 @@ export function checkCommand(
   if (typeof value !== "number" && !(wide && typeof value === "string")) {
     return { ok: false, reason: `${point.name} takes a number, not ${shown}` };
   }
-  const n = Number(value);
+  return inRange(point, Number(value), shown);
+}
+
+function inRange(
+  point: PointBase,
+  n: number,
+  shown: string,
+): { ok: true } | { ok: false; reason: string } {
   if (point.min !== undefined && n < point.min) {
     return { ok: false, reason: `${shown} is below the minimum ${point.min} of ${point.name}` };
   }

@@ -61,18 +61,12 @@ export interface SourcePosition {
   readonly col: number;
 }
 
-/** One point of a compiled mapping: immutable, with its address resolved to the 0-based PDU form. */
-export interface CompiledPoint {
+/** What every point has, whatever carries it: all the shadow and the sync engine need. */
+export interface PointBase {
   /** The name as written, e.g. `alarm.overheat`. */
   readonly name: string;
   /** The path below `state.reported`, e.g. ["alarm", "overheat"]. */
   readonly path: readonly string[];
-  readonly table: ModbusTable;
-  /** 0-based PDU address. */
-  readonly address: number;
-  /** Words (register tables) or bits (bit tables) occupied. */
-  readonly count: number;
-  readonly codec: CodecSpec;
   readonly writable: boolean;
   readonly min?: number;
   readonly max?: number;
@@ -85,13 +79,50 @@ export interface CompiledPoint {
   readonly position?: SourcePosition;
 }
 
-/** One mapping file compiled: one shadow device. */
-export interface DevicePlan {
+/** One Modbus point of a compiled mapping: immutable, its address in the 0-based PDU form. */
+export interface CompiledPoint extends PointBase {
+  readonly table: ModbusTable;
+  /** 0-based PDU address. */
+  readonly address: number;
+  /** Words (register tables) or bits (bit tables) occupied. */
+  readonly count: number;
+  readonly codec: CodecSpec;
+}
+
+/** One OPC UA point: a variable the server types itself, so no codec beyond scaling. */
+export interface NodePoint extends PointBase {
+  /** NodeId (ns=2;s=Boiler.Temperature) or browse path from Objects (/2:Boiler/2:Temperature). */
+  readonly node: string;
+  readonly samplingIntervalMs?: number;
+  /** value = raw * scale + valueOffset, for numbers. */
+  readonly scale?: number;
+  readonly valueOffset?: number;
+  /** Raw integer -> label. */
+  readonly enum?: Readonly<Record<string, string>>;
+}
+
+interface PlanBase {
   readonly file: string;
   readonly productKey: string;
   readonly deviceName: string;
   readonly sourceId: string;
-  readonly unitId: number;
+  /** Modbus: the poll interval; OPC UA: the publishing interval (or the poll interval). */
   readonly pollIntervalMs: number;
+}
+
+/** One mapping file of Modbus points compiled: one shadow device. */
+export interface ModbusDevicePlan extends PlanBase {
+  readonly protocol: "modbus";
+  readonly unitId: number;
   readonly points: readonly CompiledPoint[];
 }
+
+/** One mapping file of OPC UA points compiled: one shadow device. */
+export interface NodeDevicePlan extends PlanBase {
+  readonly protocol: "opcua";
+  /** Monitored items on a subscription (default), or a batched Read every interval. */
+  readonly mode: "subscribe" | "poll";
+  readonly points: readonly NodePoint[];
+}
+
+export type DevicePlan = ModbusDevicePlan | NodeDevicePlan;

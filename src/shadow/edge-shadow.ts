@@ -1,12 +1,12 @@
 import { EventEmitter } from "node:events";
 import { ErrorCodes } from "../core/errors.js";
 import type { JsonObject, PointValue, Quality } from "../core/types.js";
-import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
+import type { DevicePlan, PointBase } from "../mapping/types.js";
 import { getPath, setPath } from "./document.js";
 
 /** One decoded reading of one point, as the poller hands it over. */
 export interface PointReading {
-  readonly point: CompiledPoint;
+  readonly point: PointBase;
   /** Present when quality is good. */
   readonly value?: PointValue;
   readonly quality: Quality;
@@ -160,7 +160,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
   }
 
   /** Whether a good value should go into the next update. */
-  private due(point: CompiledPoint, leaf: Leaf, value: PointValue, now: number): boolean {
+  private due(point: PointBase, leaf: Leaf, value: PointValue, now: number): boolean {
     if (leaf.reportedAt === undefined) return true;
     if (point.heartbeatMs !== undefined && now - leaf.reportedAt >= point.heartbeatMs) return true;
     if (!point.onChange) return false;
@@ -173,7 +173,8 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     ) {
       return Math.abs(value - last) >= point.deadband;
     }
-    return value !== last;
+    // Arrays (OPC UA) are new objects on every reading: compare what they hold.
+    return Array.isArray(value) ? JSON.stringify(value) !== JSON.stringify(last) : value !== last;
   }
 
   /** The full reported document: last known values, stale ones included, with per-leaf metadata. */

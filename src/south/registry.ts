@@ -1,10 +1,14 @@
-import type { SourceConfig } from "../config/gateway-schema.js";
+import type { ModbusSourceConfig } from "../config/gateway-schema.js";
 import type { Logger } from "../core/logger.js";
 import type { SouthDriver } from "./driver.js";
 import { ModbusDriver, type ModbusTransport } from "./modbus/modbus-driver.js";
 
 /** Drivers by `protocol` key. The only place that knows which driver serves which protocol. */
-export function createDriver(sourceId: string, config: SourceConfig, log: Logger): SouthDriver {
+export function createDriver(
+  sourceId: string,
+  config: ModbusSourceConfig,
+  log: Logger,
+): SouthDriver {
   return new ModbusDriver(
     sourceId,
     {
@@ -23,7 +27,7 @@ export function createDriver(sourceId: string, config: SourceConfig, log: Logger
   );
 }
 
-function transport(config: SourceConfig): ModbusTransport {
+function transport(config: ModbusSourceConfig): ModbusTransport {
   switch (config.protocol) {
     case "modbus-tcp":
       return { kind: "tcp", host: config.host, port: config.port };

@@ -28,7 +28,7 @@ async function boiler() {
   if (!loaded.ok) throw new Error("example config invalid");
   const plan = loaded.config.devices[0] as DevicePlan;
   const source = loaded.config.gateway.sources.plc1;
-  if (!source) throw new Error("no plc1");
+  if (!source || source.protocol === "opcua") throw new Error("no Modbus source plc1");
   driver = createDriver("plc1", source, silentLogger());
   await driver.start();
   const shadow = new EdgeShadow([plan]);
@@ -36,7 +36,7 @@ async function boiler() {
   sim.sim.on("write", (w) => writes.push(w));
   const exec = new CommandExecutor(
     new Map([[plan.deviceName, plan]]),
-    new Map([["plc1", driver]]),
+    { modbus: new Map([["plc1", driver]]), nodes: new Map() },
     shadow,
     silentLogger(),
   );

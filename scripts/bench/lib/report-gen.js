@@ -9,7 +9,8 @@
 import { EdgeShadow } from "./dist-store.js";
 import { seededRandom } from "./common.js";
 
-/** @typedef {import("../../../src/mapping/types.js").DevicePlan} DevicePlan */
+/** Modbus device plans: the reports are generated from register points. */
+/** @typedef {import("../../../src/mapping/types.js").ModbusDevicePlan} DevicePlan */
 /** @typedef {import("../../../src/mapping/types.js").CompiledPoint} CompiledPoint */
 /** @typedef {import("../../../src/core/types.js").JsonObject} JsonObject */
 /** @typedef {import("../../../src/core/types.js").PointValue} PointValue */
@@ -120,6 +121,13 @@ function nextValue(p, last, random) {
  * that changed are fed after the first cycle: the same reports for mappings without
  * heartbeats, at a tenth of the cost.
  */
+/**
+ * The Modbus devices of a loaded config (the benches' configs have no others).
+ * @param {readonly import("../../../src/mapping/types.js").DevicePlan[]} plans
+ * @returns {DevicePlan[]}
+ */
+export const modbusPlans = (plans) => plans.flatMap((d) => (d.protocol === "modbus" ? [d] : []));
+
 export class ReportStream {
   /**
    * @param {readonly DevicePlan[]} plans

@@ -133,6 +133,59 @@ describe("loadConfig", () => {
     });
   });
 
+  it("compiles OPC UA points, and says when a file mixes kinds or meets the wrong source", async () => {
+    const gateway =
+      "version: 1\nsources:\n" +
+      "  plc1:\n    protocol: modbus-tcp\n    host: 127.0.0.1\n" +
+      "  opc1:\n    protocol: opcua\n    endpoint: opc.tcp://127.0.0.1:4840\n" +
+      "mappings: mappings\n";
+    const opc = (source: string, points: string) =>
+      `version: 1\ndevice: { productKey: pk, deviceName: ${source}-dev }\nsource: ${source}\n` +
+      `pollInterval: 500ms\npoints:\n${points}`;
+    const good = await workspace(
+      {
+        "a.yaml":
+          opc(
+            "opc1",
+            "  temp: { node: 'ns=1;s=Boiler.Temperature', deadband: 0.5, samplingInterval: 100ms }\n" +
+              "  sp: { node: /1:Boiler/1:Setpoint, writable: true, min: 0, max: 90, scale: 0.1 }\n" +
+              "  state: { node: 'ns=1;s=Boiler.StateCode', enum: { 0: idle, 1: heating } }\n",
+          ) + "mode: poll\n",
+      },
+      gateway,
+    );
+    const r = await loadConfig(good, {});
+    expect(r.ok && r.config.devices[0]).toMatchObject({
+      protocol: "opcua",
+      mode: "poll",
+      pollIntervalMs: 500,
+      points: [
+        { name: "temp", node: "ns=1;s=Boiler.Temperature", deadband: 0.5, samplingIntervalMs: 100 },
+        { name: "sp", node: "/1:Boiler/1:Setpoint", writable: true, min: 0, max: 90, scale: 0.1 },
+        { name: "state", enum: { 0: "idle", 1: "heating" } },
+      ],
+    });
+    const bad = await workspace(
+      {
+        "a.yaml": opc(
+          "opc1",
+          "  temp: { node: 'ns=1;s=T', type: float32 }\n" + // line 6
+            "  level: { register: 40001 }\n", // line 7: a Modbus point in an OPC UA file
+        ),
+        "b.yaml": opc("plc1", "  temp: { node: 'ns=1;s=T' }\n"), // nodes on a Modbus source
+        "c.yaml":
+          "version: 1\ndevice: { productKey: pk, deviceName: c }\nsource: opc1\npoints:\n  x: { register: 40001 }\n",
+      },
+      gateway,
+    );
+    expect(await problemsOf(bad)).toEqual([
+      "mappings/a.yaml:6:35 points.temp.type: an OPC UA node is typed by the server; drop type",
+      "mappings/a.yaml:7:3 points.level: needs node: this file maps OPC UA nodes (see its first point)",
+      "mappings/b.yaml:3:9 source: plc1 is a Modbus source; its points need register addresses, not node",
+      "mappings/c.yaml:3:9 source: opc1 is an OPC UA source; its points need node, not register addresses",
+    ]);
+  });
+
   it("reports unknown keys at the key, and schema errors of the gateway file too", async () => {
     const config = await workspace(
       { "a.yaml": head + "  t: { register: 40001, scael: 0.1 }\n" },

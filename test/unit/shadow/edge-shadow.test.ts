@@ -20,6 +20,7 @@ const plan = (points: CompiledPoint[]): DevicePlan => ({
   productKey: "pk",
   deviceName: "dev",
   sourceId: "plc1",
+  protocol: "modbus",
   unitId: 1,
   pollIntervalMs: 1000,
   points,
@@ -43,7 +44,7 @@ function feeder(points: CompiledPoint[]) {
       Object.entries(values).map(([name, v]) => {
         const p = byName.get(name);
         if (!p) throw new Error(name);
-        return typeof v === "object"
+        return typeof v === "object" && !Array.isArray(v)
           ? { point: p, quality: v, ts: now }
           : { point: p, value: v, quality: GOOD, ts: now };
       }),

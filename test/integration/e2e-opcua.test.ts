@@ -1,0 +1,139 @@
+/**
+ * The whole path with an OPC UA server beside a Modbus PLC: the OPC UA simulator and the
+ * Modbus simulator -> the gateway -> the broker -> the cloud shadow service. Both shadows sync,
+ * and a desired value set over HTTP is written to each device, read back and reported.
+ */
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { loadConfig } from "../../src/config/load.js";
+import { silentLogger } from "../../src/core/logger.js";
+import type { JsonObject } from "../../src/core/types.js";
+import { Gateway } from "../../src/daemon/gateway.js";
+import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
+import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
+import { closeCloudTestResources, httpJson, startTestCloud } from "../helpers/cloud.js";
+
+const PK = "a1Plant";
+
+const running: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const stop of running.splice(0).reverse()) await stop().catch(() => undefined);
+  await closeCloudTestResources();
+});
+
+/** Polls a condition, bounded in time; the assertion that follows says what was expected. */
+async function until(what: string, cond: () => boolean, limitMs = 20_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+it("an OPC UA server and a Modbus PLC sync their shadows and each executes a desired value", async () => {
+  const opc = await startOpcuaSimulator({ port: 0 });
+  running.push(() => opc.close());
+  opc.stopDynamics(); // values change only when the test says so
+  const plc = new ModbusTcpSimulator({ units: [1] });
+  const { port } = await plc.start({ port: 0 });
+  running.push(() => plc.stop());
+  plc.unit(1).holding[0] = 7;
+
+  const cloud = await startTestCloud();
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-e2e-opcua-"));
+  await mkdir(path.join(dir, "mappings"));
+  await writeFile(
+    path.join(dir, "gateway.yaml"),
+    `version: 1
+gateway: { name: opcua-test, dataDir: ./data }
+sources:
+  opc1:
+    protocol: opcua
+    endpoint: ${opc.endpoint}
+  plc1:
+    protocol: modbus-tcp
+    host: 127.0.0.1
+    port: ${port}
+cloud:
+  url: ${cloud.mqttUrl}
+  productKey: a1Gateway
+  deviceName: opcua-test
+  sendWindow: 0s
+mappings: ./mappings
+`,
+  );
+  await writeFile(
+    path.join(dir, "mappings/boiler.yaml"),
+    `version: 1
+device: { productKey: ${PK}, deviceName: boiler }
+source: opc1
+pollInterval: 100ms
+points:
+  temperature: { node: "ns=1;s=Boiler.Temperature" }
+  setpoint: { node: /1:Boiler/1:Setpoint, writable: true, min: 0, max: 120 }
+  running: { node: "ns=1;s=Boiler.Running", writable: true }
+  state: { node: "ns=1;s=Boiler.State" }
+`,
+  );
+  await writeFile(
+    path.join(dir, "mappings/pump.yaml"),
+    `version: 1
+device: { productKey: ${PK}, deviceName: pump }
+source: plc1
+pollInterval: 100ms
+points:
+  speed: { register: 40001, writable: true }
+`,
+  );
+  const loaded = await loadConfig(path.join(dir, "gateway.yaml"));
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const gateway = new Gateway(loaded.config, silentLogger());
+  await gateway.start();
+  running.push(() => gateway.stop());
+  const reported = (dn: string): JsonObject =>
+    cloud.service.getShadow(PK, dn)?.state.reported ?? {};
+  const setDesired = async (dn: string, desired: JsonObject) => {
+    const r = await httpJson(`${cloud.httpUrl}/shadows/${PK}/${dn}`, {
+      body: { ShadowMessage: { method: "update", state: { desired } }, DeltaUpdate: true },
+    });
+    expect(r.body).toMatchObject({ Success: true });
+  };
+  const outcome = (dn: string, point: string) =>
+    (reported(dn)._commands as Record<string, Record<string, unknown>> | undefined)?.[point];
+
+  await until(
+    "both shadows",
+    () => reported("boiler").temperature !== undefined && reported("pump").speed === 7,
+  );
+  expect(reported("boiler")).toMatchObject({
+    temperature: opc.get("Temperature"),
+    setpoint: opc.get("Setpoint"),
+    running: opc.get("Running"),
+    state: opc.get("State"),
+  });
+
+  // A change on the server arrives through the subscription.
+  opc.set("Temperature", 66.5);
+  await until("the new temperature", () => reported("boiler").temperature === 66.5);
+
+  // Desired values: one to each device, written, read back and reported.
+  await setDesired("boiler", { setpoint: 75.5 });
+  await setDesired("pump", { speed: 1200 });
+  await until(
+    "both outcomes",
+    () =>
+      outcome("boiler", "setpoint")?.status === "applied" &&
+      outcome("pump", "speed")?.status === "applied",
+  );
+  expect(opc.get("Setpoint")).toBe(75.5);
+  expect(plc.unit(1).holding[0]).toBe(1200);
+  expect(reported("boiler").setpoint).toBe(75.5);
+  expect(reported("pump").speed).toBe(1200);
+
+  // Out of range: refused before anything is written.
+  await setDesired("boiler", { setpoint: 500 });
+  await until("the refusal", () => outcome("boiler", "setpoint")?.status === "rejected");
+  expect(opc.get("Setpoint")).toBe(75.5);
+});
