@@ -3,6 +3,7 @@
  * Modbus simulator -> the gateway -> the broker -> the cloud shadow service. Both shadows sync,
  * and a desired value set over HTTP is written to each device, read back and reported.
  */
+import { readdirSync, renameSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -32,7 +33,20 @@ async function until(what: string, cond: () => boolean, limitMs = 20_000): Promi
   }
 }
 
-it("an OPC UA server and a Modbus PLC sync their shadows and each executes a desired value", async () => {
+interface Plant {
+  opc: Awaited<ReturnType<typeof startOpcuaSimulator>>;
+  plc: ModbusTcpSimulator;
+  gateway: Gateway;
+  dataDir: string;
+  reported(dn: string): JsonObject;
+  setDesired(dn: string, desired: JsonObject): Promise<void>;
+}
+
+/**
+ * The OPC UA simulator, a Modbus simulator, the cloud service and a gateway with one device on
+ * each source; `security` is the OPC UA source's config lines.
+ */
+async function plant(security = ""): Promise<Plant> {
   const opc = await startOpcuaSimulator({ port: 0 });
   running.push(() => opc.close());
   opc.stopDynamics(); // values change only when the test says so
@@ -52,6 +66,8 @@ sources:
   opc1:
     protocol: opcua
     endpoint: ${opc.endpoint}
+    reconnect: { min: 100ms, max: 500ms }
+${security}
   plc1:
     protocol: modbus-tcp
     host: 127.0.0.1
@@ -92,48 +108,87 @@ points:
   const gateway = new Gateway(loaded.config, silentLogger());
   await gateway.start();
   running.push(() => gateway.stop());
-  const reported = (dn: string): JsonObject =>
-    cloud.service.getShadow(PK, dn)?.state.reported ?? {};
-  const setDesired = async (dn: string, desired: JsonObject) => {
-    const r = await httpJson(`${cloud.httpUrl}/shadows/${PK}/${dn}`, {
-      body: { ShadowMessage: { method: "update", state: { desired } }, DeltaUpdate: true },
-    });
-    expect(r.body).toMatchObject({ Success: true });
+  return {
+    opc,
+    plc,
+    gateway,
+    dataDir: loaded.config.dataDir,
+    reported: (dn) => cloud.service.getShadow(PK, dn)?.state.reported ?? {},
+    async setDesired(dn, desired) {
+      const r = await httpJson(`${cloud.httpUrl}/shadows/${PK}/${dn}`, {
+        body: { ShadowMessage: { method: "update", state: { desired } }, DeltaUpdate: true },
+      });
+      expect(r.body).toMatchObject({ Success: true });
+    },
   };
-  const outcome = (dn: string, point: string) =>
-    (reported(dn)._commands as Record<string, Record<string, unknown>> | undefined)?.[point];
+}
 
+const outcome = (p: Plant, dn: string, point: string) =>
+  (p.reported(dn)._commands as Record<string, Record<string, unknown>> | undefined)?.[point];
+
+it("an OPC UA server and a Modbus PLC sync their shadows and each executes a desired value", async () => {
+  const p = await plant();
   await until(
     "both shadows",
-    () => reported("boiler").temperature !== undefined && reported("pump").speed === 7,
+    () => p.reported("boiler").temperature !== undefined && p.reported("pump").speed === 7,
   );
-  expect(reported("boiler")).toMatchObject({
-    temperature: opc.get("Temperature"),
-    setpoint: opc.get("Setpoint"),
-    running: opc.get("Running"),
-    state: opc.get("State"),
+  expect(p.reported("boiler")).toMatchObject({
+    temperature: p.opc.get("Temperature"),
+    setpoint: p.opc.get("Setpoint"),
+    running: p.opc.get("Running"),
+    state: p.opc.get("State"),
   });
 
   // A change on the server arrives through the subscription.
-  opc.set("Temperature", 66.5);
-  await until("the new temperature", () => reported("boiler").temperature === 66.5);
+  p.opc.set("Temperature", 66.5);
+  await until("the new temperature", () => p.reported("boiler").temperature === 66.5);
 
   // Desired values: one to each device, written, read back and reported.
-  await setDesired("boiler", { setpoint: 75.5 });
-  await setDesired("pump", { speed: 1200 });
+  await p.setDesired("boiler", { setpoint: 75.5 });
+  await p.setDesired("pump", { speed: 1200 });
   await until(
     "both outcomes",
     () =>
-      outcome("boiler", "setpoint")?.status === "applied" &&
-      outcome("pump", "speed")?.status === "applied",
+      outcome(p, "boiler", "setpoint")?.status === "applied" &&
+      outcome(p, "pump", "speed")?.status === "applied",
   );
-  expect(opc.get("Setpoint")).toBe(75.5);
-  expect(plc.unit(1).holding[0]).toBe(1200);
-  expect(reported("boiler").setpoint).toBe(75.5);
-  expect(reported("pump").speed).toBe(1200);
+  expect(p.opc.get("Setpoint")).toBe(75.5);
+  expect(p.plc.unit(1).holding[0]).toBe(1200);
+  expect(p.reported("boiler").setpoint).toBe(75.5);
+  expect(p.reported("pump").speed).toBe(1200);
 
   // Out of range: refused before anything is written.
-  await setDesired("boiler", { setpoint: 500 });
-  await until("the refusal", () => outcome("boiler", "setpoint")?.status === "rejected");
-  expect(opc.get("Setpoint")).toBe(75.5);
+  await p.setDesired("boiler", { setpoint: 500 });
+  await until("the refusal", () => outcome(p, "boiler", "setpoint")?.status === "rejected");
+  expect(p.opc.get("Setpoint")).toBe(75.5);
+
+  // The server restarts: the session comes back and a change made meanwhile arrives.
+  await p.opc.restart();
+  p.opc.set("Temperature", 70.25);
+  await until("the change after the restart", () => p.reported("boiler").temperature === 70.25);
+});
+
+it("with SignAndEncrypt, refuses an untrusted server until its certificate is moved as the log says", async () => {
+  const p = await plant("    securityMode: SignAndEncrypt");
+  const opcSource = () => p.gateway.health().sources.find((s) => s.sourceId === "opc1");
+  const pki = path.join(p.dataDir, "pki", "opcua");
+  // Refused: the rejected certificate is waiting in the PKI folder, and nothing is reported.
+  await until("the certificate refused", () => {
+    try {
+      return readdirSync(path.join(pki, "rejected")).length > 0;
+    } catch {
+      return false;
+    }
+  });
+  expect(p.reported("boiler").temperature).toBeUndefined();
+  expect(opcSource()?.state).not.toBe("online");
+  // What the operator does: move it to trusted/certs. The driver reads the list again.
+  const [file] = readdirSync(path.join(pki, "rejected"));
+  if (!file) throw new Error("no rejected certificate");
+  renameSync(path.join(pki, "rejected", file), path.join(pki, "trusted", "certs", file));
+  await until("the boiler's shadow", () => p.reported("boiler").temperature !== undefined);
+  expect(p.reported("boiler").temperature).toBe(p.opc.get("Temperature"));
+  await p.setDesired("boiler", { running: false });
+  await until("the write", () => outcome(p, "boiler", "running")?.status === "applied");
+  expect(p.opc.get("Running")).toBe(false);
 });
