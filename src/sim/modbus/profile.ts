@@ -46,10 +46,16 @@
  * - threshold: writes `value` while `source` is above `above` and below `below` (numbers or
  *   points) and `when` holds; otherwise writes `else` when given, or leaves the point alone.
  */
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
+import {
+  compileProfileInput,
+  loadProfileFile,
+  parseProfileText,
+  type Issue,
+  type Path,
+  type ProfileFormat,
+} from "../profile-file.js";
 import { duration, pointSchema } from "../../config/mapping-schema.js";
-import { parseYamlSource } from "../../config/yaml-source.js";
 import { compilePoint } from "../../mapping/compile.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ModbusTable, PointValue } from "../../core/types.js";
@@ -219,12 +225,6 @@ export function encodePointValue(
   const boolish = p.codec.bit !== undefined || p.codec.type === "bool";
   const v = boolish && typeof value === "number" ? value !== 0 : value;
   return encodeRegisters(p.codec, !boolish && typeof v === "boolean" ? Number(v) : v, current);
-}
-
-type Path = readonly (string | number)[];
-interface Issue {
-  readonly path: Path;
-  readonly message: string;
 }
 
 function compileSimPoint(
@@ -403,81 +403,25 @@ function compileParsed(parsed: ParsedProfile, source: string, issues: Issue[]): 
   };
 }
 
-function zodIssues(error: z.ZodError): Issue[] {
-  const out: Issue[] = [];
-  for (const issue of error.issues) {
-    const path = issue.path.map((k) => (typeof k === "number" ? k : String(k)));
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) out.push({ path: [...path, key], message: "unknown key" });
-    } else if (issue.code === "invalid_union" && path[path.length - 1] === "kind") {
-      out.push({ path, message: "kind must be one of approach, noise, counter, threshold" });
-    } else {
-      out.push({ path, message: issue.message });
-    }
-  }
-  return out;
-}
-
-const formatPath = (path: Path): string =>
-  path.map((k, i) => (typeof k === "number" ? `[${k}]` : i === 0 ? k : `.${k}`)).join("");
-
-type Locate = (path: Path) => { line: number; col: number } | undefined;
-
-function throwIssues(source: string, issues: readonly Issue[], locate?: Locate): never {
-  const lines = issues.map((issue) => {
-    const pos = locate?.(issue.path);
-    const where = pos ? `${source}:${pos.line}:${pos.col}` : source;
-    const key = formatPath(issue.path);
-    return `${where}${key ? ` ${key}` : ""}: ${issue.message}`;
-  });
-  throw new ShadowgateError(ErrorCodes.CONFIG_SCHEMA, lines.join("\n"), {
-    file: source,
-    issues: lines,
-  });
-}
-
-function validate(input: unknown, source: string, locate?: Locate): SimProfile {
-  const result = ProfileSchema.safeParse(input);
-  if (!result.success) throwIssues(source, zodIssues(result.error), locate);
-  const issues: Issue[] = [];
-  const profile = compileParsed(result.data, source, issues);
-  if (issues.length > 0) throwIssues(source, issues, locate);
-  return profile;
-}
+const FORMAT: ProfileFormat<ParsedProfile, SimProfile> = {
+  schema: ProfileSchema,
+  compile: compileParsed,
+  kinds: "kind must be one of approach, noise, counter, threshold",
+};
 
 /** Validates a profile given as YAML text; `source` names it in error messages. */
 export function parseProfile(text: string, source: string): SimProfile {
-  const src = parseYamlSource(source, text);
-  if (src.syntaxErrors.length > 0) {
-    const lines = src.syntaxErrors.map(
-      (e) => `${source}:${e.position.line}:${e.position.col}: ${e.message}`,
-    );
-    throw new ShadowgateError(ErrorCodes.CONFIG_YAML, lines.join("\n"), {
-      file: source,
-      issues: lines,
-    });
-  }
-  return validate(src.doc.toJS(), source, (path) => src.positionOf(path));
+  return parseProfileText(FORMAT, text, source);
 }
 
 /** Reads and validates a profile file. Errors name the file and line:col. */
-export async function loadProfile(file: string): Promise<SimProfile> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new ShadowgateError(
-      ErrorCodes.CONFIG_READ,
-      `${file}: cannot read the profile: ${(err as Error).message}`,
-      { file },
-    );
-  }
-  return parseProfile(text, file);
+export function loadProfile(file: string): Promise<SimProfile> {
+  return loadProfileFile(FORMAT, file);
 }
 
-/** Validates a profile given as an object (no positions: messages name `source` and the key). */
+/** Validates a profile given as an object. */
 export function compileProfile(input: ProfileInput, source = "<profile>"): SimProfile {
-  return validate(input, source);
+  return compileProfileInput(FORMAT, input, source);
 }
 
 /**
