@@ -1,10 +1,13 @@
 // @ts-check
 /**
- * Hosts Modbus simulators (our own, from dist/) in a process of their own, so that the
- * benchmarked client and the simulated devices do not share an event loop (and, when pinned,
- * not a core either): TCP slaves (B1), or one RTU slave on a serial line (B2). Driven over the
- * Node IPC channel: every message is `{ id, cmd, ...args }` and gets exactly one reply
- * `{ id, ok, value | error }`.
+ * Hosts simulators (our own, from dist/) in a process of their own, so that the benchmarked
+ * client and the simulated devices do not share an event loop (and, when pinned, not a core
+ * either): Modbus TCP slaves (B1), one RTU slave on a serial line (B2), one OPC UA server (B10).
+ * B10 also runs the OPC UA client it measures in a host of its own (the ua* commands,
+ * lib/opcua-client.js), so that each variant gets a fresh process and its own CPU and RSS
+ * accounting. Driven over the Node IPC channel: every message is `{ id, cmd, ...args }` and gets
+ * exactly one reply `{ id, ok, value | error }`. What a command needs is loaded by its first use
+ * (dist/ for the Modbus simulator, node-opcua for the OPC UA ones), so a host carries only that.
  *
  * Commands:
  * - start { slaves, unitId }: one simulator per slave on 127.0.0.1, port 0, hosting `unitId`,
@@ -17,9 +20,26 @@
  * - rtuStats: what the RTU slave served since it started or since the last rtuStats
  *   (RtuSlaveStats); `{ reset: true }` zeroes the counters after reading them.
  * - rtuStop: closes the serial line and drops the RTU simulator.
- * - stop: stops every simulator (destroys connections, closes listeners), replies, exits.
+ * - opcuaStart { variables, pkiDir, maxSubscriptions }: our OPC UA simulator on 127.0.0.1, port
+ *   0, security None, its profile's dynamics off, with `variables` extra read-only Doubles
+ *   ns=1;s=Bench.V<i> = i (startOpcuaSimulator's extraVariables); its PKI in `pkiDir` (kept, so
+ *   the server certificate is made once per run). `maxSubscriptions` > 0 raises the server's
+ *   subscription limits (node-opcua's default: 100 in all, 10 per session) to that many, in
+ *   all and per session. Replies the endpoint and the limits in force (OpcuaServerInfo).
+ * - opcuaTickStart { periodMs }: from now on, every periodMs, changes every extra variable at
+ *   once (tickExtraVariables: Bench.V<i> = i + tick, tick = 1, 2, ...), on a fixed schedule
+ *   that does not catch up: a tick late by more than a quarter period restarts the schedule
+ *   from itself, so two ticks are never closer than 3/4 of a period.
+ * - opcuaTick: the tick count now, with this process's CPU time (OpcuaTickInfo).
+ * - opcuaTickStop: stops ticking; replies the schedule as kept (OpcuaTickStats).
+ * - opcuaStop: stops ticking and closes the server.
+ * - uaStart / uaWindowStart / uaWindowEnd / uaStop: the measured OPC UA client (see
+ *   lib/opcua-client.js); uaStart { plan } replies its setup, uaWindowEnd its window's figures.
+ * - stop: stops every simulator (destroys connections, closes listeners) and the client,
+ *   replies, exits.
  */
-import { ModbusTcpSimulator } from "./dist.js";
+import { performance } from "node:perf_hooks";
+import { clearTimeout, setTimeout } from "node:timers";
 import { registerValue } from "./modbus-layout.js";
 
 /**
@@ -43,11 +63,65 @@ import { registerValue } from "./modbus-layout.js";
  * @property {number} partialFrames   bytes that never made a frame before a silence
  */
 
-/** @type {{ sim: InstanceType<typeof ModbusTcpSimulator>, port: number }[]} */
+/**
+ * @typedef {object} OpcuaServerInfo
+ * @property {string} endpoint
+ * @property {number} variables
+ * @property {number} maxSubscriptions            in force, in all
+ * @property {number} maxSubscriptionsPerSession  in force
+ * @property {number} maxNodesPerRead
+ * @property {number} startMs                     startOpcuaSimulator, node-opcua loaded
+ */
+
+/**
+ * @typedef {object} OpcuaTickInfo
+ * @property {number} tick      ticks done (the extra variables hold i + tick)
+ * @property {number} atMs      performance.now() of this process
+ * @property {number} cpuUs     this process's CPU time so far (user + system), microseconds
+ */
+
+/**
+ * @typedef {object} OpcuaTickStats
+ * @property {number} ticks
+ * @property {number} periodMs
+ * @property {number} minGapMs        shortest time between two ticks' starts
+ * @property {number} maxGapMs
+ * @property {number} maxLateMs       latest a tick started after its scheduled time
+ * @property {number} resyncs         ticks that restarted the schedule (late by > period / 4)
+ * @property {number} maxTickMs       longest tickExtraVariables() call
+ * @property {number} meanTickMs
+ */
+
+/** @typedef {InstanceType<typeof import("./dist.js").ModbusTcpSimulator>} ModbusSim */
+/** @typedef {import("../../../src/sim/opcua/simulator.js").OpcuaSimulator} OpcuaSim */
+
+/** @type {{ sim: ModbusSim, port: number }[]} */
 const slaves = [];
 let unitId = 1;
-/** @type {{ sim: InstanceType<typeof ModbusTcpSimulator>, unitId: number } | undefined} */
+/** @type {{ sim: ModbusSim, unitId: number } | undefined} */
 let rtu;
+
+/**
+ * @typedef {object} Ticker
+ * @property {NodeJS.Timeout | undefined} timer
+ * @property {number} periodMs
+ * @property {number} next      scheduled start of the next tick (performance.now())
+ * @property {number} last      start of the last tick, NaN before the first
+ * @property {number} minGapMs
+ * @property {number} maxGapMs
+ * @property {number} maxLateMs
+ * @property {number} resyncs
+ * @property {number} maxTickMs
+ * @property {number} sumTickMs
+ */
+
+/** @type {{ sim: OpcuaSim, tick: number, ticker: Ticker | undefined } | undefined} */
+let opcua;
+/** @type {typeof import("./opcua-client.js") | undefined} */
+let uaClient;
+
+/** Loaded by the first Modbus command: an OPC UA host does not carry the gateway. */
+const modbusSimulator = async () => (await import("./dist.js")).ModbusTcpSimulator;
 
 /**
  * @param {{ slaves?: unknown, unitId?: unknown }} msg
@@ -57,6 +131,7 @@ async function start(msg) {
   const count = Number(msg.slaves);
   unitId = Number(msg.unitId ?? 1);
   if (!Number.isInteger(count) || count < 1 || count > 100) throw new RangeError("slaves: 1..100");
+  const ModbusTcpSimulator = await modbusSimulator();
   for (let i = 0; i < count; i++) {
     const sim = new ModbusTcpSimulator({ units: [unitId] });
     const holding = sim.unit(unitId).holding;
@@ -97,6 +172,7 @@ async function rtuStart(msg) {
   if (parity !== "none" && parity !== "even" && parity !== "odd") throw new RangeError("parity");
   if (dataBits !== 7 && dataBits !== 8) throw new RangeError("dataBits: 7 or 8");
   if (stopBits !== 1 && stopBits !== 2) throw new RangeError("stopBits: 1 or 2");
+  const ModbusTcpSimulator = await modbusSimulator();
   const sim = new ModbusTcpSimulator({ units: [id] });
   const holding = sim.unit(id).holding;
   for (let a = 0; a < holding.length; a++) holding[a] = registerValue(0, a);
@@ -137,12 +213,156 @@ async function rtuStop() {
   await running?.sim.stop();
 }
 
-async function stopAll() {
-  await Promise.all([...slaves.map((s) => s.sim.stop()), rtuStop()]);
+/**
+ * @param {Record<string, unknown>} msg
+ * @returns {Promise<OpcuaServerInfo>}
+ */
+async function opcuaStart(msg) {
+  if (opcua !== undefined) throw new Error("an OPC UA server is already running (opcuaStop first)");
+  const variables = Number(msg["variables"]);
+  const maxSubscriptions = Number(msg["maxSubscriptions"] ?? 0);
+  if (!Number.isInteger(variables) || variables < 1 || variables > 100_000) {
+    throw new RangeError("variables: 1..100000");
+  }
+  if (!Number.isInteger(maxSubscriptions) || maxSubscriptions < 0) {
+    throw new RangeError("maxSubscriptions: a whole number");
+  }
+  // node-opcua prints its warnings on stdout, which is the benchmark's; errors only.
+  process.env["NODEOPCUA_LOG_LEVEL"] ??= "3";
+  const t0 = performance.now();
+  const { startOpcuaSimulator } = await import("./dist-opcua.js");
+  const sim = await startOpcuaSimulator({
+    extraVariables: variables,
+    dynamics: false,
+    securityModes: ["None"],
+    ...(typeof msg["pkiDir"] === "string" && { pkiDir: msg["pkiDir"] }),
+  });
+  const startMs = performance.now() - t0;
+  const engine = sim.server.engine;
+  const caps = engine.serverCapabilities;
+  if (maxSubscriptions > 0) {
+    caps.maxSubscriptions = Math.max(caps.maxSubscriptions, maxSubscriptions);
+    caps.maxSubscriptionsPerSession = Math.max(caps.maxSubscriptionsPerSession, maxSubscriptions);
+  }
+  opcua = { sim, tick: 0, ticker: undefined };
+  return {
+    endpoint: sim.endpoint,
+    variables,
+    maxSubscriptions: caps.maxSubscriptions,
+    maxSubscriptionsPerSession: caps.maxSubscriptionsPerSession,
+    maxNodesPerRead: caps.operationLimits.maxNodesPerRead,
+    startMs,
+  };
+}
+
+/** @returns {NonNullable<typeof opcua>} */
+function runningOpcua() {
+  if (opcua === undefined) throw new Error("no OPC UA server running");
+  return opcua;
 }
 
 /**
- * @param {{ cmd?: unknown, slaves?: unknown, unitId?: unknown, reset?: unknown }} msg
+ * @param {number} periodMs
+ * @returns {OpcuaTickInfo}
+ */
+function opcuaTickStart(periodMs) {
+  const o = runningOpcua();
+  if (o.ticker !== undefined) throw new Error("already ticking");
+  if (!Number.isFinite(periodMs) || periodMs < 100 || periodMs > 60_000) {
+    throw new RangeError("periodMs: 100..60000");
+  }
+  /** @type {Ticker} */
+  const t = {
+    timer: undefined,
+    periodMs,
+    next: performance.now() + periodMs,
+    last: NaN,
+    minGapMs: Infinity,
+    maxGapMs: 0,
+    maxLateMs: 0,
+    resyncs: 0,
+    maxTickMs: 0,
+    sumTickMs: 0,
+  };
+  const fire = () => {
+    const start = performance.now();
+    const late = start - t.next;
+    t.maxLateMs = Math.max(t.maxLateMs, late);
+    if (!Number.isNaN(t.last)) {
+      t.minGapMs = Math.min(t.minGapMs, start - t.last);
+      t.maxGapMs = Math.max(t.maxGapMs, start - t.last);
+    }
+    t.last = start;
+    o.sim.tickExtraVariables();
+    o.tick++;
+    const took = performance.now() - start;
+    t.maxTickMs = Math.max(t.maxTickMs, took);
+    t.sumTickMs += took;
+    if (late > periodMs / 4) {
+      t.resyncs++;
+      t.next = start + periodMs;
+    } else {
+      t.next += periodMs;
+    }
+    t.timer = setTimeout(fire, Math.max(0, t.next - performance.now()));
+  };
+  t.timer = setTimeout(fire, periodMs);
+  o.ticker = t;
+  return opcuaTick();
+}
+
+/** @returns {OpcuaTickInfo} */
+function opcuaTick() {
+  const o = runningOpcua();
+  const cpu = process.cpuUsage();
+  return { tick: o.tick, atMs: performance.now(), cpuUs: cpu.user + cpu.system };
+}
+
+/** @returns {OpcuaTickStats} */
+function opcuaTickStop() {
+  const o = runningOpcua();
+  const t = o.ticker;
+  if (t === undefined) throw new Error("not ticking");
+  clearTimeout(t.timer);
+  o.ticker = undefined;
+  return {
+    ticks: o.tick,
+    periodMs: t.periodMs,
+    minGapMs: t.minGapMs,
+    maxGapMs: t.maxGapMs,
+    maxLateMs: t.maxLateMs,
+    resyncs: t.resyncs,
+    maxTickMs: t.maxTickMs,
+    meanTickMs: o.tick > 0 ? t.sumTickMs / o.tick : NaN,
+  };
+}
+
+async function opcuaStop() {
+  const running = opcua;
+  opcua = undefined;
+  if (running === undefined) return;
+  clearTimeout(running.ticker?.timer);
+  await running.sim.close();
+}
+
+/** @returns {Promise<typeof import("./opcua-client.js")>} */
+async function client() {
+  uaClient ??= await import("./opcua-client.js");
+  return uaClient;
+}
+
+async function stopAll() {
+  await Promise.all([
+    ...slaves.map((s) => s.sim.stop()),
+    rtuStop(),
+    opcuaStop(),
+    uaClient?.stopClient(),
+  ]);
+}
+
+/**
+ * @param {{ cmd?: unknown, slaves?: unknown, unitId?: unknown, reset?: unknown,
+ *   periodMs?: unknown, plan?: unknown, fromTick?: unknown, toTick?: unknown, graceMs?: unknown }} msg
  * @returns {Promise<unknown>}
  */
 async function handle(msg) {
@@ -160,6 +380,26 @@ async function handle(msg) {
       return rtuStats(msg.reset === true);
     case "rtuStop":
       await rtuStop();
+      return null;
+    case "opcuaStart":
+      return opcuaStart(msg);
+    case "opcuaTickStart":
+      return opcuaTickStart(Number(msg.periodMs));
+    case "opcuaTick":
+      return opcuaTick();
+    case "opcuaTickStop":
+      return opcuaTickStop();
+    case "opcuaStop":
+      await opcuaStop();
+      return null;
+    case "uaStart":
+      return (await client()).startClient(msg.plan);
+    case "uaWindowStart":
+      return (await client()).windowStart(Number(msg.fromTick));
+    case "uaWindowEnd":
+      return (await client()).windowEnd(Number(msg.toTick), Number(msg.graceMs));
+    case "uaStop":
+      await uaClient?.stopClient();
       return null;
     case "stop":
       await stopAll();
