@@ -45,6 +45,8 @@ import {
   helperCommand,
   median,
   pinCores,
+  runMain,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { createDriver, silentLogger, sourceSchema } from "./lib/dist.js";
@@ -351,12 +353,7 @@ async function main() {
   const { command, args } = helperCommand(pin, [join(BENCH_DIR, "lib", "sim-host.js")]);
   const child = spawn(command, args, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const host = new SimHost(child);
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    host.kill();
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => host.kill());
 
   try {
     const ports = /** @type {number[]} */ (
@@ -543,7 +540,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

@@ -87,6 +87,8 @@ import {
   fmtMs,
   fmtRatio,
   pinCores,
+  runMain,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { HostClient } from "./lib/host-client.js";
@@ -290,11 +292,7 @@ async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const pkiRoot = mkdtempSync(join(os.tmpdir(), "shadowgate-b10-pki-"));
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS);
 
   try {
     /** @type {import("./lib/common.js").ResultRow[]} */
@@ -555,7 +553,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

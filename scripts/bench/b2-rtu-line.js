@@ -52,7 +52,7 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { clearTimeout, setTimeout } from "node:timers";
+import { clearTimeout } from "node:timers";
 import Modbus from "modbus-serial";
 import {
   BENCH_DIR,
@@ -62,6 +62,8 @@ import {
   fmtRatio,
   latencyStats,
   pinCores,
+  runMain,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { ModbusDriver, lineTiming, silentLogger, sourceSchema } from "./lib/dist.js";
@@ -358,12 +360,7 @@ async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const host = HostClient.spawn(join(BENCH_DIR, "lib", "sim-host.js"), pin);
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    host.kill();
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => host.kill());
 
   try {
     /** @type {import("./lib/common.js").ResultRow[]} */
@@ -533,7 +530,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

@@ -51,7 +51,9 @@ import {
   fmtRatio,
   latencyStats,
   pinCores,
+  runMain,
   seededRandom,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
@@ -315,12 +317,7 @@ async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const plant = HostClient.spawn(join(BENCH_DIR, "lib", "plant-host.js"), pin);
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    plant.kill();
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
 
   try {
     const { ports, mqttUrl } = /** @type {{ ports: number[], mqttUrl: string }} */ (
@@ -512,7 +509,4 @@ function fail() {
   throw new Error("b3: missing case (a bug in the benchmark)");
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

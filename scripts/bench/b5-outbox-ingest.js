@@ -48,7 +48,7 @@ import { Buffer } from "node:buffer";
 import { readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
-import { clearTimeout, setImmediate, setTimeout } from "node:timers";
+import { clearTimeout, setImmediate } from "node:timers";
 import {
   boundedInt,
   envInfo,
@@ -56,6 +56,8 @@ import {
   fmtRatio,
   latencyStats,
   pinCores,
+  runMain,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { silentLogger } from "./lib/dist.js";
@@ -350,11 +352,7 @@ const fmtRate = (x) => (x >= 10_000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0)
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS);
   try {
     /** @type {import("./lib/common.js").ResultRow[]} */
     const rows = [];
@@ -511,7 +509,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

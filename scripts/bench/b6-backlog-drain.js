@@ -83,7 +83,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { connectAsync } from "mqtt";
 import {
   BENCH_DIR,
-  REPO_DIR,
   boundedInt,
   envInfo,
   fmtLatency,
@@ -91,6 +90,9 @@ import {
   fmtRatio,
   latencyStats,
   pinCores,
+  REPO_DIR,
+  runMain,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
@@ -708,12 +710,7 @@ async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const plant = HostClient.spawn(join(BENCH_DIR, "lib", "backlog-plant-host.js"), pin);
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    plant.kill();
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
   try {
     const started = /** @type {{ ports: number[], mqttUrl: string, gateUrl: string }} */ (
       await plant.call("start", { slaves: DEVICES, points: POINTS, groups: GROUPS })
@@ -932,7 +929,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

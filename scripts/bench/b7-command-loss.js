@@ -48,18 +48,20 @@ import { spawn } from "node:child_process";
 import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clearInterval, clearTimeout, setInterval, setTimeout } from "node:timers";
+import { clearInterval, clearTimeout, setInterval } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import { URL, fileURLToPath } from "node:url";
 import {
   BENCH_DIR,
   boundedInt,
   envInfo,
-  latencyStats,
   fmtRatio,
   helperCommand,
+  latencyStats,
   pinCores,
+  runMain,
   seededRandom,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { ModbusTcpSimulator, startCloudService } from "./lib/dist.js";
@@ -216,12 +218,9 @@ async function main() {
   const pin = pinCores();
   /** @type {Array<() => Promise<unknown>>} */
   const cleanup = [];
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => {
     for (const lane of lanes) lane.executor.child?.kill("SIGKILL");
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  });
   /** @type {Lane[]} */
   const lanes = [];
   const dir = mkdtempSync(join(tmpdir(), `${NAME}-`));
@@ -681,7 +680,4 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

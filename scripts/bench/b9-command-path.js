@@ -55,7 +55,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
-import { clearTimeout, setTimeout } from "node:timers";
+import { clearTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import Modbus from "modbus-serial";
 import { connectAsync } from "mqtt";
@@ -68,7 +68,9 @@ import {
   fmtRatio,
   latencyStats,
   pinCores,
+  runMain,
   seededRandom,
+  startWatchdog,
   writeResult,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
@@ -149,12 +151,7 @@ async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const plant = HostClient.spawn(join(BENCH_DIR, "lib", "plant-host.js"), pin);
-  const watchdog = setTimeout(() => {
-    console.error(`${NAME}: still running after ${BUDGET_MS / 1000} s; giving up`);
-    plant.kill();
-    process.exit(2);
-  }, BUDGET_MS);
-  watchdog.unref();
+  const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
 
   /** @type {(() => Promise<void>)[]} */
   const cleanup = [];
@@ -671,7 +668,4 @@ function fail() {
   throw new Error("b9: index out of range (a bug in the benchmark)");
 }
 
-main().catch((err) => {
-  console.error(`${NAME}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  process.exit(2);
-});
+runMain(NAME, main);

@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
+import { setTimeout } from "node:timers";
 import { fileURLToPath } from "node:url";
 
 export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -289,4 +290,34 @@ export function fmtLatency(s) {
 export function boundedInt(raw, fallback, min, max) {
   const n = raw === undefined ? NaN : Number(raw);
   return Number.isInteger(n) ? Math.min(max, Math.max(min, n)) : fallback;
+}
+
+/**
+ * A benchmark still running after `budgetMs` is stuck: `cleanup` runs (kill the child
+ * processes) and the process exits 2, so `npm run bench` never hangs. Clear it when done.
+ * @param {string} name
+ * @param {number} budgetMs
+ * @param {() => void} [cleanup]
+ * @returns {NodeJS.Timeout}
+ */
+export function startWatchdog(name, budgetMs, cleanup = () => undefined) {
+  const timer = setTimeout(() => {
+    console.error(`${name}: still running after ${budgetMs / 1000} s; giving up`);
+    cleanup();
+    process.exit(2);
+  }, budgetMs);
+  timer.unref();
+  return timer;
+}
+
+/**
+ * Runs a benchmark's main; a crash prints its stack and exits 2 (1 is for a missed target).
+ * @param {string} name
+ * @param {() => Promise<void>} main
+ */
+export function runMain(name, main) {
+  main().catch((err) => {
+    console.error(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(2);
+  });
 }
