@@ -140,21 +140,3 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
-
-/**
- * Polls `cond` every `stepMs` until it holds; throws after `limitMs` naming what it waited for.
- * Bounded in time and so in count.
- */
-export async function until(
-  what: string,
-  cond: () => boolean | Promise<boolean>,
-  limitMs = 15_000,
-  stepMs = 25,
-): Promise<void> {
-  const end = Date.now() + limitMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out after ${limitMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-}

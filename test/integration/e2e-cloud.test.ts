@@ -14,20 +14,12 @@ import {
   httpJson,
   startTestCloud,
 } from "../helpers/cloud.js";
+import { until } from "../helpers/until.js";
 import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const PK = "a1Boiler";
 const DN = "boiler-01";
-
-/** Polls a condition, bounded in time; the assertion that follows says what was expected. */
-async function until(what: string, cond: () => boolean, limitMs = 15_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface Plant {
   sim: RunningSimulator;

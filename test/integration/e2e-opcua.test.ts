@@ -15,6 +15,7 @@ import { Gateway } from "../../src/daemon/gateway.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import { closeCloudTestResources, httpJson, startTestCloud } from "../helpers/cloud.js";
+import { until } from "../helpers/until.js";
 
 const PK = "a1Plant";
 
@@ -23,15 +24,6 @@ afterEach(async () => {
   for (const stop of running.splice(0).reverse()) await stop().catch(() => undefined);
   await closeCloudTestResources();
 });
-
-/** Polls a condition, bounded in time; the assertion that follows says what was expected. */
-async function until(what: string, cond: () => boolean, limitMs = 20_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface Plant {
   opc: Awaited<ReturnType<typeof startOpcuaSimulator>>;

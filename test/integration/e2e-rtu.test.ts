@@ -14,6 +14,7 @@ import type { JsonObject } from "../../src/core/types.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
+import { until } from "../helpers/until.js";
 import { openPtyPair } from "../helpers/pty.js";
 
 const PK = "a1Plant";
@@ -23,15 +24,6 @@ afterEach(async () => {
   for (const stop of running.splice(0).reverse()) await stop().catch(() => undefined);
   await closeCloudTestResources();
 });
-
-/** Polls a condition, bounded in time; the assertion that follows says what was expected. */
-async function until(what: string, cond: () => boolean, limitMs = 15_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const mapping = (deviceName: string, source: string, unitId: number) => `version: 1
 device: { productKey: ${PK}, deviceName: ${deviceName} }

@@ -44,7 +44,8 @@ import {
 } from "../../src/sim/cloud/index.js";
 import { ModbusTcpSimulator, type WriteEvent } from "../../src/sim/modbus/index.js";
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
-import { GatewayProcess, seededRandom, until } from "../helpers/gateway-process.js";
+import { GatewayProcess, seededRandom } from "../helpers/gateway-process.js";
+import { until } from "../helpers/until.js";
 
 const SEED =
   process.env.FAULT_SEED !== undefined ? Number(process.env.FAULT_SEED) : randomInt(2 ** 31);

@@ -18,6 +18,7 @@ import type { RawPoint, RawSample } from "../../src/south/driver.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { crc16, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
 import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { until } from "../helpers/until.js";
 
 const PYTHON = "/usr/bin/python3";
 const SERVER = path.resolve(import.meta.dirname, "../fixtures/pymodbus/server.py");
@@ -67,21 +68,6 @@ async function rtuSimulator(
   await sim.startRtu({ path: pathName, ...(baud !== undefined && { baud }) });
   cleanups.push(() => sim.stop());
   return sim;
-}
-
-/** Waits for a condition, running `step` before each check, bounded in time. */
-async function until(
-  what: string,
-  cond: () => boolean,
-  step: () => Promise<unknown> = () => new Promise((r) => setTimeout(r, 10)),
-  limitMs = 10_000,
-): Promise<void> {
-  const end = Date.now() + limitMs;
-  for (;;) {
-    await step();
-    if (cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-  }
 }
 
 const reg = (key: string, address: number, count = 1): RawPoint => ({
@@ -196,11 +182,10 @@ describe("ModbusDriver on an RTU line", () => {
     expect(codeOf(first)).toBe(ErrorCodes.MODBUS_TIMEOUT);
     sim.unit(1).silent = false;
     let last: Awaited<ReturnType<ModbusDriver["read"]>> = [];
-    await until(
-      "the slave to be served again",
-      () => last[0]?.quality.status === "good",
-      async () => (last = await d.read({ unitId: 1, points: [reg("x", 0)] })),
-    );
+    await until("the slave to be served again", async () => {
+      last = await d.read({ unitId: 1, points: [reg("x", 0)] });
+      return last[0]?.quality.status === "good";
+    });
     expect(last[0]?.data).toEqual([9]);
   });
 
@@ -285,11 +270,10 @@ describe("ModbusDriver on an RTU line", () => {
     await until("online again", () => d.health().state === "online");
     sim.unit(1).holding[0] = 6;
     let data: readonly number[] | undefined;
-    await until(
-      "a good read after reopening",
-      () => data?.[0] === 6,
-      async () => (data = (await d.read({ unitId: 1, points: [reg("x", 0)] }))[0]?.data),
-    );
+    await until("a good read after reopening", async () => {
+      data = (await d.read({ unitId: 1, points: [reg("x", 0)] }))[0]?.data;
+      return data?.[0] === 6;
+    });
     expect(d.health().reconnects).toBeGreaterThanOrEqual(1);
   });
 

@@ -4,6 +4,7 @@ import { silentLogger } from "../../src/core/logger.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import type { RawPoint, RawSample } from "../../src/south/driver.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
+import { until } from "../helpers/until.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -35,22 +36,6 @@ function driver(port: number, extra: Partial<ModbusDriverOptions> = {}) {
   );
   cleanups.push(() => d.stop());
   return d;
-}
-
-/** Waits for a condition by polling it (running `step` before each check), bounded in time. */
-async function until(
-  what: string,
-  cond: () => boolean,
-  limitMs = 10_000,
-  step: () => Promise<void> = () => new Promise((r) => setTimeout(r, 10)),
-): Promise<void> {
-  const end = Date.now() + limitMs;
-  for (;;) {
-    await step();
-    if (cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const reg = (key: string, address: number, count = 1): RawPoint => ({
@@ -165,14 +150,10 @@ describe("ModbusDriver over TCP against the simulator", () => {
     expect(first?.quality).toMatchObject({ code: ErrorCodes.MODBUS_TIMEOUT });
     sim.unit(1).silent = false;
     let last: RawSample | undefined;
-    await until(
-      "unit 1 to be served again",
-      () => last?.quality.status === "good",
-      5000,
-      async () => {
-        [last] = await d.read({ unitId: 1, points: [reg("x", 0)] });
-      },
-    );
+    await until("unit 1 to be served again", async () => {
+      [last] = await d.read({ unitId: 1, points: [reg("x", 0)] });
+      return last?.quality.status === "good";
+    });
     expect(last?.data).toEqual([9]);
   });
 

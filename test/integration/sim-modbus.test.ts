@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Modbus from "modbus-serial";
 import { afterEach, describe, expect, it } from "vitest";
+import { until } from "../helpers/until.js";
 import { ErrorCodes } from "../../src/core/errors.js";
 import {
   ModbusTcpSimulator,
@@ -54,15 +55,6 @@ async function rejection(p: Promise<unknown>): Promise<{ modbusCode?: number; er
     return err as { modbusCode?: number; errno?: string };
   }
   throw new Error("expected the request to fail");
-}
-
-/** Polls `probe` until it returns true; fails after `limitMs` instead of hanging. */
-async function until(probe: () => boolean, limitMs = 5000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error("condition not reached in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** A raw socket that collects everything the server sends. */
@@ -227,7 +219,7 @@ describe("ModbusTcpSimulator over TCP", () => {
 
     const merged = Buffer.concat([0, 1, 2, 3, 4].map((i) => readFrame(100 + i, 1, 3, i, 1)));
     socket.write(merged);
-    await until(() => parseResponses(received()).length === 5);
+    await until("5 responses", () => parseResponses(received()).length === 5);
 
     // Byte by byte, with the next frame's first bytes in the same chunk as the previous tail.
     const split = Buffer.concat([readFrame(200, 1, 3, 7, 1), readFrame(201, 1, 3, 8, 1)]);
@@ -241,7 +233,7 @@ describe("ModbusTcpSimulator over TCP", () => {
       socket.write(split.subarray(cut[0], cut[1]));
       await new Promise((r) => setImmediate(r));
     }
-    await until(() => parseResponses(received()).length === 7);
+    await until("7 responses", () => parseResponses(received()).length === 7);
     expect(parseResponses(received())).toEqual([
       [100, 1000],
       [101, 1001],
@@ -261,7 +253,7 @@ describe("ModbusTcpSimulator over TCP", () => {
     socket.write(
       Buffer.concat([readFrame(1, 1, 3, 0, 1), readFrame(2, 2, 3, 0, 1), readFrame(3, 1, 3, 0, 1)]),
     );
-    await until(() => parseResponses(received()).length === 3);
+    await until("3 responses", () => parseResponses(received()).length === 3);
     expect(parseResponses(received())).toEqual([
       [1, 11],
       [2, 22],
@@ -341,7 +333,7 @@ describe("startSimulator with a profile", () => {
     const c = await client(r.port);
     await c.writeRegister(9, 800); // 80.0 degC
     expect(profile.get("targetTemperature")).toBe(80);
-    await until(() => (profile.get("temperature") as number) > 70);
+    await until("the temperature above 70", () => (profile.get("temperature") as number) > 70);
     const words = await c.readHoldingRegisters(0, 2);
     expect(words.buffer.readFloatBE(0)).toBeGreaterThan(70);
     expect(words.buffer.readFloatBE(0)).toBeLessThanOrEqual(80);
