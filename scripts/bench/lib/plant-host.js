@@ -51,6 +51,7 @@ import {
 } from "./dist.js";
 import { seededRandom } from "./common.js";
 import { wallNow } from "./host-client.js";
+import { serveHost } from "./host-server.js";
 
 const HOST = "127.0.0.1";
 const UNIT_ID = 1;
@@ -506,30 +507,4 @@ async function handle(msg) {
   }
 }
 
-if (process.send === undefined) {
-  console.error("plant-host.js runs as a child with an IPC channel (see b3-latency.js)");
-  process.exit(64);
-}
-
-process.on("message", (raw) => {
-  const msg = /** @type {Record<string, unknown> & { id?: unknown, cmd?: unknown }} */ (raw);
-  handle(msg).then(
-    (value) => {
-      process.send?.({ id: msg.id, ok: true, value }, () => {
-        if (msg.cmd === "stop") process.disconnect();
-      });
-    },
-    (err) => {
-      process.send?.({
-        id: msg.id,
-        ok: false,
-        error: err instanceof Error ? err.message : String(err),
-      });
-    },
-  );
-});
-
-// The parent went away (crash, watchdog): do not linger holding ports.
-process.on("disconnect", () => {
-  void stopAll().then(() => process.exit(0));
-});
+serveHost("plant-host.js", "b3-latency.js", handle, stopAll);

@@ -41,6 +41,7 @@
 import { performance } from "node:perf_hooks";
 import { clearTimeout, setTimeout } from "node:timers";
 import { registerValue } from "./modbus-layout.js";
+import { serveHost } from "./host-server.js";
 
 /**
  * @typedef {object} SlaveStats
@@ -409,32 +410,4 @@ async function handle(msg) {
   }
 }
 
-if (process.send === undefined) {
-  console.error("sim-host.js runs as a child with an IPC channel (see b1-coalescing.js)");
-  process.exit(64);
-}
-
-process.on("message", (raw) => {
-  const msg = /** @type {{ id?: unknown, cmd?: unknown, slaves?: unknown, unitId?: unknown }} */ (
-    raw
-  );
-  handle(msg).then(
-    (value) => {
-      process.send?.({ id: msg.id, ok: true, value }, () => {
-        if (msg.cmd === "stop") process.disconnect();
-      });
-    },
-    (err) => {
-      process.send?.({
-        id: msg.id,
-        ok: false,
-        error: err instanceof Error ? err.message : String(err),
-      });
-    },
-  );
-});
-
-// The parent went away (crash, watchdog): do not linger holding ports.
-process.on("disconnect", () => {
-  void stopAll().then(() => process.exit(0));
-});
+serveHost("sim-host.js", "b1-coalescing.js", handle, stopAll);
