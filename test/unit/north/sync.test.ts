@@ -141,6 +141,12 @@ async function connect(s: ReturnType<typeof setup>, version = 5) {
   return report;
 }
 
+/** Connected, and the first report acknowledged: the cloud is at version 6. */
+async function synced(s: ReturnType<typeof setup>): Promise<void> {
+  const first = await connect(s, 5);
+  s.link.deliver("dev", success(first?.msg.clientToken, 6));
+}
+
 describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
   beforeEach(() => {
     vi.useFakeTimers({ now: 0 });
@@ -215,8 +221,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("recovers from a version conflict with one get and one resend of the merged state", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     report(s, "dev", { temp: 22 });
     await vi.advanceTimersByTimeAsync(100);
     const [update] = s.link.take();
@@ -255,8 +260,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("drops a report the dialect cannot encode (over 128 attributes) instead of crashing", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     report(s, "dev", Object.fromEntries(Array.from({ length: 130 }, (_, i) => [`p${i}`, i])));
     await vi.advanceTimersByTimeAsync(200);
     expect(s.link.take()).toEqual([]);
@@ -322,8 +326,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("runs a second command with the same whole-second timestamp when its version is later", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
     s.link.deliver("dev", control(9, { setpoint: 60 }, 1000));
     await vi.advanceTimersByTimeAsync(0);
@@ -333,8 +336,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("after a reconnect, executes only desired values newer than the last execution", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
     await vi.advanceTimersByTimeAsync(0);
     await s.sync.idle();
@@ -363,8 +365,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("reports a rejected command and still clears desired", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
     await vi.advanceTimersByTimeAsync(0);
     await s.sync.idle();
@@ -381,8 +382,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
   it("ignores malformed messages and unknown devices, and never executes on their account", async () => {
     const s = setup();
-    const first = await connect(s, 5);
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
+    await synced(s);
     s.link.deliver("dev", "not json");
     s.link.deliver("dev", { method: "control", payload: { state: { desired: { setpoint: 1 } } } });
     s.link.deliver("dev", { method: "frobnicate", version: 1, timestamp: 1 });
@@ -449,8 +449,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
     it("does not run a command again when a later push carries it along", async () => {
       const s = setup();
-      const first = await connect(s, 5);
-      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      await synced(s);
       s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
       await vi.advanceTimersByTimeAsync(0);
       await s.sync.idle();
@@ -467,8 +466,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
     it("clears desired ahead of further reports once the outcome is acknowledged", async () => {
       const s = setup();
-      const first = await connect(s, 5);
-      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      await synced(s);
       s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
       await vi.advanceTimersByTimeAsync(0);
       await s.sync.idle();
@@ -559,8 +557,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
         if (entry.status !== "executing") atDone.push(s.outbox.pending("pk", "dev")?.reported);
         return set(key, entry);
       };
-      const first = await connect(s, 5);
-      s.link.deliver("dev", success(first?.msg.clientToken, 6));
+      await synced(s);
       s.link.deliver("dev", control(7, { setpoint: 50, on: false }, 1000));
       await vi.advanceTimersByTimeAsync(0);
       await g.release(); // setpoint written and journaled; "on" is being written
