@@ -47,7 +47,7 @@ import {
   pinCores,
   runMain,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { createDriver, silentLogger, sourceSchema } from "./lib/dist.js";
 import {
@@ -519,21 +519,17 @@ async function main() {
     const pass = checks.every((c) => c.pass);
     const summary = `B1 coalescing: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
     figures["checks"] = checks;
-    const file = writeResult({
+    finishBench({
       id: "B1",
       name: NAME,
       title: "coalescing",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial"], pin),
       rows,
       figures,
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     host.kill();

@@ -89,7 +89,7 @@ import {
   pinCores,
   runMain,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { HostClient } from "./lib/host-client.js";
 
@@ -517,14 +517,13 @@ async function main() {
     for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
     const pass = checks.every((c) => c.pass);
     const summary = `B10 OPC UA: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B10",
       name: NAME,
       title: "OPC UA",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["node-opcua", "node-opcua-client", "node-opcua-server"], pin),
       rows,
       figures: {
@@ -544,9 +543,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     rmSync(pkiRoot, { recursive: true, force: true });

@@ -64,7 +64,7 @@ import {
   pinCores,
   runMain,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { ModbusDriver, lineTiming, silentLogger, sourceSchema } from "./lib/dist.js";
 import { HostClient } from "./lib/host-client.js";
@@ -499,14 +499,13 @@ async function main() {
     for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
     const pass = checks.every((c) => c.pass);
     const summary = `B2 RTU line: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B2",
       name: NAME,
       title: "RTU line",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial", "serialport"], pin),
       rows,
       figures: {
@@ -521,9 +520,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     host.kill();

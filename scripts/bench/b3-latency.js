@@ -54,7 +54,7 @@ import {
   runMain,
   seededRandom,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
@@ -461,14 +461,13 @@ async function main() {
       `p99 ${fmtMs(s0.p99)} (target <= ${targetMs} ms), max ${fmtMs(s0.max)}; naive p99 ` +
       `${fmtMs(sn.p99)} with ${perChange(nv).toFixed(0)} messages per change; default window ` +
       `${defaultWindow} ms: p99 ${fmtMs(sd.p99)}: ${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B3",
       name: NAME,
       title: "latency",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial", "mqtt", "aedes", "better-sqlite3"], pin),
       rows,
       figures: {
@@ -495,9 +494,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     plant.kill();

@@ -58,7 +58,7 @@ import {
   pinCores,
   runMain,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { silentLogger } from "./lib/dist.js";
 import { Outbox, openDatabase } from "./lib/dist-store.js";
@@ -470,14 +470,13 @@ async function main() {
     for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
     const pass = checks.every((c) => c.pass);
     const summary = `B5 outbox ingest: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B5",
       name: NAME,
       title: "outbox ingest",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["better-sqlite3"], pin),
       rows,
       figures: {
@@ -501,9 +500,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
   }

@@ -93,7 +93,7 @@ import {
   REPO_DIR,
   runMain,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { openDatabase, openReadOnly } from "./lib/dist-store.js";
@@ -896,14 +896,13 @@ async function main() {
       `${fmtMs(od.added.p99)} (naive ${fmtMs(nd.added.p99)}), change -> cloud p99 ` +
       `${fmtMs(od.change.p99)}; cloud = PLC: ${ours.final.mismatches + ours.final.missing === 0 ? "yes" : "no"}: ` +
       `${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B6",
       name: NAME,
       title: "backlog drain",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial", "mqtt", "aedes", "better-sqlite3"], pin),
       rows,
       figures: {
@@ -920,9 +919,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     plant.kill();

@@ -62,7 +62,7 @@ import {
   runMain,
   seededRandom,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { ModbusTcpSimulator, startCloudService } from "./lib/dist.js";
 import { TcpProxy } from "./lib/dist-faults.js";
@@ -636,14 +636,13 @@ async function main() {
       `B7 command loss: ${COMMANDS} desired changes under ${faults.cuts} link cuts, ${faults.resets} resets and ` +
       `${faults.kills} kill -9: gateway ${ours.lost} lost, ${ours.doubled} twice (${pct(ours.share)}); ` +
       `naive ${naive.lost} lost, ${naive.doubled} twice (${pct(naive.share)}): ${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B7",
       name: NAME,
       title: "command loss",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial", "mqtt", "aedes", "better-sqlite3"], pin),
       rows,
       figures: {
@@ -668,9 +667,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
     if (!pass || process.env["BENCH_LOG_LEVEL"]) keepDir = true;
   } finally {
     clearTimeout(watchdog);

@@ -71,7 +71,7 @@ import {
   runMain,
   seededRandom,
   startWatchdog,
-  writeResult,
+  finishBench,
 } from "./lib/common.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
@@ -591,14 +591,13 @@ async function main() {
       `${fmtMs(a.gwReported.p99)} vs ${fmtMs(a.scReported.p99)} (added ${fmtMs(addedReported)}); ` +
       `${TURNAROUND_MS} ms turnaround: written p99 ${fmtMs(b.gwWritten.p99)} vs ${fmtMs(b.scWritten.p99)}: ` +
       `${pass ? "PASS" : "FAIL"}`;
-    const file = writeResult({
+    finishBench({
       id: "B9",
       name: NAME,
       title: "command path",
       pass,
       summary,
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
+      startedAt,
       env: envInfo(["modbus-serial", "mqtt", "aedes", "better-sqlite3"], pin),
       rows,
       figures: {
@@ -622,9 +621,6 @@ async function main() {
         checks,
       },
     });
-    console.log(`  results: ${file}`);
-    console.log(summary);
-    process.exitCode = pass ? 0 : 1;
   } finally {
     clearTimeout(watchdog);
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);

@@ -169,14 +169,24 @@ export function helperCommand(pin, nodeArgs) {
 }
 
 /**
- * @param {BenchResult} result
- * @returns {string} the file written
+ * The end of every benchmark: writes `results/<name>.json` (with the start time and the run's
+ * duration), prints where and the one-line summary, and sets the exit code (1: a target missed).
+ * @param {Omit<BenchResult, "startedAt" | "durationMs"> & { startedAt: Date }} result
  */
-export function writeResult(result) {
+export function finishBench(result) {
+  const { startedAt } = result;
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = join(RESULTS_DIR, `${result.name}.json`);
-  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  return file;
+  /** @type {BenchResult} */
+  const written = {
+    ...result,
+    startedAt: startedAt.toISOString(),
+    durationMs: Date.now() - startedAt.getTime(),
+  };
+  writeFileSync(file, `${JSON.stringify(written, null, 2)}\n`);
+  console.log(`  results: ${file}`);
+  console.log(result.summary);
+  process.exitCode = result.pass ? 0 : 1;
 }
 
 /**
