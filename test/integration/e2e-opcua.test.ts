@@ -4,17 +4,14 @@
  * and a desired value set over HTTP is written to each device, read back and reported.
  */
 import { readdirSync, renameSync } from "node:fs";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
-import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
-import { Gateway } from "../../src/daemon/gateway.js";
+import type { Gateway } from "../../src/daemon/gateway.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import { closeCloudTestResources, httpJson, startTestCloud } from "../helpers/cloud.js";
+import { startGateway } from "../helpers/gateway.js";
 import { until } from "../helpers/until.js";
 
 const PK = "a1Plant";
@@ -48,10 +45,7 @@ async function plant(security = ""): Promise<Plant> {
   plc.unit(1).holding[0] = 7;
 
   const cloud = await startTestCloud();
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-e2e-opcua-"));
-  await mkdir(path.join(dir, "mappings"));
-  await writeFile(
-    path.join(dir, "gateway.yaml"),
+  const { gateway, config } = await startGateway(
     `version: 1
 gateway: { name: opcua-test, dataDir: ./data }
 sources:
@@ -71,10 +65,8 @@ cloud:
   sendWindow: 0s
 mappings: ./mappings
 `,
-  );
-  await writeFile(
-    path.join(dir, "mappings/boiler.yaml"),
-    `version: 1
+    {
+      boiler: `version: 1
 device: { productKey: ${PK}, deviceName: boiler }
 source: opc1
 pollInterval: 100ms
@@ -84,27 +76,21 @@ points:
   running: { node: "ns=1;s=Boiler.Running", writable: true }
   state: { node: "ns=1;s=Boiler.State" }
 `,
-  );
-  await writeFile(
-    path.join(dir, "mappings/pump.yaml"),
-    `version: 1
+      pump: `version: 1
 device: { productKey: ${PK}, deviceName: pump }
 source: plc1
 pollInterval: 100ms
 points:
   speed: { register: 40001, writable: true }
 `,
+    },
   );
-  const loaded = await loadConfig(path.join(dir, "gateway.yaml"));
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const gateway = new Gateway(loaded.config, silentLogger());
-  await gateway.start();
   running.push(() => gateway.stop());
   return {
     opc,
     plc,
     gateway,
-    dataDir: loaded.config.dataDir,
+    dataDir: config.dataDir,
     reported: (dn) => cloud.service.getShadow(PK, dn)?.state.reported ?? {},
     async setDesired(dn, desired) {
       const r = await httpJson(`${cloud.httpUrl}/shadows/${PK}/${dn}`, {

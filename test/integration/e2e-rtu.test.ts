@@ -4,16 +4,11 @@
  * goes silent: the other two shadows keep syncing, the line stays open, and when the slave
  * answers again its shadow catches up.
  */
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { afterEach, expect, it } from "vitest";
-import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
-import { Gateway } from "../../src/daemon/gateway.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
+import { startGateway } from "../helpers/gateway.js";
 import { until } from "../helpers/until.js";
 import { openPtyPair } from "../helpers/pty.js";
 
@@ -49,10 +44,7 @@ it("two RTU slaves on one line and a TCP PLC sync their shadows through an outag
   press.unit(1).holding[0] = 33;
 
   const cloud = await startTestCloud();
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-e2e-rtu-"));
-  await mkdir(path.join(dir, "mappings"));
-  await writeFile(
-    path.join(dir, "gateway.yaml"),
+  const { gateway } = await startGateway(
     `version: 1
 gateway: { name: rtu-test, dataDir: ./data }
 sources:
@@ -73,14 +65,12 @@ cloud:
   sendWindow: 0s
 mappings: ./mappings
 `,
+    {
+      "meter-1": mapping("meter-1", "line1", 1),
+      "meter-2": mapping("meter-2", "line1", 2),
+      press: mapping("press", "press", 1),
+    },
   );
-  await writeFile(path.join(dir, "mappings/meter-1.yaml"), mapping("meter-1", "line1", 1));
-  await writeFile(path.join(dir, "mappings/meter-2.yaml"), mapping("meter-2", "line1", 2));
-  await writeFile(path.join(dir, "mappings/press.yaml"), mapping("press", "press", 1));
-  const loaded = await loadConfig(path.join(dir, "gateway.yaml"));
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const gateway = new Gateway(loaded.config, silentLogger());
-  await gateway.start();
   running.push(() => gateway.stop());
   const reported = (dn: string): JsonObject =>
     cloud.service.getShadow(PK, dn)?.state.reported ?? {};
