@@ -52,6 +52,8 @@ export const ErrorCodes = {
   RESTORED: "SG_RESTORED",
   POLL_OVERRUN: "SG_POLL_OVERRUN",
   SHUTDOWN_TIMEOUT: "SG_SHUTDOWN_TIMEOUT",
+  /** A bug: an exception that escaped where none should; logged, and the daemon goes on. */
+  INTERNAL: "SG_INTERNAL",
   USAGE: "SG_USAGE",
   // North: Alibaba dialect (credentials, CONNECT authentication, shadow messages)
   SIGN_INPUT: "SG_SIGN_INPUT",

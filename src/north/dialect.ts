@@ -53,5 +53,7 @@ export interface Dialect {
     | { ok: false; reason: string };
   /** The version to send after the last one known from the cloud. */
   nextVersion(lastKnown: number): number;
+  /** A desired timestamp (CloudShadow.desiredTimestamps) in milliseconds since the epoch. */
+  timestampMs(ts: number): number;
   classify(code: number): ReplyClass;
 }

@@ -42,6 +42,17 @@ const EXECUTING = "executing";
 /** Requests a device may send back to back before the rate limit spaces them. */
 const RATE_BURST = 3;
 
+/**
+ * How far a desired value's timestamp may lie ahead of the gateway's clock. Beyond it the value
+ * is bad input and refused: taken as it stands, its timestamp would outrank every real command
+ * for the point until the clock caught up (years, for a garbled one). Clocks that drift apart
+ * by a day are a problem to fix with NTP, which the refusal's reason says.
+ */
+export const MAX_DESIRED_AHEAD_MS = 24 * 3600 * 1000;
+
+/** Distinct "logged once" keys kept before the set starts again (hostile input is unbounded). */
+const LOGGED_ONCE_LIMIT = 1000;
+
 /** The reserved reported key under which every command's outcome is visible in the shadow. */
 export const COMMANDS_KEY = "_commands";
 
@@ -90,6 +101,8 @@ export interface SyncHooks {
   journal: {
     last(pk: string, dn: string, point: string): (JournalRecord & { status: string }) | undefined;
     record(pk: string, dn: string, point: string, entry: JournalRecord & { status: string }): void;
+    /** The point has no executed command on record (any more). */
+    forget(pk: string, dn: string, point: string): void;
   };
 }
 
@@ -126,6 +139,8 @@ interface InFlight {
   readonly upto?: number;
   /** A report carrying the whole current state (after a get), redone if it fails. */
   readonly full?: boolean;
+  /** A get that only learns the cloud's version (after a control push), not a reconnect's. */
+  readonly refresh?: boolean;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -133,10 +148,16 @@ interface DeviceSync {
   readonly productKey: string;
   readonly deviceName: string;
   readonly topics: { request: string; inbound: string };
-  /** The last version known from the cloud. */
+  /**
+   * The last version known from the cloud: from replies to the gateway's own requests and from
+   * gets only. A control push's version is not taken (Alibaba stores whatever version it is
+   * sent, so one forged or garbled push would carry every later request); it asks for a get.
+   */
   version: number;
   /** Reconciled (get, desired, full report) since the link came up. */
   synced: boolean;
+  /** A control push announced a later version: a get learns the cloud's own before the next request. */
+  refresh: boolean;
   /** The whole current reported state is due (after a get: local wins). */
   fullPush: boolean;
   clearDesired: boolean;
@@ -164,6 +185,12 @@ interface DeviceSync {
   wakeTimer?: NodeJS.Timeout;
   /** Desired executions run one after another per device. */
   executing: Promise<void>;
+  /**
+   * Per point, the last command refused (timestamp and value), so that a redelivery of it is a
+   * duplicate. Refused commands stay out of the journal: they must not move the point's
+   * "last executed" mark, or a refusal stamped in the future would block every real command.
+   */
+  refused: Map<string, string>;
 }
 
 /**
@@ -206,6 +233,7 @@ export class SyncEngine {
         topics: dialect.topics(d.productKey, d.deviceName),
         version: hooks.backlog.saved(d.productKey, d.deviceName)?.version ?? 0,
         synced: false,
+        refresh: false,
         fullPush: false,
         clearDesired: false,
         clearRequestedFor: -1,
@@ -217,13 +245,20 @@ export class SyncEngine {
         pausedUntil: -Infinity,
         conflicts: 0,
         executing: Promise.resolve(),
+        refused: new Map(),
       };
       this.devices.set(d.deviceName, state);
       this.byTopicKey.set(`${d.productKey}/${d.deviceName}`, state);
     }
-    link.on("online", () => void this.onOnline());
-    link.on("offline", () => this.onOffline());
-    link.on("message", (topic, payload) => this.onMessage(topic, payload));
+    // Nothing may escape into the link's emitter: a bug handling one message or one reconnect
+    // is logged and the engine goes on with the next.
+    link.on("online", () => {
+      this.onOnline().catch((err: unknown) => this.internal("bringing the shadows up", err));
+    });
+    link.on("offline", () => this.guard("going offline", () => this.onOffline()));
+    link.on("message", (topic, payload) =>
+      this.guard("handling a cloud message", () => this.onMessage(topic, payload), { topic }),
+    );
   }
 
   /** A partial reported update from the edge shadow: staged now, durable at the next flush. */
@@ -324,8 +359,27 @@ export class SyncEngine {
     }, delayMs);
   }
 
-  /** Sends the next request a device needs, if it may send now. */
+  /**
+   * Sends the next request a device needs, if it may send now. Called from timers, link events
+   * and the desired chain, so it never throws: a request that cannot be built is logged once
+   * and the device pauses for a reply timeout before it tries again.
+   */
   private pump(d: DeviceSync): void {
+    try {
+      this.pumpNow(d);
+    } catch (err) {
+      d.pausedUntil = this.now() + this.opts.replyTimeoutMs;
+      this.once(`pump:${d.deviceName}`, () =>
+        this.log.error(
+          { device: d.deviceName, version: d.version, err, code: ErrorCodes.INTERNAL },
+          "cannot build the next shadow request; retrying after a reply timeout",
+        ),
+      );
+      this.wake(d, this.opts.replyTimeoutMs);
+    }
+  }
+
+  private pumpNow(d: DeviceSync): void {
     if (this.stopped || !this.link.online || d.inFlight) return;
     if (this.inFlight >= this.opts.maxInFlight) return; // a reply elsewhere pumps again
     const backlog = d.synced ? this.hooks.backlog.pending(d.productKey, d.deviceName) : undefined;
@@ -338,15 +392,16 @@ export class SyncEngine {
     // No clear while desired batches are queued: it would remove commands received but not
     // executed yet, and a SIGKILL before their turn would lose them. The last batch pumps.
     const clearDue = d.clearDesired && d.batches === 0;
-    if (d.synced && !report && !clearDue) return;
+    if (d.synced && !d.refresh && !report && !clearDue) return;
     // Once the outcomes are in the cloud, the clear goes before any further report.
     const clearFirst = clearDue && d.ackedRow >= d.clearAfterRow;
     const wait = this.waitFor(d);
     if (wait > 0) return this.wake(d, wait);
     const token = this.token(d);
     const version = this.dialect.nextVersion(d.version);
-    if (!d.synced) {
-      this.send(d, { token, kind: "get" }, this.dialect.encodeGet(token));
+    if (!d.synced || d.refresh) {
+      const refresh = d.synced;
+      this.send(d, { token, kind: "get", refresh }, this.dialect.encodeGet(token));
     } else if (report && !clearFirst) {
       // Reports go before a desired clear, so a command's read-back reaches the cloud first.
       const full = d.fullPush;
@@ -436,8 +491,22 @@ export class SyncEngine {
 
   private once(key: string, log: () => void): void {
     if (this.loggedOnce.has(key)) return;
+    if (this.loggedOnce.size >= LOGGED_ONCE_LIMIT) this.loggedOnce.clear();
     this.loggedOnce.add(key);
     log();
+  }
+
+  /** Runs a handler of a link event; a bug in it is logged, never thrown into the emitter. */
+  private guard(what: string, fn: () => void, fields: Record<string, unknown> = {}): void {
+    try {
+      fn();
+    } catch (err) {
+      this.internal(what, err, fields);
+    }
+  }
+
+  private internal(what: string, err: unknown, fields: Record<string, unknown> = {}): void {
+    this.log.error({ ...fields, err, code: ErrorCodes.INTERNAL }, `unexpected error ${what}`);
   }
 
   private onMessage(topic: string, payload: Buffer): void {
@@ -477,7 +546,12 @@ export class SyncEngine {
       this.pump(d);
       return;
     }
-    d.version = m.version;
+    // A later version means the cloud moved on (this desired change, or reports from
+    // elsewhere): the next request learns the version with a get instead of taking the push's.
+    if (m.version > d.version) {
+      d.refresh = true;
+      this.pump(d);
+    }
     this.executeDesired(d, m.shadow, m.version, true);
   }
 
@@ -499,14 +573,14 @@ export class SyncEngine {
     if (m.status === "success") {
       this.stats.acknowledged++;
       d.conflicts = 0;
-      if (f.kind === "get") this.reconcile(d, m.version, m.shadow);
+      if (f.kind === "get") this.reconcile(d, f, m.version, m.shadow);
       else this.confirmed(d, f, m.version);
     } else {
       const cls = this.dialect.classify(m.code);
       if (cls === "success") {
         // Alibaba answers a get on an empty shadow with 407, which is no failure.
         this.stats.acknowledged++;
-        if (f.kind === "get") this.reconcile(d, m.version);
+        if (f.kind === "get") this.reconcile(d, f, m.version);
         else this.confirmed(d, f, m.version);
       } else if (cls === "conflict") {
         this.stats.conflicts++;
@@ -547,7 +621,10 @@ export class SyncEngine {
             "the cloud refused a request; it is dropped (this is logged once per device and code)",
           ),
         );
-        if (f.kind === "get") d.synced = true; // nothing to reconcile with; go on reporting
+        if (f.kind === "get") {
+          d.synced = true; // nothing to reconcile with; go on reporting
+          d.refresh = false;
+        }
         // Rows the cloud can never accept leave the outbox (they stay in history).
         if (f.kind === "report") {
           this.hooks.backlog.ack(d.productKey, d.deviceName, f.upto, d.version);
@@ -569,10 +646,27 @@ export class SyncEngine {
     d.ackedRow = Math.max(d.ackedRow, f.upto ?? 0);
   }
 
-  /** After a get: take the cloud's version, push the whole reported state, run new desired. */
-  private reconcile(d: DeviceSync, version: number | undefined, shadow?: CloudShadow): void {
+  /**
+   * After a get: take the cloud's version; after a reconnect also push the whole reported state
+   * and run new desired. A refresh (after a control push) only learns the version: the push's
+   * desired values are being executed already.
+   */
+  private reconcile(
+    d: DeviceSync,
+    f: InFlight,
+    version: number | undefined,
+    shadow?: CloudShadow,
+  ): void {
     // The get reply is the cloud's word on the version, even when it went down (a reset).
     d.version = version ?? d.version;
+    d.refresh = false;
+    // A clear asked for a push's version above the cloud's own (a forged or garbled one) must
+    // not keep the next real push from asking for its clear.
+    d.clearRequestedFor = Math.min(d.clearRequestedFor, d.version);
+    if (f.refresh) {
+      this.hooks.backlog.ack(d.productKey, d.deviceName, undefined, d.version);
+      return;
+    }
     d.synced = true;
     // Reported: local wins. The whole current state goes up with the backlog.
     d.fullPush = true;
@@ -608,7 +702,7 @@ export class SyncEngine {
     const entries = this.flattenDesired(d, shadow);
     if (entries.length === 0) return;
     d.batches++;
-    d.executing = d.executing.then(async () => {
+    const batch = async (): Promise<void> => {
       try {
         for (const e of entries) {
           const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
@@ -617,17 +711,41 @@ export class SyncEngine {
           // in between. Whether the write landed is read from the device, not guessed.
           const interrupted =
             last?.status === EXECUTING && last.ts === offered.ts && last.value === offered.value;
-          if (!interrupted && !isNewCommand(last, offered)) {
+          const refusedKey = `${offered.ts}:${offered.value}`;
+          if (
+            !interrupted &&
+            (!isNewCommand(last, offered) || d.refused.get(e.point) === refusedKey)
+          ) {
             this.stats.duplicateCommands++;
             continue;
           }
+          const aheadMs = this.dialect.timestampMs(e.ts) - this.now();
           let result: CommandResult;
+          let journaled = false;
           if (e.point === COMMANDS_KEY || e.point.startsWith(`${COMMANDS_KEY}.`)) {
             result = {
               status: "rejected",
               reason: `${COMMANDS_KEY} is reserved for command outcomes`,
             };
+          } else if (aheadMs > MAX_DESIRED_AHEAD_MS) {
+            result = {
+              status: "rejected",
+              reason: `its timestamp ${e.ts} is ${formatAhead(aheadMs)} ahead of the gateway's clock (at most ${formatAhead(MAX_DESIRED_AHEAD_MS)} is accepted); check both clocks (NTP)`,
+            };
+            this.once(`ahead:${d.deviceName}`, () =>
+              this.log.warn(
+                {
+                  device: d.deviceName,
+                  point: e.point,
+                  ts: e.ts,
+                  aheadMs,
+                  code: ErrorCodes.SHADOW_BAD_MESSAGE,
+                },
+                "refused a desired value stamped far in the future (logged once per device)",
+              ),
+            );
           } else {
+            journaled = true;
             try {
               this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
                 ...offered,
@@ -666,10 +784,17 @@ export class SyncEngine {
             if (device) this.wake(device, this.opts.sendWindowMs);
           }
           try {
-            this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
-              ...offered,
-              status: result.status,
-            });
+            if (result.status !== "rejected") {
+              d.refused.delete(e.point);
+              this.hooks.journal.record(d.productKey, d.deviceName, e.point, {
+                ...offered,
+                status: result.status,
+              });
+            } else {
+              // Nothing was written: the point's last executed command stays what it was.
+              d.refused.set(e.point, refusedKey);
+              if (journaled) this.restore(d, e.point, last, interrupted);
+            }
           } catch (err) {
             this.log.error(
               { device: d.deviceName, point: e.point, err, code: ErrorCodes.STORE_REFUSED },
@@ -693,6 +818,37 @@ export class SyncEngine {
       // The outcomes and read-backs go at once.
       this.flush(0);
       this.pump(d);
-    });
+    };
+    // A batch that throws must not break the chain: every later command would wait on it.
+    d.executing = d.executing
+      .then(batch)
+      .catch((err: unknown) =>
+        this.internal("executing desired values", err, { device: d.deviceName }),
+      );
   }
+
+  /**
+   * Puts back the journal entry a refused command replaced with its intent. An interrupted
+   * command that is refused on resume leaves no entry: its predecessor is not known any more.
+   */
+  private restore(
+    d: DeviceSync,
+    point: string,
+    previous: (JournalRecord & { status: string }) | undefined,
+    interrupted: boolean,
+  ): void {
+    if (previous && !interrupted) {
+      this.hooks.journal.record(d.productKey, d.deviceName, point, previous);
+    } else this.hooks.journal.forget(d.productKey, d.deviceName, point);
+  }
+}
+
+/** 90061000 -> "1 d 1 h", for messages about clocks. */
+function formatAhead(ms: number): string {
+  const hours = ms / 3_600_000;
+  if (!Number.isFinite(hours) || hours >= 24 * 365 * 1000) return "over a thousand years";
+  if (hours < 1) return `${Math.round(ms / 60_000)} min`;
+  const days = Math.floor(hours / 24);
+  const rest = Math.floor(hours - days * 24);
+  return days > 0 ? `${days} d ${rest} h` : `${rest} h`;
 }

@@ -17,6 +17,7 @@ export interface JournalEntry {
 export class DesiredJournal {
   private readonly getStmt;
   private readonly putStmt;
+  private readonly deleteStmt;
 
   constructor(db: Db) {
     this.getStmt = db.prepare<[string, string, string], JournalEntry>(
@@ -29,10 +30,18 @@ export class DesiredJournal {
        DO UPDATE SET ts = excluded.ts, version = excluded.version, value = excluded.value,
                      status = excluded.status, executed_at = excluded.executed_at`,
     );
+    this.deleteStmt = db.prepare(
+      "DELETE FROM desired_journal WHERE product_key = ? AND device_name = ? AND attribute = ?",
+    );
   }
 
   last(productKey: string, deviceName: string, attribute: string): JournalEntry | undefined {
     return this.getStmt.get(productKey, deviceName, attribute);
+  }
+
+  /** The attribute has no executed command on record (a refused one took its entry back). */
+  forget(productKey: string, deviceName: string, attribute: string): void {
+    this.deleteStmt.run(productKey, deviceName, attribute);
   }
 
   record(

@@ -1,8 +1,10 @@
 import { EventEmitter } from "node:events";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { silentLogger } from "../../../src/core/logger.js";
+import { silentLogger, type Logger } from "../../../src/core/logger.js";
+import { captureLogger } from "../../helpers/cloud.js";
 import type { JsonObject, JsonValue } from "../../../src/core/types.js";
 import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
+import type { Dialect } from "../../../src/north/dialect.js";
 import type { LinkEvents } from "../../../src/north/link.js";
 import { openDatabase } from "../../../src/store/database.js";
 import { Outbox } from "../../../src/store/outbox.js";
@@ -78,7 +80,13 @@ const control = (version: number, desired: JsonObject, ts: number) => ({
   timestamp: ts,
 });
 
-function setup(devices = ["dev"], gate?: () => Promise<void>, minIntervalMs = 0) {
+function setup(
+  devices = ["dev"],
+  gate?: () => Promise<void>,
+  minIntervalMs = 0,
+  dialect: Dialect = alibabaDialect,
+  log: Logger = silentLogger(),
+) {
   const edge: JsonObject = { temp: 20, on: true };
   const link = new ScriptedLink();
   const executed: Array<{ device: string; point: string; value: JsonValue; resume?: boolean }> = [];
@@ -103,11 +111,12 @@ function setup(devices = ["dev"], gate?: () => Promise<void>, minIntervalMs = 0)
     journal: {
       last: (pk, dn, point) => journal.get(`${pk}/${dn}/${point}`),
       record: (pk, dn, point, e) => void journal.set(`${pk}/${dn}/${point}`, e),
+      forget: (pk, dn, point) => void journal.delete(`${pk}/${dn}/${point}`),
     },
   };
   const sync = new SyncEngine(
     link,
-    alibabaDialect,
+    dialect,
     devices.map((deviceName) => ({ productKey: "pk", deviceName })),
     hooks,
     {
@@ -117,7 +126,7 @@ function setup(devices = ["dev"], gate?: () => Promise<void>, minIntervalMs = 0)
       replyTimeoutMs: 5000,
       conflictRetries: 3,
     },
-    silentLogger(),
+    log,
   );
   return { link, sync, executed, edge, journal, outbox };
 }
@@ -139,6 +148,17 @@ async function connect(s: ReturnType<typeof setup>, version = 5) {
   await vi.advanceTimersByTimeAsync(0);
   const [report] = s.link.take();
   return report;
+}
+
+/**
+ * A control push with a later version makes the engine learn the cloud's version with a get
+ * (it does not take the push's): answers that get with `version`.
+ */
+async function refreshed(s: ReturnType<typeof setup>, version: number): Promise<void> {
+  const [get] = s.link.take();
+  expect(get?.msg).toMatchObject({ method: "get" });
+  s.link.deliver("dev", getReply(get?.msg.clientToken, version));
+  await vi.advanceTimersByTimeAsync(0);
 }
 
 /** Connected, and the first report acknowledged: the cloud is at version 6. */
@@ -283,6 +303,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       { device: "dev", point: "setpoint", value: 55 },
       { device: "dev", point: "alarm.ack", value: true },
     ]);
+    await refreshed(s, 7);
     // The outcome goes up first, so the cloud sees the read-back at once; then desired clears.
     const [outcome] = s.link.take();
     expect(outcome?.msg).toMatchObject({
@@ -369,6 +390,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
     await vi.advanceTimersByTimeAsync(0);
     await s.sync.idle();
+    await refreshed(s, 7);
     const [outcome] = s.link.take();
     expect(outcome?.msg.state).toEqual({
       reported: {
@@ -470,6 +492,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
       await vi.advanceTimersByTimeAsync(0);
       await s.sync.idle();
+      await refreshed(s, 7);
       const [outcome] = s.link.take();
       expect(outcome?.msg.state).toMatchObject({ reported: { _commands: { setpoint: {} } } });
       // The device keeps changing: a report is always due when the outcome is acknowledged.
@@ -493,6 +516,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       // A second command arrives while the first is being written.
       s.link.deliver("dev", control(9, { setpoint: 50, on: false }, 1000));
       await g.release(); // setpoint done; "on" now waits for the device
+      await refreshed(s, 9);
       const [outcome] = s.link.take();
       expect(outcome?.msg.state).toMatchObject({ reported: { _commands: { setpoint: {} } } });
       s.link.deliver("dev", success(outcome?.msg.clientToken, 10));
@@ -569,6 +593,182 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       await g.release();
       await s.sync.idle();
       expect(atDone[1]).toMatchObject({ _commands: { on: { status: "applied", value: false } } });
+    });
+  });
+  describe("found with hostile input (issue 10)", () => {
+    it("a refused command does not move the point's last-executed mark", async () => {
+      const s = setup();
+      s.journal.set("pk/dev/setpoint", { ts: 1000, version: 7, value: "50", status: "applied" });
+      await synced(s);
+      // Out of range, stamped an hour ahead of the gateway's clock (which is at 0 here).
+      s.link.deliver("dev", control(7, { setpoint: 500, on: true }, 3600));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.journal.get("pk/dev/setpoint")).toEqual({
+        ts: 1000,
+        version: 7,
+        value: "50",
+        status: "applied",
+      });
+      // A point with no command before: the refusal leaves none either.
+      s.link.deliver("dev", control(8, { on: 500 }, 3600));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.journal.has("pk/dev/on")).toBe(true); // "on: true" above was applied
+      s.journal.delete("pk/dev/on");
+      s.link.deliver("dev", control(9, { on: 700 }, 3601));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.journal.has("pk/dev/on")).toBe(false);
+      // A real command now, stamped before the refused one: it runs.
+      s.link.deliver("dev", control(10, { setpoint: 60 }, 1001));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed.map((e) => [e.point, e.value])).toEqual([
+        ["setpoint", 500],
+        ["on", true],
+        ["on", 500],
+        ["on", 700],
+        ["setpoint", 60],
+      ]);
+      expect(s.journal.get("pk/dev/setpoint")).toMatchObject({ ts: 1001, value: "60" });
+      expect(s.sync.stats.commands).toEqual({ applied: 2, rejected: 3, failed: 0 });
+    });
+
+    it("a redelivered refusal is a duplicate, not a second outcome", async () => {
+      const s = setup();
+      await synced(s);
+      s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
+      s.link.deliver("dev", control(7, { setpoint: 500 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed).toHaveLength(1);
+      expect(s.sync.stats).toMatchObject({
+        duplicateCommands: 1,
+        commands: { applied: 0, rejected: 1, failed: 0 },
+      });
+    });
+
+    it.each([
+      ["a day and a minute", 86_460],
+      ["ten years", 315_360_000],
+      ["2^53 seconds", 2 ** 53],
+    ])(
+      "refuses a desired value stamped %s ahead, without a write or a journal entry",
+      async (_what, ts) => {
+        const { logger, records } = captureLogger();
+        const s = setup(["dev"], undefined, 0, alibabaDialect, logger);
+        await synced(s);
+        s.link.deliver("dev", control(7, { setpoint: 55 }, ts));
+        s.link.deliver("dev", control(8, { setpoint: 56 }, ts));
+        await vi.advanceTimersByTimeAsync(0);
+        await s.sync.idle();
+        expect(s.executed).toEqual([]);
+        expect(s.journal.has("pk/dev/setpoint")).toBe(false);
+        await refreshed(s, 8);
+        const [outcome] = s.link.take();
+        expect(outcome?.msg.state).toMatchObject({
+          reported: {
+            _commands: {
+              setpoint: {
+                status: "rejected",
+                ts,
+                reason: expect.stringMatching(/ahead of the gateway's clock .*NTP/),
+              },
+            },
+          },
+        });
+        // Logged once, however many come.
+        expect(records.filter((r) => r.code === "SG_SHADOW_BAD_MESSAGE")).toHaveLength(1);
+        // The next real command runs.
+        s.link.deliver("dev", success(outcome?.msg.clientToken, 9));
+        s.link.deliver("dev", control(10, { setpoint: 57 }, 1002));
+        await vi.advanceTimersByTimeAsync(0);
+        await s.sync.idle();
+        expect(s.executed).toEqual([{ device: "dev", point: "setpoint", value: 57 }]);
+      },
+    );
+
+    it("does not take a control push's version: a get learns the cloud's own", async () => {
+      const s = setup();
+      await synced(s);
+      s.link.deliver("dev", control(4_294_967_295, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.sync.deviceState("dev")?.version).toBe(6);
+      const [get] = s.link.take();
+      expect(get?.msg).toMatchObject({ method: "get" });
+      s.link.deliver("dev", getReply(get?.msg.clientToken, 7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      const [outcome] = s.link.take();
+      expect(outcome?.msg).toMatchObject({
+        version: 8,
+        state: { reported: { _commands: { setpoint: { status: "applied" } } } },
+      });
+      s.link.deliver("dev", success(outcome?.msg.clientToken, 8));
+      await vi.advanceTimersByTimeAsync(0);
+      // The forged version's clear is not remembered over the cloud's own: desired is cleared.
+      expect(s.link.take()[0]?.msg).toMatchObject({ state: { desired: "null" }, version: 9 });
+      expect(s.executed).toHaveLength(1);
+    });
+
+    it("refuses versions beyond 2^53 - 2 as bad messages and goes on reporting", async () => {
+      const s = setup();
+      await synced(s);
+      s.link.deliver("dev", control(Number.MAX_SAFE_INTEGER, { setpoint: 50 }, 1000));
+      s.link.deliver("dev", { ...control(7, { setpoint: 51 }, 1000), version: 2 ** 60 });
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed).toEqual([]);
+      expect(s.sync.stats.badMessages).toBe(2);
+      report(s, "dev", { temp: 30 });
+      await vi.advanceTimersByTimeAsync(100);
+      const [update] = s.link.take();
+      expect(update?.msg).toMatchObject({ version: 7, state: { reported: { temp: 30 } } });
+      // A reply to the gateway's own request at the limit is refused too: it times out instead.
+      s.link.deliver("dev", success(update?.msg.clientToken, Number.MAX_SAFE_INTEGER));
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(s.sync.stats.timeouts).toBe(1);
+      expect(s.sync.deviceState("dev")?.version).toBe(6);
+    });
+
+    it("a request that cannot be built is logged and retried later, never thrown from a timer", async () => {
+      let failures = 1;
+      const dialect: Dialect = {
+        ...alibabaDialect,
+        encodeGet: (token) => {
+          if (failures-- > 0) throw new Error("cannot encode");
+          return alibabaDialect.encodeGet(token);
+        },
+      };
+      const { logger, records } = captureLogger();
+      const s = setup(["dev"], undefined, 0, dialect, logger);
+      s.link.up();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(s.link.take()).toEqual([]);
+      expect(records.filter((r) => r.code === "SG_INTERNAL")).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(s.link.take()[0]?.msg).toMatchObject({ method: "get" });
+    });
+
+    it("a batch of desired values that throws does not stop later batches", async () => {
+      const s = setup();
+      await synced(s);
+      const last = s.journal.get.bind(s.journal);
+      let broken = true;
+      s.journal.get = (key) => {
+        if (broken) throw new Error("disk I/O error");
+        return last(key);
+      };
+      s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      broken = false;
+      s.link.deliver("dev", control(8, { setpoint: 51 }, 1001));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed.map((e) => e.value)).toEqual([51]);
     });
   });
 });

@@ -143,11 +143,21 @@ export interface DecodeOptions {
   maxBytes?: number;
 }
 
+/**
+ * The largest version the gateway accepts from the cloud: it must be able to send a greater one
+ * as a safe integer (Number.MAX_SAFE_INTEGER - 1). Alibaba documents the version as a long; a
+ * value beyond this is bad input, not a shadow to follow.
+ */
+export const MAX_VERSION = Number.MAX_SAFE_INTEGER - 1;
 const NON_NEGATIVE_INT = "must be a non-negative integer";
 const Version = z
   .number({ error: NON_NEGATIVE_INT })
   .int(NON_NEGATIVE_INT)
-  .min(0, NON_NEGATIVE_INT);
+  .min(0, NON_NEGATIVE_INT)
+  .max(
+    MAX_VERSION,
+    `must be at most ${MAX_VERSION} (the gateway must be able to send a greater one)`,
+  );
 const Timestamp = z
   .number({ error: "must be a non-negative number" })
   .min(0, "must be a non-negative number");

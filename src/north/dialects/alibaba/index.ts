@@ -35,6 +35,8 @@ export const alibabaDialect: Dialect = {
   encodeClearDesired,
   encodeGet,
   nextVersion: (lastKnown) => lastKnown + 1,
+  // Alibaba's metadata timestamps are whole seconds.
+  timestampMs: (ts) => ts * 1000,
   classify: (code) =>
     isSuccessCode(code)
       ? "success"
