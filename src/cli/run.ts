@@ -2,6 +2,7 @@ import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js"
 import { ExitCodes } from "../core/errors.js";
 import { createLogger, type Logger } from "../core/logger.js";
 import { Gateway } from "../daemon/gateway.js";
+import { installLastResort } from "../daemon/last-resort.js";
 import { loadOrReport } from "./validate.js";
 
 function startGateway(config: LoadedConfig, log: Logger): Gateway {
@@ -23,6 +24,7 @@ export async function runCommand(o: { config: string }): Promise<number> {
   const config = await loadOrReport(o.config);
   if (!config) return ExitCodes.CONFIG;
   const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? config.gateway.log.level });
+  const uninstall = installLastResort(log);
   let gateway = startGateway(config, log);
   await gateway.start();
 
@@ -55,5 +57,6 @@ export async function runCommand(o: { config: string }): Promise<number> {
   await reloading;
   await gateway.stop();
   log.info("stopped");
+  uninstall();
   return ExitCodes.OK;
 }

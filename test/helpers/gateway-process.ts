@@ -26,6 +26,8 @@ export interface GatewayProcessOptions {
   readonly logFile: string;
   /** SHADOWGATE_LOG_LEVEL for the child; default info. */
   readonly logLevel?: string;
+  /** Node options ahead of the script, e.g. ["--import", preload]. */
+  readonly nodeArgs?: readonly string[];
 }
 
 export interface ExitInfo {
@@ -60,7 +62,8 @@ export class GatewayProcess {
     if (this.child) throw new Error("the gateway is already running");
     this.generation++;
     const gen = `g${this.generation}`;
-    const child = spawn(process.execPath, [CLI_MAIN, "run", "-c", this.opts.configFile], {
+    const args = [...(this.opts.nodeArgs ?? []), CLI_MAIN, "run", "-c", this.opts.configFile];
+    const child = spawn(process.execPath, args, {
       env: { ...process.env, SHADOWGATE_LOG_LEVEL: this.opts.logLevel ?? "info" },
       stdio: ["ignore", "ignore", "pipe"],
     });
