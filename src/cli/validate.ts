@@ -1,13 +1,12 @@
-import { loadConfig, formatProblem } from "../config/load.js";
+import { loadConfig, formatProblem, type Problem } from "../config/load.js";
 import { ExitCodes } from "../core/errors.js";
 
 export async function validateCommand(o: { config: string }): Promise<number> {
   const result = await loadConfig(o.config);
   if (!result.ok) {
-    for (const p of result.problems) process.stderr.write(`${formatProblem(p)}\n`);
-    process.stderr.write(
-      `${result.problems.length} problem${result.problems.length === 1 ? "" : "s"} found\n`,
-    );
+    printProblems(result);
+    const total = result.problems.length + result.omitted;
+    process.stderr.write(`${total} problem${total === 1 ? "" : "s"} found\n`);
     return ExitCodes.CONFIG;
   }
   const { devices, gateway } = result.config;
@@ -22,6 +21,14 @@ export async function validateCommand(o: { config: string }): Promise<number> {
 export async function loadOrReport(file: string) {
   const result = await loadConfig(file);
   if (result.ok) return result.config;
-  for (const p of result.problems) process.stderr.write(`${formatProblem(p)}\n`);
+  printProblems(result);
   return undefined;
+}
+
+/** The listed problems, one a line, and how many more were not listed. */
+function printProblems(result: { problems: readonly Problem[]; omitted: number }): void {
+  for (const p of result.problems) process.stderr.write(`${formatProblem(p)}\n`);
+  const { omitted } = result;
+  if (omitted > 0)
+    process.stderr.write(`... and ${omitted} more problem${omitted === 1 ? "" : "s"}\n`);
 }

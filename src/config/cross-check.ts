@@ -40,7 +40,11 @@ export function crossCheck(
   const seen = new Map<string, { plan: DevicePlan; src: YamlSource }>();
 
   for (const d of devices) {
-    if (!(d.plan.sourceId in gateway.sources)) {
+    // Own keys only: `in` would take a mapping's `source: toString` for a source.
+    const source = Object.hasOwn(gateway.sources, d.plan.sourceId)
+      ? gateway.sources[d.plan.sourceId]
+      : undefined;
+    if (!source) {
       found.push({
         src: d.src,
         path: ["source"],
@@ -58,7 +62,6 @@ export function crossCheck(
         message: `${attributes.size} top-level points (plus _commands) exceed the cloud shadow's ${MAX_ATTRIBUTES} attributes; group them with dotted names (line1.speed)`,
       });
     }
-    const source = gateway.sources[d.plan.sourceId];
     // A mapping's points must be of its source's kind: registers for Modbus, nodes for OPC UA.
     const sourceKind = source && (source.protocol === "opcua" ? "opcua" : "modbus");
     if (sourceKind !== undefined && sourceKind !== d.plan.protocol) {

@@ -7,7 +7,7 @@ import type { DevicePlan, SourcePosition } from "../mapping/types.js";
 import { crossCheck } from "./cross-check.js";
 import { gatewayConfigSchema, type GatewayConfig } from "./gateway-schema.js";
 import { mappingFileSchema } from "./mapping-schema.js";
-import { interpolateEnv, parseYamlSource, type YamlSource } from "./yaml-source.js";
+import { interpolateEnv, parseYamlSource, plainValue, type YamlSource } from "./yaml-source.js";
 
 /** One problem in a user's file, reported as `file:line:col key.path: message`. */
 export interface Problem {
@@ -33,19 +33,39 @@ export interface LoadedConfig {
 }
 
 export type LoadResult =
-  { ok: true; config: LoadedConfig; problems: [] } | { ok: false; problems: Problem[] };
+  | { ok: true; config: LoadedConfig; problems: [] }
+  /** `omitted` problems were found beyond the MAX_PROBLEMS_PER_FILE and MAX_PROBLEMS listed. */
+  | { ok: false; problems: Problem[]; omitted: number };
+
+/**
+ * A broken file can make hundreds of thousands of problems (a line of a million quotes); the
+ * first ones of each file say what is wrong.
+ */
+const MAX_PROBLEMS_PER_FILE = 50;
+const MAX_PROBLEMS = 100;
 
 const keyPathOf = (p: readonly PropertyKey[]): string => p.map(String).join(".");
 
-/** Positions whose schema problems are already explained by a missing environment variable. */
+/**
+ * Positions whose schema problems are already explained: by a missing environment variable, or
+ * by a value the YAML conversion refused.
+ */
 const silenced = new WeakMap<YamlSource, Set<string>>();
 
-/** Reads, parses and interpolates one YAML file; problems are appended. */
+/** A YAML file read, and its content as plain data for the schemas. */
+interface YamlFile {
+  readonly src: YamlSource;
+  readonly value: unknown;
+}
+
+const lineCol = (p: SourcePosition): string => `${p.line}:${p.col}`;
+
+/** Reads, parses, interpolates and converts one YAML file; problems are appended. */
 async function readYaml(
   file: string,
   env: NodeJS.ProcessEnv,
   problems: Problem[],
-): Promise<YamlSource | undefined> {
+): Promise<YamlFile | undefined> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -79,18 +99,40 @@ async function readYaml(
       message: m.message,
     });
   }
-  // A value left empty by a missing variable would fail its schema too; say it once.
-  silenced.set(src, new Set(missing.map((m) => `${m.position.line}:${m.position.col}`)));
-  return src;
+  const { value, problems: found, voided } = plainValue(src);
+  for (const f of found) {
+    problems.push({
+      code: f.code,
+      position: f.position,
+      keyPath: keyPathOf(f.path),
+      message: f.message,
+    });
+  }
+  // A value left empty by a missing variable, or refused above, would fail its schema too; say
+  // it once.
+  silenced.set(src, new Set([...missing.map((m) => lineCol(m.position)), ...voided.map(lineCol)]));
+  return { src, value };
+}
+
+/** The value at `path`, and whether the file wrote it at all. */
+function valueAt(value: unknown, path: readonly PropertyKey[]): { found: boolean; given: unknown } {
+  let given = value;
+  for (const key of path) {
+    if (typeof given !== "object" || given === null || !Object.hasOwn(given, key)) {
+      return { found: false, given: undefined };
+    }
+    given = (given as Record<PropertyKey, unknown>)[key];
+  }
+  return { found: true, given };
 }
 
 /** Validates against a zod schema, turning each issue into a positioned problem. */
 function validate<S extends z.ZodType>(
-  src: YamlSource,
+  { src, value }: YamlFile,
   schema: S,
   problems: Problem[],
 ): z.output<S> | undefined {
-  const result = schema.safeParse(src.doc.toJS());
+  const result = schema.safeParse(value);
   if (result.success) return result.data;
   for (const issue of result.error.issues) {
     if (issue.code === "unrecognized_keys") {
@@ -106,17 +148,35 @@ function validate<S extends z.ZodType>(
       continue;
     }
     const p = issue.path as (string | number)[];
-    const position = src.positionOf(p);
-    if (silenced.get(src)?.has(`${position.line}:${position.col}`)) continue;
-    let message = issue.message;
-    if (issue.code === "invalid_value") {
-      const given: unknown = src.doc.getIn(p);
-      const options = issue.values.map(String);
+    // A key a record refuses (a bad point name) is shown at the key, with the rule it breaks.
+    const badKey = issue.code === "invalid_key";
+    const position = src.positionOf(p, badKey);
+    if (silenced.get(src)?.has(lineCol(position))) continue;
+    const { found, given } = valueAt(value, p);
+    // A literal (version: 1), an enum, or a discriminator (protocol) names what it takes.
+    const values =
+      issue.code === "invalid_value"
+        ? issue.values
+        : issue.code === "invalid_union" && "options" in issue
+          ? issue.options
+          : undefined;
+    const options = values?.map(String);
+    let message = (badKey && issue.issues[0]?.message) || issue.message;
+    if (options && !found) {
+      const key = String(p.at(-1) ?? "");
+      const [first, ...others] = options;
+      message =
+        `missing; write ${key}: ${first}` + (others.length ? ` (or ${others.join(", ")})` : "");
+    } else if (options && options.length === 1) {
+      message = `${JSON.stringify(given)} is not allowed here; must be ${options[0]}`;
+    } else if (options) {
       const near = typeof given === "string" ? closest(given, options) : undefined;
       message =
         `${JSON.stringify(given)} is not allowed here` +
         (near ? `; did you mean ${near}?` : "") +
         ` (one of ${options.join(", ")})`;
+    } else if (!found && issue.code === "invalid_type") {
+      message = `missing (expected ${issue.expected})`;
     }
     problems.push({
       code: ErrorCodes.CONFIG_SCHEMA,
@@ -198,11 +258,12 @@ export async function loadConfig(
 ): Promise<LoadResult> {
   const file = path.resolve(configFile);
   const problems: Problem[] = [];
-  const src = await readYaml(file, env, problems);
-  const gateway = src && validate(src, gatewayConfigSchema, problems);
+  const read = await readYaml(file, env, problems);
+  const src = read?.src;
+  const gateway = read && validate(read, gatewayConfigSchema, problems);
   const entries = (() => {
     // Even when another part of the gateway file is wrong, the mappings are still checked.
-    const raw: unknown = src?.doc.toJS()?.mappings;
+    const raw = valueAt(read?.value, ["mappings"]).given;
     if (typeof raw === "string") return [raw];
     if (Array.isArray(raw)) return raw.filter((x): x is string => typeof x === "string");
     return [];
@@ -211,9 +272,10 @@ export async function loadConfig(
 
   const devices: Array<{ plan: DevicePlan; src: YamlSource }> = [];
   for (const mf of files) {
-    const msrc = await readYaml(mf, env, problems);
-    if (!msrc) continue;
-    const mapping = validate(msrc, mappingFileSchema, problems);
+    const mread = await readYaml(mf, env, problems);
+    if (!mread) continue;
+    const msrc = mread.src;
+    const mapping = validate(mread, mappingFileSchema, problems);
     if (!mapping) continue;
     const { plan, problems: found } = compileMapping(mf, mapping, (p) => msrc.positionOf(p, true));
     for (const f of found) {
@@ -279,7 +341,10 @@ export async function loadConfig(
     });
   }
 
-  if (problems.length > 0 || !gateway) return { ok: false, problems: sortProblems(problems) };
+  if (problems.length > 0 || !gateway) {
+    const listed = capped(sortProblems(problems));
+    return { ok: false, problems: listed, omitted: problems.length - listed.length };
+  }
   return {
     ok: true,
     problems: [],
@@ -295,8 +360,21 @@ export async function loadConfig(
 function sortProblems(problems: Problem[]): Problem[] {
   return [...problems].sort(
     (a, b) =>
-      a.position.file.localeCompare(b.position.file) ||
+      // localeCompare only between files: it is slow, and one file may bring 500,000 problems.
+      (a.position.file === b.position.file ? 0 : a.position.file.localeCompare(b.position.file)) ||
       a.position.line - b.position.line ||
       a.position.col - b.position.col,
   );
+}
+
+/** The first MAX_PROBLEMS_PER_FILE of each file, MAX_PROBLEMS in all, of sorted problems. */
+function capped(sorted: readonly Problem[]): Problem[] {
+  const perFile = new Map<string, number>();
+  return sorted
+    .filter((p) => {
+      const n = perFile.get(p.position.file) ?? 0;
+      perFile.set(p.position.file, n + 1);
+      return n < MAX_PROBLEMS_PER_FILE;
+    })
+    .slice(0, MAX_PROBLEMS);
 }

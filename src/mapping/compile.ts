@@ -58,6 +58,13 @@ export interface MappingProblem {
   readonly message: string;
 }
 
+/**
+ * Enum labels by raw value, without a prototype: decoding looks values up in it, and a value
+ * such as "constructor" must find no label rather than Object's.
+ */
+const labels = (e: Record<string, string>): Record<string, string> =>
+  Object.assign(Object.create(null) as Record<string, string>, e);
+
 function resolveAddress(
   p: PointFields,
   problem: (key: string, message: string) => void,
@@ -172,7 +179,7 @@ export function compilePoint(
       ...(p.valueOffset !== undefined && { offset: p.valueOffset }),
       ...(p.bit !== undefined && { bit: p.bit }),
       ...(p.length !== undefined && { length: p.length }),
-      ...(p.enum !== undefined && { enum: p.enum }),
+      ...(p.enum !== undefined && { enum: labels(p.enum) }),
     };
   }
 
@@ -262,7 +269,7 @@ export function compileNodePoint(
     ...(p.samplingInterval !== undefined && { samplingIntervalMs: p.samplingInterval }),
     ...(p.scale !== undefined && { scale: p.scale }),
     ...(p.valueOffset !== undefined && { valueOffset: p.valueOffset }),
-    ...(p.enum !== undefined && { enum: p.enum }),
+    ...(p.enum !== undefined && { enum: labels(p.enum) }),
   };
 }
 

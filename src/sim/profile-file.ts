@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { z } from "zod";
-import { parseYamlSource } from "../config/yaml-source.js";
+import { parseYamlSource, plainValue } from "../config/yaml-source.js";
 import { ErrorCodes, ShadowgateError } from "../core/errors.js";
 
 /** A key path inside a profile, as YAML positions and messages name it. */
@@ -76,16 +76,23 @@ export function parseProfileText<Parsed, Profile>(
   source: string,
 ): Profile {
   const src = parseYamlSource(source, text);
-  if (src.syntaxErrors.length > 0) {
-    const lines = src.syntaxErrors.map(
-      (e) => `${source}:${e.position.line}:${e.position.col}: ${e.message}`,
-    );
+  // Like the gateway's files: aliases, keys and depth are checked while the YAML becomes data.
+  const plain = src.syntaxErrors.length > 0 ? undefined : plainValue(src);
+  const problems = [
+    ...src.syntaxErrors.map((e) => ({ ...e, path: [] as Path })),
+    ...(plain?.problems ?? []),
+  ];
+  if (!plain || problems.length > 0) {
+    const lines = problems.map((e) => {
+      const key = formatPath(e.path);
+      return `${source}:${e.position.line}:${e.position.col}${key ? ` ${key}` : ""}: ${e.message}`;
+    });
     throw new ShadowgateError(ErrorCodes.CONFIG_YAML, lines.join("\n"), {
       file: source,
       issues: lines,
     });
   }
-  return compileProfileInput(format, src.doc.toJS(), source, (path) => src.positionOf(path));
+  return compileProfileInput(format, plain.value, source, (path) => src.positionOf(path));
 }
 
 /** Reads and validates a profile file. Errors name the file and line:col. */

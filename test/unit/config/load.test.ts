@@ -241,6 +241,76 @@ describe("loadConfig", () => {
     expect(await problemsOf(await workspace({ "a.yaml": head + nested }, gateway))).toEqual([]);
   });
 
+  it("reads anchors and aliases, keys named like Object's methods, and YAML 1.1 merge keys", async () => {
+    const config = await workspace({
+      "a.yaml":
+        "version: 1\ndevice: { productKey: pk, deviceName: a }\nsource: plc1\n" +
+        "pollInterval: &every 2s\ndefaults: { heartbeat: *every }\npoints:\n" +
+        "  state: { register: 40001, enum: &states { 0: idle, 1: run } }\n" +
+        "  mode: { register: 40002, enum: *states }\n" +
+        "  constructor: { register: 40003 }\n",
+      "b.yaml":
+        "%YAML 1.1\n---\nversion: 1\ndevice: { productKey: pk, deviceName: b }\nsource: plc1\n" +
+        "points:\n  t: &t { register: 40010, type: float32, unit: degC }\n" +
+        "  u: { <<: *t, register: 40012 }\n",
+    });
+    const r = await loadConfig(config, {});
+    expect(r.ok && r.config.devices).toMatchObject([
+      {
+        deviceName: "a",
+        pollIntervalMs: 2000,
+        points: [
+          { name: "state", heartbeatMs: 2000, codec: { enum: { 0: "idle", 1: "run" } } },
+          { name: "mode", heartbeatMs: 2000, codec: { enum: { 0: "idle", 1: "run" } } },
+          { name: "constructor", address: 2 },
+        ],
+      },
+      {
+        deviceName: "b",
+        points: [
+          { name: "t", address: 9, unit: "degC", codec: { type: "float32" } },
+          { name: "u", address: 11, unit: "degC", codec: { type: "float32" } },
+        ],
+      },
+    ]);
+  });
+
+  it("reads maps and lists nested 64 levels deep, and refuses a 65th", async () => {
+    const nested = (levels: number) =>
+      workspace({
+        "a.yaml":
+          head.replace("points:\n", "points: ") + "[".repeat(levels) + "]".repeat(levels) + "\n",
+      });
+    // The file is level 1 and points' value level 2, at column 9.
+    expect(await problemsOf(await nested(63))).toEqual([
+      "mappings/a.yaml:4:9 points: Invalid input: expected record, received array",
+    ]);
+    expect(await problemsOf(await nested(64))).toEqual([
+      "mappings/a.yaml:4:72 maps and lists nest more than 64 levels deep here",
+    ]);
+  });
+
+  it("refuses an alias inside its own anchor, one that nests too deep, and colliding keys", async () => {
+    const config = await workspace({
+      "a.yaml": head + "  t: &t { register: 40001, description: *t }\n",
+      "b.yaml":
+        head.replace("deviceName: dev", "deviceName: b") +
+        "  t: { register: 40001 }\n" +
+        `deep: &d ${"[".repeat(62)}${"]".repeat(62)}\n` + // levels 2 to 63
+        "more: [[*d]]\n", // *d at level 4 would reach level 65
+      "c.yaml":
+        head.replace("deviceName: dev", "deviceName: c") +
+        "  t: { register: 40001, enum: { 1: a, '1': b } }\n",
+    });
+    expect(await problemsOf(config)).toEqual([
+      "mappings/a.yaml:5:41 points.t.description: *t is inside the value it names, an endless loop",
+      "mappings/b.yaml:6:1 deep: unknown key (check the spelling; the JSON Schema in config/schemas lists them)",
+      "mappings/b.yaml:7:1 more: unknown key (check the spelling; the JSON Schema in config/schemas lists them)",
+      "mappings/b.yaml:7:9 more.0.0: *d nests maps and lists more than 64 deep",
+      "mappings/c.yaml:5:39 points.t.enum.1: 1 is a key of this map already",
+    ]);
+  });
+
   it("names a missing mappings folder and an unreadable file", async () => {
     const config = await workspace(
       {},

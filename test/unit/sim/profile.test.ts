@@ -204,6 +204,17 @@ units:
     expect(err.message).toMatch(/^y\.yaml:\d+:\d+: /);
   });
 
+  it("refuses an unresolved alias and __proto__ with positions, not a stack trace", () => {
+    const err = errorOf(() =>
+      parseProfile("units:\n  - unitId: *nowhere\n    __proto__: {}\n", "a.yaml"),
+    );
+    expect(err.code).toBe(ErrorCodes.CONFIG_YAML);
+    expect(err.message.split("\n")).toEqual([
+      "a.yaml:2:13 units[0].unitId: *nowhere names no anchor; write &nowhere on a value above it",
+      "a.yaml:3:5 units[0].__proto__: __proto__ cannot be a key (JavaScript reserves it); choose another name",
+    ]);
+  });
+
   it("loads a file and names it in errors", async () => {
     dir = await mkdtemp(join(tmpdir(), "sg-profile-"));
     const good = join(dir, "good.yaml");
