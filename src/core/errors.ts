@@ -17,7 +17,10 @@ export const ErrorCodes = {
   MODBUS_EXCEPTION: "SG_MODBUS_EXCEPTION",
   MODBUS_TIMEOUT: "SG_MODBUS_TIMEOUT",
   MODBUS_DISCONNECTED: "SG_MODBUS_DISCONNECTED",
-  /** A frame with a bad CRC, the wrong length or from the wrong unit (noise, a late answer). */
+  /**
+   * A frame that could not be used: a bad CRC or MBAP header, a byte count or length that
+   * disagrees, the wrong unit, function code or write echo (noise, a late answer, a broken slave).
+   */
   MODBUS_BAD_FRAME: "SG_MODBUS_BAD_FRAME",
   MODBUS_UNIT_DOWN: "SG_MODBUS_UNIT_DOWN",
   MODBUS_ILLEGAL_ADDRESS: "SG_MODBUS_ILLEGAL_ADDRESS",

@@ -1,18 +1,17 @@
-import Modbus from "modbus-serial";
 import { Backoff } from "../../core/backoff.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
 import type { ConnectionState } from "../../core/types.js";
 import type { PollRequest, RawPoint, RawSample, SourceHealth, SouthDriver } from "../driver.js";
 import { IoQueue } from "./io-queue.js";
-import { EXCEPTION_NAMES, RequestPlanner, type ReadSpan } from "./planner.js";
-import { lineTiming, type LineTiming, type SerialLine } from "./rtu-frame.js";
+import { MbapClient } from "./mbap-client.js";
+import type { LinkEvents, ModbusLink } from "./modbus-link.js";
+import { RequestPlanner, type ReadSpan } from "./planner.js";
+import { RtuClient, type RtuTransport } from "./rtu-client.js";
 
 /** Where the frames go: MBAP over TCP, RTU on a serial line, or RTU frames over TCP (a DTU). */
 export type ModbusTransport =
-  | { readonly kind: "tcp"; readonly host: string; readonly port: number }
-  | { readonly kind: "rtu"; readonly path: string; readonly line: SerialLine }
-  | { readonly kind: "rtu-over-tcp"; readonly host: string; readonly port: number };
+  { readonly kind: "tcp"; readonly host: string; readonly port: number } | RtuTransport;
 
 export interface ModbusDriverOptions {
   readonly transport: ModbusTransport;
@@ -31,58 +30,24 @@ export interface ModbusDriverOptions {
   readonly demoteAfter?: number;
 }
 
-type Client = InstanceType<typeof Modbus.default>;
-
-/** modbus-serial's errors -> our catalogue. */
-function classify(err: unknown, span: { unitId: number }): ShadowgateError {
-  if (err instanceof ShadowgateError) return err;
-  const e = err as { modbusCode?: number; errno?: string; code?: string; message?: string };
-  if (typeof e.modbusCode === "number") {
-    const name = EXCEPTION_NAMES[e.modbusCode] ?? "unknown exception";
-    return new ShadowgateError(
-      ErrorCodes.MODBUS_EXCEPTION,
-      `exception ${String(e.modbusCode).padStart(2, "0")} (${name})`,
-      { exceptionCode: e.modbusCode, unitId: span.unitId },
-    );
-  }
-  // modbus-serial's words for a frame it could not use: noise, a partial or a late answer.
-  if (/CRC error|Data length error|Unexpected data error/.test(e.message ?? "")) {
-    return new ShadowgateError(ErrorCodes.MODBUS_BAD_FRAME, `unit ${span.unitId}: ${e.message}`, {
-      unitId: span.unitId,
-    });
-  }
-  if (e.errno === "ETIMEDOUT") {
-    return new ShadowgateError(
-      ErrorCodes.MODBUS_TIMEOUT,
-      `unit ${span.unitId} did not answer in time`,
-      {
-        unitId: span.unitId,
-      },
-    );
-  }
-  return new ShadowgateError(
-    ErrorCodes.MODBUS_DISCONNECTED,
-    `connection lost: ${e.message ?? e.errno ?? e.code ?? String(err)}`,
-    { unitId: span.unitId },
-  );
-}
-
 /**
- * Modbus on modbus-serial, over TCP, an RS-485 line, or a serial device server. One connection
- * (or open port) per source, with possibly several unit ids behind it. Transactions run one at
- * a time through an IoQueue. A unit whose polls time out `demoteAfter` times in a row is parked
- * for `unitBackoffMs`, so that a dead slave costs its neighbours at most one timeout per backoff
- * period instead of one per poll.
+ * Modbus over TCP (our own MBAP client), an RS-485 line, or a serial device server (RTU frames,
+ * on modbus-serial): the transport is a ModbusLink, and everything else is shared. One
+ * connection (or open port) per source, with possibly several unit ids behind it. Transactions
+ * run one at a time through an IoQueue. A unit whose polls time out `demoteAfter` times in a row
+ * is parked for `unitBackoffMs`, so that a dead slave costs its neighbours at most one timeout
+ * per backoff period instead of one per poll.
  *
- * On a serial line the driver also keeps the line's timing: the t3.5 silence (plus
- * `turnaroundMs`) between frames, timeouts that add the frames' own wire time at the baud, and
- * after a timeout or a bad frame, a silence long enough for a late answer to pass, with the
- * receive buffer emptied before the next request, so that noise or a late answer is never read
- * as the next answer and the port stays open.
+ * A link drops the frames it cannot use (each counted in badFrames, each kind logged once per
+ * connection). When the TCP stream cannot be trusted any more (a framing error, a partial frame
+ * at a timeout, or no answer to several requests in a row) the MBAP client closes the
+ * connection, and the driver reopens it with backoff; the points read bad meanwhile. The backoff
+ * starts over only once a device answered on the new connection, so a peer that accepts
+ * connections and then talks nonsense is retried less and less often.
  */
 export class ModbusDriver implements SouthDriver {
   private state: ConnectionState = "disconnected";
-  private client: Client | undefined;
+  private link: ModbusLink | undefined;
   private readonly queue = new IoQueue();
   private readonly planner: RequestPlanner;
   private readonly backoff: Backoff;
@@ -97,18 +62,9 @@ export class ModbusDriver implements SouthDriver {
     reconnects: 0,
     badFrames: 0,
   };
-  /** The serial line's timing; undefined over TCP, where the network does the framing. */
-  private readonly timing: LineTiming | undefined;
-  /** performance.now() before which the line must stay silent. */
-  private lineFreeAt = 0;
+  /** Kinds of bad frame already logged on the current connection: one warning per kind. */
+  private readonly loggedFrameKinds = new Set<string>();
   private connecting: Promise<void> | undefined;
-  /**
-   * Rejects when the current connection is lost or the source stops, so that the requests on
-   * it settle then: modbus-serial's destroy() cancels the timeouts of pending transactions
-   * without settling them, which would leave a request, and the IoQueue behind it (every later
-   * poll and command of the source), waiting for ever.
-   */
-  private connectionGone: { promise: Promise<never>; reject: (e: Error) => void } | undefined;
 
   constructor(
     readonly sourceId: string,
@@ -122,7 +78,6 @@ export class ModbusDriver implements SouthDriver {
       maxGapRegisters: opts.maxGap,
     });
     this.backoff = new Backoff(opts.reconnectMinMs, opts.reconnectMaxMs);
-    this.timing = opts.transport.kind === "rtu" ? lineTiming(opts.transport.line) : undefined;
   }
 
   /** Resolves after the first connection attempt, whatever its outcome: a down PLC is not fatal. */
@@ -134,10 +89,9 @@ export class ModbusDriver implements SouthDriver {
   async stop(): Promise<void> {
     this.transition("stopping");
     clearTimeout(this.reconnectTimer);
-    this.settleInFlight("the source is stopping");
-    const client = this.client;
-    this.client = undefined;
-    if (client) await new Promise<void>((resolve) => client.close(() => resolve()));
+    const link = this.link;
+    this.link = undefined;
+    if (link) await link.close("the source is stopping");
     this.transition("disconnected");
   }
 
@@ -200,33 +154,19 @@ export class ModbusDriver implements SouthDriver {
   async write(unitId: number, point: RawPoint, data: readonly number[]): Promise<void> {
     const down = this.unavailable(unitId, true);
     if (down) throw down;
+    const table = point.table;
+    if (table !== "coil" && table !== "holding") {
+      throw new ShadowgateError(ErrorCodes.MODBUS_ILLEGAL_ADDRESS, `${table} is read-only`);
+    }
     await this.queue.run(async () => {
-      const client = await this.begin(unitId, writeFrameBytes(point, data), 8);
+      const link = this.online();
+      this.counters.requests++;
       try {
-        if (point.table === "coil") {
-          if (data.length === 1)
-            await this.onConnection(client.writeCoil(point.address, data[0] === 1));
-          else
-            await this.onConnection(
-              client.writeCoils(
-                point.address,
-                data.map((b) => b === 1),
-              ),
-            );
-        } else if (point.table === "holding") {
-          if (data.length === 1)
-            await this.onConnection(client.writeRegister(point.address, data[0] ?? 0));
-          else await this.onConnection(client.writeRegisters(point.address, [...data]));
-        } else {
-          throw new ShadowgateError(
-            ErrorCodes.MODBUS_ILLEGAL_ADDRESS,
-            `${point.table} is read-only`,
-          );
-        }
-        this.end();
+        await link.write(unitId, table, point.address, data);
       } catch (err) {
-        throw this.failed(err, { unitId }, 8);
+        throw this.failed(err);
       }
+      this.backoff.reset();
     }, "urgent");
   }
 
@@ -251,136 +191,94 @@ export class ModbusDriver implements SouthDriver {
     return undefined;
   }
 
-  private online(): Client {
-    if (this.state !== "online" || !this.client) {
+  private online(): ModbusLink {
+    if (this.state !== "online" || !this.link) {
       throw new ShadowgateError(ErrorCodes.MODBUS_DISCONNECTED, `not connected (${this.state})`);
     }
-    return this.client;
+    return this.link;
   }
 
   private async transact(span: ReadSpan): Promise<readonly number[]> {
-    const answer = readAnswerBytes(span);
-    const client = await this.begin(span.unitId, 8, answer);
-    try {
-      let data: readonly number[];
-      switch (span.table) {
-        case "holding":
-          data = (await this.onConnection(client.readHoldingRegisters(span.address, span.count)))
-            .data;
-          break;
-        case "input":
-          data = (await this.onConnection(client.readInputRegisters(span.address, span.count)))
-            .data;
-          break;
-        case "coil":
-          data = bits(
-            (await this.onConnection(client.readCoils(span.address, span.count))).data,
-            span.count,
-          );
-          break;
-        case "discreteInput":
-          data = bits(
-            (await this.onConnection(client.readDiscreteInputs(span.address, span.count))).data,
-            span.count,
-          );
-          break;
-      }
-      this.end();
-      return data;
-    } catch (err) {
-      throw this.failed(err, span, answer);
-    }
-  }
-
-  /**
-   * Starts a transaction of `request` bytes expecting `answer` bytes: waits for the line's
-   * silence, empties what noise or a late answer left in the receive buffer, and sets the
-   * timeout to the configured one plus the frames' wire time.
-   */
-  private async begin(unitId: number, request: number, answer: number): Promise<Client> {
-    if (this.timing) await silence(this.lineFreeAt);
-    const client = this.online();
-    client.setID(unitId);
-    if (this.opts.transport.kind !== "tcp") discardReceived(client);
-    if (this.timing) {
-      client.setTimeout(
-        Math.ceil(
-          this.opts.timeoutMs + this.timing.wireMs(request + answer) + this.timing.silenceMs,
-        ),
-      );
-    }
+    const link = this.online();
     this.counters.requests++;
-    return client;
+    let data: number[];
+    try {
+      data = await link.read(span.unitId, span.table, span.address, span.count);
+    } catch (err) {
+      throw this.failed(err);
+    }
+    // A device answered on this connection: the next reconnect starts from the shortest delay.
+    this.backoff.reset();
+    return data;
   }
 
-  /** The transaction is over: the line must be silent for t3.5 (and the turnaround) now. */
-  private end(extraMs = 0): void {
-    if (!this.timing) return;
-    this.lineFreeAt =
-      performance.now() + this.timing.silenceMs + (this.opts.turnaroundMs ?? 0) + extraMs;
-  }
-
-  private failed(err: unknown, span: { unitId: number }, answer: number): ShadowgateError {
+  private failed(err: unknown): ShadowgateError {
     this.counters.errors++;
-    const e = classify(err, span);
+    const e =
+      err instanceof ShadowgateError
+        ? err
+        : new ShadowgateError(
+            ErrorCodes.MODBUS_DISCONNECTED,
+            `connection lost: ${err instanceof Error ? err.message : String(err)}`,
+          );
     if (e.code === ErrorCodes.MODBUS_TIMEOUT) this.counters.timeouts++;
-    if (e.code === ErrorCodes.MODBUS_BAD_FRAME) this.counters.badFrames++;
-    // After a timeout or a bad frame an answer may still be on its way: let it pass first.
-    const late =
-      e.code === ErrorCodes.MODBUS_TIMEOUT || e.code === ErrorCodes.MODBUS_BAD_FRAME
-        ? (this.timing?.wireMs(answer) ?? 0)
-        : 0;
-    this.end(late);
+    if (e.code === ErrorCodes.MODBUS_EXCEPTION) this.backoff.reset();
     if (e.code === ErrorCodes.MODBUS_DISCONNECTED) this.lost(e.message);
     return e;
   }
 
-  private async open(client: Client): Promise<void> {
-    const t = this.opts.transport;
-    switch (t.kind) {
-      case "tcp":
-        return client.connectTCP(t.host, { port: t.port });
-      case "rtu-over-tcp":
-        // modbus-serial's "telnet" port: bare RTU frames over TCP (its TcpRTUBuffered port
-        // would wrap them in MBAP headers).
-        return client.connectTelnet(t.host, { port: t.port });
-      case "rtu":
-        return client.connectRTUBuffered(t.path, {
-          baudRate: t.line.baud,
-          dataBits: t.line.dataBits,
-          parity: t.line.parity,
-          stopBits: t.line.stopBits,
-        });
+  /** A link dropped a frame: counted every time, logged once per kind and connection. */
+  private badFrame(kind: string, detail: string, unitId: number | undefined): void {
+    this.counters.badFrames++;
+    const fields = { source: this.sourceId, unitId, kind, ...this.where() };
+    if (!this.loggedFrameKinds.has(kind)) {
+      this.loggedFrameKinds.add(kind);
+      this.log.warn(
+        { ...fields, code: ErrorCodes.MODBUS_BAD_FRAME, detail },
+        "dropped a Modbus frame (further ones of this kind on this connection are logged at debug)",
+      );
+    } else if (this.log.isLevelEnabled("debug")) {
+      this.log.debug({ ...fields, detail }, "dropped a Modbus frame");
     }
+  }
+
+  private openLink(events: LinkEvents): Promise<ModbusLink> {
+    const t = this.opts.transport;
+    if (t.kind === "tcp") {
+      return MbapClient.connect(
+        { host: t.host, port: t.port, timeoutMs: this.opts.timeoutMs },
+        events,
+      );
+    }
+    return RtuClient.open(
+      t,
+      { timeoutMs: this.opts.timeoutMs, turnaroundMs: this.opts.turnaroundMs ?? 0 },
+      events,
+    );
   }
 
   private connect(): Promise<void> {
     this.connecting ??= (async () => {
       this.transition("connecting");
-      const client = new Modbus.default();
-      client.setTimeout(this.opts.timeoutMs);
+      let link: ModbusLink | undefined;
+      const events: LinkEvents = {
+        badFrame: (kind, detail, unitId) => this.badFrame(kind, detail, unitId),
+        closed: (reason) => {
+          if (link !== undefined && this.link === link) this.lost(reason);
+        },
+      };
       try {
-        await this.open(client);
+        link = await this.openLink(events);
       } catch (err) {
         this.scheduleReconnect(`connect failed: ${(err as Error).message}`);
         return;
       }
       if ((this.state as ConnectionState) === "stopping") {
-        client.close(() => undefined);
+        await link.close("the source is stopping");
         return;
       }
-      client.on("close", () => {
-        if (this.client === client) this.lost("connection closed by peer");
-      });
-      client.on("error", (err: unknown) => {
-        if (this.client === client) this.lost(err instanceof Error ? err.message : String(err));
-      });
-      this.client = client;
-      let reject: (e: Error) => void = () => undefined;
-      const promise = new Promise<never>((_, r) => (reject = r));
-      promise.catch(() => undefined); // settled only for the requests that race it
-      this.connectionGone = { promise, reject };
-      this.backoff.reset();
+      this.link = link;
+      this.loggedFrameKinds.clear();
       this.transition("online");
     })().finally(() => {
       this.connecting = undefined;
@@ -390,25 +288,11 @@ export class ModbusDriver implements SouthDriver {
 
   private lost(reason: string): void {
     if (this.state !== "online") return;
-    const client = this.client;
-    this.client = undefined;
-    this.settleInFlight(reason);
-    client?.destroy(() => undefined);
+    const link = this.link;
+    this.link = undefined;
+    // Fails the request still waiting on it, so the IoQueue behind it moves on.
+    void link?.close(reason);
     this.scheduleReconnect(reason);
-  }
-
-  /** A request on the current connection, settled if the connection goes from under it. */
-  private onConnection<T>(request: Promise<T>): Promise<T> {
-    const gone = this.connectionGone?.promise;
-    return gone ? Promise.race([request, gone]) : request;
-  }
-
-  /** Fails every request still waiting on the current connection. */
-  private settleInFlight(reason: string): void {
-    this.connectionGone?.reject(
-      new ShadowgateError(ErrorCodes.MODBUS_DISCONNECTED, `connection lost: ${reason}`),
-    );
-    this.connectionGone = undefined;
   }
 
   private scheduleReconnect(reason: string): void {
@@ -439,50 +323,7 @@ export class ModbusDriver implements SouthDriver {
   }
 }
 
-/**
- * Waits until performance.now() reaches `until`. A timer alone can end up to a millisecond
- * early (Node times it from the loop's cached clock), which at 115200 baud is most of t3.5; so
- * the timer stops a millisecond short and loop turns do the rest (B2 measured the gap).
- */
-async function silence(until: number): Promise<void> {
-  for (let left = until - performance.now(); left > 0; left = until - performance.now()) {
-    await new Promise((resolve) =>
-      left > 1.5 ? setTimeout(resolve, left - 1) : setImmediate(resolve),
-    );
-  }
-}
-
 /** The transport for logs and messages: host:port or the serial path. */
 function describe(t: ModbusTransport): string {
   return t.kind === "rtu" ? t.path : `${t.host}:${t.port}`;
-}
-
-/** Bytes of an RTU answer to a read: unit, function, byte count, data, CRC. */
-function readAnswerBytes(span: ReadSpan): number {
-  const data =
-    span.table === "holding" || span.table === "input" ? span.count * 2 : Math.ceil(span.count / 8);
-  return 5 + data;
-}
-
-/** Bytes of an RTU write request: FC5/FC6 are 8; FC15/FC16 carry their data after 9. */
-function writeFrameBytes(point: RawPoint, data: readonly number[]): number {
-  if (data.length === 1) return 8;
-  return 9 + (point.table === "coil" ? Math.ceil(data.length / 8) : data.length * 2);
-}
-
-/**
- * Empties modbus-serial's RTU receive buffer. It keeps bytes across requests and takes the
- * first frame with the expected unit and function code as the answer, so a late answer of a
- * timed-out request would be read as the answer to the next one (FC3 answers carry no address).
- * The buffer is private; if a later version renames it, this does nothing and the silence
- * kept after a timeout is the only guard.
- */
-function discardReceived(client: Client): void {
-  const port = (client as unknown as { _port?: { _buffer?: unknown } })._port;
-  if (port && Buffer.isBuffer(port._buffer)) port._buffer = Buffer.alloc(0);
-}
-
-/** modbus-serial pads bit reads to whole bytes and hands back booleans. */
-function bits(data: readonly boolean[], count: number): number[] {
-  return data.slice(0, count).map((b) => (b ? 1 : 0));
 }
