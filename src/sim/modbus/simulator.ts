@@ -366,11 +366,14 @@ export class ModbusSimulator extends EventEmitter<SimulatorEvents> {
       return;
     }
     q.busy = true;
-    q.timer = setTimeout(() => {
+    const fire = (): void => {
       q.timer = undefined;
       if (q.closed) return;
-      if (performance.now() < time) {
-        this.at(q, time, fn);
+      // A timer can fire a little early: wait again, still holding the queue (re-entering at()
+      // here once the time had just passed ran fn with the queue left busy for good).
+      const left = time - performance.now();
+      if (left > 0) {
+        q.timer = setTimeout(fire, Math.ceil(left));
         return;
       }
       q.channel.cork?.();
@@ -378,7 +381,8 @@ export class ModbusSimulator extends EventEmitter<SimulatorEvents> {
       fn();
       while (!q.busy && !q.closed && q.waiting.length > 0) this.begin(q, q.waiting.shift()!);
       if (!q.closed) q.channel.uncork?.();
-    }, Math.ceil(wait));
+    };
+    q.timer = setTimeout(fire, Math.ceil(wait));
   }
 
   private finish(q: QueueState, lineFreeAt: number): void {
