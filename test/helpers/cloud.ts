@@ -1,6 +1,7 @@
 import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import { pino } from "pino";
 import type { Logger } from "../../src/core/logger.js";
+import type { JsonObject } from "../../src/core/types.js";
 import { shadowUpdateTopic } from "../../src/north/dialects/alibaba/topics.js";
 import {
   startCloudService,
@@ -102,6 +103,30 @@ export class TestClient {
   async close(): Promise<void> {
     if (!this.mqtt.disconnected) await this.mqtt.endAsync();
   }
+}
+
+/**
+ * An Alibaba `control` push carrying `desired`, each top-level attribute stamped `ts` (seconds),
+ * as the cloud sends it on /shadow/get/{pk}/{dn}.
+ */
+export function controlMessage(
+  version: number,
+  desired: JsonObject,
+  ts: number,
+  timestamp = ts,
+): JsonObject {
+  return {
+    method: "control",
+    payload: {
+      status: "success",
+      state: { desired, reported: {} },
+      metadata: {
+        desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
+      },
+    },
+    version,
+    timestamp,
+  };
 }
 
 /** Connects an mqtt.js client without retries; tracked for cleanup. */

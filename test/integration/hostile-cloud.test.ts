@@ -15,6 +15,7 @@ import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/inde
 import {
   closeCloudTestResources,
   connectTestClient,
+  controlMessage,
   httpJson,
   startTestCloud,
   type TestClient,
@@ -108,18 +109,10 @@ async function plant(nodeArgs?: string[]): Promise<Plant> {
       expect(r.body).toMatchObject({ Success: true });
     },
     async control(desired, ts, version = p.version() + 1) {
-      await attacker.publish(INBOUND, {
-        method: "control",
-        payload: {
-          status: "success",
-          state: { desired, reported: {} },
-          metadata: {
-            desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
-          },
-        },
-        version,
-        timestamp: Math.floor(Date.now() / 1000),
-      });
+      await attacker.publish(
+        INBOUND,
+        controlMessage(version, desired, ts, Math.floor(Date.now() / 1000)),
+      );
     },
   };
   sim.sim.on("write", (w) => {

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { silentLogger, type Logger } from "../../../src/core/logger.js";
-import { captureLogger } from "../../helpers/cloud.js";
+import { captureLogger, controlMessage } from "../../helpers/cloud.js";
 import type { JsonObject, JsonValue } from "../../../src/core/types.js";
 import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
 import type { Dialect } from "../../../src/north/dialect.js";
@@ -67,18 +67,8 @@ const getReply = (token: unknown, version: number, desired: JsonObject = {}, ts 
       desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
     },
   });
-const control = (version: number, desired: JsonObject, ts: number) => ({
-  method: "control",
-  payload: {
-    status: "success",
-    state: { desired, reported: {} },
-    metadata: {
-      desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
-    },
-  },
-  version,
-  timestamp: ts,
-});
+const control = (version: number, desired: JsonObject, ts: number) =>
+  controlMessage(version, desired, ts);
 
 function setup(
   devices = ["dev"],
