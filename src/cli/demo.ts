@@ -2,12 +2,13 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { formatProblem, loadConfig } from "../config/load.js";
+import { loadConfig } from "../config/load.js";
 import { ExitCodes } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import { Gateway } from "../daemon/gateway.js";
 import { startCloudService } from "../sim/cloud/index.js";
 import { startSimulator } from "../sim/modbus/index.js";
+import { printProblems } from "./validate.js";
 
 /** The embedded defaults: the example config and mappings shipped with the package. */
 const EXAMPLE_CONFIG = fileURLToPath(new URL("../../config/gateway.yaml", import.meta.url));
@@ -32,7 +33,7 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     CLOUD_URL: cloud.mqttUrl,
   });
   if (!loaded.ok) {
-    for (const p of loaded.problems) process.stderr.write(`${formatProblem(p)}\n`);
+    printProblems(loaded);
     await close();
     return ExitCodes.CONFIG;
   }

@@ -33,7 +33,10 @@ export async function runCommand(o: { config: string }): Promise<number> {
     const next = await loadConfig(o.config);
     if (!next.ok) {
       log.error(
-        { problems: next.problems.map((p) => formatProblem(p)) },
+        {
+          problems: next.problems.map((p) => formatProblem(p)),
+          ...(next.omitted > 0 && { moreProblems: next.omitted }),
+        },
         "reload refused: the config has problems; the running config stays in place",
       );
       return;

@@ -26,7 +26,7 @@ export async function loadOrReport(file: string) {
 }
 
 /** The listed problems, one a line, and how many more were not listed. */
-function printProblems(result: { problems: readonly Problem[]; omitted: number }): void {
+export function printProblems(result: { problems: readonly Problem[]; omitted: number }): void {
   for (const p of result.problems) process.stderr.write(`${formatProblem(p)}\n`);
   const { omitted } = result;
   if (omitted > 0)
