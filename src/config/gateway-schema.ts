@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { duration } from "./mapping-schema.js";
+import { duration } from "../core/duration.js";
 
 /**
  * The gateway config schema: the single source of the TypeScript type, the runtime validation

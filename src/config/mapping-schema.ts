@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { parseDuration } from "../core/duration.js";
+import { duration } from "../core/duration.js";
 import { NARROW_BYTE_ORDERS, POINT_TYPES, WIDE_BYTE_ORDERS } from "../mapping/types.js";
 
 /**
@@ -7,19 +7,6 @@ import { NARROW_BYTE_ORDERS, POINT_TYPES, WIDE_BYTE_ORDERS } from "../mapping/ty
  * the JSON Schema in config/schemas/mapping.schema.json. Rules that span several keys of one point
  * live in `checkPoint` so they are reported at the offending key.
  */
-
-export const duration = (what: string) =>
-  z
-    .union([z.string(), z.number()])
-    .describe(`${what}: a duration such as 500ms, 1s, 2m, or a number of milliseconds`)
-    .transform((v, ctx) => {
-      const ms = parseDuration(v);
-      if (ms === undefined) {
-        ctx.addIssue({ code: "custom", message: `"${v}" is not a duration (try 500ms, 1s, 2m)` });
-        return z.NEVER;
-      }
-      return ms;
-    });
 
 const pointName = /^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$/;
 

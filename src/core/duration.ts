@@ -1,3 +1,5 @@
+import { z } from "zod";
+
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /**
@@ -11,3 +13,17 @@ export function parseDuration(input: string | number): number | undefined {
   const value = Number(m[1]) * (UNITS[m[2] ?? "ms"] ?? 1);
   return Number.isFinite(value) ? Math.round(value) : undefined;
 }
+
+/** A zod schema for a duration in a user's file: the value in milliseconds, or an issue. */
+export const duration = (what: string) =>
+  z
+    .union([z.string(), z.number()])
+    .describe(`${what}: a duration such as 500ms, 1s, 2m, or a number of milliseconds`)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: "custom", message: `"${v}" is not a duration (try 500ms, 1s, 2m)` });
+        return z.NEVER;
+      }
+      return ms;
+    });

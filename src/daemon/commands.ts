@@ -12,7 +12,8 @@ import type {
   PointBase,
 } from "../mapping/types.js";
 import type { EdgeShadow } from "../shadow/edge-shadow.js";
-import type { NodeDriver, RawPoint, SouthDriver } from "../south/driver.js";
+import type { NodeDriver, SouthDriver } from "../south/driver.js";
+import type { RawPoint } from "../core/samples.js";
 
 /** The gateway's drivers by source id: Modbus ones, and those that name typed nodes (OPC UA). */
 export interface Drivers {

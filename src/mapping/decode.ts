@@ -1,6 +1,6 @@
 import { ErrorCodes, ShadowgateError } from "../core/errors.js";
 import { isBitTable, type JsonValue, type PointValue, type Quality } from "../core/types.js";
-import type { NodeRef, ValueSample } from "../south/driver.js";
+import type { NodeRef, ValueSample } from "../core/samples.js";
 import { decodeBit, decodeRegisters } from "./codec.js";
 import type { CompiledPoint, NodePoint } from "./types.js";
 

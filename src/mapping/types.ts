@@ -1,4 +1,4 @@
-import type { ModbusTable } from "../core/types.js";
+import type { ModbusTable, PointValue, Quality } from "../core/types.js";
 
 export const POINT_TYPES = [
   "bool",
@@ -126,3 +126,12 @@ export interface NodeDevicePlan extends PlanBase {
 }
 
 export type DevicePlan = ModbusDevicePlan | NodeDevicePlan;
+
+/** One decoded reading of one point, as the poller hands it over. */
+export interface PointReading {
+  readonly point: PointBase;
+  /** Present when quality is good. */
+  readonly value?: PointValue;
+  readonly quality: Quality;
+  readonly ts: number;
+}

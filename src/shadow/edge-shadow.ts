@@ -1,17 +1,8 @@
 import { EventEmitter } from "node:events";
 import { ErrorCodes } from "../core/errors.js";
 import type { JsonObject, PointValue, Quality } from "../core/types.js";
-import type { DevicePlan, PointBase } from "../mapping/types.js";
+import type { DevicePlan, PointBase, PointReading } from "../mapping/types.js";
 import { getPath, setPath } from "./document.js";
-
-/** One decoded reading of one point, as the poller hands it over. */
-export interface PointReading {
-  readonly point: PointBase;
-  /** Present when quality is good. */
-  readonly value?: PointValue;
-  readonly quality: Quality;
-  readonly ts: number;
-}
 
 interface Leaf {
   value?: PointValue;

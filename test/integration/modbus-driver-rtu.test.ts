@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
-import type { RawPoint, RawSample } from "../../src/south/driver.js";
+import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { crc16, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
 import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
-import type { RawPoint, RawSample } from "../../src/south/driver.js";
+import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { until } from "../helpers/until.js";
 

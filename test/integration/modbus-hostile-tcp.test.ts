@@ -10,7 +10,7 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
-import type { RawPoint, RawSample } from "../../src/south/driver.js";
+import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { until } from "../helpers/until.js";
 

@@ -28,7 +28,8 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes, ShadowgateError } from "../../src/core/errors.js";
 import { silentLogger, type Logger } from "../../src/core/logger.js";
 import type { ConnectionState } from "../../src/core/types.js";
-import type { MonitorGroup, NodeRef, ValueSample } from "../../src/south/driver.js";
+import type { MonitorGroup } from "../../src/south/driver.js";
+import type { NodeRef, ValueSample } from "../../src/core/samples.js";
 import { createOpcuaDriver } from "../../src/south/opcua/index.js";
 import { OpcuaDriver, type OpcuaDriverOptions } from "../../src/south/opcua/opcua-driver.js";
 

@@ -13,11 +13,11 @@ export { ModbusTcpSimulator, type SimulatorOptions } from "./tcp-server.js";
 export {
   ModbusSimulator,
   type ModbusSimulatorOptions,
-  type RtuStats,
   type SimulatorEvents,
   type SimulatorStats,
   type WriteEvent,
 } from "./simulator.js";
+export type { RtuStats } from "./transactions.js";
 export { RtuLink, type RtuDrop, type RtuLinkEvents, type RtuLinkOptions } from "./rtu-link.js";
 export { ProfileRuntime } from "./dynamics.js";
 export {

@@ -55,7 +55,8 @@ import {
   type Path,
   type ProfileFormat,
 } from "../profile-file.js";
-import { duration, pointSchema } from "../../config/mapping-schema.js";
+import { pointSchema } from "../../config/mapping-schema.js";
+import { duration } from "../../core/duration.js";
 import { compilePoint } from "../../mapping/compile.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ModbusTable, PointValue } from "../../core/types.js";

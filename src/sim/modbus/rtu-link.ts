@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import type { SerialPort } from "serialport";
 import { crc16, lineTiming, rtuFrame, type LineTiming } from "../../south/modbus/rtu-frame.js";
-import type { RtuStats, SimRequest, TransactionChannel, TransactionQueue } from "./simulator.js";
+import type { RtuStats, SimRequest, TransactionChannel, TransactionQueue } from "./transactions.js";
 
 export interface RtuLinkOptions {
   /** The serial device: a real port (/dev/ttyUSB0) or a pty end (socat). */

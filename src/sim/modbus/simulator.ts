@@ -5,6 +5,7 @@ import { ModbusException, exceptionResponse, serveRequest } from "./pdu.js";
 import { ProfileRuntime } from "./dynamics.js";
 import type { SimProfile } from "./profile.js";
 import { RtuLink, type RtuCounters, type RtuLinkOptions } from "./rtu-link.js";
+import type { RtuStats, SimRequest, TransactionChannel, TransactionQueue } from "./transactions.js";
 
 /** A write that arrived over the wire (FC5, FC6, FC15, FC16), after memory was updated. */
 export interface WriteEvent {
@@ -36,21 +37,6 @@ export interface ModbusSimulatorOptions {
   readonly random?: () => number;
 }
 
-/** Serial line counters, all zero while no RTU link was started. */
-export interface RtuStats {
-  /** Frames with a good CRC, whichever unit they address (each is also one of `requests`). */
-  readonly frames: number;
-  /**
-   * Frames dropped for a bad CRC (with whatever followed them up to the next silence), or for
-   * running past 256 bytes without one.
-   */
-  readonly crcErrors: number;
-  /** Bytes that never made a whole frame before a silence, dropped. */
-  readonly partialFrames: number;
-  /** Good frames for unit 0: writes are executed by every unit, nothing is answered. */
-  readonly broadcasts: number;
-}
-
 export interface SimulatorStats {
   /** TCP connections; zeros on a simulator without a TCP listener. */
   readonly connections: { readonly open: number; readonly accepted: number };
@@ -63,48 +49,6 @@ export interface SimulatorStats {
   /** Requests left unanswered on purpose. */
   readonly unanswered: { readonly unknownUnit: number; readonly silent: number };
   readonly rtu: RtuStats;
-}
-
-/** One request as the simulator serves it, whatever carried it. */
-export interface SimRequest {
-  /**
-   * The request ADU in MBAP form: unit id at byte 6, PDU from byte 7 (the shape serveRequest
-   * takes; an RTU frame is rewrapped into it).
-   */
-  readonly adu: Buffer;
-  /** performance.now() when its first byte arrived. */
-  readonly receivedAt: number;
-}
-
-/** How one transport carries transactions: a TCP connection or a serial line. */
-export interface TransactionChannel {
-  /** Whether unit 0 addresses every unit and gets no answer (a serial line). */
-  readonly broadcast: boolean;
-  /** The policy for units the simulator does not host. */
-  unknownUnit(): "ignore" | "exception";
-  /** Line time from a request's first byte until the slave may act on it (0 on TCP). */
-  requestMs(adu: Buffer): number;
-  /** Line time of an answer (0 on TCP). */
-  responseMs(adu: Buffer): number;
-  /** Sends an answer (an ADU in MBAP form). */
-  send(response: Buffer): void;
-  /** Called once per request dealt with, answered or not, before the next one starts. */
-  afterRequest?(): void;
-  /** Around the answers sent from a timer, so TCP can batch them into one write. */
-  cork?(): void;
-  uncork?(): void;
-}
-
-/**
- * The transactions of one connection or line, served strictly one after another and in order,
- * like a real device or an RS-485 line: with a response delay, a pipelining client waits
- * delay x depth for its last answer.
- */
-export interface TransactionQueue {
-  push(request: SimRequest): void;
-  /** Drops waiting requests and pending answers; later pushes are ignored. Idempotent. */
-  close(): void;
-  readonly closed: boolean;
 }
 
 const BROADCAST_WRITES = new Set([0x05, 0x06, 0x0f, 0x10]);

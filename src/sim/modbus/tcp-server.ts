@@ -1,19 +1,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { MAX_MBAP_LENGTH } from "./pdu.js";
-import {
-  ModbusSimulator,
-  type ModbusSimulatorOptions,
-  type SimulatorStats,
-  type TransactionQueue,
-} from "./simulator.js";
-
-export type {
-  RtuStats,
-  SimulatorEvents,
-  SimulatorStats,
-  WriteEvent,
-  ModbusSimulatorOptions,
-} from "./simulator.js";
+import { ModbusSimulator, type ModbusSimulatorOptions, type SimulatorStats } from "./simulator.js";
+import type { TransactionQueue } from "./transactions.js";
 
 export interface SimulatorOptions extends ModbusSimulatorOptions {
   /** Each connection is closed right after its Nth request has been handled. */

@@ -7,7 +7,7 @@ import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ErrorCode } from "../../core/errors.js";
 import { GOOD, isBitTable } from "../../core/types.js";
 import type { ModbusTable, Quality } from "../../core/types.js";
-import type { RawPoint, RawSample } from "../driver.js";
+import type { RawPoint, RawSample } from "../../core/samples.js";
 
 /** FC3/FC4 limit of the Modbus application protocol spec (PDU of 253 bytes). */
 export const MAX_REGISTERS_PER_READ = 125;

@@ -36,7 +36,8 @@ import { Backoff } from "../../core/backoff.js";
 import { type ErrorCode, ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
 import type { ConnectionState, JsonValue, Quality } from "../../core/types.js";
-import type { MonitorGroup, NodeDriver, NodeRef, SourceHealth, ValueSample } from "../driver.js";
+import type { MonitorGroup, NodeDriver, SourceHealth } from "../driver.js";
+import type { NodeRef, ValueSample } from "../../core/samples.js";
 import {
   describeCertificate,
   findRejectedFile,

@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import { ErrorCodes, ShadowgateError } from "../../../../src/core/errors.js";
 import type { ModbusTable } from "../../../../src/core/types.js";
-import type { RawPoint } from "../../../../src/south/driver.js";
+import type { RawPoint } from "../../../../src/core/samples.js";
 import {
   MAX_BITS_PER_READ,
   MAX_REGISTERS_PER_READ,
