@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
-import { Backoff } from "../core/backoff.js";
+import { ConnectionMachine } from "../core/connection.js";
 import { ErrorCodes, ShadowgateError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { ConnectionState } from "../core/types.js";
@@ -34,39 +34,43 @@ export interface LinkEvents {
  * outage is what jitter prevents.
  */
 export class MqttLink extends EventEmitter<LinkEvents> {
-  private state: ConnectionState = "disconnected";
+  private readonly connection: ConnectionMachine;
   private client: MqttClient | undefined;
-  private readonly backoff: Backoff;
-  private timer: NodeJS.Timeout | undefined;
   private connects = 0;
 
   constructor(
     private readonly opts: LinkOptions,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     super();
-    this.backoff = new Backoff(opts.reconnectMinMs, opts.reconnectMaxMs);
+    this.connection = new ConnectionMachine(
+      {
+        reconnectMinMs: opts.reconnectMinMs,
+        reconnectMaxMs: opts.reconnectMaxMs,
+        fields: () => ({ url: this.opts.url, clientId: this.opts.clientId }),
+      },
+      log,
+    );
   }
 
   get online(): boolean {
-    return this.state === "online";
+    return this.connection.online;
   }
 
   health(): { state: ConnectionState; connects: number } {
-    return { state: this.state, connects: this.connects };
+    return { state: this.connection.state, connects: this.connects };
   }
 
   start(): void {
-    if (this.state === "disconnected") this.connect();
+    if (this.connection.state === "disconnected") this.connect();
   }
 
   async stop(): Promise<void> {
-    this.transition("stopping");
-    clearTimeout(this.timer);
+    this.connection.stopping();
     const client = this.client;
     this.client = undefined;
     if (client) await client.endAsync(false).catch(() => client.end(true));
-    this.transition("disconnected");
+    this.connection.stopped();
   }
 
   async subscribe(topics: readonly string[]): Promise<void> {
@@ -84,14 +88,14 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   }
 
   private require(): MqttClient {
-    if (!this.client || this.state !== "online") {
-      throw new ShadowgateError(ErrorCodes.MQTT_OFFLINE, `MQTT link is ${this.state}`);
+    if (!this.client || !this.connection.online) {
+      throw new ShadowgateError(ErrorCodes.MQTT_OFFLINE, `MQTT link is ${this.connection.state}`);
     }
     return this.client;
   }
 
   private connect(): void {
-    this.transition("connecting");
+    this.connection.to("connecting");
     const options: IClientOptions = {
       clientId: this.opts.clientId,
       keepalive: this.opts.keepaliveSeconds,
@@ -115,9 +119,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       // Requests and PUBACKs are small and latency-bound: with Nagle on, a publish that follows
       // a PUBACK waits for the broker's delayed ACK (~40 ms on Linux).
       (client.stream as { setNoDelay?: (noDelay?: boolean) => void }).setNoDelay?.(true);
-      this.backoff.reset();
+      this.connection.proven();
       this.connects++;
-      this.transition("online");
+      this.connection.to("online");
       this.emit("online");
     });
     client.on("message", (topic, payload) => {
@@ -132,28 +136,12 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   }
 
   private lost(client: MqttClient, reason: string): void {
-    if (this.state === "stopping" || this.state === "disconnected") return;
-    const wasOnline = this.state === "online";
+    const state = this.connection.state;
+    if (state === "stopping" || state === "disconnected") return;
     this.client = undefined;
     client.removeAllListeners("message");
     client.end(true);
-    const delay = this.backoff.next();
-    this.transition("backoff", { reason, retryInMs: delay });
-    if (wasOnline) this.emit("offline", reason);
-    this.timer = setTimeout(() => this.connect(), delay);
-  }
-
-  private transition(next: ConnectionState, extra: Record<string, unknown> = {}): void {
-    if (next === this.state) return;
-    const fields = {
-      from: this.state,
-      to: next,
-      url: this.opts.url,
-      clientId: this.opts.clientId,
-      ...extra,
-    };
-    this.state = next;
-    if (next === "backoff") this.log.warn(fields, "mqtt link state");
-    else this.log.info(fields, "mqtt link state");
+    this.connection.retry(reason, () => this.connect());
+    if (state === "online") this.emit("offline", reason);
   }
 }

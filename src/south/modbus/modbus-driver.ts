@@ -1,7 +1,6 @@
-import { Backoff } from "../../core/backoff.js";
+import { ConnectionMachine } from "../../core/connection.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
-import type { ConnectionState } from "../../core/types.js";
 import type { PollRequest, SourceHealth, SouthDriver } from "../driver.js";
 import type { RawPoint, RawSample } from "../../core/samples.js";
 import { IoQueue } from "./io-queue.js";
@@ -47,12 +46,10 @@ export interface ModbusDriverOptions {
  * connections and then talks nonsense is retried less and less often.
  */
 export class ModbusDriver implements SouthDriver {
-  private state: ConnectionState = "disconnected";
+  private readonly connection: ConnectionMachine;
   private link: ModbusLink | undefined;
   private readonly queue = new IoQueue();
   private readonly planner: RequestPlanner;
-  private readonly backoff: Backoff;
-  private reconnectTimer: NodeJS.Timeout | undefined;
   private readonly parkedUntil = new Map<number, number>();
   /** Polls in a row that timed out, per unit. */
   private readonly strikes = new Map<number, number>();
@@ -78,28 +75,34 @@ export class ModbusDriver implements SouthDriver {
       maxBits: opts.maxBitsPerRequest,
       maxGapRegisters: opts.maxGap,
     });
-    this.backoff = new Backoff(opts.reconnectMinMs, opts.reconnectMaxMs);
+    this.connection = new ConnectionMachine(
+      {
+        reconnectMinMs: opts.reconnectMinMs,
+        reconnectMaxMs: opts.reconnectMaxMs,
+        fields: () => ({ source: this.sourceId, ...this.where() }),
+      },
+      log,
+    );
   }
 
   /** Resolves after the first connection attempt, whatever its outcome: a down PLC is not fatal. */
   async start(): Promise<void> {
-    if (this.state !== "disconnected") return;
+    if (this.connection.state !== "disconnected") return;
     await this.connect();
   }
 
   async stop(): Promise<void> {
-    this.transition("stopping");
-    clearTimeout(this.reconnectTimer);
+    this.connection.stopping();
     const link = this.link;
     this.link = undefined;
     if (link) await link.close("the source is stopping");
-    this.transition("disconnected");
+    this.connection.stopped();
   }
 
   health(): SourceHealth {
     return {
       sourceId: this.sourceId,
-      state: this.state,
+      state: this.connection.state,
       ...this.counters,
       illegal: this.planner.illegalRanges(),
     };
@@ -167,16 +170,16 @@ export class ModbusDriver implements SouthDriver {
       } catch (err) {
         throw this.failed(err);
       }
-      this.backoff.reset();
+      this.connection.proven();
     }, "urgent");
   }
 
   /** Why a unit cannot be served now, or undefined when it can. */
   private unavailable(unitId: number, forWrite = false): ShadowgateError | undefined {
-    if (this.state !== "online") {
+    if (!this.connection.online) {
       return new ShadowgateError(
         ErrorCodes.MODBUS_DISCONNECTED,
-        `not connected to ${describe(this.opts.transport)} (${this.state})`,
+        `not connected to ${describe(this.opts.transport)} (${this.connection.state})`,
         { unitId },
       );
     }
@@ -193,8 +196,11 @@ export class ModbusDriver implements SouthDriver {
   }
 
   private online(): ModbusLink {
-    if (this.state !== "online" || !this.link) {
-      throw new ShadowgateError(ErrorCodes.MODBUS_DISCONNECTED, `not connected (${this.state})`);
+    if (!this.connection.online || !this.link) {
+      throw new ShadowgateError(
+        ErrorCodes.MODBUS_DISCONNECTED,
+        `not connected (${this.connection.state})`,
+      );
     }
     return this.link;
   }
@@ -209,7 +215,7 @@ export class ModbusDriver implements SouthDriver {
       throw this.failed(err);
     }
     // A device answered on this connection: the next reconnect starts from the shortest delay.
-    this.backoff.reset();
+    this.connection.proven();
     return data;
   }
 
@@ -223,7 +229,7 @@ export class ModbusDriver implements SouthDriver {
             `connection lost: ${err instanceof Error ? err.message : String(err)}`,
           );
     if (e.code === ErrorCodes.MODBUS_TIMEOUT) this.counters.timeouts++;
-    if (e.code === ErrorCodes.MODBUS_EXCEPTION) this.backoff.reset();
+    if (e.code === ErrorCodes.MODBUS_EXCEPTION) this.connection.proven();
     if (e.code === ErrorCodes.MODBUS_DISCONNECTED) this.lost(e.message);
     return e;
   }
@@ -260,7 +266,7 @@ export class ModbusDriver implements SouthDriver {
 
   private connect(): Promise<void> {
     this.connecting ??= (async () => {
-      this.transition("connecting");
+      this.connection.to("connecting");
       let link: ModbusLink | undefined;
       const events: LinkEvents = {
         badFrame: (kind, detail, unitId) => this.badFrame(kind, detail, unitId),
@@ -271,16 +277,16 @@ export class ModbusDriver implements SouthDriver {
       try {
         link = await this.openLink(events);
       } catch (err) {
-        this.scheduleReconnect(`connect failed: ${(err as Error).message}`);
+        this.retry(`connect failed: ${(err as Error).message}`);
         return;
       }
-      if ((this.state as ConnectionState) === "stopping") {
+      if (this.connection.ending) {
         await link.close("the source is stopping");
         return;
       }
       this.link = link;
       this.loggedFrameKinds.clear();
-      this.transition("online");
+      this.connection.to("online");
     })().finally(() => {
       this.connecting = undefined;
     });
@@ -288,23 +294,19 @@ export class ModbusDriver implements SouthDriver {
   }
 
   private lost(reason: string): void {
-    if (this.state !== "online") return;
+    if (!this.connection.online) return;
     const link = this.link;
     this.link = undefined;
     // Fails the request still waiting on it, so the IoQueue behind it moves on.
     void link?.close(reason);
-    this.scheduleReconnect(reason);
+    this.retry(reason);
   }
 
-  private scheduleReconnect(reason: string): void {
-    if (this.state === "stopping") return;
-    const delay = this.backoff.next();
-    this.transition("backoff", { reason, retryInMs: delay });
-    this.reconnectTimer = setTimeout(() => {
+  private retry(reason: string): void {
+    this.connection.retry(reason, () => {
       this.counters.reconnects++;
       void this.connect();
-    }, delay);
-    this.reconnectTimer.unref();
+    });
   }
 
   private where(): Record<string, unknown> {
@@ -312,15 +314,6 @@ export class ModbusDriver implements SouthDriver {
     return t.kind === "rtu"
       ? { path: t.path, baud: t.line.baud }
       : { host: t.host, port: t.port, ...(t.kind === "rtu-over-tcp" && { framing: "rtu" }) };
-  }
-
-  private transition(next: ConnectionState, extra: Record<string, unknown> = {}): void {
-    if (next === this.state) return;
-    const from = this.state;
-    this.state = next;
-    const fields = { source: this.sourceId, from, to: next, ...this.where(), ...extra };
-    if (next === "backoff") this.log.warn(fields, "connection state");
-    else this.log.info(fields, "connection state");
   }
 }
 
