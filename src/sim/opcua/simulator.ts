@@ -1,6 +1,5 @@
 import { EventEmitter } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 // Types only: node-opcua takes about a second to load, so it is imported when a simulator
@@ -13,14 +12,17 @@ import {
   type OpcuaSimProfile,
   type OpcuaVariableDef,
 } from "./profile.js";
+import {
+  isWildcard,
+  type NodeOpcua,
+  type OpcuaSecurityMode,
+  startServer,
+  toDataValue,
+  type VariableAccess,
+} from "./server.js";
 import { coerceValue, copyValue, sameValue, type OpcuaSimValue } from "./values.js";
 
-type NodeOpcua = typeof UA;
-
-export type OpcuaSecurityMode = "None" | "Sign" | "SignAndEncrypt";
-
-/** The only secure policy offered: the one every current client and server speaks. */
-export const SECURE_POLICY = "Basic256Sha256";
+export { SECURE_POLICY, type OpcuaSecurityMode } from "./server.js";
 
 export interface OpcuaSimulatorOptions {
   /** TCP port; 0 (default) picks a free one. */
@@ -78,19 +80,6 @@ const WRITE_LOG_LIMIT = 10_000;
 const BENCH_OBJECT = "Bench";
 
 const MODE_NAMES: readonly OpcuaSecurityMode[] = ["None", "Sign", "SignAndEncrypt"];
-
-async function freePort(host: string): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once("error", reject);
-    probe.listen(0, host, resolve);
-  });
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
-const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::";
 
 /**
  * An OPC UA server for tests, benchmarks and the demo (node-opcua). The values live here, not
@@ -302,49 +291,27 @@ export class OpcuaSimulator extends EventEmitter<OpcuaSimulatorEvents> {
 
   /** @internal startOpcuaSimulator() */
   async startServer(port: number): Promise<void> {
-    const ua = this.ua;
-    const certificateManager = (folder: string) =>
-      new ua.OPCUACertificateManager({
-        rootFolder: path.join(this.pkiDir, folder),
-        automaticallyAcceptUnknownCertificate: true,
-        // Tests start many servers; file watchers would pile up in libuv's thread pool.
-        disableFileWatchers: true,
-      });
-    const modes = this.securityModes.map((m) => ua.MessageSecurityMode[m]);
-    const policies = [
-      ...(this.securityModes.includes("None") ? [ua.SecurityPolicy.None] : []),
-      ...(this.securityModes.some((m) => m !== "None") ? [ua.SecurityPolicy.Basic256Sha256] : []),
-    ];
-    const users = this.opts.users;
-    const server = new ua.OPCUAServer({
-      port: port === 0 ? await freePort(this.host) : port,
+    const settings = {
       host: this.host,
-      ...(isWildcard(this.host) ? {} : { hostname: this.host }),
-      securityModes: modes,
-      securityPolicies: policies,
+      port,
+      securityModes: this.securityModes,
+      pkiDir: this.pkiDir,
+      users: this.opts.users,
       allowAnonymous: this.opts.allowAnonymous ?? true,
-      serverCertificateManager: certificateManager("server"),
-      userCertificateManager: certificateManager("user"),
-      ...(users && {
-        userManager: {
-          isValidUser: (username: string, password: string) =>
-            Object.hasOwn(users, username) && users[username] === password,
-        },
-      }),
-      buildInfo: { productName: "shadowgate-sim-opcua", manufacturerName: "shadowgate" },
-      serverInfo: { applicationName: { text: "Shadowgate OPC UA simulator" } },
-      maxConnectionsPerEndpoint: 100,
-      serverCapabilities: { maxSessions: 100 },
-      isAuditing: false,
-    });
-    try {
-      await server.initialize();
-      this.populate(server);
-      await server.start();
-    } catch (err) {
-      await server.shutdown(0).catch(() => undefined);
-      throw err;
-    }
+    };
+    const objects = [
+      ...this.profile.objects,
+      ...(this.extraKeys.length > 0
+        ? [
+            {
+              name: BENCH_OBJECT,
+              nodeId: `ns=1;s=${BENCH_OBJECT}`,
+              variables: this.extraKeys.map((k) => this.entry(k).def),
+            },
+          ]
+        : []),
+    ];
+    const server = await startServer(this.ua, settings, objects, (def) => this.access(def));
     this.current = server;
     this.boundPort = server.endpoints[0]?.port ?? port;
   }
@@ -374,113 +341,30 @@ export class OpcuaSimulator extends EventEmitter<OpcuaSimulatorEvents> {
     e.dataValue = this.dataValue(e.def, value, time);
   }
 
-  private variant(def: OpcuaVariableDef, value: OpcuaSimValue): UA.Variant {
-    const ua = this.ua;
-    let v: unknown = value;
-    if (typeof value === "bigint") {
-      // node-opcua carries 64-bit integers as [high, low] 32-bit words, two's complement.
-      const u = BigInt.asUintN(64, value);
-      v = [Number(u >> 32n), Number(u & 0xffffffffn)];
-    } else if (Array.isArray(value)) {
-      v = [...(value as readonly number[])];
-    }
-    return new ua.Variant({
-      dataType: ua.DataType[def.dataType],
-      arrayType: def.array ? ua.VariantArrayType.Array : ua.VariantArrayType.Scalar,
-      value: v,
-    });
-  }
-
   private dataValue(def: OpcuaVariableDef, value: OpcuaSimValue, time: Date): UA.DataValue {
-    return new this.ua.DataValue({
-      value: this.variant(def, value),
-      statusCode: this.ua.StatusCodes.Good,
-      sourceTimestamp: time,
-      serverTimestamp: time,
-    });
+    return toDataValue(this.ua, def, value, time);
   }
 
-  /** A client's Variant as our value; throws when it does not fit the variable. */
-  private fromVariant(def: OpcuaVariableDef, variant: UA.Variant): OpcuaSimValue {
-    const raw: unknown = variant.value;
-    if (def.dataType === "Int64" || def.dataType === "UInt64") {
-      if (!Array.isArray(raw) || raw.length !== 2) throw new TypeError("not a 64-bit integer");
-      const u = (BigInt(raw[0] as number) << 32n) | BigInt(raw[1] as number);
-      return def.dataType === "Int64" ? BigInt.asIntN(64, u) : u;
-    }
-    if (def.dataType === "String" && raw === null) return "";
-    return coerceValue(def, raw);
-  }
-
-  private populate(server: UA.OPCUAServer): void {
-    const ua = this.ua;
-    const addressSpace = server.engine.addressSpace;
-    if (!addressSpace) throw new Error("node-opcua has no address space after initialize()");
-    const ns = addressSpace.getOwnNamespace();
-    const objects = [
-      ...this.profile.objects,
-      ...(this.extraKeys.length > 0
-        ? [
-            {
-              name: BENCH_OBJECT,
-              nodeId: `ns=1;s=${BENCH_OBJECT}`,
-              variables: this.extraKeys.map((k) => this.entry(k).def),
-            },
-          ]
-        : []),
-    ];
-    for (const o of objects) {
-      const parent = ns.addObject({
-        browseName: o.name,
-        nodeId: o.nodeId,
-        organizedBy: addressSpace.rootFolder.objects,
-      });
-      for (const def of o.variables) {
-        const e = this.entry(def.key);
-        const access = def.writable ? "CurrentRead | CurrentWrite" : "CurrentRead";
-        const setter: UA.VariableDataValueSetterWithCallback = (dataValue, callback) => {
-          let value: OpcuaSimValue;
-          try {
-            value = this.fromVariant(def, dataValue.value);
-          } catch {
-            callback(null, ua.StatusCodes.BadTypeMismatch);
-            return;
-          }
-          const time = new Date();
-          e.value = value;
-          // A client may stamp its write; node-opcua stamps it otherwise.
-          e.dataValue = this.dataValue(def, value, dataValue.sourceTimestamp ?? time);
-          const write: OpcuaWrite = {
-            name: def.key,
-            nodeId: def.nodeId,
-            value: copyValue(value),
-            time,
-          };
-          if (this.writeLog.push(write) > WRITE_LOG_LIMIT) this.writeLog.shift();
-          try {
-            this.emit("write", write);
-          } finally {
-            callback(null, ua.StatusCodes.Good);
-          }
-        };
-        ns.addVariable({
-          componentOf: parent,
-          browseName: def.name,
+  /** The variable as node-opcua serves it: every client write passes through here. */
+  private access(def: OpcuaVariableDef): VariableAccess {
+    const e = this.entry(def.key);
+    return {
+      get: () => e.dataValue,
+      written: (value, sourceTimestamp) => {
+        const time = new Date();
+        e.value = value;
+        // A client may stamp its write; node-opcua stamps it otherwise.
+        e.dataValue = this.dataValue(def, value, sourceTimestamp ?? time);
+        const write: OpcuaWrite = {
+          name: def.key,
           nodeId: def.nodeId,
-          dataType: def.dataType,
-          valueRank: def.array ? 1 : -1,
-          ...(def.array && { arrayDimensions: [0] }),
-          minimumSamplingInterval: def.minimumSamplingIntervalMs,
-          accessLevel: access,
-          userAccessLevel: access,
-          ...(def.description !== undefined && { description: def.description }),
-          value: {
-            timestamped_get: () => e.dataValue,
-            ...(def.writable && { timestamped_set: setter }),
-          },
-        });
-      }
-    }
+          value: copyValue(value),
+          time,
+        };
+        if (this.writeLog.push(write) > WRITE_LOG_LIMIT) this.writeLog.shift();
+        return () => this.emit("write", write);
+      },
+    };
   }
 }
 

@@ -1,13 +1,16 @@
 /**
  * Modbus request planner: turns the raw points of one poll into the fewest legal read requests,
  * runs them one at a time through an injected `read`, and learns from the device's exceptions
- * which addresses and which merges to avoid. Pure: all I/O goes through `read`.
+ * which addresses and which merges to avoid. Pure: all I/O goes through `read`. How points
+ * become requests is in packing.ts; what the device taught, in table-memory.ts.
  */
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ErrorCode } from "../../core/errors.js";
 import { GOOD, isBitTable } from "../../core/types.js";
 import type { ModbusTable, Quality } from "../../core/types.js";
 import type { RawPoint, RawSample } from "../../core/samples.js";
+import { type Block, type Member, pack, split, toAtoms } from "./packing.js";
+import { emptyTableMemory, lowerBound, type TableMemory } from "./table-memory.js";
 
 /** FC3/FC4 limit of the Modbus application protocol spec (PDU of 253 bytes). */
 export const MAX_REGISTERS_PER_READ = 125;
@@ -75,89 +78,6 @@ export const EXCEPTION_NAMES: Readonly<Record<number, string>> = {
 
 const EXCEPTION_ILLEGAL_ADDRESS = 2;
 const EXCEPTION_ILLEGAL_VALUE = 3;
-
-/** Sorted, disjoint, non-adjacent inclusive ranges. */
-class RangeSet {
-  private items: Array<readonly [number, number]> = [];
-
-  add(first: number, last: number): void {
-    let lo = first;
-    let hi = last;
-    const kept: Array<readonly [number, number]> = [];
-    let placed = false;
-    for (const item of this.items) {
-      const [a, b] = item;
-      if (b < lo - 1) {
-        kept.push(item);
-      } else if (a > hi + 1) {
-        if (!placed) {
-          kept.push([lo, hi]);
-          placed = true;
-        }
-        kept.push(item);
-      } else {
-        lo = Math.min(lo, a);
-        hi = Math.max(hi, b);
-      }
-    }
-    if (!placed) kept.push([lo, hi]);
-    this.items = kept;
-  }
-
-  overlaps(first: number, last: number): boolean {
-    // First range that ends at or after `first`; it overlaps when it starts by `last`.
-    let lo = 0;
-    let hi = this.items.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      const item = this.items[mid];
-      if (item !== undefined && item[1] < first) lo = mid + 1;
-      else hi = mid;
-    }
-    const hit = this.items[lo];
-    return hit !== undefined && hit[0] <= last;
-  }
-
-  list(): ReadonlyArray<readonly [number, number]> {
-    return this.items;
-  }
-}
-
-/** What one (unit, table) taught us. */
-interface TableMemory {
-  /** Single points that answered exception 02 on their own: never read, never read through. */
-  readonly illegal: RangeSet;
-  /** Gaps whose read-through made a merged request fail while both sides read fine alone. */
-  readonly noThrough: RangeSet;
-  /**
-   * Addresses b where a request starting before b failed although its part before b and its
-   * part from b on read fine alone (no gap between them: the device dislikes the size or the
-   * block boundary). No request may hold a point starting before b and one starting at or
-   * after b. Sorted, unique.
-   */
-  readonly breaks: number[];
-}
-
-interface Member {
-  readonly point: RawPoint;
-  readonly index: number;
-}
-
-/** Points with exactly the same footprint: they travel and fail together. */
-interface Atom {
-  readonly address: number;
-  /** Inclusive. */
-  readonly end: number;
-  readonly members: Member[];
-}
-
-interface Block {
-  readonly table: ModbusTable;
-  readonly address: number;
-  /** Inclusive. */
-  readonly end: number;
-  readonly atoms: readonly Atom[];
-}
 
 interface Failure {
   readonly transport: boolean;
@@ -298,7 +218,7 @@ export class RequestPlanner {
     const key = `${unitId}/${table}`;
     let mem = this.memory.get(key);
     if (mem === undefined) {
-      mem = { illegal: new RangeSet(), noThrough: new RangeSet(), breaks: [] };
+      mem = emptyTableMemory();
       this.memory.set(key, mem);
     }
     return mem;
@@ -338,7 +258,7 @@ export class RequestPlanner {
         if (mem?.illegal.overlaps(m.point.address, last) === true) illegal.push(m);
         else readable.push(m);
       }
-      blocks.push(...this.pack(table, toAtoms(readable), mem));
+      blocks.push(...pack(table, toAtoms(readable), mem, this.cap(table), this.maxGap(table)));
     }
     return { blocks, illegal };
   }
@@ -368,30 +288,6 @@ export class RequestPlanner {
           `more than the ${cap} one request may read`,
       );
     }
-  }
-
-  /**
-   * Greedy left-to-right packing. Every constraint (size, gap, learned gaps and breaks) only
-   * gets easier on a shorter run of consecutive atoms, so extending a request as far as it
-   * goes yields the fewest requests; for contiguous points it is ceil(total / cap) whenever
-   * the point sizes let requests fill up.
-   */
-  private pack(table: ModbusTable, atoms: readonly Atom[], mem: TableMemory | undefined): Block[] {
-    const cap = this.cap(table);
-    const maxGap = this.maxGap(table);
-    const blocks: Block[] = [];
-    let current: { address: number; end: number; atoms: Atom[] } | undefined;
-    for (const atom of atoms) {
-      if (current !== undefined && canMerge(current, atom, cap, maxGap, mem)) {
-        current.end = Math.max(current.end, atom.end);
-        current.atoms.push(atom);
-        continue;
-      }
-      if (current !== undefined) blocks.push({ table, ...current });
-      current = { address: atom.address, end: atom.end, atoms: [atom] };
-    }
-    if (current !== undefined) blocks.push({ table, ...current });
-    return blocks;
   }
 
   /** Reads one block, bisecting on 02/03. Resolves true when the block's own read succeeded. */
@@ -478,89 +374,6 @@ export class RequestPlanner {
   }
 }
 
-function canMerge(
-  current: { readonly address: number; readonly end: number },
-  atom: Atom,
-  cap: number,
-  maxGap: number,
-  mem: TableMemory | undefined,
-): boolean {
-  if (Math.max(current.end, atom.end) - current.address + 1 > cap) return false;
-  const gapFirst = current.end + 1;
-  const gapLast = atom.address - 1;
-  if (gapLast >= gapFirst) {
-    if (gapLast - gapFirst + 1 > maxGap) return false;
-    if (mem?.illegal.overlaps(gapFirst, gapLast) === true) return false;
-    if (mem?.noThrough.overlaps(gapFirst, gapLast) === true) return false;
-  }
-  if (mem !== undefined && mem.breaks.length > 0) {
-    // Atoms of the request start in [current.address, atom.address]; a break b in
-    // (current.address, atom.address] would sit between two of them.
-    const next = mem.breaks[lowerBound(mem.breaks, current.address + 1)];
-    if (next !== undefined && next <= atom.address) return false;
-  }
-  return true;
-}
-
-function toAtoms(members: readonly Member[]): Atom[] {
-  const sorted = [...members].sort(
-    (a, b) =>
-      a.point.address - b.point.address || a.point.count - b.point.count || a.index - b.index,
-  );
-  const atoms: Atom[] = [];
-  let last: Atom | undefined;
-  for (const m of sorted) {
-    const end = m.point.address + m.point.count - 1;
-    if (last !== undefined && last.address === m.point.address && last.end === end) {
-      last.members.push(m);
-    } else {
-      last = { address: m.point.address, end, members: [m] };
-      atoms.push(last);
-    }
-  }
-  return atoms;
-}
-
-/**
- * Two halves of the block's atoms. Prefers a cut nearest the middle where the halves do not
- * overlap, then one where the right half starts strictly later, so that whatever is learned
- * from the halves can be stated as a gap or a break.
- */
-function split(block: Block): [Block, Block] {
-  const { atoms } = block;
-  const n = atoms.length;
-  const mid = Math.floor(n / 2);
-  let clean = -1;
-  let distinct = -1;
-  let leftEnd = -1;
-  const leftEnds: number[] = [];
-  for (const atom of atoms) {
-    leftEnd = Math.max(leftEnd, atom.end);
-    leftEnds.push(leftEnd);
-  }
-  for (let i = 1; i < n; i++) {
-    const prev = atoms[i - 1];
-    const cur = atoms[i];
-    const endBefore = leftEnds[i - 1];
-    if (prev === undefined || cur === undefined || endBefore === undefined) continue;
-    const better = (best: number): boolean => best < 0 || Math.abs(i - mid) < Math.abs(best - mid);
-    if (cur.address > endBefore && better(clean)) clean = i;
-    if (cur.address > prev.address && better(distinct)) distinct = i;
-  }
-  const cut = clean > 0 ? clean : distinct > 0 ? distinct : mid;
-  return [toBlock(block.table, atoms.slice(0, cut)), toBlock(block.table, atoms.slice(cut))];
-}
-
-function toBlock(table: ModbusTable, atoms: Atom[]): Block {
-  let address = Infinity;
-  let end = -1;
-  for (const atom of atoms) {
-    address = Math.min(address, atom.address);
-    end = Math.max(end, atom.end);
-  }
-  return { table, address, end, atoms };
-}
-
 function markBad(run: Run, block: Block, code: ErrorCode, reason: string, ts: number): void {
   const quality = bad(code, reason);
   for (const atom of block.atoms) {
@@ -606,16 +419,4 @@ function hex2(n: number): string {
 function clampInt(value: number | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined || !Number.isFinite(value)) return fallback;
   return Math.min(max, Math.max(min, Math.floor(value)));
-}
-
-/** Index of the first element >= value in a sorted array. */
-function lowerBound(sorted: readonly number[], value: number): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if ((sorted[mid] ?? Infinity) < value) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

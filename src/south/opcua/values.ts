@@ -55,7 +55,7 @@ export interface Converted {
 
 /**
  * A DataValue as the gateway reports it. Good and Uncertain values are both reported good with
- * their value (the core Quality type has no "uncertain"; see OpcuaDriver). Bad ones carry the
+ * their value (the core Quality type has no "uncertain"; see samples.ts). Bad ones carry the
  * status code's name as the reason.
  */
 export function convertDataValue(dv: DataValue): Converted {
