@@ -1,33 +1,19 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { CloudConfig } from "../config/gateway-schema.js";
 import type { Logger } from "../core/logger.js";
 import type { DevicePlan } from "../mapping/types.js";
-import { alibabaDialect } from "../north/dialects/alibaba/index.js";
-import { alibabaCredentials, alibabaHost, alibabaPort } from "../north/dialects/alibaba/sign.js";
+import { isTlsUrl } from "../north/cloud-config.js";
+import { dialectFor, type CloudConfig } from "../north/dialects/index.js";
 import { MqttLink, type LinkOptions } from "../north/link.js";
-import { SyncEngine, type SyncHooks } from "../north/sync.js";
+import type { SyncHooks } from "../north/hooks.js";
+import { SyncEngine } from "../north/sync.js";
 
-/** The MQTT connect options for the cloud section: Alibaba-signed, or a plain broker login. */
+/**
+ * The MQTT connect options for the cloud section: the dialect's URL and login (Alibaba-signed,
+ * or a plain broker login), the TLS files read relative to the config file.
+ */
 export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.now()): LinkOptions {
-  const url =
-    cloud.url ?? `mqtts://${alibabaHost(cloud.productKey, cloud.region)}:${alibabaPort(2)}`;
-  const tlsUrl = /^(mqtts|wss):/.test(url);
-  const login = cloud.deviceSecret
-    ? alibabaCredentials({
-        productKey: cloud.productKey,
-        deviceName: cloud.deviceName,
-        deviceSecret: cloud.deviceSecret,
-        signMethod: cloud.signMethod,
-        secureMode: tlsUrl ? 2 : 3,
-        timestamp: now,
-        ...(cloud.clientId !== undefined && { clientId: cloud.clientId }),
-      })
-    : {
-        clientId: cloud.clientId ?? `${cloud.productKey}.${cloud.deviceName}`,
-        ...(cloud.username !== undefined && { username: cloud.username }),
-        ...(cloud.password !== undefined && { password: cloud.password }),
-      };
+  const { url, ...login } = dialectFor(cloud.dialect).connection(cloud, now);
   const file = (f: string | undefined): Buffer | undefined =>
     f === undefined ? undefined : readFileSync(path.resolve(configDir, f));
   const tls = cloud.tls;
@@ -38,7 +24,7 @@ export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.no
     protocolVersion: cloud.protocolVersion,
     reconnectMinMs: cloud.reconnect.min,
     reconnectMaxMs: cloud.reconnect.max,
-    ...((tls || tlsUrl) && {
+    ...((tls || isTlsUrl(url)) && {
       tls: {
         rejectUnauthorized: tls?.rejectUnauthorized ?? true,
         ...(tls?.ca !== undefined && { ca: file(tls.ca) }),
@@ -49,7 +35,7 @@ export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.no
   };
 }
 
-/** The north side: one MQTT link and the sync engine over it. */
+/** The north side: one MQTT link and the sync engine over it, in the cloud section's dialect. */
 export function createNorth(
   cloud: CloudConfig,
   configDir: string,
@@ -57,10 +43,13 @@ export function createNorth(
   hooks: SyncHooks,
   log: Logger,
 ): { link: MqttLink; sync: SyncEngine } {
+  const dialect = dialectFor(cloud.dialect);
   const link = new MqttLink(linkOptions(cloud, configDir), log.child({ component: "north.link" }));
+  const syncLog = log.child({ component: "north.sync" });
+  const session = dialect.session?.({ link, cloud, log: syncLog });
   const sync = new SyncEngine(
     link,
-    alibabaDialect,
+    dialect,
     devices.map((d) => ({ productKey: d.productKey, deviceName: d.deviceName })),
     hooks,
     {
@@ -69,8 +58,9 @@ export function createNorth(
       maxInFlight: cloud.maxInFlight,
       replyTimeoutMs: cloud.replyTimeout,
       conflictRetries: cloud.conflictRetries,
+      ...(session && { session }),
     },
-    log.child({ component: "north.sync" }),
+    syncLog,
   );
   return { link, sync };
 }

@@ -28,12 +28,23 @@ export interface LinkEvents {
 }
 
 /**
+ * What the sync engine and a dialect's session step need of the MQTT link (MqttLink in
+ * production, a scripted fake in unit tests).
+ */
+export interface Link {
+  readonly online: boolean;
+  on<K extends keyof LinkEvents>(event: K, listener: (...args: LinkEvents[K]) => void): unknown;
+  subscribe(topics: readonly string[]): Promise<void>;
+  publish(topic: string, payload: string): Promise<void>;
+}
+
+/**
  * The gateway's one MQTT connection, as an explicit state machine (disconnected -> connecting ->
  * online -> backoff -> connecting ... -> stopping) with jittered exponential backoff. mqtt.js's
  * own fixed-interval reconnect is switched off: a fleet reconnecting in lock-step after a cloud
  * outage is what jitter prevents.
  */
-export class MqttLink extends EventEmitter<LinkEvents> {
+export class MqttLink extends EventEmitter<LinkEvents> implements Link {
   private readonly connection: ConnectionMachine;
   private client: MqttClient | undefined;
   private connects = 0;

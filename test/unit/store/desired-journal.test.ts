@@ -2,7 +2,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { isNewCommand } from "../../../src/north/sync.js";
+import { isNewAlibabaCommand as isNewCommand } from "../../../src/north/dialects/alibaba/index.js";
 import { SCHEMA_VERSION, openDatabase } from "../../../src/store/database.js";
 import { DesiredJournal } from "../../../src/store/desired-journal.js";
 

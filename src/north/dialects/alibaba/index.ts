@@ -1,4 +1,4 @@
-import type { Dialect, Inbound } from "../../dialect.js";
+import type { Dialect, Inbound, JournalRecord } from "../../dialect.js";
 import {
   decodeShadowMessage,
   encodeClearDesired,
@@ -8,7 +8,8 @@ import {
   isPermanentError,
   isSuccessCode,
 } from "./codec.js";
-import type { MetadataSection } from "./messages.js";
+import { alibabaConnection, checkAlibabaCloud, type AlibabaCloudConfig } from "./config.js";
+import { MAX_ATTRIBUTES, type MetadataSection } from "./messages.js";
 import { shadowGetTopic, shadowUpdateTopic } from "./topics.js";
 
 /** Top-level desired attribute -> its metadata timestamp (seconds). */
@@ -21,22 +22,52 @@ function timestamps(meta: MetadataSection | undefined): Record<string, number> {
 }
 
 /**
+ * Whether an offered desired value is a command not yet executed. Alibaba stamps each desired
+ * attribute with the whole second it was set, and no message says which version set it: a get
+ * reply carries the document's current version (every report raises it), and a control push
+ * carries the version of the latest change together with the whole desired state, so an
+ * attribute set earlier and not cleared yet comes again with a later version. So a value is a
+ * new command when its timestamp is later than the last execution's, or, within the same
+ * second, when the value differs. The same value within the same second is the same command
+ * (and writing an equal value again would change nothing anyway).
+ */
+export function isNewAlibabaCommand(
+  last: JournalRecord | undefined,
+  offered: JournalRecord,
+): boolean {
+  if (last === undefined || offered.ts > last.ts) return true;
+  if (offered.ts < last.ts) return false;
+  return offered.value !== last.value;
+}
+
+/**
  * The Alibaba Cloud IoT shadow dialect (shadow-protocol.md 1): requests on /shadow/update,
  * replies and control pushes on /shadow/get, versions strictly greater than the cloud's,
- * desired cleared with the string "null", 407 counted as success as iotkit-embedded does.
+ * desired cleared with the string "null", 407 counted as success as iotkit-embedded does. The
+ * gateway's own login is the signed CONNECT; it needs no per-device session step (sub-device
+ * login, 2.3, is not spoken yet).
  */
-export const alibabaDialect: Dialect = {
+export const alibabaDialect: Dialect<AlibabaCloudConfig> = {
   name: "alibaba",
-  topics: (productKey, deviceName) => ({
-    request: shadowUpdateTopic(productKey, deviceName),
-    inbound: shadowGetTopic(productKey, deviceName),
-  }),
+  connection: alibabaConnection,
+  check: checkAlibabaCloud,
+  // Nothing documents a size, a depth or a cap on requests in flight (shadow-protocol.md 1.5).
+  limits: { maxAttributes: MAX_ATTRIBUTES },
+  topics(productKey, deviceName) {
+    // Requests, get included, go to the topic named update; replies and pushes come on get.
+    const request = shadowUpdateTopic(productKey, deviceName);
+    return {
+      subscriptions: [shadowGetTopic(productKey, deviceName)],
+      requests: { get: request, report: request, clear: request },
+    };
+  },
   encodeReport: encodeUpdate,
   encodeClearDesired,
   encodeGet,
   nextVersion: (lastKnown) => lastKnown + 1,
   // Alibaba's metadata timestamps are whole seconds.
   timestampMs: (ts) => ts * 1000,
+  isNewCommand: isNewAlibabaCommand,
   classify: (code) =>
     isSuccessCode(code)
       ? "success"

@@ -1,285 +1,23 @@
-import { EventEmitter } from "node:events";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { silentLogger, type Logger } from "../../../src/core/logger.js";
-import { captureLogger, controlMessage } from "../../helpers/cloud.js";
-import type { JsonObject, JsonValue } from "../../../src/core/types.js";
+import { describe, expect, it, vi } from "vitest";
+import type { JsonObject } from "../../../src/core/types.js";
 import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
 import type { Dialect } from "../../../src/north/dialect.js";
-import type { LinkEvents } from "../../../src/north/link.js";
-import { openDatabase } from "../../../src/store/database.js";
-import { Outbox } from "../../../src/store/outbox.js";
+import { captureLogger } from "../../helpers/cloud.js";
 import {
-  SyncEngine,
-  type CommandResult,
-  type JournalRecord,
-  type SyncHooks,
-} from "../../../src/north/sync.js";
+  connect,
+  control,
+  getReply,
+  refreshed,
+  report,
+  setup,
+  success,
+  synced,
+  useFakeClock,
+} from "./scripted-cloud.js";
 
-/** A link whose "cloud" is the test: it sees every publish and writes every reply. */
-class ScriptedLink extends EventEmitter<LinkEvents> {
-  online = false;
-  subscribed: string[] = [];
-  sent: Array<{ topic: string; msg: Record<string, unknown> }> = [];
-  async subscribe(topics: readonly string[]): Promise<void> {
-    this.subscribed.push(...topics);
-  }
-  async publish(topic: string, payload: string): Promise<void> {
-    this.sent.push({ topic, msg: JSON.parse(payload) as Record<string, unknown> });
-  }
-  up(): void {
-    this.online = true;
-    this.emit("online");
-  }
-  down(): void {
-    this.online = false;
-    this.emit("offline", "test");
-  }
-  deliver(dn: string, msg: unknown): void {
-    this.emit(
-      "message",
-      `/shadow/get/pk/${dn}`,
-      Buffer.from(typeof msg === "string" ? msg : JSON.stringify(msg)),
-    );
-  }
-  /** Takes the messages sent so far. */
-  take(): Array<{ topic: string; msg: Record<string, unknown> }> {
-    return this.sent.splice(0);
-  }
-}
-
-const success = (token: unknown, version: number, extra: Record<string, unknown> = {}) => ({
-  method: "reply",
-  payload: { status: "success", version, ...extra },
-  version,
-  timestamp: 1,
-  clientToken: token,
-});
-const failure = (token: unknown, code: number) => ({
-  method: "reply",
-  payload: { status: "error", content: { errorcode: String(code), errormessage: "x" } },
-  timestamp: 1,
-  clientToken: token,
-});
-const getReply = (token: unknown, version: number, desired: JsonObject = {}, ts = 100) =>
-  success(token, version, {
-    state: { desired, reported: {} },
-    metadata: {
-      desired: Object.fromEntries(Object.keys(desired).map((k) => [k, { timestamp: ts }])),
-    },
-  });
-const control = (version: number, desired: JsonObject, ts: number) =>
-  controlMessage(version, desired, ts);
-
-function setup(
-  devices = ["dev"],
-  gate?: () => Promise<void>,
-  minIntervalMs = 0,
-  dialect: Dialect = alibabaDialect,
-  log: Logger = silentLogger(),
-) {
-  const edge: JsonObject = { temp: 20, on: true };
-  const link = new ScriptedLink();
-  const executed: Array<{ device: string; point: string; value: JsonValue; resume?: boolean }> = [];
-  const journal = new Map<string, JournalRecord & { status: string }>();
-  const outbox = new Outbox(
-    openDatabase(":memory:"),
-    { maxAgeMs: 86_400_000, maxBytes: 1 << 30 },
-    silentLogger(),
-  );
-  const hooks: SyncHooks = {
-    // The edge shadow: what polls reported last.
-    snapshot: () => edge,
-    pointNames: () => ["temp", "on", "setpoint", "alarm.ack"],
-    execute: async (device, point, value, opts): Promise<CommandResult> => {
-      executed.push({ device, point, value, ...(opts.resume && { resume: true }) });
-      await gate?.();
-      if (typeof value === "number" && value > 100)
-        return { status: "rejected", reason: "above max" };
-      return { status: "applied", value };
-    },
-    backlog: outbox,
-    journal: {
-      last: (pk, dn, point) => journal.get(`${pk}/${dn}/${point}`),
-      record: (pk, dn, point, e) => void journal.set(`${pk}/${dn}/${point}`, e),
-      forget: (pk, dn, point) => void journal.delete(`${pk}/${dn}/${point}`),
-    },
-  };
-  const sync = new SyncEngine(
-    link,
-    dialect,
-    devices.map((deviceName) => ({ productKey: "pk", deviceName })),
-    hooks,
-    {
-      sendWindowMs: 100,
-      minIntervalMs,
-      maxInFlight: 5,
-      replyTimeoutMs: 5000,
-      conflictRetries: 3,
-    },
-    log,
-  );
-  return { link, sync, executed, edge, journal, outbox };
-}
-
-/** A poll cycle's report: staged, then made durable by the flush that ends the cycle. */
-function report(s: ReturnType<typeof setup>, device: string, reported: JsonObject): void {
-  Object.assign(s.edge, reported);
-  s.sync.report(device, reported);
-  s.sync.flush();
-}
-
-/** Connects and answers the initial get with `version`; returns the first full report. */
-async function connect(s: ReturnType<typeof setup>, version = 5) {
-  s.link.up();
-  await vi.advanceTimersByTimeAsync(0);
-  const [get] = s.link.take();
-  expect(get?.msg).toMatchObject({ method: "get" });
-  s.link.deliver("dev", getReply(get?.msg.clientToken, version));
-  await vi.advanceTimersByTimeAsync(0);
-  const [report] = s.link.take();
-  return report;
-}
-
-/**
- * A control push with a later version makes the engine learn the cloud's version with a get
- * (it does not take the push's): answers that get with `version`.
- */
-async function refreshed(s: ReturnType<typeof setup>, version: number): Promise<void> {
-  const [get] = s.link.take();
-  expect(get?.msg).toMatchObject({ method: "get" });
-  s.link.deliver("dev", getReply(get?.msg.clientToken, version));
-  await vi.advanceTimersByTimeAsync(0);
-}
-
-/** Connected, and the first report acknowledged: the cloud is at version 6. */
-async function synced(s: ReturnType<typeof setup>): Promise<void> {
-  const first = await connect(s, 5);
-  s.link.deliver("dev", success(first?.msg.clientToken, 6));
-}
-
-describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
-  beforeEach(() => {
-    vi.useFakeTimers({ now: 0 });
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
-
-  it("subscribes first, gets every shadow, then pushes the whole reported state with version + 1", async () => {
-    const s = setup(["a", "b"]);
-    s.link.up();
-    await vi.advanceTimersByTimeAsync(0);
-    expect(s.link.subscribed).toEqual(["/shadow/get/pk/a", "/shadow/get/pk/b"]);
-    const gets = s.link.take();
-    expect(gets.map((g) => [g.topic, g.msg.method])).toEqual([
-      ["/shadow/update/pk/a", "get"],
-      ["/shadow/update/pk/b", "get"],
-    ]);
-    s.link.deliver("a", getReply(gets[0]?.msg.clientToken, 41));
-    await vi.advanceTimersByTimeAsync(0);
-    const [report] = s.link.take();
-    expect(report).toEqual({
-      topic: "/shadow/update/pk/a",
-      msg: {
-        method: "update",
-        state: { reported: { temp: 20, on: true } },
-        version: 42,
-        clientToken: expect.any(String),
-      },
-    });
-  });
-
-  it("takes a 407 reply to the first get (an empty shadow) as a start from that version", async () => {
-    const s = setup();
-    s.link.up();
-    await vi.advanceTimersByTimeAsync(0);
-    const [get] = s.link.take();
-    s.link.deliver("dev", { ...failure(get?.msg.clientToken, 407), version: 0 });
-    await vi.advanceTimersByTimeAsync(0);
-    const sent = s.link.take();
-    expect(sent.map((m) => m.msg)).toEqual([
-      {
-        method: "update",
-        state: { reported: { temp: 20, on: true } },
-        version: 1,
-        clientToken: expect.any(String),
-      },
-    ]);
-  });
-
-  it("batches changes per send window, one request in flight per device", async () => {
-    const s = setup();
-    const first = await connect(s);
-    report(s, "dev", { temp: 21 });
-    report(s, "dev", { alarm: { hi: true } });
-    await vi.advanceTimersByTimeAsync(500);
-    expect(s.link.take()).toEqual([]); // the first report still awaits its reply
-    s.link.deliver("dev", success(first?.msg.clientToken, 6));
-    await vi.advanceTimersByTimeAsync(0);
-    const [next] = s.link.take();
-    expect(next?.msg).toMatchObject({
-      state: { reported: { temp: 21, alarm: { hi: true } } },
-      version: 7,
-    });
-    expect(s.sync.deviceState("dev")).toEqual({
-      version: 6,
-      synced: true,
-      busy: true,
-      backlog: true,
-    });
-  });
-
-  it("recovers from a version conflict with one get and one resend of the merged state", async () => {
-    const s = setup();
-    await synced(s);
-    report(s, "dev", { temp: 22 });
-    await vi.advanceTimersByTimeAsync(100);
-    const [update] = s.link.take();
-    expect(update?.msg).toMatchObject({ version: 7 });
-    // Someone else bumped the shadow to 9 meanwhile.
-    s.link.deliver("dev", failure(update?.msg.clientToken, 409));
-    report(s, "dev", { on: false });
-    await vi.advanceTimersByTimeAsync(0);
-    const [get] = s.link.take();
-    expect(get?.msg).toMatchObject({ method: "get" });
-    s.link.deliver("dev", getReply(get?.msg.clientToken, 9));
-    await vi.advanceTimersByTimeAsync(0);
-    const [resend] = s.link.take();
-    expect(resend?.msg).toMatchObject({
-      method: "update",
-      version: 10,
-      state: { reported: { temp: 22, on: false } },
-    });
-    s.link.deliver("dev", success(resend?.msg.clientToken, 10));
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(s.link.take()).toEqual([]);
-    expect(s.sync.stats).toMatchObject({ conflicts: 1 });
-  });
-
-  it("drops a request the cloud refuses permanently, once, without looping", async () => {
-    const s = setup();
-    const first = await connect(s);
-    s.link.deliver("dev", failure(first?.msg.clientToken, 408));
-    await vi.advanceTimersByTimeAsync(10_000);
-    expect(s.link.take()).toEqual([]);
-    expect(s.sync.stats.rejected).toBe(1);
-    report(s, "dev", { temp: 30 });
-    await vi.advanceTimersByTimeAsync(100);
-    expect(s.link.take()[0]?.msg).toMatchObject({ state: { reported: { temp: 30 } } });
-  });
-
-  it("drops a report the dialect cannot encode (over 128 attributes) instead of crashing", async () => {
-    const s = setup();
-    await synced(s);
-    report(s, "dev", Object.fromEntries(Array.from({ length: 130 }, (_, i) => [`p${i}`, i])));
-    await vi.advanceTimersByTimeAsync(200);
-    expect(s.link.take()).toEqual([]);
-    expect(s.sync.stats.rejected).toBe(1);
-    expect(s.sync.deviceState("dev")?.backlog).toBe(false);
-    report(s, "dev", { temp: 1 });
-    await vi.advanceTimersByTimeAsync(200);
-    expect(s.link.take()[0]?.msg.state).toEqual({ reported: { temp: 1 } });
-  });
+/** The desired runner (src/north/desired.ts) through the engine, against a scripted cloud. */
+describe("desired runner (Alibaba dialect, scripted cloud)", () => {
+  useFakeClock();
 
   it("executes a control push once, reports the outcome under _commands and clears desired", async () => {
     const s = setup();
@@ -392,53 +130,23 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     expect(s.link.take()[0]?.msg.state).toEqual({ desired: "null" });
   });
 
-  it("ignores malformed messages and unknown devices, and never executes on their account", async () => {
-    const s = setup();
+  it("asks the dialect whether a desired value is a new command", async () => {
+    // A rule by version alone, as AWS orders desired.
+    const dialect: Dialect = {
+      ...alibabaDialect,
+      isNewCommand: (last, offered) => last === undefined || offered.version > last.version,
+    };
+    const s = setup({ dialect });
     await synced(s);
-    s.link.deliver("dev", "not json");
-    s.link.deliver("dev", { method: "control", payload: { state: { desired: { setpoint: 1 } } } });
-    s.link.deliver("dev", { method: "frobnicate", version: 1, timestamp: 1 });
-    s.link.emit(
-      "message",
-      "/shadow/get/pk/stranger",
-      Buffer.from(JSON.stringify(control(99, { setpoint: 1 }, 5))),
-    );
+    s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+    // Alibaba's rule would take these for duplicates (same second, same value).
+    s.link.deliver("dev", control(8, { setpoint: 50 }, 1000));
+    // ... and this one for a new command (a later timestamp), the version rule not.
+    s.link.deliver("dev", control(8, { setpoint: 51 }, 1001));
     await vi.advanceTimersByTimeAsync(0);
     await s.sync.idle();
-    expect(s.executed).toEqual([]);
-    expect(s.sync.stats.badMessages).toBe(3);
-  });
-
-  it("a control whose version went backwards is not executed; the shadow is read again", async () => {
-    const s = setup();
-    const first = await connect(s, 20);
-    s.link.deliver("dev", success(first?.msg.clientToken, 21));
-    s.link.deliver("dev", control(3, { setpoint: 10 }, 2000));
-    await vi.advanceTimersByTimeAsync(0);
-    await s.sync.idle();
-    expect(s.executed).toEqual([]);
-    expect(s.link.take()[0]?.msg).toMatchObject({ method: "get" });
-  });
-
-  it("resends after a reply timeout, and keeps what a dropped link carried", async () => {
-    const s = setup();
-    const first = await connect(s, 5);
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(s.sync.stats.timeouts).toBe(1);
-    const [again] = s.link.take();
-    expect(again?.msg).toMatchObject({ state: { reported: { temp: 20, on: true } }, version: 6 });
-    expect(again?.msg.clientToken).not.toBe(first?.msg.clientToken);
-    s.link.down();
-    report(s, "dev", { temp: 25 });
-    s.link.up();
-    await vi.advanceTimersByTimeAsync(0);
-    const [get] = s.link.take();
-    s.link.deliver("dev", getReply(get?.msg.clientToken, 6));
-    await vi.advanceTimersByTimeAsync(0);
-    expect(s.link.take()[0]?.msg).toMatchObject({
-      state: { reported: { temp: 25, on: true } },
-      version: 7,
-    });
+    expect(s.executed.map((e) => e.value)).toEqual([50, 50]);
+    expect(s.sync.stats.duplicateCommands).toBe(1);
   });
 
   describe("found by the fault-injection suite", () => {
@@ -498,7 +206,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
     it("never clears desired while a received command still waits for its turn", async () => {
       const g = gated();
-      const s = setup(["dev"], g.gate);
+      const s = setup({ gate: g.gate });
       const first = await connect(s, 5);
       s.link.deliver("dev", success(first?.msg.clientToken, 6));
       s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
@@ -526,7 +234,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
     it("after a restart, clears desired only once the outcomes left in the outbox are in the cloud", async () => {
       // A rate limit of one request a minute, so that the report waits for a token while the
       // desired batch runs and asks for the clear.
-      const s = setup(["dev"], undefined, 60_000);
+      const s = setup({ minIntervalMs: 60_000 });
       // What a gateway SIGKILLed after executing setpoint 50, before sending its outcome, left.
       s.journal.set("pk/dev/setpoint", { ts: 1000, version: 7, value: "50", status: "applied" });
       s.outbox.stage("pk", "dev", {
@@ -563,7 +271,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
 
     it("makes each outcome durable before the journal says done, not at the end of the batch", async () => {
       const g = gated();
-      const s = setup(["dev"], g.gate);
+      const s = setup({ gate: g.gate });
       // What the outbox holds at the moment the journal marks each command done.
       const atDone: Array<JsonObject | undefined> = [];
       const set = s.journal.set.bind(s.journal);
@@ -585,6 +293,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       expect(atDone[1]).toMatchObject({ _commands: { on: { status: "applied", value: false } } });
     });
   });
+
   describe("found with hostile input (issue 10)", () => {
     it("a refused command does not move the point's last-executed mark", async () => {
       const s = setup();
@@ -647,7 +356,7 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
       "refuses a desired value stamped %s ahead, without a write or a journal entry",
       async (_what, ts) => {
         const { logger, records } = captureLogger();
-        const s = setup(["dev"], undefined, 0, alibabaDialect, logger);
+        const s = setup({ log: logger });
         await synced(s);
         s.link.deliver("dev", control(7, { setpoint: 55 }, ts));
         s.link.deliver("dev", control(8, { setpoint: 56 }, ts));
@@ -678,69 +387,6 @@ describe("SyncEngine (Alibaba dialect, scripted cloud)", () => {
         expect(s.executed).toEqual([{ device: "dev", point: "setpoint", value: 57 }]);
       },
     );
-
-    it("does not take a control push's version: a get learns the cloud's own", async () => {
-      const s = setup();
-      await synced(s);
-      s.link.deliver("dev", control(4_294_967_295, { setpoint: 50 }, 1000));
-      await vi.advanceTimersByTimeAsync(0);
-      await s.sync.idle();
-      expect(s.sync.deviceState("dev")?.version).toBe(6);
-      const [get] = s.link.take();
-      expect(get?.msg).toMatchObject({ method: "get" });
-      s.link.deliver("dev", getReply(get?.msg.clientToken, 7, { setpoint: 50 }, 1000));
-      await vi.advanceTimersByTimeAsync(0);
-      await s.sync.idle();
-      const [outcome] = s.link.take();
-      expect(outcome?.msg).toMatchObject({
-        version: 8,
-        state: { reported: { _commands: { setpoint: { status: "applied" } } } },
-      });
-      s.link.deliver("dev", success(outcome?.msg.clientToken, 8));
-      await vi.advanceTimersByTimeAsync(0);
-      // The forged version's clear is not remembered over the cloud's own: desired is cleared.
-      expect(s.link.take()[0]?.msg).toMatchObject({ state: { desired: "null" }, version: 9 });
-      expect(s.executed).toHaveLength(1);
-    });
-
-    it("refuses versions beyond 2^53 - 2 as bad messages and goes on reporting", async () => {
-      const s = setup();
-      await synced(s);
-      s.link.deliver("dev", control(Number.MAX_SAFE_INTEGER, { setpoint: 50 }, 1000));
-      s.link.deliver("dev", { ...control(7, { setpoint: 51 }, 1000), version: 2 ** 60 });
-      await vi.advanceTimersByTimeAsync(0);
-      await s.sync.idle();
-      expect(s.executed).toEqual([]);
-      expect(s.sync.stats.badMessages).toBe(2);
-      report(s, "dev", { temp: 30 });
-      await vi.advanceTimersByTimeAsync(100);
-      const [update] = s.link.take();
-      expect(update?.msg).toMatchObject({ version: 7, state: { reported: { temp: 30 } } });
-      // A reply to the gateway's own request at the limit is refused too: it times out instead.
-      s.link.deliver("dev", success(update?.msg.clientToken, Number.MAX_SAFE_INTEGER));
-      await vi.advanceTimersByTimeAsync(5000);
-      expect(s.sync.stats.timeouts).toBe(1);
-      expect(s.sync.deviceState("dev")?.version).toBe(6);
-    });
-
-    it("a request that cannot be built is logged and retried later, never thrown from a timer", async () => {
-      let failures = 1;
-      const dialect: Dialect = {
-        ...alibabaDialect,
-        encodeGet: (token) => {
-          if (failures-- > 0) throw new Error("cannot encode");
-          return alibabaDialect.encodeGet(token);
-        },
-      };
-      const { logger, records } = captureLogger();
-      const s = setup(["dev"], undefined, 0, dialect, logger);
-      s.link.up();
-      await vi.advanceTimersByTimeAsync(0);
-      expect(s.link.take()).toEqual([]);
-      expect(records.filter((r) => r.code === "SG_INTERNAL")).toHaveLength(1);
-      await vi.advanceTimersByTimeAsync(5000);
-      expect(s.link.take()[0]?.msg).toMatchObject({ method: "get" });
-    });
 
     it("a batch of desired values that throws does not stop later batches", async () => {
       const s = setup();
