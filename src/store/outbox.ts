@@ -23,15 +23,34 @@ export interface HistoryRow {
   readonly sent: boolean;
 }
 
+/** A device with unconfirmed reports, as Outbox.status() lists it. */
+export interface DeviceBacklog {
+  readonly productKey: string;
+  readonly deviceName: string;
+  /** Its rows the cloud has not confirmed yet. */
+  readonly pending: number;
+  /** How long ago the oldest of them was seen (its `ts`), in ms. */
+  readonly oldestAgeMs: number;
+}
+
+/** What Outbox.status() returns: counters kept in memory, so reading them scans nothing. */
 export interface OutboxStats {
-  /** Reports the cloud has not confirmed yet. */
+  /** Reports the cloud has not confirmed yet (the sum over `devices`). */
   pending: number;
+  /** Rows in the file: unconfirmed and history. */
   rows: number;
+  /** Bytes of pages in use, which the size policy holds under `maxBytes` (from the header). */
   bytes: number;
+  /** Reports in memory, not written yet: the next flush's, or waiting for a refusing disk. */
+  staged: number;
   /** Writes the database refused (full disk, locked, corrupt, read-only). */
   refused: number;
   /** History rows dropped by the size policy (oldest first; never a device's latest state). */
   dropped: number;
+  /** How long ago the oldest unconfirmed report was seen, in ms; absent when none waits. */
+  oldestPendingAgeMs?: number;
+  /** The devices with unconfirmed reports, with how many and how old. */
+  devices: DeviceBacklog[];
 }
 
 /** How often refused writes are logged again while they persist. */
@@ -65,12 +84,20 @@ interface Device {
   savedSeq: number;
   /** Every row up to this one is confirmed by the cloud. */
   ackedSeq: number;
-  /** The rows after `ackedSeq`, merged in order, and how many there are. */
+  /** The rows after `ackedSeq`, merged in order, how many there are, and the oldest `ts`. */
   pending: JsonObject;
   pendingRows: number;
+  oldestPendingTs: number;
 }
 
 const latest = (d: Device): JsonObject => mergeReported(d.base, d.pending);
+
+/** Adds an unconfirmed row to the device's pending state, after the rows it holds. */
+function addPending(d: Device, reported: JsonObject, ts: number): void {
+  mergeInto(d.pending, reported);
+  d.oldestPendingTs = d.pendingRows === 0 ? ts : Math.min(d.oldestPendingTs, ts);
+  d.pendingRows++;
+}
 
 interface Staged {
   pk: string;
@@ -97,11 +124,18 @@ interface Staged {
  * latest state survives; the steps in between are dropped, counted and logged). If the
  * database refuses writes, staged reports stay in memory, coalescing per device beyond
  * `maxStaged`, and are written when it recovers.
+ *
+ * status() reads counters kept as rows are written, confirmed and pruned: the row count is
+ * taken once at open, and every device with unconfirmed rows is loaded then (one scan of the
+ * rows after the lowest watermark), so the per-device counts cover the whole file. They stay
+ * exact while this is the file's only writer, as in the gateway.
  */
 export class Outbox {
   private staged: Staged[] = [];
   private readonly devices = new Map<string, Device>();
   private readonly counters = { refused: 0, dropped: 0 };
+  /** Rows in the reports table. */
+  private rows: number;
   private lastRefusedLog = -Infinity;
   private lastPrune = -Infinity;
   private lastCheckpoint: number;
@@ -122,8 +156,11 @@ export class Outbox {
       "INSERT INTO reports (product_key, device_name, ts, reported) VALUES (?, ?, ?, ?)",
     );
     // By rowid range: the rows after a device's watermark are few, and at the end of the table.
-    this.rowsAfter = db.prepare<[number, string, string], { seq: number; reported: string }>(
-      `SELECT seq, reported FROM reports
+    this.rowsAfter = db.prepare<
+      [number, string, string],
+      { seq: number; ts: number; reported: string }
+    >(
+      `SELECT seq, ts, reported FROM reports
        WHERE seq > ? AND product_key = ? AND device_name = ? ORDER BY seq`,
     );
     this.stateGet = db.prepare<
@@ -145,6 +182,17 @@ export class Outbox {
        ON CONFLICT (product_key, device_name) DO UPDATE SET reported = excluded.reported,
          reported_seq = excluded.reported_seq, updated_at = excluded.updated_at`,
     );
+    this.rows = db.prepare<[], number>("SELECT count(*) FROM reports").pluck().get() ?? 0;
+    // Every device with unconfirmed rows is loaded now, so that status() counts them all: one
+    // pass over the rows after the lowest watermark (a rowid range: CROSS JOIN keeps reports
+    // the outer loop).
+    const backlog = db.prepare<[], { pk: string; dn: string }>(
+      `SELECT DISTINCT r.product_key AS pk, r.device_name AS dn
+       FROM reports r CROSS JOIN shadow_state s USING (product_key, device_name)
+       WHERE r.seq > (SELECT coalesce(min(acked_seq), 0) FROM shadow_state)
+         AND r.seq > s.acked_seq`,
+    );
+    for (const { pk, dn } of backlog.all()) this.device(pk, dn);
   }
 
   /** Stages a report for the next flush. */
@@ -176,11 +224,11 @@ export class Outbox {
       return [];
     }
     this.staged = [];
+    this.rows += batch.length;
     batch.forEach((s, i) => {
       const d = this.device(s.pk, s.dn);
-      mergeInto(d.pending, s.reported);
+      addPending(d, s.reported, s.ts);
       d.latestSeq = seqs[i] ?? d.latestSeq;
-      d.pendingRows++;
     });
     const now = this.now();
     // A device's first rows are saved at once, so that loading it never has to search the
@@ -255,14 +303,31 @@ export class Outbox {
     }
   }
 
-  stats(): OutboxStats {
-    const c = this.db
-      .prepare<[], { rows: number; pending: number }>(
-        `SELECT count(*) AS rows, count(*) FILTER (WHERE r.seq > coalesce(s.acked_seq, 0)) AS pending
-         FROM reports r LEFT JOIN shadow_state s USING (product_key, device_name)`,
-      )
-      .get() ?? { rows: 0, pending: 0 };
-    return { ...c, bytes: this.liveBytes(), ...this.counters };
+  /**
+   * The outbox's figures for health and metrics, from counters kept in memory (see the class
+   * comment): cheap enough to read as often as wanted.
+   */
+  status(): OutboxStats {
+    const now = this.now();
+    const devices: DeviceBacklog[] = [];
+    let pending = 0;
+    let oldest = Infinity;
+    for (const d of this.devices.values()) {
+      if (d.pendingRows === 0) continue;
+      pending += d.pendingRows;
+      oldest = Math.min(oldest, d.oldestPendingTs);
+      const oldestAgeMs = Math.max(0, now - d.oldestPendingTs);
+      devices.push({ productKey: d.pk, deviceName: d.dn, pending: d.pendingRows, oldestAgeMs });
+    }
+    return {
+      rows: this.rows,
+      pending,
+      bytes: this.liveBytes(),
+      staged: this.staged.length,
+      ...this.counters,
+      ...(pending > 0 && { oldestPendingAgeMs: Math.max(0, now - oldest) }),
+      devices,
+    };
   }
 
   /** Retention: age first, then size (see the class comment). */
@@ -277,6 +342,11 @@ export class Outbox {
          WHERE r.seq < ? AND r.seq <= min(s.acked_seq, s.reported_seq)
          ORDER BY r.seq LIMIT ${PRUNE_BATCH})`,
     );
+    const deleteOldest = (below: number): number => {
+      const gone = oldest.run(below).changes;
+      this.rows -= gone;
+      return gone;
+    };
     try {
       // Rows are appended as they are seen, so those past the age are the first ones: the
       // search stops at the first young row instead of reading the whole table every minute.
@@ -286,9 +356,9 @@ export class Outbox {
         )
         .get(this.now() - this.opts.maxAgeMs);
       const bound = young?.seq ?? Number.MAX_SAFE_INTEGER;
-      while (oldest.run(bound).changes === PRUNE_BATCH);
+      while (deleteOldest(bound) === PRUNE_BATCH);
       while (this.liveBytes() > this.opts.maxBytes) {
-        const gone = oldest.run(Number.MAX_SAFE_INTEGER).changes;
+        const gone = deleteOldest(Number.MAX_SAFE_INTEGER);
         if (gone > 0) {
           this.counters.dropped += gone;
           continue;
@@ -306,16 +376,23 @@ export class Outbox {
     const drop = this.db.prepare(
       "DELETE FROM reports WHERE seq > ? AND product_key = ? AND device_name = ?",
     );
+    const now = this.now();
+    // The devices are updated once the transaction has committed, not before.
+    const done = this.db.transaction(() =>
+      devices.map((d) => ({
+        d,
+        gone: drop.run(d.ackedSeq, d.pk, d.dn).changes,
+        seq: Number(this.insert.run(d.pk, d.dn, now, JSON.stringify(d.pending)).lastInsertRowid),
+      })),
+    )();
     let dropped = 0;
-    this.db.transaction(() => {
-      for (const d of devices) {
-        drop.run(d.ackedSeq, d.pk, d.dn);
-        const seq = this.insert.run(d.pk, d.dn, this.now(), JSON.stringify(d.pending));
-        d.latestSeq = Number(seq.lastInsertRowid);
-        dropped += d.pendingRows - 1;
-      }
-    })();
-    for (const d of devices) d.pendingRows = 1;
+    for (const { d, gone, seq } of done) {
+      this.rows += 1 - gone;
+      dropped += d.pendingRows - 1;
+      d.latestSeq = seq;
+      d.pendingRows = 1;
+      d.oldestPendingTs = now;
+    }
     this.checkpoint();
     if (dropped > 0) {
       this.counters.dropped += dropped;
@@ -343,15 +420,14 @@ export class Outbox {
       ackedSeq: row?.acked_seq ?? 0,
       pending: {},
       pendingRows: 0,
+      oldestPendingTs: 0,
     };
     // A device without a saved row never had rows (its first flush saves it at once).
     if (row) {
       for (const r of this.rowsAfter.all(Math.min(d.savedSeq, d.ackedSeq), pk, dn)) {
         const reported = JSON.parse(r.reported) as JsonObject;
-        if (r.seq > d.ackedSeq) {
-          mergeInto(d.pending, reported);
-          d.pendingRows++;
-        } else if (r.seq > d.savedSeq) mergeInto(d.base, reported);
+        if (r.seq > d.ackedSeq) addPending(d, reported, r.ts);
+        else if (r.seq > d.savedSeq) mergeInto(d.base, reported);
         d.latestSeq = Math.max(d.latestSeq, r.seq);
       }
     }
@@ -362,10 +438,8 @@ export class Outbox {
   private loadPending(d: Device): void {
     d.pending = {};
     d.pendingRows = 0;
-    for (const r of this.rowsAfter.all(d.ackedSeq, d.pk, d.dn)) {
-      mergeInto(d.pending, JSON.parse(r.reported) as JsonObject);
-      d.pendingRows++;
-    }
+    for (const r of this.rowsAfter.all(d.ackedSeq, d.pk, d.dn))
+      addPending(d, JSON.parse(r.reported) as JsonObject, r.ts);
   }
 
   /** Bytes of pages in use (freed pages are reused, so they do not count). */

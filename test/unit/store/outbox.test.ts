@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { SCHEMA_VERSION, openDatabase, openStore } from "../../../src/store/database.js";
 import { Outbox, readHistory } from "../../../src/store/outbox.js";
+import { counted, recount } from "../../contract/recount.js";
 
 /** A logger that keeps what it logs. */
 function capture() {
@@ -22,100 +23,27 @@ async function tempFile(): Promise<string> {
   return path.join(await mkdtemp(path.join(tmpdir(), "sg-store-")), "shadowgate.db");
 }
 
-function outbox(opts: { maxAgeMs?: number; maxBytes?: number; maxStaged?: number } = {}) {
+/**
+ * What holds for a backlog of any kind (order, acknowledgement, coalescing, retention, refused
+ * writes, status() against a recount) is in test/contract/backlog.test.ts, run against the
+ * file and the in-memory fallback. Here: what only a file has, a life across restarts.
+ */
+describe("Outbox on a file", () => {
   const clock = { now: 1_000_000 };
-  const log = capture();
-  const db = openDatabase(":memory:");
-  const box = new Outbox(
-    db,
-    {
-      maxAgeMs: opts.maxAgeMs ?? 3_600_000,
-      maxBytes: opts.maxBytes ?? 1 << 30,
-      ...(opts.maxStaged && { maxStaged: opts.maxStaged }),
-    },
-    log.logger,
-    () => clock.now,
-  );
-  return { db, box, clock, log };
-}
-
-describe("Outbox", () => {
-  it("keeps reports in order per device until acknowledged, then as history", () => {
-    const { db, box, clock } = outbox();
-    box.stage("pk", "a", { t: 1 });
-    box.stage("pk", "b", { x: 1 });
-    box.stage("pk", "a", { t: 2, alarm: { hi: true } });
-    expect(box.pending("pk", "a")).toBeUndefined(); // staged is not durable yet
-    expect(box.flush().sort()).toEqual(["a", "b"]);
-    const p = box.pending("pk", "a");
-    expect(p?.reported).toEqual({ t: 2, alarm: { hi: true } });
-    box.stage("pk", "a", { t: 3 });
-    box.flush();
-    clock.now += 5;
-    box.ack("pk", "a", p?.upto, 17);
-    expect(box.pending("pk", "a")?.reported).toEqual({ t: 3 });
-    expect(box.saved("pk", "a")).toEqual({ version: 17, reported: { t: 3, alarm: { hi: true } } });
-    const history = readHistory(db, "a");
-    expect(history.map((h) => [h.reported, h.sent])).toEqual([
-      [{ t: 1 }, true],
-      [{ t: 2, alarm: { hi: true } }, true],
-      [{ t: 3 }, false],
-    ]);
-    expect(box.stats()).toMatchObject({ rows: 4, pending: 2, refused: 0, dropped: 0 });
-  });
-
-  it("when the disk is full: counts refused writes, logs once a minute, loses nothing, and catches up", () => {
-    const { db, box, clock, log } = outbox({ maxStaged: 3 });
-    box.stage("pk", "a", { t: 0 });
-    box.flush();
-    // A full disk, as SQLite sees it: no page may be added.
-    db.pragma(`max_page_count = ${db.pragma("page_count", { simple: true }) as number}`);
-    // Each report needs new pages (about 20 kB), so none fits into free space.
-    const blob = "x".repeat(20_000);
-    for (let i = 1; i <= 5; i++) {
-      box.stage("pk", "a", { t: i, [`k${i}`]: i, blob });
-      box.stage("pk", "b", { x: i });
-      expect(box.flush()).toEqual([]);
-      clock.now += 1000;
-    }
-    expect(box.stats().refused).toBe(5);
-    const refusals = log.records.filter((r) => r.code === "SG_STORE_REFUSED");
-    expect(refusals).toHaveLength(1);
-    clock.now += 60_000;
-    box.stage("pk", "a", { t: 6 });
-    box.flush();
-    expect(log.records.filter((r) => r.code === "SG_STORE_REFUSED")).toHaveLength(2);
-    // The disk has room again: the latest state of every device is written, nothing is lost.
-    db.pragma("max_page_count = 1073741823");
-    expect(box.flush().sort()).toEqual(["a", "b"]);
-    expect(box.pending("pk", "a")?.reported).toEqual({
-      t: 6,
-      k1: 1,
-      k2: 2,
-      k3: 3,
-      k4: 4,
-      k5: 5,
-      blob,
-    });
-    expect(box.pending("pk", "b")?.reported).toEqual({ x: 5 });
-  });
+  const reopen = (file: string) => {
+    const db = openDatabase(file, "NORMAL");
+    const box = new Outbox(
+      db,
+      { maxAgeMs: 3_600_000, maxBytes: 1 << 30 },
+      capture().logger,
+      () => clock.now,
+    );
+    return { db, box };
+  };
 
   it("after a kill between saves, comes back with the latest state, the backlog and the versions", async () => {
     const file = await tempFile();
-    const clock = { now: 1_000_000 };
-    const open = () => {
-      const db = openDatabase(file, "NORMAL");
-      return {
-        db,
-        box: new Outbox(
-          db,
-          { maxAgeMs: 3_600_000, maxBytes: 1 << 30 },
-          capture().logger,
-          () => clock.now,
-        ),
-      };
-    };
-    const first = open();
+    const first = reopen(file);
     first.box.stage("pk", "a", { t: 1, alarm: { hi: false } });
     first.box.flush(); // a device's first rows are saved at once
     first.box.ack("pk", "a", first.box.pending("pk", "a")?.upto, 3);
@@ -132,37 +60,45 @@ describe("Outbox", () => {
     const saved = first.db.prepare("SELECT reported FROM shadow_state").get();
     expect(saved).toEqual({ reported: JSON.stringify({ t: 1, alarm: { hi: false } }) });
 
-    const second = open();
+    const second = reopen(file);
     expect(second.box.saved("pk", "a")).toEqual({
       version: 4,
       reported: { t: 5, alarm: { hi: true } },
     });
     expect(second.box.pending("pk", "a")).toEqual({ upto: 5, reported: { t: 5 } });
+    expect(counted(second.box)).toEqual(recount(second.db, clock.now));
     first.db.close();
     second.db.close();
   });
 
-  it("prunes acknowledged history by age, then by size, and coalesces unsent rows last", () => {
-    const { db, box, clock } = outbox({ maxAgeMs: 60_000 });
-    for (let i = 0; i < 5; i++) box.stage("pk", "a", { t: i });
-    box.flush();
-    box.ack("pk", "a", box.pending("pk", "a")?.upto, 1);
-    clock.now += 120_000;
-    box.stage("pk", "a", { t: 99 });
-    box.flush();
-    box.prune();
-    expect(readHistory(db, "a").map((h) => h.reported)).toEqual([{ t: 99 }]);
-
-    // Size: over the cap with only unsent rows, each device keeps one row, its latest state.
-    const small = outbox({ maxBytes: 1 });
-    for (let i = 0; i < 50; i++) small.box.stage("pk", "a", { t: i, [`p${i % 7}`]: i });
-    small.box.flush();
-    small.box.prune();
-    const rows = readHistory(small.db, "a");
-    expect(rows).toHaveLength(1);
-    expect(rows[0]?.reported).toMatchObject({ t: 49, p0: 49, p6: 48 });
-    expect(small.box.stats().dropped).toBe(49);
-    expect(small.log.records.some((r) => r.code === "SG_STORE_FULL")).toBe(true);
+  it("status() counts the whole file at open, a backlog of a device no mapping names too", async () => {
+    const file = await tempFile();
+    const first = reopen(file);
+    for (let i = 0; i < 4; i++) {
+      for (const dn of ["a", "b", "gone"]) first.box.stage("pk", dn, { t: i }, clock.now + i);
+      first.box.flush();
+    }
+    first.box.ack("pk", "a", first.box.pending("pk", "a")?.upto, 1);
+    first.box.stage("pk", "a", { t: 9 });
+    first.box.flush();
+    first.box.ack("pk", "b", 5, 1); // the first two of b's four rows (seq 2 and 5)
+    clock.now += 5_000;
+    // No close: whatever a kill leaves. Nothing of the second outbox has asked for a device.
+    const second = reopen(file);
+    const expected = {
+      rows: 13,
+      pending: 7,
+      oldestPendingAgeMs: 5_000,
+      devices: [
+        { productKey: "pk", deviceName: "a", pending: 1, oldestAgeMs: 5_000 },
+        { productKey: "pk", deviceName: "b", pending: 2, oldestAgeMs: 4_998 },
+        { productKey: "pk", deviceName: "gone", pending: 4, oldestAgeMs: 5_000 },
+      ],
+    };
+    expect(counted(second.box)).toEqual(expected);
+    expect(recount(second.db, clock.now)).toEqual(expected);
+    first.db.close();
+    second.db.close();
   });
 });
 
@@ -213,7 +149,9 @@ describe("opening the database", () => {
 
     const db = openDatabase(file, "NORMAL");
     expect(db.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
-    const box = new Outbox(db, { maxAgeMs: 3_600_000, maxBytes: 1 << 30 }, capture().logger);
+    const now = Date.now();
+    const opts = { maxAgeMs: 3_600_000, maxBytes: 1 << 30 };
+    const box = new Outbox(db, opts, capture().logger, () => now);
     expect(box.saved("pk", "a")).toEqual({ version: 12, reported: { t: 3, u: 1 } });
     expect(box.pending("pk", "a")).toEqual({ upto: 4, reported: { t: 3 } });
     expect(box.pending("pk", "b")).toEqual({ upto: 2, reported: { x: 1 } });
@@ -226,7 +164,8 @@ describe("opening the database", () => {
     box.flush();
     expect(box.pending("pk", "a")).toEqual({ upto: 5, reported: { t: 4 } });
     // The first flush also ran retention: the confirmed rows (seen in 1970) are past 1 h.
-    expect(box.stats()).toMatchObject({ rows: 3, pending: 3 });
+    expect(box.status()).toMatchObject({ rows: 3, pending: 3 });
+    expect(counted(box)).toEqual(recount(db, now));
     expect(readHistory(db, "a").map((h) => [h.seq, h.sent])).toEqual([
       [4, false],
       [5, false],
