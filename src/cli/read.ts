@@ -2,8 +2,7 @@ import { ExitCodes } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
 import { Gateway } from "../daemon/gateway.js";
 import type { ShadowDocument } from "../shadow/edge-shadow.js";
-import { createDriver } from "../south/registry.js";
-import { formatRaw, allByteOrders, reportedByDevice } from "./output.js";
+import { reportedByDevice } from "./output.js";
 import { loadOrReport } from "./validate.js";
 
 export async function readCommand(o: {
@@ -25,54 +24,28 @@ export async function readCommand(o: {
   const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
 
   if (o.raw !== undefined) {
-    const matches = devices.flatMap((d) =>
-      d.protocol === "modbus"
-        ? d.points.filter((p) => p.name === o.raw).map((p) => ({ d, p }))
-        : [],
-    );
+    const name = o.raw;
+    const matches = devices.filter((d) => d.points.some((p) => p.name === name));
     const [hit] = matches;
     if (!hit || matches.length > 1) {
       process.stderr.write(
         matches.length > 1
-          ? `point ${o.raw} exists in ${matches.map((m) => m.d.deviceName).join(", ")}; name one with --device\n`
-          : `no Modbus point named ${o.raw} (--raw shows registers)\n`,
+          ? `point ${name} exists in ${matches.map((d) => d.deviceName).join(", ")}; name one with --device\n`
+          : `no point named ${name}\n`,
       );
       return ExitCodes.USAGE;
     }
-    if (hit.p.table === "coil" || hit.p.table === "discreteInput") {
-      process.stderr.write(`${o.raw} is a ${hit.p.table}: one bit, no byte order to compare\n`);
-      return ExitCodes.USAGE;
-    }
-    const source = config.gateway.sources[hit.d.sourceId];
-    if (!source || source.protocol === "opcua") {
-      process.stderr.write(
-        `--raw reads Modbus registers; ${hit.d.sourceId} is not a Modbus source\n`,
-      );
-      return ExitCodes.USAGE;
-    }
-    const driver = createDriver(hit.d.sourceId, source, log);
-    await driver.start();
+    const gateway = new Gateway({ ...config, devices: [hit] }, log);
     try {
-      const [sample] = await driver.read({
-        unitId: hit.d.unitId,
-        points: [
-          { key: hit.p.name, table: hit.p.table, address: hit.p.address, count: hit.p.count },
-        ],
-      });
-      if (!sample?.data || sample.quality.status !== "good") {
-        const reason =
-          sample && sample.quality.status !== "good" ? sample.quality.reason : "no answer";
-        process.stderr.write(`${hit.d.deviceName} ${hit.p.name}: ${reason}\n`);
-        return ExitCodes.RUNTIME;
+      const probe = await gateway.probe(hit.deviceName, name);
+      if (!probe.ok) {
+        process.stderr.write(`${probe.message}\n`);
+        return probe.usage ? ExitCodes.USAGE : ExitCodes.RUNTIME;
       }
-      if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify({ device: hit.d.deviceName, point: hit.p.name, words: sample.data, values: allByteOrders(hit.p, sample.data) })}\n`,
-        );
-      } else process.stdout.write(`${formatRaw(hit.d.deviceName, hit.p, sample.data)}\n`);
+      process.stdout.write(`${o.json ? JSON.stringify(probe.json) : probe.text}\n`);
       return ExitCodes.OK;
     } finally {
-      await driver.stop();
+      await gateway.stop();
     }
   }
 

@@ -1,7 +1,7 @@
 import path from "node:path";
-import { formatAddress } from "../mapping/address.js";
-import type { CompiledPoint, DevicePlan } from "../mapping/types.js";
-import { MAX_ATTRIBUTES } from "../north/dialects/alibaba/messages.js";
+import type { DevicePlan } from "../mapping/types.js";
+import { dialectFor } from "../north/dialects/index.js";
+import { protocolOf, protocolOfKind, protocols } from "../south/registry.js";
 import type { GatewayConfig } from "./gateway-schema.js";
 import type { YamlSource } from "./yaml-source.js";
 
@@ -9,25 +9,6 @@ export interface CrossProblem {
   readonly src: YamlSource;
   readonly path: readonly (string | number)[];
   readonly message: string;
-}
-
-const describe = (p: CompiledPoint): string =>
-  p.codec.type === "string"
-    ? `string(${p.count})`
-    : p.count > 1
-      ? `${p.codec.type} ${p.codec.byteOrder}`
-      : p.codec.type;
-
-/** Two points read the same words the same way, or at least one reads single bits. */
-function compatible(a: CompiledPoint, b: CompiledPoint): boolean {
-  if (a.codec.bit !== undefined || b.codec.bit !== undefined) return true;
-  if (a.table === "coil" || a.table === "discreteInput") return true;
-  return (
-    a.address === b.address &&
-    a.count === b.count &&
-    a.codec.type === b.codec.type &&
-    a.codec.byteOrder === b.codec.byteOrder
-  );
 }
 
 /** Checks that need more than one file: sources, devices, and points sharing addresses. */
@@ -53,39 +34,28 @@ export function crossCheck(
     }
     // Shadows, `read --json` and the CLI name devices by deviceName, so it must be unique.
     const id = d.plan.deviceName;
-    // A cloud shadow holds at most 128 top-level reported attributes; nest points with dots.
+    // A cloud shadow holds a limited number of top-level reported attributes (Alibaba: 128);
+    // nest points with dots.
     const attributes = new Set(d.plan.points.map((p) => p.path[0]));
-    if (gateway.cloud && attributes.size + 1 > MAX_ATTRIBUTES) {
+    const maxAttributes = gateway.cloud && dialectFor(gateway.cloud.dialect).limits.maxAttributes;
+    if (maxAttributes && attributes.size + 1 > maxAttributes) {
       found.push({
         src: d.src,
         path: ["points"],
-        message: `${attributes.size} top-level points (plus _commands) exceed the cloud shadow's ${MAX_ATTRIBUTES} attributes; group them with dotted names (line1.speed)`,
+        message: `${attributes.size} top-level points (plus _commands) exceed the cloud shadow's ${maxAttributes} attributes; group them with dotted names (line1.speed)`,
       });
     }
     // A mapping's points must be of its source's kind: registers for Modbus, nodes for OPC UA.
-    const sourceKind = source && (source.protocol === "opcua" ? "opcua" : "modbus");
-    if (sourceKind !== undefined && sourceKind !== d.plan.protocol) {
+    const protocol = source && protocolOf(source);
+    if (protocol && protocol.kind !== d.plan.kind) {
       found.push({
         src: d.src,
         path: ["source"],
-        message:
-          sourceKind === "opcua"
-            ? `${d.plan.sourceId} is an OPC UA source; its points need node, not register addresses`
-            : `${d.plan.sourceId} is a Modbus source; its points need register addresses, not node`,
+        message: `${d.plan.sourceId} is a${/^[AEIOU]/.test(protocol.label) ? "n" : ""} ${protocol.label} source; its points need ${protocol.points.addressing}, not ${protocolOfKind(d.plan.kind).points.addressing}`,
       });
-    }
-    if (source && source.protocol !== "opcua" && d.plan.protocol === "modbus") {
-      for (const p of d.plan.points) {
-        const bits = p.table === "coil" || p.table === "discreteInput";
-        const cap = bits ? source.maxBitsPerRequest : source.maxRegistersPerRequest;
-        if (p.count > cap) {
-          found.push({
-            src: d.src,
-            path: ["points", p.name],
-            message: `${p.count} registers exceed maxRegistersPerRequest ${cap} of source ${d.plan.sourceId}; no single read can fetch it`,
-          });
-        }
-      }
+    } else if (protocol && source) {
+      for (const c of protocol.checkDevice?.(d.plan, source) ?? [])
+        found.push({ src: d.src, ...c });
     }
     const first = seen.get(id);
     if (first) {
@@ -99,38 +69,12 @@ export function crossCheck(
     } else seen.set(id, d);
   }
 
-  // Points of every device behind one source, unit and table, in address order.
-  const groups = new Map<string, Array<{ point: CompiledPoint; d: (typeof devices)[number] }>>();
-  for (const d of devices) {
-    if (d.plan.protocol !== "modbus") continue;
-    for (const point of d.plan.points) {
-      const key = `${d.plan.sourceId}/${d.plan.unitId}/${point.table}`;
-      let list = groups.get(key);
-      if (!list) groups.set(key, (list = []));
-      list.push({ point, d });
-    }
-  }
-  for (const list of groups.values()) {
-    list.sort((x, y) => x.point.address - y.point.address);
-    for (let i = 0; i < list.length; i++) {
-      const a = list[i];
-      if (!a) continue;
-      for (let j = i + 1; j < list.length; j++) {
-        const b = list[j];
-        if (!b || b.point.address >= a.point.address + a.point.count) break;
-        if (compatible(a.point, b.point)) continue;
-        const file = path.relative(path.dirname(b.d.src.file), a.d.src.file);
-        const where = a.point.position
-          ? `${a.d.src.file === b.d.src.file ? "line " : `${file}:`}${a.point.position.line}`
-          : file;
-        found.push({
-          src: b.d.src,
-          path: ["points", b.point.name],
-          message:
-            `overlaps point ${a.point.name} (${where}) at ${formatAddress(b.point.table, b.point.address)} ` +
-            `with a conflicting type: ${describe(b.point)} vs ${describe(a.point)}`,
-        });
-      }
+  // Checks across the devices of one protocol (Modbus points reading the same words differently).
+  for (const protocol of protocols()) {
+    const own = devices.filter((d) => d.plan.kind === protocol.kind);
+    for (const { device, ...c } of protocol.checkDevices?.(own.map((d) => d.plan)) ?? []) {
+      const d = own.find((x) => x.plan === device);
+      if (d) found.push({ src: d.src, ...c });
     }
   }
   return found;

@@ -3,7 +3,9 @@ import path from "node:path";
 import type { z } from "zod";
 import { ErrorCodes, type ErrorCode } from "../core/errors.js";
 import { compileMapping } from "../mapping/compile.js";
+import { mappingKinds, protocolOf, protocols } from "../south/registry.js";
 import type { DevicePlan, SourcePosition } from "../mapping/types.js";
+import { dialectFor } from "../north/dialects/index.js";
 import { crossCheck } from "./cross-check.js";
 import { gatewayConfigSchema, type GatewayConfig } from "./gateway-schema.js";
 import { mappingFileSchema } from "./mapping-schema.js";
@@ -277,7 +279,9 @@ export async function loadConfig(
     const msrc = mread.src;
     const mapping = validate(mread, mappingFileSchema, problems);
     if (!mapping) continue;
-    const { plan, problems: found } = compileMapping(mf, mapping, (p) => msrc.positionOf(p, true));
+    const { plan, problems: found } = compileMapping(mf, mapping, mappingKinds(), (p) =>
+      msrc.positionOf(p, true),
+    );
     for (const f of found) {
       problems.push({
         code: ErrorCodes.CONFIG_SCHEMA,
@@ -300,45 +304,34 @@ export async function loadConfig(
     }
   }
 
-  // Two sources on one serial port would fight over it: each opens it, and frames collide.
-  const serial = new Map<string, string>();
-  for (const [id, source] of Object.entries(gateway?.sources ?? {})) {
-    if (source.protocol !== "modbus-rtu" || !src) continue;
-    const first = serial.get(source.path);
-    if (first === undefined) serial.set(source.path, id);
-    else
-      problems.push({
-        code: ErrorCodes.CONFIG_CROSS,
-        position: src.positionOf(["sources", id, "path"]),
-        keyPath: `sources.${id}.path`,
-        message: `${source.path} is already the line of source ${first}; put every slave of one line (one unitId per mapping file) under one source`,
-      });
+  // Checks over a protocol's sources together (two sources on one serial port).
+  if (src && gateway) {
+    const entries = Object.entries(gateway.sources);
+    for (const protocol of protocols()) {
+      const own = entries.filter(([, source]) => protocolOf(source) === protocol);
+      for (const c of protocol.checkSources?.(own) ?? []) {
+        problems.push({
+          code: ErrorCodes.CONFIG_CROSS,
+          position: src.positionOf(c.path),
+          keyPath: keyPathOf(c.path),
+          message: c.message,
+        });
+      }
+    }
   }
 
-  for (const [id, source] of Object.entries(gateway?.sources ?? {})) {
-    if (
-      source.protocol === "opcua" &&
-      src &&
-      source.securityMode !== "None" &&
-      source.securityPolicy === "None"
-    )
-      problems.push({
-        code: ErrorCodes.CONFIG_CROSS,
-        position: src.positionOf(["sources", id, "securityPolicy"]),
-        keyPath: `sources.${id}.securityPolicy`,
-        message: `securityMode ${source.securityMode} needs a security policy; use Basic256Sha256 (or leave securityPolicy out)`,
-      });
-  }
-
+  // The cloud dialect's own rules (Alibaba: a deviceSecret unless another broker's URL is given).
   const cloud = gateway?.cloud;
-  if (src && cloud && cloud.url === undefined && cloud.deviceSecret === undefined) {
-    problems.push({
-      code: ErrorCodes.CONFIG_CROSS,
-      position: src.positionOf(["cloud"], true),
-      keyPath: "cloud",
-      message:
-        "Alibaba Cloud needs deviceSecret to log in (write ${DEVICE_SECRET}); for another broker give url",
-    });
+  if (src && cloud) {
+    for (const p of dialectFor(cloud.dialect).check(cloud)) {
+      const keyPath = ["cloud", ...p.path];
+      problems.push({
+        code: ErrorCodes.CONFIG_CROSS,
+        position: src.positionOf(keyPath, true),
+        keyPath: keyPathOf(keyPath),
+        message: p.message,
+      });
+    }
   }
 
   if (problems.length > 0 || !gateway) {

@@ -55,6 +55,8 @@ export const ErrorCodes = {
   RESTORED: "SG_RESTORED",
   POLL_OVERRUN: "SG_POLL_OVERRUN",
   SHUTDOWN_TIMEOUT: "SG_SHUTDOWN_TIMEOUT",
+  /** A component of the daemon (the store, a source, the cloud sync) failed to start. */
+  COMPONENT_FAILED: "SG_COMPONENT_FAILED",
   /** A bug: an exception that escaped where none should; logged, and the daemon goes on. */
   INTERNAL: "SG_INTERNAL",
   USAGE: "SG_USAGE",

@@ -1,25 +1,10 @@
-import { ErrorCodes, ShadowgateError } from "../core/errors.js";
+import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { isBitTable, type PointValue, type Quality } from "../core/types.js";
-import { encodeBit, encodeRegisters } from "../mapping/codec.js";
-import { decodeNodeSample, decodePoint, encodeNodeValue, nodeRef } from "../mapping/decode.js";
+import type { PointValue } from "../core/types.js";
 import { checkCommand } from "../mapping/guard.js";
-import type {
-  CompiledPoint,
-  DevicePlan,
-  ModbusDevicePlan,
-  NodePoint,
-  PointBase,
-} from "../mapping/types.js";
+import type { DevicePlan, PointBase } from "../mapping/types.js";
 import type { EdgeShadow } from "../shadow/edge-shadow.js";
-import type { NodeDriver, SouthDriver } from "../south/driver.js";
-import type { RawPoint } from "../core/samples.js";
-
-/** The gateway's drivers by source id: Modbus ones, and those that name typed nodes (OPC UA). */
-export interface Drivers {
-  readonly modbus: ReadonlyMap<string, SouthDriver>;
-  readonly nodes: ReadonlyMap<string, NodeDriver>;
-}
+import type { DeviceChannel } from "../south/protocol.js";
 
 export type CommandStatus = "applied" | "rejected" | "failed";
 
@@ -30,97 +15,12 @@ export interface CommandOutcome {
   readonly value?: PointValue;
 }
 
-const raw = (p: CompiledPoint): RawPoint => ({
-  key: p.name,
-  table: p.table,
-  address: p.address,
-  count: p.count,
-});
-
 /** Read-back equality: float32 points compare at float32 precision, arrays by content. */
 function same(a: PointValue | undefined, b: unknown): boolean {
   if (typeof a === "number" && typeof b === "number")
     return a === b || Math.fround(a) === Math.fround(b);
   if (Array.isArray(a)) return JSON.stringify(a) === JSON.stringify(b);
   return a === b;
-}
-
-interface Decoded {
-  readonly value?: PointValue;
-  readonly quality: Quality;
-  readonly ts: number;
-}
-
-/** How a command reaches one point, whatever carries it. */
-interface PointAccess {
-  /** The point's current value, read ahead of queued polls. */
-  read(): Promise<Decoded | undefined>;
-  /**
-   * The value in the device's terms, ready to write: `rejected` when the point cannot hold it
-   * (the codec's range and resolution checks), `failed` when preparing needed the device.
-   */
-  prepare(
-    value: unknown,
-  ): Promise<{ write: () => Promise<void> } | { rejected: string } | { failed: string }>;
-}
-
-function modbusAccess(
-  device: ModbusDevicePlan,
-  point: CompiledPoint,
-  driver: SouthDriver,
-): PointAccess {
-  const read = async (): Promise<Decoded | undefined> => {
-    const [s] = await driver.read({ unitId: device.unitId, points: [raw(point)], urgent: true });
-    return s && { ts: s.ts, ...decodePoint(point, s.quality, s.data) };
-  };
-  return {
-    read,
-    async prepare(value) {
-      let words: number[];
-      try {
-        if (isBitTable(point.table)) words = encodeBit(value);
-        else if (point.codec.bit !== undefined) {
-          // One bit of a register: read the register so the other bits survive the write.
-          const [current] = await driver.read({
-            unitId: device.unitId,
-            points: [raw(point)],
-            urgent: true,
-          });
-          if (!current?.data) {
-            const reason =
-              current?.quality.status === "good"
-                ? "no data"
-                : (current?.quality.reason ?? "no answer");
-            return { failed: `cannot read the register before changing one bit: ${reason}` };
-          }
-          words = encodeRegisters(point.codec, value, current.data);
-        } else words = encodeRegisters(point.codec, value);
-      } catch (e) {
-        if (!(e instanceof ShadowgateError)) throw e;
-        return { rejected: e.message };
-      }
-      return { write: () => driver.write(device.unitId, raw(point), words) };
-    },
-  };
-}
-
-function nodeAccess(point: NodePoint, driver: NodeDriver): PointAccess {
-  const ref = nodeRef(point);
-  return {
-    async read() {
-      const [s] = await driver.read([ref]);
-      return s && decodeNodeSample(point, s);
-    },
-    async prepare(value) {
-      try {
-        const rawValue = encodeNodeValue(point, value);
-        return { write: () => driver.write(ref, rawValue) };
-      } catch (e) {
-        if (!(e instanceof ShadowgateError)) throw e;
-        return { rejected: e.message };
-      }
-    },
-  };
 }
 
 /**
@@ -131,7 +31,8 @@ function nodeAccess(point: NodePoint, driver: NodeDriver): PointAccess {
 export class CommandExecutor {
   constructor(
     private readonly devices: ReadonlyMap<string, DevicePlan>,
-    private readonly drivers: Drivers,
+    /** The device's channel, once its source is open. */
+    private readonly channel: (deviceName: string) => DeviceChannel | undefined,
     private readonly shadow: EdgeShadow,
     private readonly log: Logger,
   ) {}
@@ -144,11 +45,12 @@ export class CommandExecutor {
   ): Promise<CommandOutcome> {
     const device = this.devices.get(deviceName);
     const point: PointBase | undefined = device?.points.find((p) => p.name === pointName);
+    const channel = this.channel(deviceName);
     const fields = {
+      source: device?.sourceId,
+      ...channel?.fields,
       device: deviceName,
       point: pointName,
-      source: device?.sourceId,
-      ...(device?.protocol === "modbus" && { unitId: device.unitId }),
     };
     const guard = checkCommand(point, value);
     if (!device || !point || !guard.ok) {
@@ -156,8 +58,8 @@ export class CommandExecutor {
       this.log.warn({ ...fields, code: ErrorCodes.COMMAND_REJECTED, reason }, "command rejected");
       return { status: "rejected", reason };
     }
-    const access = this.access(device, pointName);
-    if (!access) return { status: "failed", reason: `no driver for source ${device.sourceId}` };
+    const access = channel?.access(pointName);
+    if (!access) return { status: "failed", reason: `source ${device.sourceId} is not open` };
 
     if (opts.resume) {
       // The gateway died between journaling this command and its outcome: if the device holds
@@ -205,17 +107,6 @@ export class CommandExecutor {
     return back.value === undefined
       ? { status: "applied" }
       : { status: "applied", value: back.value };
-  }
-
-  private access(device: DevicePlan, pointName: string): PointAccess | undefined {
-    if (device.protocol === "modbus") {
-      const driver = this.drivers.modbus.get(device.sourceId);
-      const point = device.points.find((p) => p.name === pointName);
-      return driver && point && modbusAccess(device, point, driver);
-    }
-    const driver = this.drivers.nodes.get(device.sourceId);
-    const point = device.points.find((p) => p.name === pointName);
-    return driver && point && nodeAccess(point, driver);
   }
 
   private failed(

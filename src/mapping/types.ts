@@ -101,7 +101,8 @@ export interface NodePoint extends PointBase {
   readonly enum?: Readonly<Record<string, string>>;
 }
 
-interface PlanBase {
+/** What every device plan has, whatever its points are. */
+export interface PlanCommon {
   readonly file: string;
   readonly productKey: string;
   readonly deviceName: string;
@@ -110,22 +111,29 @@ interface PlanBase {
   readonly pollIntervalMs: number;
 }
 
-/** One mapping file of Modbus points compiled: one shadow device. */
-export interface ModbusDevicePlan extends PlanBase {
-  readonly protocol: "modbus";
+/**
+ * One mapping file compiled: one shadow device. `kind` names the protocol table's entry that
+ * reads its points ("modbus", "opcua"); only that protocol looks inside its points.
+ */
+export interface DevicePlan extends PlanCommon {
+  readonly kind: string;
+  readonly points: readonly PointBase[];
+}
+
+/** One mapping file of Modbus points compiled. */
+export interface ModbusDevicePlan extends DevicePlan {
+  readonly kind: "modbus";
   readonly unitId: number;
   readonly points: readonly CompiledPoint[];
 }
 
-/** One mapping file of OPC UA points compiled: one shadow device. */
-export interface NodeDevicePlan extends PlanBase {
-  readonly protocol: "opcua";
+/** One mapping file of OPC UA points compiled. */
+export interface NodeDevicePlan extends DevicePlan {
+  readonly kind: "opcua";
   /** Monitored items on a subscription (default), or a batched Read every interval. */
   readonly mode: "subscribe" | "poll";
   readonly points: readonly NodePoint[];
 }
-
-export type DevicePlan = ModbusDevicePlan | NodeDevicePlan;
 
 /** One decoded reading of one point, as the poller hands it over. */
 export interface PointReading {

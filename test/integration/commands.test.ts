@@ -6,16 +6,16 @@ import { CommandExecutor } from "../../src/daemon/commands.js";
 import type { DevicePlan } from "../../src/mapping/types.js";
 import { EdgeShadow } from "../../src/shadow/edge-shadow.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
-import type { SouthDriver } from "../../src/south/driver.js";
-import { createDriver } from "../../src/south/registry.js";
+import type { Source } from "../../src/south/protocol.js";
+import { protocolOf } from "../../src/south/registry.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 let sim: RunningSimulator | undefined;
-let driver: SouthDriver | undefined;
+let source: Source | undefined;
 afterEach(async () => {
-  await driver?.stop();
+  await source?.stop();
   await sim?.close();
-  sim = driver = undefined;
+  sim = source = undefined;
 });
 
 /** The shipped boiler mapping against the simulator, dynamics stopped so values stay put. */
@@ -27,16 +27,21 @@ async function boiler() {
   });
   if (!loaded.ok) throw new Error("example config invalid");
   const plan = loaded.config.devices[0] as DevicePlan;
-  const source = loaded.config.gateway.sources.plc1;
-  if (!source || source.protocol === "opcua") throw new Error("no Modbus source plc1");
-  driver = createDriver("plc1", source, silentLogger());
-  await driver.start();
+  const config = loaded.config.gateway.sources.plc1;
+  if (!config) throw new Error("no source plc1");
+  const plc1 = (source = await protocolOf(config).open("plc1", config, {
+    dataDir: loaded.config.dataDir,
+    configDir: root,
+    log: silentLogger(),
+  }));
+  await plc1.start();
+  const channel = plc1.channel(plan);
   const shadow = new EdgeShadow([plan]);
   const writes: unknown[] = [];
   sim.sim.on("write", (w) => writes.push(w));
   const exec = new CommandExecutor(
     new Map([[plan.deviceName, plan]]),
-    { modbus: new Map([["plc1", driver]]), nodes: new Map() },
+    (name) => (name === plan.deviceName ? channel : undefined),
     shadow,
     silentLogger(),
   );

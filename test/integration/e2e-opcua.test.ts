@@ -12,6 +12,7 @@ import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import { closeCloudTestResources, httpJson, startTestCloud } from "../helpers/cloud.js";
 import { startGateway } from "../helpers/gateway.js";
+import type { SourceHealth } from "../../src/south/driver.js";
 import { until } from "../helpers/until.js";
 
 const PK = "a1Plant";
@@ -148,7 +149,7 @@ it("an OPC UA server and a Modbus PLC sync their shadows and each executes a des
 
 it("with SignAndEncrypt, refuses an untrusted server until its certificate is moved as the log says", async () => {
   const p = await plant("    securityMode: SignAndEncrypt");
-  const opcSource = () => p.gateway.health().sources.find((s) => s.sourceId === "opc1");
+  const opcSource = () => p.gateway.status().sources?.details.opc1 as SourceHealth | undefined;
   const pki = path.join(p.dataDir, "pki", "opcua");
   // Refused: the rejected certificate is waiting in the PKI folder, and nothing is reported.
   await until("the certificate refused", () => {

@@ -9,6 +9,7 @@ import type { JsonObject } from "../../src/core/types.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
 import { startGateway } from "../helpers/gateway.js";
+import type { SourceHealth } from "../../src/south/driver.js";
 import { until } from "../helpers/until.js";
 import { openPtyPair } from "../helpers/pty.js";
 
@@ -87,7 +88,7 @@ mappings: ./mappings
   // Meter 2 goes silent; the others change and keep reaching the cloud.
   meters.unit(2).silent = true;
   meters.unit(2).holding[0] = 23;
-  const line1 = () => gateway.health().sources.find((s) => s.sourceId === "line1");
+  const line1 = () => gateway.status().sources?.details.line1 as SourceHealth | undefined;
   await until("the silent slave's timeouts", () => (line1()?.timeouts ?? 0) >= 3);
   meters.unit(1).holding[0] = 12;
   press.unit(1).holding[0] = 34;

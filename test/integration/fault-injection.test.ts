@@ -44,7 +44,8 @@ import {
 } from "../../src/sim/cloud/index.js";
 import { ModbusTcpSimulator, type WriteEvent } from "../../src/sim/modbus/index.js";
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
-import { GatewayProcess, seededRandom } from "../helpers/gateway-process.js";
+import { GatewayProcess } from "../helpers/gateway-process.js";
+import { seededRandom } from "../helpers/random.js";
 import { until } from "../helpers/until.js";
 
 const SEED =

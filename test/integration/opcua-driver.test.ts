@@ -30,7 +30,8 @@ import { silentLogger, type Logger } from "../../src/core/logger.js";
 import type { ConnectionState } from "../../src/core/types.js";
 import type { MonitorGroup } from "../../src/south/driver.js";
 import type { NodeRef, ValueSample } from "../../src/core/samples.js";
-import { createOpcuaDriver } from "../../src/south/opcua/index.js";
+import type { NodeDevicePlan } from "../../src/mapping/types.js";
+import { protocolOf, sourceSchema } from "../../src/south/registry.js";
 import { OpcuaDriver, type OpcuaDriverOptions } from "../../src/south/opcua/opcua-driver.js";
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -633,30 +634,46 @@ describe("OpcuaDriver against a node-opcua server", () => {
     for (const l of [...lines, ...lines2]) expect(l).not.toMatch(/s3cret-pw|wrong-pw/);
   });
 
-  it("createOpcuaDriver loads the driver on demand from a source config", async () => {
+  it("the protocol table opens an OPC UA source from its config, loading the driver on demand", async () => {
     const server = await startServer();
-    const d = await createOpcuaDriver(
-      "plc9",
-      {
-        protocol: "opcua",
-        endpoint: `opc.tcp://127.0.0.1:${server.port}`,
-        securityMode: "None",
-        identity: { type: "anonymous" },
-        timeout: 2000,
-        reconnect: { min: 20, max: 200 },
-      },
-      { pkiDir: join(tempDir(), "pki", "opcua"), configDir: root },
-      silentLogger(),
-    );
-    cleanups.push(() => d.stop());
-    await d.start();
-    expect(d).toBeInstanceOf(OpcuaDriver);
-    expect(d.health()).toMatchObject({
+    const config = sourceSchema.parse({
+      protocol: "opcua",
+      endpoint: `opc.tcp://127.0.0.1:${server.port}`,
+      timeout: 2000,
+      reconnect: { min: 20, max: 200 },
+    });
+    const source = await protocolOf(config).open("plc9", config, {
+      dataDir: tempDir(),
+      configDir: root,
+      log: silentLogger(),
+    });
+    cleanups.push(() => source.stop());
+    await source.start();
+    expect(source.health()).toMatchObject({
       sourceId: "plc9",
       state: "online",
       badFrames: 0,
       illegal: [],
     });
-    expect((await d.read([ref("Setpoint")]))[0]?.value).toBe(50);
+    const device: NodeDevicePlan = {
+      kind: "opcua",
+      file: join(root, "plc9.yaml"),
+      productKey: "pk",
+      deviceName: "plc9",
+      sourceId: "plc9",
+      pollIntervalMs: 1000,
+      mode: "poll",
+      points: [
+        {
+          name: "sp",
+          path: ["sp"],
+          node: "ns=1;s=Boiler.Setpoint",
+          writable: true,
+          onChange: true,
+        },
+      ],
+    };
+    const [reading] = await source.channel(device).poll();
+    expect(reading).toMatchObject({ quality: { status: "good" }, value: 50 });
   });
 });

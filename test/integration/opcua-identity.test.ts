@@ -7,11 +7,11 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
-import { sourceSchema, type OpcuaSourceConfig } from "../../src/config/gateway-schema.js";
 import { silentLogger } from "../../src/core/logger.js";
+import type { NodeDevicePlan } from "../../src/mapping/types.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
-import type { NodeDriver } from "../../src/south/driver.js";
-import { createOpcuaDriver } from "../../src/south/opcua/index.js";
+import type { Source } from "../../src/south/protocol.js";
+import { protocolOf, sourceSchema } from "../../src/south/registry.js";
 
 const running: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -33,38 +33,59 @@ it("logs in with an X.509 user certificate where anonymous is refused", async ()
   });
   running.push(() => sim.close());
   // The gateway trusts this server: its certificate is put where an operator would move it.
-  const pkiDir = path.join(dir, "pki");
+  const pkiDir = path.join(dir, "pki", "opcua");
   const trusted = path.join(pkiDir, "trusted", "certs");
   mkdirSync(trusted, { recursive: true });
   const own = path.join(sim.pkiDir, "server", "own", "certs");
   for (const f of readdirSync(own).filter((f) => f.endsWith(".pem")))
     copyFileSync(path.join(own, f), path.join(trusted, f));
 
-  const driver = async (identity: unknown): Promise<NodeDriver> => {
+  const source = async (identity: unknown): Promise<Source> => {
     const config = sourceSchema.parse({
       protocol: "opcua",
       endpoint: sim.endpoint,
       securityMode: "SignAndEncrypt",
       identity,
       reconnect: { min: 100, max: 200 },
-    }) as OpcuaSourceConfig;
-    const d = await createOpcuaDriver("opc1", config, { pkiDir, configDir: dir }, silentLogger());
-    running.push(() => d.stop());
-    await d.start();
-    return d;
+    });
+    const s = await protocolOf(config).open("opc1", config, {
+      dataDir: dir,
+      configDir: dir,
+      log: silentLogger(),
+    });
+    running.push(() => s.stop());
+    await s.start();
+    return s;
   };
-  const node = { key: "t", node: "ns=1;s=Boiler.Temperature" };
+  const device: NodeDevicePlan = {
+    kind: "opcua",
+    file: path.join(dir, "boiler.yaml"),
+    productKey: "pk",
+    deviceName: "boiler",
+    sourceId: "opc1",
+    pollIntervalMs: 1000,
+    mode: "poll",
+    points: [
+      {
+        name: "t",
+        path: ["t"],
+        node: "ns=1;s=Boiler.Temperature",
+        writable: false,
+        onChange: true,
+      },
+    ],
+  };
 
-  const withCert = await driver({
+  const withCert = await source({
     type: "certificate",
     certificate: "user.pem",
     privateKey: "user.key",
   });
-  const [good] = await withCert.read([node]);
+  const [good] = await withCert.channel(device).poll();
   expect(good).toMatchObject({ quality: { status: "good" }, value: sim.get("Temperature") });
 
-  const anonymous = await driver({ type: "anonymous" });
-  const [refused] = await anonymous.read([node]);
+  const anonymous = await source({ type: "anonymous" });
+  const [refused] = await anonymous.channel(device).poll();
   expect(refused?.quality).toMatchObject({
     status: "bad",
     code: "SG_OPCUA_SESSION",

@@ -57,7 +57,7 @@ import {
 } from "../profile-file.js";
 import { pointSchema } from "../../config/mapping-schema.js";
 import { duration } from "../../core/duration.js";
-import { compilePoint } from "../../mapping/compile.js";
+import { compileModbusPoint } from "../../mapping/modbus-points.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { ModbusTable, PointValue } from "../../core/types.js";
 import { encodeRegisters } from "../../mapping/codec.js";
@@ -236,7 +236,7 @@ function compileSimPoint(
 ): SimPoint | undefined {
   const { value, ...fields } = p;
   const found: Array<[string, string]> = [];
-  const compiled = compilePoint(name, fields, undefined, found);
+  const compiled = compileModbusPoint(name, fields, undefined, found);
   for (const [key, message] of found) {
     issues.push({ path: key === "" ? path : [...path, key], message });
   }

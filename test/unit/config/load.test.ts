@@ -156,7 +156,7 @@ describe("loadConfig", () => {
     );
     const r = await loadConfig(good, {});
     expect(r.ok && r.config.devices[0]).toMatchObject({
-      protocol: "opcua",
+      kind: "opcua",
       mode: "poll",
       pollIntervalMs: 500,
       points: [

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GOOD } from "../../../src/core/types.js";
-import { decodeNodeSample, encodeNodeValue, nodeRef } from "../../../src/mapping/decode.js";
+import { decodeNodeSample, encodeNodeValue, nodeRef } from "../../../src/mapping/node-points.js";
 import { checkCommand } from "../../../src/mapping/guard.js";
 import type { NodePoint } from "../../../src/mapping/types.js";
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GOOD, type PointValue, type Quality } from "../../../src/core/types.js";
-import type { CompiledPoint, DevicePlan } from "../../../src/mapping/types.js";
+import type { CompiledPoint, ModbusDevicePlan } from "../../../src/mapping/types.js";
 import { EdgeShadow, type ReportedUpdate } from "../../../src/shadow/edge-shadow.js";
 
 const point = (name: string, extra: Partial<CompiledPoint> = {}): CompiledPoint => ({
@@ -15,12 +15,12 @@ const point = (name: string, extra: Partial<CompiledPoint> = {}): CompiledPoint 
   ...extra,
 });
 
-const plan = (points: CompiledPoint[]): DevicePlan => ({
+const plan = (points: CompiledPoint[]): ModbusDevicePlan => ({
   file: "dev.yaml",
   productKey: "pk",
   deviceName: "dev",
   sourceId: "plc1",
-  protocol: "modbus",
+  kind: "modbus",
   unitId: 1,
   pollIntervalMs: 1000,
   points,

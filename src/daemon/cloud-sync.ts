@@ -1,0 +1,96 @@
+import type { CloudConfig } from "../config/gateway-schema.js";
+import type { Logger } from "../core/logger.js";
+import type { DevicePlan } from "../mapping/types.js";
+import type { MqttLink } from "../north/link.js";
+import type { SyncEngine } from "../north/sync.js";
+import type { EdgeShadow, ReportedUpdate } from "../shadow/edge-shadow.js";
+import type { CommandExecutor } from "./commands.js";
+import type { Component } from "./component.js";
+import { createNorth } from "./north.js";
+import type { Store } from "./store.js";
+
+/** How long a command half-way through may take to finish and be journaled at stop. */
+const IDLE_TIMEOUT_MS = 5000;
+
+export interface CloudSyncOptions {
+  readonly cloud: CloudConfig;
+  readonly configDir: string;
+  readonly devices: readonly DevicePlan[];
+}
+
+/**
+ * The north side as a component: the MQTT link and the sync engine over the store's outbox and
+ * journal. Started last, after the first polls are under way; stopped first, so that a command
+ * half-way through finishes and is journaled before the store closes.
+ */
+export class CloudSync implements Component {
+  readonly name = "cloud";
+  private north: { link: MqttLink; sync: SyncEngine } | undefined;
+  private readonly onUpdate = (u: ReportedUpdate): void =>
+    this.north?.sync.report(u.deviceName, u.reported);
+
+  constructor(
+    private readonly opts: CloudSyncOptions,
+    private readonly store: Store,
+    private readonly shadow: EdgeShadow,
+    private readonly commands: CommandExecutor,
+    private readonly log: Logger,
+  ) {}
+
+  get sync(): SyncEngine | undefined {
+    return this.north?.sync;
+  }
+
+  async start(): Promise<void> {
+    const store = this.store.open;
+    if (!store) throw new Error("the store is not open");
+    const { devices } = this.opts;
+    this.north = createNorth(
+      this.opts.cloud,
+      this.opts.configDir,
+      devices,
+      {
+        snapshot: (name) => this.shadow.document(name)?.state.reported ?? {},
+        pointNames: (name) =>
+          devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
+        execute: (name, point, value, opts) => this.commands.execute(name, point, value, opts),
+        journal: store.journal,
+        backlog: store.outbox,
+      },
+      this.log,
+    );
+    this.shadow.on("update", this.onUpdate);
+    this.north.link.start();
+  }
+
+  async stop(): Promise<void> {
+    const north = this.north;
+    if (!north) return;
+    this.shadow.off("update", this.onUpdate);
+    north.sync.stop();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      north.sync.idle(),
+      new Promise((resolve) => (timer = setTimeout(resolve, IDLE_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
+    await north.link.stop();
+    this.north = undefined;
+  }
+
+  /** A poll cycle ended: its reports become durable and are scheduled for sending. */
+  flush(): void {
+    this.north?.sync.flush();
+  }
+
+  status(): Record<string, unknown> {
+    const north = this.north;
+    if (!north) return {};
+    return {
+      link: north.link.health(),
+      sync: north.sync.stats,
+      devices: Object.fromEntries(
+        this.opts.devices.map((d) => [d.deviceName, north.sync.deviceState(d.deviceName)]),
+      ),
+    };
+  }
+}
