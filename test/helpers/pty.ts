@@ -5,9 +5,10 @@ import path from "node:path";
 import { findExecutable } from "./executables.js";
 
 /**
- * A virtual serial line for RTU tests: socat joins two ptys, and whatever is written to one end
- * is read at the other (raw, no echo). The ends are symlinks `<dir>/a` and `<dir>/b` to the
- * /dev/pts devices, stable across restart().
+ * A virtual serial line for the RTU tests and the RTU benchmark (B2): socat joins two ptys, and
+ * whatever is written to one end is read at the other (raw, no echo). The ends are symlinks
+ * `<dir>/a` and `<dir>/b` to the /dev/pts devices, stable across restart(). A pty has no baud
+ * rate: the timing of the line is up to the two ends (the simulator sleeps the wire time).
  *
  *   const socat = findSocat();
  *   describe.skipIf(socat === undefined && process.env.CI !== "true")(...)
@@ -22,6 +23,15 @@ const START_LIMIT_MS = 10_000;
 const POLL_MS = 10;
 /** After SIGTERM, SIGKILL follows if socat has not exited by then. */
 const KILL_AFTER_MS = 5_000;
+
+/**
+ * socat processes still running: killed when this process exits, even through process.exit()
+ * (a benchmark's watchdog), so that no pty pair outlives the process that opened it.
+ */
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
 
 /** The socat binary: $SOCAT_BIN, a usual install path, or one on PATH. */
 export function findSocat(): string | undefined {
@@ -60,6 +70,7 @@ export async function openPtyPair(dir?: string): Promise<PtyPair> {
     const child = spawn(bin, ["-d", "-d", `pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], {
       stdio: ["ignore", "ignore", "pipe"],
     });
+    running.add(child);
     let output = "";
     child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
     let gone = false;
@@ -67,10 +78,12 @@ export async function openPtyPair(dir?: string): Promise<PtyPair> {
       child.once("error", (e) => {
         output += `${e.message}\n`;
         gone = true;
+        running.delete(child);
         resolve();
       });
       child.once("exit", () => {
         gone = true;
+        running.delete(child);
         resolve();
       });
     });

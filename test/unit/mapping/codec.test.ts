@@ -7,24 +7,13 @@ import {
   resolveByteOrder,
 } from "../../../src/mapping/codec.js";
 import type { ByteOrder, CodecSpec, PointType } from "../../../src/mapping/types.js";
+import { seededRandom } from "../../helpers/random.js";
 
 const spec = (type: PointType, extra: Partial<CodecSpec> = {}): CodecSpec => ({
   type,
   byteOrder: resolveByteOrder(type, extra.byteOrder),
   ...extra,
 });
-
-/** A deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const code = (fn: () => unknown): string | undefined => {
   try {
@@ -97,7 +86,7 @@ describe("integers", () => {
   });
 
   it("32-bit types round-trip over random words and the edges, all byte orders", () => {
-    const r = rng(1);
+    const r = seededRandom(1);
     for (const order of ["ABCD", "CDAB", "BADC", "DCBA"] as const) {
       for (const type of ["int32", "uint32"] as const) {
         const s = spec(type, { byteOrder: order });
@@ -131,7 +120,7 @@ describe("integers", () => {
     expect(decodeRegisters(spec("uint64"), [0xffff, 0xffff, 0xffff, 0xffff])).toBe(
       "18446744073709551615",
     );
-    const r = rng(2);
+    const r = seededRandom(2);
     for (const type of ["int64", "uint64"] as const) {
       for (const order of ["ABCD", "CDAB", "BADC", "DCBA"] as const) {
         const t = spec(type, { byteOrder: order });
@@ -150,7 +139,7 @@ describe("integers", () => {
 
 describe("floats", () => {
   it("float32 round-trips over random bit patterns in every byte order", () => {
-    const r = rng(3);
+    const r = seededRandom(3);
     for (const order of ["ABCD", "CDAB", "BADC", "DCBA"] as const) {
       const s = spec("float32", { byteOrder: order });
       let checked = 0;
@@ -177,7 +166,7 @@ describe("floats", () => {
   });
 
   it("float64 round-trips and keeps full precision", () => {
-    const r = rng(4);
+    const r = seededRandom(4);
     const s = spec("float64", { byteOrder: "DCBA" });
     for (let i = 0; i < 5000; i++) {
       const v = (r() - 0.5) * 10 ** Math.floor(r() * 40 - 20);

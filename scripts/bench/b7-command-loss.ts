@@ -1,9 +1,8 @@
-// @ts-check
 /**
  * B7 command loss (docs/performance.md): the share of 1,000 desired changes NOT executed exactly
  * once on the simulated PLC under link flaps, random connection resets and kill -9 of the
  * executor, for the gateway (the built daemon, `dist/cli/main.js run`, as a child process)
- * against the naive baseline in the same run (lib/naive-executor.js: QoS 0, no persistent
+ * against the naive baseline in the same run (lib/naive-executor.ts: QoS 0, no persistent
  * journal (it remembers what it executed in memory only), no reconciliation on reconnect).
  * Target: 0 lost, 0 executed twice.
  *
@@ -44,13 +43,13 @@
  * Environment: BENCH_COMMANDS (default 1000), BENCH_SEED (default 0xb7), BENCH_PIN,
  * BENCH_LOG_LEVEL (the gateway's log level, default warn; when set, the logs are kept).
  */
-import { spawn } from "node:child_process";
-import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdtempSync, rmSync, type WriteStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { clearInterval, clearTimeout, setInterval } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
-import { URL, fileURLToPath } from "node:url";
+import { URL } from "node:url";
 import {
   BENCH_DIR,
   boundedInt,
@@ -59,13 +58,16 @@ import {
   helperCommand,
   latencyStats,
   pinCores,
+  REPO_DIR,
   runMain,
-  seededRandom,
   startWatchdog,
   finishBench,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
-import { ModbusTcpSimulator, startCloudService } from "./lib/dist.js";
-import { TcpProxy } from "./lib/dist-faults.js";
+import { seededRandom } from "../../test/helpers/random.js";
+import { ModbusTcpSimulator, TcpProxy, startCloudService } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 
 const NAME = "b7-command-loss";
@@ -91,35 +93,27 @@ const ISSUE_LIMIT_MS = 60_000 + COMMANDS * 600;
 const DRAIN_LIMIT_MS = 60_000;
 const QUIET_MS = 2_000;
 const BUDGET_MS = ISSUE_LIMIT_MS + DRAIN_LIMIT_MS + 120_000;
-const CLI_MAIN = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
+const CLI_MAIN = join(REPO_DIR, "dist", "cli", "main.js");
 const NAIVE = join(BENCH_DIR, "lib", "naive-executor.js");
 
-/** @param {number} w */
-const int16 = (w) => (w << 16) >> 16;
-/** @param {number} k */
-const pointName = (k) => `sp${k}`;
+const int16 = (w: number) => (w << 16) >> 16;
+const pointName = (k: number) => `sp${k}`;
 
-/**
- * A child process that can be SIGKILLed and started again with the same command.
- */
+/** A child process that can be SIGKILLed and started again with the same command. */
 class Executor {
-  /**
-   * @param {string} name
-   * @param {{ command: string, args: string[] }} cmd
-   * @param {string} logFile
-   * @param {NodeJS.ProcessEnv} env
-   */
-  constructor(name, cmd, logFile, env) {
-    this.name = name;
-    this.cmd = cmd;
-    this.env = env;
+  private readonly log: WriteStream;
+  child: ChildProcess | undefined = undefined;
+  private exited: Promise<void> | undefined = undefined;
+  starts = 0;
+  kills = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly cmd: { command: string; args: string[] },
+    logFile: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {
     this.log = createWriteStream(logFile, { flags: "a" });
-    /** @type {import("node:child_process").ChildProcess | undefined} */
-    this.child = undefined;
-    /** @type {Promise<void> | undefined} */
-    this.exited = undefined;
-    this.starts = 0;
-    this.kills = 0;
   }
 
   start() {
@@ -131,7 +125,7 @@ class Executor {
     });
     this.child = child;
     child.stderr?.pipe(this.log, { end: false });
-    this.exited = new Promise((resolve) => {
+    this.exited = new Promise<void>((resolve) => {
       child.once("exit", () => {
         if (this.child === child) this.child = undefined;
         resolve();
@@ -161,43 +155,42 @@ class Executor {
   }
 }
 
-/**
- * @typedef {object} Command
- * @property {number} i
- * @property {number} point  0-based set point index
- * @property {number} value
- * @property {number} issuedAt
- * @property {boolean} superseded  overwritten by the 10 s rule while still in desired
- * @property {number | undefined} clearedAt  when it was seen gone from desired
- */
+interface Command {
+  i: number;
+  /** 0-based set point index */
+  point: number;
+  value: number;
+  issuedAt: number;
+  /** overwritten by the 10 s rule while still in desired */
+  superseded: boolean;
+  /** when it was seen gone from desired */
+  clearedAt: number | undefined;
+}
 
-/**
- * @typedef {object} Lane
- * @property {string} name
- * @property {string} deviceName
- * @property {InstanceType<typeof ModbusTcpSimulator>} sim
- * @property {InstanceType<typeof TcpProxy>} proxy
- * @property {Executor} executor
- * @property {Command[]} commands
- * @property {Map<number, Command>} outstanding  per point
- * @property {Map<number, number>} writes  value -> times written
- * @property {number} otherWrites  writes of values never commanded
- * @property {Set<number>} outcomes  values whose "applied" outcome reached the cloud
- * @property {number} lastWriteAt
- * @property {number} doneIssuingAt
- */
+interface Lane {
+  name: string;
+  deviceName: string;
+  sim: InstanceType<typeof ModbusTcpSimulator>;
+  proxy: InstanceType<typeof TcpProxy>;
+  executor: Executor;
+  commands: Command[];
+  /** per point */
+  outstanding: Map<number, Command>;
+  /** value -> times written */
+  writes: Map<number, number>;
+  /** writes of values never commanded */
+  otherWrites: number;
+  /** values whose "applied" outcome reached the cloud */
+  outcomes: Set<number>;
+  lastWriteAt: number;
+  doneIssuingAt: number;
+}
 
-/**
- * The fault schedule, the same for both lanes: times in ms from the start.
- * @param {() => number} random
- * @param {number} horizonMs
- */
-function faultSchedule(random, horizonMs) {
-  /** @type {Array<{ at: number, kind: "cut" | "reset" | "kill" }>} */
-  const events = [];
+/** The fault schedule, the same for both lanes: times in ms from the start. */
+function faultSchedule(random: () => number, horizonMs: number) {
+  const events: Array<{ at: number; kind: "cut" | "reset" | "kill" }> = [];
   const phase = 2_000 + random() * (CYCLE_MS - CUT_MS - 2_000);
-  /** @type {Array<[number, number]>} */
-  const cuts = [];
+  const cuts: Array<[number, number]> = [];
   for (let at = phase; at < horizonMs; at += CYCLE_MS) {
     events.push({ at, kind: "cut" });
     cuts.push([at, at + CUT_MS]);
@@ -216,13 +209,11 @@ function faultSchedule(random, horizonMs) {
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  /** @type {Array<() => Promise<unknown>>} */
-  const cleanup = [];
+  const cleanup: Array<() => Promise<unknown>> = [];
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => {
     for (const lane of lanes) lane.executor.child?.kill("SIGKILL");
   });
-  /** @type {Lane[]} */
-  const lanes = [];
+  const lanes: Lane[] = [];
   const dir = mkdtempSync(join(tmpdir(), `${NAME}-`));
   let keepDir = false;
 
@@ -231,12 +222,10 @@ async function main() {
     cleanup.push(() => cloud.close());
     const mqttPort = Number(new URL(cloud.mqttUrl).port);
 
-    /**
-     * @param {string} name
-     * @param {(simPort: number, proxyPort: number, deviceName: string) => Promise<Executor>} make
-     * @returns {Promise<Lane>}
-     */
-    const lane = async (name, make) => {
+    const lane = async (
+      name: string,
+      make: (simPort: number, proxyPort: number, deviceName: string) => Promise<Executor>,
+    ): Promise<Lane> => {
       const sim = new ModbusTcpSimulator({ units: [1] });
       const { port: simPort } = await sim.start({ port: 0 });
       cleanup.push(() => sim.stop());
@@ -246,8 +235,7 @@ async function main() {
       const deviceName = `b7-${name}`;
       const executor = await make(simPort, proxyPort, deviceName);
       cleanup.push(() => executor.stop());
-      /** @type {Lane} */
-      const l = {
+      const l: Lane = {
         name,
         deviceName,
         sim,
@@ -278,8 +266,9 @@ async function main() {
     };
 
     const gatewayLane = await lane("gateway", async (simPort, proxyPort, deviceName) => {
-      /** @type {Record<string, Record<string, unknown>>} */
-      const points = { counter: { table: "holding", offset: 0, type: "uint16" } };
+      const points: Record<string, Record<string, unknown>> = {
+        counter: { table: "holding", offset: 0, type: "uint16" },
+      };
       for (let k = 0; k < POINTS; k++) {
         points[pointName(k)] = {
           table: "holding",
@@ -321,8 +310,7 @@ async function main() {
       );
     });
     const naiveLane = await lane("naive", async (simPort, proxyPort, deviceName) => {
-      /** @type {Record<string, number>} */
-      const points = {};
+      const points: Record<string, number> = {};
       for (let k = 0; k < POINTS; k++) points[pointName(k)] = SP_BASE + k;
       const config = {
         mqttUrl: `mqtt://127.0.0.1:${proxyPort}`,
@@ -364,8 +352,7 @@ async function main() {
 
     // Both executors up and subscribed before the first command: the naive one sees a push
     // only while it listens (the gateway would catch up anyway).
-    /** @type {Set<string>} */
-    const subscribed = new Set();
+    const subscribed: Set<string> = new Set();
     cloud.broker?.on("subscribe", (subs) => {
       for (const sub of subs) subscribed.add(sub.topic);
     });
@@ -402,13 +389,9 @@ async function main() {
       }
     })();
 
-    /** @param {Lane} l */
-    const desiredOf = (l) =>
-      /** @type {Record<string, unknown>} */ (
-        cloud.service.getShadow(PK, l.deviceName)?.state.desired ?? {}
-      );
-    /** @param {Lane} l */
-    const settle = (l) => {
+    const desiredOf = (l: Lane) =>
+      (cloud.service.getShadow(PK, l.deviceName)?.state.desired ?? {}) as Record<string, unknown>;
+    const settle = (l: Lane) => {
       const desired = desiredOf(l);
       for (const [k, c] of l.outstanding) {
         if (!Object.hasOwn(desired, pointName(k))) {
@@ -417,11 +400,8 @@ async function main() {
         } else if (c.superseded) l.outstanding.delete(k);
       }
     };
-    /**
-     * @param {Lane} l
-     * @returns {Promise<boolean>} whether a command went out
-     */
-    const issueOne = async (l) => {
+    /** @returns whether a command went out */
+    const issueOne = async (l: Lane): Promise<boolean> => {
       if (l.commands.length >= COMMANDS) return false;
       settle(l);
       const free = [];
@@ -434,8 +414,7 @@ async function main() {
         point = oldest.point;
       }
       const i = l.commands.length;
-      /** @type {Command} */
-      const c = {
+      const c: Command = {
         i,
         point,
         value: 1000 + i,
@@ -455,12 +434,8 @@ async function main() {
       if (l.commands.length >= COMMANDS) l.doneIssuingAt = Date.now();
       return true;
     };
-    /**
-     * One burst: up to `n` changes to distinct points, one update (and so one push) each.
-     * @param {Lane} l
-     * @param {number} n
-     */
-    const issueBurst = async (l, n) => {
+    /** One burst: up to `n` changes to distinct points, one update (and so one push) each. */
+    const issueBurst = async (l: Lane, n: number) => {
       for (let k = 0; k < n; k++) if (!(await issueOne(l))) return;
     };
     const burstRandom = seededRandom(SEED ^ 0x9e3779b9);
@@ -504,8 +479,7 @@ async function main() {
     }
 
     // --- count -----------------------------------------------------------------------------
-    /** @param {Lane} l */
-    const count = (l) => {
+    const count = (l: Lane) => {
       let once = 0;
       let lost = 0;
       let doubled = 0;
@@ -544,10 +518,10 @@ async function main() {
     };
     const ours = count(gatewayLane);
     const naive = count(naiveLane);
-    for (const [name, c] of /** @type {const} */ ([
+    for (const [name, c] of [
       ["gateway", ours],
       ["naive", naive],
-    ])) {
+    ] as const) {
       console.log(
         `  ${name.padEnd(8)} issued ${c.issued}: once ${c.once}, lost ${c.lost}, ` +
           `twice+ ${c.doubled} (${(100 * c.share).toFixed(1)}% not exactly once), superseded ${c.superseded}, ` +
@@ -556,8 +530,7 @@ async function main() {
       );
     }
 
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [
+    const checks: Check[] = [
       {
         name: `gateway: all ${COMMANDS} desired changes issued`,
         pass: ours.issued === COMMANDS,
@@ -585,12 +558,11 @@ async function main() {
       },
     ];
     const pass = checks.every((c) => c.pass);
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
 
-    const pct = (/** @type {number} */ x) => `${(100 * x).toFixed(1)}%`;
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
     const scenario = `cut ${CUT_MS / 1000} s / ${CYCLE_MS / 1000} s, resets ~1/${RESET_MEAN_MS / 1000} s, kill -9 every ${KILL_MIN_MS / 1000}-${KILL_MAX_MS / 1000} s (10x compressed)`;
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [
+    const rows: ResultRow[] = [
       {
         bench: "B7",
         case: scenario,

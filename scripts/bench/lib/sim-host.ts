@@ -1,10 +1,9 @@
-// @ts-check
 /**
  * Hosts simulators (our own, from dist/) in a process of their own, so that the benchmarked
  * client and the simulated devices do not share an event loop (and, when pinned, not a core
  * either): Modbus TCP slaves (B1), one RTU slave on a serial line (B2), one OPC UA server (B10).
  * B10 also runs the OPC UA client it measures in a host of its own (the ua* commands,
- * lib/opcua-client.js), so that each variant gets a fresh process and its own CPU and RSS
+ * lib/opcua-client.ts), so that each variant gets a fresh process and its own CPU and RSS
  * accounting. Driven over the Node IPC channel: every message is `{ id, cmd, ...args }` and gets
  * exactly one reply `{ id, ok, value | error }`. What a command needs is loaded by its first use
  * (dist/ for the Modbus simulator, node-opcua for the OPC UA ones), so a host carries only that.
@@ -34,101 +33,107 @@
  * - opcuaTickStop: stops ticking; replies the schedule as kept (OpcuaTickStats).
  * - opcuaStop: stops ticking and closes the server.
  * - uaStart / uaWindowStart / uaWindowEnd / uaStop: the measured OPC UA client (see
- *   lib/opcua-client.js); uaStart { plan } replies its setup, uaWindowEnd its window's figures.
+ *   lib/opcua-client.ts); uaStart { plan } replies its setup, uaWindowEnd its window's figures.
  * - stop: stops every simulator (destroys connections, closes listeners) and the client,
  *   replies, exits.
  */
 import { performance } from "node:perf_hooks";
 import { clearTimeout, setTimeout } from "node:timers";
 import { registerValue } from "./modbus-layout.js";
-import { serveHost } from "./host-server.js";
+import { serveHost, type HostMessage } from "./host-server.js";
+import type { ModbusTcpSimulator as ModbusSim } from "../../../src/sim/modbus/index.js";
+import type { OpcuaSimulator as OpcuaSim } from "../../../src/sim/opcua/simulator.js";
+import type * as OpcuaClient from "./opcua-client.js";
 
-/**
- * @typedef {object} SlaveStats
- * @property {number} port
- * @property {number} framesReceived  complete frames, answered or not
- * @property {number} served          requests answered by the hosted unit (any function code)
- * @property {number} exceptions      exception responses among them
- * @property {number} unanswered      requests left unanswered (unknown or silent unit)
- * @property {number} openConnections
- * @property {number} acceptedConnections
- */
+export interface SlaveStats {
+  port: number;
+  /** complete frames, answered or not */
+  framesReceived: number;
+  /** requests answered by the hosted unit (any function code) */
+  served: number;
+  /** exception responses among them */
+  exceptions: number;
+  /** requests left unanswered (unknown or silent unit) */
+  unanswered: number;
+  openConnections: number;
+  acceptedConnections: number;
+}
 
-/**
- * @typedef {object} RtuSlaveStats
- * @property {number} framesReceived  frames with a good CRC, answered or not
- * @property {number} served          requests answered by the hosted unit
- * @property {number} exceptions
- * @property {number} unanswered
- * @property {number} crcErrors       frames dropped for a bad CRC
- * @property {number} partialFrames   bytes that never made a frame before a silence
- */
+export interface RtuSlaveStats {
+  /** frames with a good CRC, answered or not */
+  framesReceived: number;
+  /** requests answered by the hosted unit */
+  served: number;
+  exceptions: number;
+  unanswered: number;
+  /** frames dropped for a bad CRC */
+  crcErrors: number;
+  /** bytes that never made a frame before a silence */
+  partialFrames: number;
+}
 
-/**
- * @typedef {object} OpcuaServerInfo
- * @property {string} endpoint
- * @property {number} variables
- * @property {number} maxSubscriptions            in force, in all
- * @property {number} maxSubscriptionsPerSession  in force
- * @property {number} maxNodesPerRead
- * @property {number} startMs                     startOpcuaSimulator, node-opcua loaded
- */
+export interface OpcuaServerInfo {
+  endpoint: string;
+  variables: number;
+  /** in force, in all */
+  maxSubscriptions: number;
+  /** in force */
+  maxSubscriptionsPerSession: number;
+  maxNodesPerRead: number;
+  /** startOpcuaSimulator, node-opcua loaded */
+  startMs: number;
+}
 
-/**
- * @typedef {object} OpcuaTickInfo
- * @property {number} tick      ticks done (the extra variables hold i + tick)
- * @property {number} atMs      performance.now() of this process
- * @property {number} cpuUs     this process's CPU time so far (user + system), microseconds
- */
+export interface OpcuaTickInfo {
+  /** ticks done (the extra variables hold i + tick) */
+  tick: number;
+  /** performance.now() of this process */
+  atMs: number;
+  /** this process's CPU time so far (user + system), microseconds */
+  cpuUs: number;
+}
 
-/**
- * @typedef {object} OpcuaTickStats
- * @property {number} ticks
- * @property {number} periodMs
- * @property {number} minGapMs        shortest time between two ticks' starts
- * @property {number} maxGapMs
- * @property {number} maxLateMs       latest a tick started after its scheduled time
- * @property {number} resyncs         ticks that restarted the schedule (late by > period / 4)
- * @property {number} maxTickMs       longest tickExtraVariables() call
- * @property {number} meanTickMs
- */
+export interface OpcuaTickStats {
+  ticks: number;
+  periodMs: number;
+  /** shortest time between two ticks' starts */
+  minGapMs: number;
+  maxGapMs: number;
+  /** latest a tick started after its scheduled time */
+  maxLateMs: number;
+  /** ticks that restarted the schedule (late by > period / 4) */
+  resyncs: number;
+  /** longest tickExtraVariables() call */
+  maxTickMs: number;
+  meanTickMs: number;
+}
 
-/** @typedef {InstanceType<typeof import("./dist.js").ModbusTcpSimulator>} ModbusSim */
-/** @typedef {import("../../../src/sim/opcua/simulator.js").OpcuaSimulator} OpcuaSim */
-
-/** @type {{ sim: ModbusSim, port: number }[]} */
-const slaves = [];
+const slaves: { sim: ModbusSim; port: number }[] = [];
 let unitId = 1;
-/** @type {{ sim: ModbusSim, unitId: number } | undefined} */
-let rtu;
+let rtu: { sim: ModbusSim; unitId: number } | undefined;
 
-/**
- * @typedef {object} Ticker
- * @property {NodeJS.Timeout | undefined} timer
- * @property {number} periodMs
- * @property {number} next      scheduled start of the next tick (performance.now())
- * @property {number} last      start of the last tick, NaN before the first
- * @property {number} minGapMs
- * @property {number} maxGapMs
- * @property {number} maxLateMs
- * @property {number} resyncs
- * @property {number} maxTickMs
- * @property {number} sumTickMs
- */
+export interface Ticker {
+  timer: NodeJS.Timeout | undefined;
+  periodMs: number;
+  /** scheduled start of the next tick (performance.now()) */
+  next: number;
+  /** start of the last tick, NaN before the first */
+  last: number;
+  minGapMs: number;
+  maxGapMs: number;
+  maxLateMs: number;
+  resyncs: number;
+  maxTickMs: number;
+  sumTickMs: number;
+}
 
-/** @type {{ sim: OpcuaSim, tick: number, ticker: Ticker | undefined } | undefined} */
-let opcua;
-/** @type {typeof import("./opcua-client.js") | undefined} */
-let uaClient;
+let opcua: { sim: OpcuaSim; tick: number; ticker: Ticker | undefined } | undefined;
+let uaClient: typeof OpcuaClient | undefined;
 
 /** Loaded by the first Modbus command: an OPC UA host does not carry the gateway. */
 const modbusSimulator = async () => (await import("./dist.js")).ModbusTcpSimulator;
 
-/**
- * @param {{ slaves?: unknown, unitId?: unknown }} msg
- * @returns {Promise<number[]>}
- */
-async function start(msg) {
+async function start(msg: HostMessage): Promise<number[]> {
   const count = Number(msg.slaves);
   unitId = Number(msg.unitId ?? 1);
   if (!Number.isInteger(count) || count < 1 || count > 100) throw new RangeError("slaves: 1..100");
@@ -143,8 +148,7 @@ async function start(msg) {
   return slaves.map((s) => s.port);
 }
 
-/** @returns {SlaveStats[]} */
-function stats() {
+function stats(): SlaveStats[] {
   return slaves.map(({ sim, port }) => {
     const s = sim.stats();
     const exceptions = Object.values(s.exceptions[unitId] ?? {}).reduce((a, b) => a + b, 0);
@@ -160,11 +164,7 @@ function stats() {
   });
 }
 
-/**
- * @param {Record<string, unknown>} msg
- * @returns {Promise<null>}
- */
-async function rtuStart(msg) {
+async function rtuStart(msg: Record<string, unknown>): Promise<null> {
   if (rtu !== undefined) throw new Error("an RTU slave is already running (rtuStop first)");
   const id = Number(msg["unitId"] ?? 1);
   const parity = String(msg["parity"] ?? "none");
@@ -188,11 +188,7 @@ async function rtuStart(msg) {
   return null;
 }
 
-/**
- * @param {boolean} reset
- * @returns {RtuSlaveStats}
- */
-function rtuStats(reset) {
+function rtuStats(reset: boolean): RtuSlaveStats {
   if (rtu === undefined) throw new Error("no RTU slave running");
   const { sim, unitId: id } = rtu;
   const s = sim.stats();
@@ -214,11 +210,7 @@ async function rtuStop() {
   await running?.sim.stop();
 }
 
-/**
- * @param {Record<string, unknown>} msg
- * @returns {Promise<OpcuaServerInfo>}
- */
-async function opcuaStart(msg) {
+async function opcuaStart(msg: Record<string, unknown>): Promise<OpcuaServerInfo> {
   if (opcua !== undefined) throw new Error("an OPC UA server is already running (opcuaStop first)");
   const variables = Number(msg["variables"]);
   const maxSubscriptions = Number(msg["maxSubscriptions"] ?? 0);
@@ -256,24 +248,18 @@ async function opcuaStart(msg) {
   };
 }
 
-/** @returns {NonNullable<typeof opcua>} */
-function runningOpcua() {
+function runningOpcua(): NonNullable<typeof opcua> {
   if (opcua === undefined) throw new Error("no OPC UA server running");
   return opcua;
 }
 
-/**
- * @param {number} periodMs
- * @returns {OpcuaTickInfo}
- */
-function opcuaTickStart(periodMs) {
+function opcuaTickStart(periodMs: number): OpcuaTickInfo {
   const o = runningOpcua();
   if (o.ticker !== undefined) throw new Error("already ticking");
   if (!Number.isFinite(periodMs) || periodMs < 100 || periodMs > 60_000) {
     throw new RangeError("periodMs: 100..60000");
   }
-  /** @type {Ticker} */
-  const t = {
+  const t: Ticker = {
     timer: undefined,
     periodMs,
     next: performance.now() + periodMs,
@@ -312,15 +298,13 @@ function opcuaTickStart(periodMs) {
   return opcuaTick();
 }
 
-/** @returns {OpcuaTickInfo} */
-function opcuaTick() {
+function opcuaTick(): OpcuaTickInfo {
   const o = runningOpcua();
   const cpu = process.cpuUsage();
   return { tick: o.tick, atMs: performance.now(), cpuUs: cpu.user + cpu.system };
 }
 
-/** @returns {OpcuaTickStats} */
-function opcuaTickStop() {
+function opcuaTickStop(): OpcuaTickStats {
   const o = runningOpcua();
   const t = o.ticker;
   if (t === undefined) throw new Error("not ticking");
@@ -346,8 +330,7 @@ async function opcuaStop() {
   await running.sim.close();
 }
 
-/** @returns {Promise<typeof import("./opcua-client.js")>} */
-async function client() {
+async function client(): Promise<typeof OpcuaClient> {
   uaClient ??= await import("./opcua-client.js");
   return uaClient;
 }
@@ -361,53 +344,38 @@ async function stopAll() {
   ]);
 }
 
-/**
- * @param {{ cmd?: unknown, slaves?: unknown, unitId?: unknown, reset?: unknown,
- *   periodMs?: unknown, plan?: unknown, fromTick?: unknown, toTick?: unknown, graceMs?: unknown }} msg
- * @returns {Promise<unknown>}
- */
-async function handle(msg) {
-  switch (msg.cmd) {
-    case "start":
-      return start(msg);
-    case "reset":
+serveHost(
+  "sim-host.js",
+  "b1-coalescing.ts, b2-rtu-line.ts, b10-opcua.ts",
+  {
+    start: (msg) => start(msg),
+    reset: () => {
       for (const s of slaves) s.sim.resetStats();
       return null;
-    case "stats":
-      return stats();
-    case "rtuStart":
-      return rtuStart(msg);
-    case "rtuStats":
-      return rtuStats(msg.reset === true);
-    case "rtuStop":
+    },
+    stats: () => stats(),
+    rtuStart: (msg) => rtuStart(msg),
+    rtuStats: (msg) => rtuStats(msg["reset"] === true),
+    rtuStop: async () => {
       await rtuStop();
       return null;
-    case "opcuaStart":
-      return opcuaStart(msg);
-    case "opcuaTickStart":
-      return opcuaTickStart(Number(msg.periodMs));
-    case "opcuaTick":
-      return opcuaTick();
-    case "opcuaTickStop":
-      return opcuaTickStop();
-    case "opcuaStop":
+    },
+    opcuaStart: (msg) => opcuaStart(msg),
+    opcuaTickStart: (msg) => opcuaTickStart(Number(msg["periodMs"])),
+    opcuaTick: () => opcuaTick(),
+    opcuaTickStop: () => opcuaTickStop(),
+    opcuaStop: async () => {
       await opcuaStop();
       return null;
-    case "uaStart":
-      return (await client()).startClient(msg.plan);
-    case "uaWindowStart":
-      return (await client()).windowStart(Number(msg.fromTick));
-    case "uaWindowEnd":
-      return (await client()).windowEnd(Number(msg.toTick), Number(msg.graceMs));
-    case "uaStop":
+    },
+    uaStart: async (msg) => (await client()).startClient(msg["plan"]),
+    uaWindowStart: async (msg) => (await client()).windowStart(Number(msg["fromTick"])),
+    uaWindowEnd: async (msg) =>
+      (await client()).windowEnd(Number(msg["toTick"]), Number(msg["graceMs"])),
+    uaStop: async () => {
       await uaClient?.stopClient();
       return null;
-    case "stop":
-      await stopAll();
-      return null;
-    default:
-      throw new Error(`unknown command ${String(msg.cmd)}`);
-  }
-}
-
-serveHost("sim-host.js", "b1-coalescing.js", handle, stopAll);
+    },
+  },
+  stopAll,
+);

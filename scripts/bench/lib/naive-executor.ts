@@ -1,8 +1,7 @@
-// @ts-check
 /**
  * B7's baseline: the naive desired-value executor that performance.md describes as "QoS 0, no
  * persistent journal, no reconciliation on reconnect". A process of its own, so B7 can kill -9
- * it exactly like the gateway:
+ * it exactly like the gateway (B7 runs its transpiled copy, build/bench/scripts/bench/lib/):
  *
  *   node naive-executor.js '{"mqttUrl":"mqtt://127.0.0.1:P","plcPort":N,"productKey":"pk",
  *                            "deviceName":"dn","points":{"sp0":10,"sp1":11}}'
@@ -19,16 +18,16 @@
 import Modbus from "modbus-serial";
 import { connect } from "mqtt";
 
-/**
- * @typedef {object} NaiveConfig
- * @property {string} mqttUrl
- * @property {number} plcPort
- * @property {string} productKey
- * @property {string} deviceName
- * @property {Record<string, number>} points  attribute -> 0-based holding register
- */
+export interface NaiveConfig {
+  mqttUrl: string;
+  plcPort: number;
+  productKey: string;
+  deviceName: string;
+  /** attribute -> 0-based holding register */
+  points: Record<string, number>;
+}
 
-const config = /** @type {NaiveConfig} */ (JSON.parse(process.argv[2] ?? "{}"));
+const config = JSON.parse(process.argv[2] ?? "{}") as NaiveConfig;
 const getTopic = `/shadow/get/${config.productKey}/${config.deviceName}`;
 const updateTopic = `/shadow/update/${config.productKey}/${config.deviceName}`;
 
@@ -54,8 +53,7 @@ client.on("connect", () => {
 client.on("error", () => undefined);
 
 /** Per attribute, "timestamp:value" of the last value executed; lost with the process. */
-/** @type {Map<string, string>} */
-const executed = new Map();
+const executed: Map<string, string> = new Map();
 
 /** Pushes are handled one after another, in arrival order. */
 let queue = Promise.resolve();
@@ -63,10 +61,15 @@ client.on("message", (_topic, payload) => {
   queue = queue.then(() => handle(payload)).catch(() => undefined);
 });
 
-/** @param {Buffer} payload */
-async function handle(payload) {
-  /** @type {{ method?: string, version?: number, payload?: { state?: { desired?: Record<string, unknown> }, metadata?: { desired?: Record<string, { timestamp?: number }> } } }} */
-  let msg;
+async function handle(payload: Buffer) {
+  let msg: {
+    method?: string;
+    version?: number;
+    payload?: {
+      state?: { desired?: Record<string, unknown> };
+      metadata?: { desired?: Record<string, { timestamp?: number }> };
+    };
+  };
   try {
     msg = JSON.parse(payload.toString("utf8"));
   } catch {

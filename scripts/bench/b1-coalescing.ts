@@ -1,8 +1,7 @@
-// @ts-check
 /**
  * B1 coalescing (docs/performance.md): requests per scan and scan time for 1,000 contiguous and
  * 1,000 gapped uint16 points on each of 10 simulated Modbus TCP slaves, through our real driver
- * (createDriver + the gateway config schema's defaults: maxGap 8, 125 registers per request),
+ * (ModbusDriver with the gateway config schema's defaults: maxGap 8, 125 registers per request),
  * against a naive modbus-serial poller doing one FC3 request per point, in the same run.
  *
  * Topology: 10 instances of our simulator, each its own Modbus TCP server on its own loopback
@@ -12,7 +11,7 @@
  * connection, where every request waits for the one before: a different thing to measure.
  *
  * Requests are counted by the simulators (their own counters), not by the driver. The
- * simulators run in a child process (lib/sim-host.js), pinned to another core when both cores
+ * simulators run in a child process (lib/sim-host.ts), pinned to another core when both cores
  * look free, so scan times do not include the simulators' work on our event loop.
  *
  * Layouts (0-based holding register addresses, every point a uint16):
@@ -29,27 +28,28 @@
  * be closed at the end. Exit 0 when all hold, 1 when one fails, 2 on a crash or timeout.
  *
  * Environment: BENCH_REPEATS (default 5) timed scans after the first, BENCH_PIN (see
- * lib/common.js).
+ * lib/common.ts).
  */
-import { spawn } from "node:child_process";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { clearTimeout, setTimeout } from "node:timers";
+import { clearTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import Modbus from "modbus-serial";
 import {
-  BENCH_DIR,
+  boundedInt,
   envInfo,
   fmtMs,
   fmtRatio,
-  helperCommand,
   median,
   pinCores,
   runMain,
   startWatchdog,
   finishBench,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
-import { createDriver, silentLogger, sourceSchema } from "./lib/dist.js";
+import { ModbusDriver, silentLogger } from "./lib/dist.js";
+import { HostClient } from "./lib/host-client.js";
 import {
   MAX_REGISTERS_PER_READ,
   contiguousLayout,
@@ -58,6 +58,8 @@ import {
   registerValue,
   span,
 } from "./lib/modbus-layout.js";
+import { modbusDriverOptions, modbusSourceConfig } from "./lib/modbus-options.js";
+import type { SlaveStats } from "./lib/sim-host.js";
 
 const NAME = "b1-coalescing";
 const SLAVES = 10;
@@ -72,103 +74,38 @@ const REPEATS = boundedInt(process.env["BENCH_REPEATS"], 5, 0, 50);
 /** The whole benchmark, sockets and all; a stuck one exits 2 instead of hanging `npm run bench`. */
 const BUDGET_MS = 180_000;
 
-/** @typedef {import("./lib/sim-host.js").SlaveStats} SlaveStats */
-
-/**
- * One timed scan of all slaves.
- * @typedef {object} Scan
- * @property {number} ms          wall time from the first request to the last answer
- * @property {number[]} served    requests each slave's simulator answered during the scan
- * @property {number} frames      frames the simulators received during the scan
- * @property {number} unanswered
- * @property {number} exceptions
- * @property {number} bad         points that did not read good
- * @property {number} wrong       points that read a value other than the simulator's
- * @property {number[] | undefined} ownCount  the driver's own request counter, per slave
- */
-
-/**
- * @param {string | undefined} raw
- * @param {number} fallback
- * @param {number} min
- * @param {number} max
- * @returns {number}
- */
-function boundedInt(raw, fallback, min, max) {
-  const n = raw === undefined ? NaN : Number(raw);
-  return Number.isInteger(n) ? Math.min(max, Math.max(min, n)) : fallback;
+/** One timed scan of all slaves. */
+interface Scan {
+  /** wall time from the first request to the last answer */
+  ms: number;
+  /** requests each slave's simulator answered during the scan */
+  served: number[];
+  /** frames the simulators received during the scan */
+  frames: number;
+  unanswered: number;
+  exceptions: number;
+  /** points that did not read good */
+  bad: number;
+  /** points that read a value other than the simulator's */
+  wrong: number;
+  /** the driver's own request counter, per slave */
+  ownCount: number[] | undefined;
 }
 
-/** The simulators' process, with a promise per IPC call. */
-class SimHost {
-  /** @param {import("node:child_process").ChildProcess} child */
-  constructor(child) {
-    this.child = child;
-    this.nextId = 1;
-    /** @type {Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void }>} */
-    this.pending = new Map();
-    /** @type {string | undefined} */
-    this.gone = undefined;
-    child.on("message", (raw) => {
-      const msg = /** @type {{ id: number, ok: boolean, value?: unknown, error?: string }} */ (raw);
-      const call = this.pending.get(msg.id);
-      if (call === undefined) return;
-      this.pending.delete(msg.id);
-      if (msg.ok) call.resolve(msg.value);
-      else call.reject(new Error(`sim host: ${msg.error ?? "failed"}`));
-    });
-    child.on("exit", (code, signal) => {
-      this.gone = `sim host exited (code ${String(code)}, signal ${String(signal)})`;
-      for (const call of this.pending.values()) call.reject(new Error(this.gone));
-      this.pending.clear();
-    });
-  }
-
-  /**
-   * @param {string} cmd
-   * @param {Record<string, unknown>} [args]
-   * @returns {Promise<unknown>}
-   */
-  call(cmd, args = {}) {
-    if (this.gone !== undefined) return Promise.reject(new Error(this.gone));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.child.send({ id, cmd, ...args });
-    });
-  }
-
-  /** @returns {Promise<SlaveStats[]>} */
-  async stats() {
-    return /** @type {SlaveStats[]} */ (await this.call("stats"));
-  }
-
-  /** Stops the simulators and waits for the process to leave (killed after 5 s). */
-  async close() {
-    if (this.gone !== undefined) return;
-    const exited = new Promise((resolve) => this.child.once("exit", resolve));
-    await this.call("stop");
-    const timer = setTimeout(() => this.kill(), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
-
-  kill() {
-    if (this.gone === undefined) this.child.kill("SIGKILL");
-  }
+/** What the simulators served, per slave (lib/sim-host.ts "stats"). */
+async function slaveStats(host: HostClient): Promise<SlaveStats[]> {
+  return (await host.call("stats")) as SlaveStats[];
 }
 
-/**
- * @param {SimHost} host
- * @param {() => Promise<{ bad: number, wrong: number, ownCount?: number[] }>} scanOnce
- * @returns {Promise<Scan>}
- */
-async function timedScan(host, scanOnce) {
+async function timedScan(
+  host: HostClient,
+  scanOnce: () => Promise<{ bad: number; wrong: number; ownCount?: number[] }>,
+): Promise<Scan> {
   await host.call("reset");
   const t0 = performance.now();
   const { bad, wrong, ownCount } = await scanOnce();
   const ms = performance.now() - t0;
-  const stats = await host.stats();
+  const stats = await slaveStats(host);
   return {
     ms,
     served: stats.map((s) => s.served),
@@ -181,31 +118,26 @@ async function timedScan(host, scanOnce) {
   };
 }
 
-/**
- * A client under test, connected: `scan` reads every point of every slave once.
- * @typedef {object} Poller
- * @property {() => Promise<{ bad: number, wrong: number, ownCount?: number[] }>} scan
- * @property {() => Promise<void>} close
- */
+/** A client under test, connected: `scan` reads every point of every slave once. */
+interface Poller {
+  scan: () => Promise<{ bad: number; wrong: number; ownCount?: number[] }>;
+  close: () => Promise<void>;
+}
 
 /**
  * Ours: one driver per slave; one scan = one driver.read() per slave with all its points, the
  * slaves in parallel, as the gateway polls its devices.
- * @param {number[]} ports
- * @param {number[][]} layouts
- * @returns {Promise<Poller>}
  */
-async function openOurs(ports, layouts) {
+async function openOurs(ports: number[], layouts: number[][]): Promise<Poller> {
   const log = silentLogger();
-  const drivers = ports.map((port, i) =>
-    createDriver(
-      `slave${i + 1}`,
-      // The gateway config schema fills in every default, maxGap 8 included.
-      /** @type {import("../../src/config/gateway-schema.js").ModbusSourceConfig} */ (
-        sourceSchema.parse({ protocol: "modbus-tcp", host: HOST, port })
+  const drivers = ports.map(
+    (port, i) =>
+      new ModbusDriver(
+        `slave${i + 1}`,
+        // The gateway config schema fills in every default, maxGap 8 included.
+        modbusDriverOptions(modbusSourceConfig({ protocol: "modbus-tcp", host: HOST, port })),
+        log.child({ component: "south.modbus", source: `slave${i + 1}` }),
       ),
-      log,
-    ),
   );
   const close = async () => {
     await Promise.all(drivers.map((d) => d.stop()));
@@ -222,7 +154,7 @@ async function openOurs(ports, layouts) {
     unitId: UNIT_ID,
     points: addresses.map((address) => ({
       key: `hr${address}`,
-      table: /** @type {const} */ ("holding"),
+      table: "holding" as const,
       address,
       count: 1,
     })),
@@ -249,13 +181,9 @@ async function openOurs(ports, layouts) {
 /**
  * The baseline: one modbus-serial client per slave, one FC3 request per point, awaited one after
  * another on each slave, the slaves in parallel.
- * @param {number[]} ports
- * @param {number[][]} layouts
- * @returns {Promise<Poller>}
  */
-async function openNaive(ports, layouts) {
-  /** @type {InstanceType<typeof Modbus.default>[]} */
-  const clients = [];
+async function openNaive(ports: number[], layouts: number[][]): Promise<Poller> {
+  const clients: InstanceType<typeof Modbus.default>[] = [];
   const close = async () => {
     await Promise.all(
       clients.map((c) => new Promise((resolve) => (c.isOpen ? c.close(resolve) : resolve(null)))),
@@ -292,18 +220,17 @@ async function openNaive(ports, layouts) {
 /**
  * The first (cold) scan of each, then REPEATS more, ours and naive taking turns so that both
  * see the same machine: on a shared 2-core box the load changes within seconds.
- * @param {SimHost} host
- * @param {number[]} ports
- * @param {number[][]} layouts
- * @returns {Promise<{ ours: Scan[], naive: Scan[] }>}
  */
-async function runScenario(host, ports, layouts) {
+async function runScenario(
+  host: HostClient,
+  ports: number[],
+  layouts: number[][],
+): Promise<{ ours: Scan[]; naive: Scan[] }> {
   const ours = await openOurs(ports, layouts);
   try {
     const naive = await openNaive(ports, layouts);
     try {
-      /** @type {{ ours: Scan[], naive: Scan[] }} */
-      const scans = { ours: [], naive: [] };
+      const scans: { ours: Scan[]; naive: Scan[] } = { ours: [], naive: [] };
       for (let r = 0; r <= REPEATS; r++) {
         scans.ours.push(await timedScan(host, ours.scan));
         scans.naive.push(await timedScan(host, naive.scan));
@@ -317,32 +244,20 @@ async function runScenario(host, ports, layouts) {
   }
 }
 
-/** @returns {never} */
-function fail() {
+function fail(): never {
   throw new Error("b1: index out of range (a bug in the benchmark)");
 }
 
-/**
- * @param {readonly number[]} xs
- * @returns {number}
- */
-const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 
-/**
- * @param {readonly Scan[]} scans
- * @returns {{ cold: number, median: number }}
- */
-function times(scans) {
+function times(scans: readonly Scan[]): { cold: number; median: number } {
   const [first, ...rest] = scans;
   const cold = first?.ms ?? NaN;
   return { cold, median: rest.length > 0 ? median(rest.map((s) => s.ms)) : cold };
 }
 
-/**
- * @param {readonly Scan[]} scans
- * @returns {boolean}  every scan served the same number of requests on every slave
- */
-function stable(scans) {
+/** @returns every scan served the same number of requests on every slave */
+function stable(scans: readonly Scan[]): boolean {
   const first = scans[0]?.served.join(",");
   return scans.every((s) => s.served.join(",") === first);
 }
@@ -350,15 +265,11 @@ function stable(scans) {
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const { command, args } = helperCommand(pin, [join(BENCH_DIR, "lib", "sim-host.js")]);
-  const child = spawn(command, args, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const host = new SimHost(child);
+  const host = HostClient.spawn("sim-host", pin);
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => host.kill());
 
   try {
-    const ports = /** @type {number[]} */ (
-      await host.call("start", { slaves: SLAVES, unitId: UNIT_ID })
-    );
+    const ports = (await host.call("start", { slaves: SLAVES, unitId: UNIT_ID })) as number[];
     const lowerBound = Math.ceil(POINTS / MAX_REGISTERS_PER_READ);
     const scenarios = [
       {
@@ -371,20 +282,17 @@ async function main() {
       },
     ];
 
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [];
-    /** @type {Record<string, unknown>} */
-    const figures = {
+    const rows: ResultRow[] = [];
+    const figures: Record<string, unknown> = {
       slaves: SLAVES,
       pointsPerSlave: POINTS,
       topology: "10 simulator instances, one port and one driver each, unit id 1, in parallel",
       gapPattern: `uniform 0..${GAP_MAX} unused registers after each point, mulberry32 seed ${SEED} + slave index`,
-      driverConfig: sourceSchema.parse({ protocol: "modbus-tcp", host: HOST, port: 502 }),
+      driverConfig: modbusSourceConfig({ protocol: "modbus-tcp", host: HOST, port: 502 }),
       repeats: REPEATS,
       scenarios: {},
     };
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [];
+    const checks: Check[] = [];
     const summaryParts = [];
 
     for (const { name, layouts } of scenarios) {
@@ -424,8 +332,7 @@ async function main() {
         detail: ours.map((s) => sum(s.served)).join(","),
       });
 
-      /** @type {Record<string, unknown>} */
-      const fig = {
+      const fig: Record<string, unknown> = {
         requestsPerSlave: cold.served,
         requestsTotal: oursTotal,
         naiveRequestsTotal: naiveTotal,
@@ -466,7 +373,7 @@ async function main() {
         fig["fillAllGapsPerSlave"] = fillAll;
         fig["ceilingRatio"] = ceilingRatio;
       }
-      /** @type {Record<string, unknown>} */ (figures["scenarios"])[name] = fig;
+      (figures["scenarios"] as Record<string, unknown>)[name] = fig;
 
       rows.push({
         bench: "B1",
@@ -505,7 +412,7 @@ async function main() {
     // Every socket closed: the simulators see no open connection once the clients are gone.
     let open = -1;
     for (let i = 0; i < 50 && open !== 0; i++) {
-      open = sum((await host.stats()).map((s) => s.openConnections));
+      open = sum((await slaveStats(host)).map((s) => s.openConnections));
       if (open !== 0) await sleep(20);
     }
     checks.push({
@@ -515,7 +422,7 @@ async function main() {
     });
     await host.close();
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const pass = checks.every((c) => c.pass);
     const summary = `B1 coalescing: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
     figures["checks"] = checks;

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * B6 backlog drain (docs/performance.md): a 1 h offline backlog (10 devices polled at 1 s for
  * an hour = 36,000 queued reports) replayed on reconnect while live polling continues, through
@@ -11,8 +10,8 @@
  * Topology: the plant (10 simulators, one per PLC, each 1,000 uint16 holding registers mapped
  * as 10 dotted groups of 100 points; the cloud service with its embedded broker; a gate, i.e. a
  * TCP forwarder in front of the broker that can cut the link) runs in a child process
- * (lib/backlog-plant-host.js); the gateway, or the baseline, runs in this one. Pinned to
- * different cores when both look free.
+ * (lib/plant-host.ts, as in B3 and B9); the gateway, or the baseline, runs in this one. Pinned
+ * to different cores when both look free.
  *
  * The backlog, and why it is made this way: the gateway starts with the gate open, syncs every
  * shadow, then the gate is cut (its MQTT connection destroyed, new ones refused) and the
@@ -21,7 +20,7 @@
  * SyncEngine.flush: the calls its poll cycle makes, on its own database connection, one
  * transaction per cycle), 3,600 cycles x 10 devices, each report the partial update an
  * EdgeShadow of the same mappings makes when 10% of a device's points change
- * (lib/report-gen.js), with a yield after every cycle so polling goes on. The PLCs hold still
+ * (lib/report-gen.ts), with a yield after every cycle so polling goes on. The PLCs hold still
  * while this goes in, so that the hour starts from their values and its last cycle brings every
  * point back to them (as a real hour of history would end where the PLC is); then their
  * registers change again (10% per second) until the end of the case, so the gateway's own live
@@ -71,18 +70,17 @@
  *
  * Environment: BENCH_BACKLOG_S (seconds of backlog, default 3600), BENCH_SHARE (percent of
  * points changing per second, 10), BENCH_POINTS (per device, 1000), BENCH_DRAIN_CAP_S (300:
- * a drain still running then is reported as not finished), BENCH_PIN (see lib/common.js).
+ * a drain still running then is reported as not finished), BENCH_PIN (see lib/common.ts).
  */
 import { execFileSync } from "node:child_process";
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { clearTimeout, setImmediate, setTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connectAsync } from "mqtt";
 import {
-  BENCH_DIR,
   boundedInt,
   envInfo,
   fmtLatency,
@@ -94,12 +92,22 @@ import {
   runMain,
   startWatchdog,
   finishBench,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
-import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
-import { openDatabase, openReadOnly } from "./lib/dist-store.js";
+import {
+  Gateway,
+  openDatabase,
+  openReadOnly,
+  shadowUpdateTopic,
+  silentLogger,
+} from "./lib/dist.js";
+import { until } from "../../test/helpers/until.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient, calibrateClock, wallNow } from "./lib/host-client.js";
 import { ReportStream, modbusPlans, uint16Points } from "./lib/report-gen.js";
+import type { Database, Statement } from "better-sqlite3";
 
 const NAME = "b6-backlog-drain";
 const HOST = "127.0.0.1";
@@ -120,30 +128,26 @@ const SEED = 0xb6;
 /** The whole benchmark; a stuck one exits 2 instead of hanging `npm run bench`. */
 const BUDGET_MS = 3 * 60_000 + 2 * DRAIN_CAP_MS;
 
-const deviceNames = (/** @type {string} */ kind) =>
+const deviceNames = (kind: string) =>
   Array.from({ length: DEVICES }, (_, i) => `b6-${kind}-dev${i}`);
 
 /**
  * Timings of the outbox calls the gateway makes, wrapped on its instance (as B9 wraps the
  * command executor): how much of the loop the store takes while draining.
- * @typedef {{ calls: number, ms: number, max: number, over50ms: number }} CallStats
  */
+type CallStats = { calls: number; ms: number; max: number; over50ms: number };
 
-/**
- * @param {InstanceType<typeof Gateway>} gateway
- * @param {(deviceName: string, upto: number) => void} onAck
- * @returns {{ reset: () => void, stats: () => Record<string, CallStats> }}
- */
-function instrumentOutbox(gateway, onAck) {
-  // Bracket access reaches the private field; the object is the one the sync engine calls.
-  const outbox = gateway["outbox"];
+function instrumentOutbox(
+  gateway: InstanceType<typeof Gateway>,
+  onAck: (deviceName: string, upto: number) => void,
+): { reset: () => void; stats: () => Record<string, CallStats> } {
+  // Bracket access reaches the private fields; the object is the one the sync engine calls.
+  const outbox = gateway["cloud"]?.["store"].open?.outbox;
   if (outbox === undefined) throw new Error("the gateway has no outbox (no cloud section?)");
-  /** @type {Record<string, CallStats>} */
-  let stats = {};
-  for (const name of /** @type {const} */ (["pending", "flush", "ack"])) {
-    const original = /** @type {(...args: unknown[]) => unknown} */ (outbox[name]).bind(outbox);
-    /** @type {(...args: unknown[]) => unknown} */
-    const wrapped = (...args) => {
+  let stats: Record<string, CallStats> = {};
+  for (const name of ["pending", "flush", "ack"] as const) {
+    const original = (outbox[name] as (...args: unknown[]) => unknown).bind(outbox);
+    const wrapped: (...args: unknown[]) => unknown = (...args): unknown => {
       const t = performance.now();
       if (name === "ack" && typeof args[2] === "number") onAck(String(args[1]), args[2]);
       try {
@@ -167,15 +171,14 @@ function instrumentOutbox(gateway, onAck) {
   };
 }
 
-/**
- * The baseline's uplink: replays the gateway's outbox one row at a time.
- * @param {string} url
- * @param {string} pk
- * @param {string[]} names
- * @param {string} dbFile
- * @param {(deviceName: string, upto: number) => void} onAck
- */
-async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
+/** The baseline's uplink: replays the gateway's outbox one row at a time. */
+async function startNaiveForwarder(
+  url: string,
+  pk: string,
+  names: string[],
+  dbFile: string,
+  onAck: (deviceName: string, upto: number) => void,
+) {
   const db = openDatabase(dbFile, "NORMAL");
   const nextRows = db.prepare(
     `SELECT r.seq, r.reported FROM reports r JOIN shadow_state s USING (product_key, device_name)
@@ -191,16 +194,14 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
     connectTimeout: 2000,
     clean: true,
   });
-  const noDelay = () =>
-    /** @type {{ setNoDelay?: (b: boolean) => void }} */ (client.stream).setNoDelay?.(true);
+  const noDelay = () => (client.stream as { setNoDelay?: (b: boolean) => void }).setNoDelay?.(true);
   noDelay();
   client.on("connect", noDelay);
   client.on("error", () => undefined);
-  /** @type {Map<string, (reply: Record<string, unknown> | undefined) => void>} */
-  const waiters = new Map();
+  const waiters: Map<string, (reply: Record<string, unknown> | undefined) => void> = new Map();
   client.on("message", (_topic, payload) => {
     try {
-      const msg = /** @type {Record<string, unknown>} */ (JSON.parse(payload.toString("utf8")));
+      const msg = JSON.parse(payload.toString("utf8")) as Record<string, unknown>;
       const token = msg["clientToken"];
       if (typeof token === "string") waiters.get(token)?.(msg);
     } catch {
@@ -214,11 +215,9 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
   const stats = { sent: 0, acked: 0, retries: 0 };
   let stopped = false;
   let tokenSeq = 0;
-  /** @param {string} dn */
-  const loop = async (dn) => {
+  const loop = async (dn: string) => {
     const topic = shadowUpdateTopic(pk, dn);
-    /** @type {{ seq: number, reported: string }[]} */
-    let buffer = [];
+    let buffer: { seq: number; reported: string }[] = [];
     let lastSeq = 0;
     while (!stopped) {
       if (!client.connected) {
@@ -226,7 +225,7 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
         continue;
       }
       if (buffer.length === 0) {
-        buffer = /** @type {{ seq: number, reported: string }[]} */ (nextRows.all(pk, dn, lastSeq));
+        buffer = nextRows.all(pk, dn, lastSeq) as { seq: number; reported: string }[];
         if (buffer.length === 0) {
           await sleep(20);
           continue;
@@ -236,8 +235,7 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
       if (row === undefined) continue;
       const token = `${dn}-${++tokenSeq}`;
       const body = `{"method":"update","state":{"reported":${row.reported}},"clientToken":"${token}"}`;
-      /** @type {Promise<Record<string, unknown> | undefined>} */
-      const reply = new Promise((resolve) => {
+      const reply: Promise<Record<string, unknown> | undefined> = new Promise((resolve) => {
         const timer = setTimeout(() => resolve(undefined), 5000);
         waiters.set(token, (m) => {
           clearTimeout(timer);
@@ -248,7 +246,7 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
       client.publish(topic, body, { qos: 1 }, () => undefined);
       const r = await reply;
       waiters.delete(token);
-      const status = /** @type {{ status?: unknown } | undefined} */ (r?.["payload"])?.status;
+      const status = (r?.["payload"] as { status?: unknown } | undefined)?.status;
       if (status === "success") {
         ack.run(row.seq, pk, dn);
         onAck(dn, row.seq);
@@ -275,55 +273,37 @@ async function startNaiveForwarder(url, pk, names, dbFile, onAck) {
   };
 }
 
-/**
- * A port that accepts and drops every connection: the baseline gateway's own uplink.
- * @returns {Promise<{ url: string, close: () => Promise<void> }>}
- */
-async function deadEnd() {
+/** A port that accepts and drops every connection: the baseline gateway's own uplink. */
+async function deadEnd(): Promise<{ url: string; close: () => Promise<void> }> {
   const server = createServer((s) => s.destroy());
   await new Promise((resolve) => server.listen(0, HOST, () => resolve(null)));
-  const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
+  const { port } = server.address() as AddressInfo;
   return {
     url: `mqtt://${HOST}:${port}`,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }
 
-/**
- * @param {() => Promise<boolean> | boolean} ready
- * @param {number} timeoutMs
- * @param {string} what
- * @param {number} [everyMs]
- */
-async function until(ready, timeoutMs, what, everyMs = 100) {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await ready()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
-
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-/**
- * @typedef {object} VerifyResult
- * @property {string} device
- * @property {number | undefined} version
- * @property {number} leaves
- * @property {number} mismatches
- * @property {number} missing
- * @property {string[]} examples
- */
+interface VerifyResult {
+  device: string;
+  version: number | undefined;
+  leaves: number;
+  mismatches: number;
+  missing: number;
+  examples: string[];
+}
 
 /**
  * One case: gateway up and synced, link cut, backlog in, link back, drain measured, settle,
  * verify.
- * @param {HostClient} plant
- * @param {{ ports: number[], gateUrl: string }} started
- * @param {"ours" | "naive"} kind
  */
-async function runCase(plant, started, kind) {
+async function runCase(
+  plant: HostClient,
+  started: { ports: number[]; gateUrl: string },
+  kind: "ours" | "naive",
+) {
   const pk = kind === "ours" ? "a1B6Ours" : "a1B6Naive";
   const names = deviceNames(kind);
   const dead = kind === "naive" ? await deadEnd() : undefined;
@@ -348,11 +328,9 @@ async function runCase(plant, started, kind) {
   });
   const dbFile = join(config.dataDir, "shadowgate.db");
   const gateway = new Gateway(config, silentLogger());
-  /** @type {Awaited<ReturnType<typeof startNaiveForwarder>> | undefined} */
-  let naive;
-  /** @type {import("better-sqlite3").Database | undefined} */
-  let ro;
-  const log = (/** @type {string} */ s) => console.log(`  ${kind.padEnd(5)} ${s}`);
+  let naive: Awaited<ReturnType<typeof startNaiveForwarder>> | undefined;
+  let ro: Database | undefined;
+  const log = (s: string) => console.log(`  ${kind.padEnd(5)} ${s}`);
   const caseStart = wallNow();
   try {
     await gateway.start();
@@ -361,11 +339,12 @@ async function runCase(plant, started, kind) {
     /**
      * Per device, the backlog's rows (set once it is queued) and the acknowledgements that
      * covered some of them; `lastAck` when one covered its last row (Date.now()).
-     * @type {Map<string, { first: number, last: number, acks: number, upto: number, lastAck: number | null }>}
      */
-    const acks = new Map();
-    /** @type {(dn: string, upto: number) => void} */
-    const onAck = (dn, upto) => {
+    const acks: Map<
+      string,
+      { first: number; last: number; acks: number; upto: number; lastAck: number | null }
+    > = new Map();
+    const onAck = (dn: string, upto: number): void => {
       const a = acks.get(dn);
       if (a === undefined || upto <= a.upto) return;
       if (upto >= a.first && a.upto < a.last) a.acks++;
@@ -382,38 +361,34 @@ async function runCase(plant, started, kind) {
       JOIN shadow_state s USING (product_key, device_name) WHERE r.seq > s.acked_seq`;
     const unacked = roDb.prepare(unackedSql);
     const unackedUpTo = roDb.prepare(`${unackedSql} AND r.seq <= ?`);
-    const count = (
-      /** @type {import("better-sqlite3").Statement} */ st,
-      /** @type {unknown[]} */ ...a
-    ) => /** @type {{ n: number }} */ (st.get(...a)).n;
+    const count = (st: Statement, ...a: unknown[]) => (st.get(...a) as { n: number }).n;
     const verify = async () =>
-      /** @type {VerifyResult[]} */ (
-        await plant.call("verify", { pk, deviceNames: names, points: POINTS, groups: GROUPS })
-      );
+      (await plant.call("verify", { pk, deviceNames: names })) as VerifyResult[];
 
     // 1. Online and synced: every point in the cloud, nothing queued.
     await until(
+      "the first full sync",
       async () => (await verify()).every((v) => v.leaves >= POINTS) && count(unacked) === 0,
       30_000,
-      "the first full sync",
+      100,
     );
     log("synced");
 
     // 2. Live changes; 3. the link goes down.
     const perTick = Math.max(1, Math.round((POINTS * SHARE) / 10));
-    const churn = { perTick, tickMs: 100, seed: SEED, registers: POINTS - PROBE_REGISTERS };
+    const churn = { perTick, tickMs: 100, seed: SEED, points: POINTS - PROBE_REGISTERS };
     await plant.call("churn", churn);
     await sleep(1500);
     const cutAt = Number(await plant.call("gate", { open: false }));
     if (kind === "ours") {
       await until(
+        "the gateway to notice the cut",
         () => names.every((dn) => sync.deviceState(dn)?.synced === false),
         10_000,
-        "the gateway to notice the cut",
         20,
       );
     } else {
-      await until(() => naive?.client.connected === false, 10_000, "the forwarder to drop", 20);
+      await until("the forwarder to drop", () => naive?.client.connected === false, 10_000, 20);
     }
     const offlineFrom = performance.now();
 
@@ -422,7 +397,7 @@ async function runCase(plant, started, kind) {
     // real hour would): its last cycle puts every point back where its PLC is.
     await plant.call("churn", { perTick: 0 });
     await sleep(POLL_MS + 200);
-    const registers = /** @type {number[][]} */ (await plant.call("registers"));
+    const registers = (await plant.call("registers")) as number[][];
     const plc = new Map(names.map((dn, i) => [dn, registers[i] ?? []]));
     const stream = new ReportStream(modbusPlans(config.devices), {
       share: SHARE,
@@ -449,15 +424,13 @@ async function runCase(plant, started, kind) {
     await sleep(1500);
     // Acknowledgements go in order per device, so a device's backlog is every row of it
     // after its watermark.
-    const ranges = /** @type {{ dn: string, first: number, last: number, rows: number }[]} */ (
-      roDb
-        .prepare(
-          `SELECT r.device_name AS dn, min(r.seq) AS first, max(r.seq) AS last, count(*) AS rows
+    const ranges = roDb
+      .prepare(
+        `SELECT r.device_name AS dn, min(r.seq) AS first, max(r.seq) AS last, count(*) AS rows
            FROM reports r JOIN shadow_state s USING (product_key, device_name)
            WHERE r.seq > s.acked_seq GROUP BY r.device_name`,
-        )
-        .all()
-    );
+      )
+      .all() as { dn: string; first: number; last: number; rows: number }[];
     for (const r of ranges)
       acks.set(r.dn, { first: r.first, last: r.last, acks: 0, upto: 0, lastAck: null });
     const backlog = {
@@ -473,7 +446,7 @@ async function runCase(plant, started, kind) {
     // 5. The link comes back, probes start; 6. the drain, until every queued row is acknowledged.
     const clock = await calibrateClock(plant);
     const dateToWall = wallNow() - Date.now();
-    const toPlant = (/** @type {number} */ t) => t + clock.offsetMs;
+    const toPlant = (t: number) => t + clock.offsetMs;
     await plant.call("probes", {
       pk,
       deviceNames: names,
@@ -505,15 +478,17 @@ async function runCase(plant, started, kind) {
 
     // 7. Steady state for reference, then everything stops and settles.
     await sleep(POST_DRAIN_MS);
-    const probeOut =
-      /** @type {{ probes: { device: string, t0: number, readAt?: number,
-       *   arrivedAt?: number }[], skipped: number }} */ (await plant.call("probesStop"));
+    const probeOut = (await plant.call("probesStop")) as {
+      probes: { device: string; t0: number; readAt?: number; arrivedAt?: number }[];
+      skipped: number;
+    };
     await plant.call("churn", { perTick: 0 });
     await sleep(POLL_MS + 1500);
     await until(
+      "the gateway to settle",
       async () => count(unacked) === 0 && Number(await plant.call("quiet")) >= 1000,
       finished ? 60_000 : 5_000,
-      "the gateway to settle",
+      100,
     ).catch(() => undefined);
     const final = await verify();
     const leftUnacked = count(unacked);
@@ -531,20 +506,18 @@ async function runCase(plant, started, kind) {
         dn,
         acks: a?.acks ?? 0,
         lastAck: a?.lastAck ?? null,
-        .../** @type {{ rows: number, unacked: number }} */ (
-          perDeviceStmt.get(dn, a?.first ?? Infinity, a?.last ?? 0)
-        ),
+        ...(perDeviceStmt.get(dn, a?.first ?? Infinity, a?.last ?? 0) as {
+          rows: number;
+          unacked: number;
+        }),
       };
     });
     const historyRows = perDevice.reduce((n, d) => n + d.rows, 0);
-    const requests = /** @type {Record<string, number[][]>} */ (
-      await plant.call("log", { since: gateOpenAt })
-    );
+    const requests = (await plant.call("log", { since: gateOpenAt })) as Record<string, number[][]>;
     const syncStats = sync.stats;
-    const health = gateway.health();
+    const status = gateway.status();
 
-    /** @type {Record<string, unknown>[]} */
-    const devices = [];
+    const devices: Record<string, unknown>[] = [];
     let firstRequestAt = Infinity;
     let lastAckAt = -Infinity;
     for (const d of perDevice) {
@@ -573,7 +546,7 @@ async function runCase(plant, started, kind) {
     const drainEndPlant = Number.isFinite(lastAckAt) ? lastAckAt : toPlant(wallNow());
     // Reports per device in any second of the drain (the rate limit: 10/s with a burst of 3).
     for (const d of devices) {
-      const times = /** @type {number[]} */ (d["reportTimes"]).filter((t) => t <= drainEndPlant);
+      const times = (d["reportTimes"] as number[]).filter((t) => t <= drainEndPlant);
       let max = 0;
       for (let i = 0, j = 0; i < times.length; i++) {
         while ((times[i] ?? 0) - (times[j] ?? 0) >= 1000) j++;
@@ -584,9 +557,7 @@ async function runCase(plant, started, kind) {
     }
     // The poll grid of each device (fixed rate, 1 s, its own phase), from the polls' first
     // requests while nothing held the loop up: before the cut and after the drain.
-    const starts = /** @type {number[][]} */ (
-      await plant.call("pollStarts", { since: toPlant(caseStart) })
-    );
+    const starts = (await plant.call("pollStarts", { since: toPlant(caseStart) })) as number[][];
     const phases = starts.map((list) =>
       gridPhase(
         list.filter((t) => t < cutAt || t > drainEndPlant + 2000),
@@ -601,7 +572,7 @@ async function runCase(plant, started, kind) {
     });
     const during = probes.filter((p) => p.t0 >= firstRequestAt && p.t0 <= drainEndPlant);
     const after = probes.filter((p) => p.t0 > drainEndPlant + 1500);
-    const lat = (/** @type {typeof probes} */ ps) => {
+    const lat = (ps: typeof probes) => {
       const arrived = ps.flatMap((p) =>
         p.arrivedAt === undefined ? [] : [{ ...p, at: p.arrivedAt }],
       );
@@ -657,7 +628,7 @@ async function runCase(plant, started, kind) {
       },
       sync: syncStats,
       naive: naive?.stats,
-      store: health.store,
+      store: status.store?.details,
       clock,
     };
   } finally {
@@ -675,11 +646,8 @@ async function runCase(plant, started, kind) {
 /**
  * The phase (0..period) of a fixed-rate grid from times that lie just after its points: the
  * circular mean of the times modulo the period.
- * @param {readonly number[]} times
- * @param {number} period
- * @returns {number}
  */
-function gridPhase(times, period) {
+function gridPhase(times: readonly number[], period: number): number {
   let x = 0;
   let y = 0;
   for (const t of times) {
@@ -692,8 +660,7 @@ function gridPhase(times, period) {
   return phase < 0 ? phase + period : phase;
 }
 
-/** @returns {Record<string, unknown>} */
-function sourceState() {
+function sourceState(): Record<string, unknown> {
   try {
     const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: REPO_DIR }).toString().trim();
     const dirty = execFileSync("git", ["status", "--porcelain", "src"], { cwd: REPO_DIR })
@@ -709,27 +676,30 @@ function sourceState() {
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const plant = HostClient.spawn(join(BENCH_DIR, "lib", "backlog-plant-host.js"), pin);
+  const plant = HostClient.spawn("plant-host", pin);
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
   try {
-    const started = /** @type {{ ports: number[], mqttUrl: string, gateUrl: string }} */ (
-      await plant.call("start", { slaves: DEVICES, points: POINTS, groups: GROUPS })
-    );
+    const started = (await plant.call("start", {
+      slaves: DEVICES,
+      points: POINTS,
+      groups: GROUPS,
+      logRequests: true,
+    })) as { ports: number[]; mqttUrl: string; gateUrl: string };
     const ours = await runCase(plant, started, "ours");
     const naive = await runCase(plant, started, "naive");
     await plant.close();
 
-    /** @typedef {Awaited<ReturnType<typeof runCase>>} CaseResult */
-    const maxOf = (/** @type {CaseResult} */ c, /** @type {string} */ key) =>
+    type CaseResult = Awaited<ReturnType<typeof runCase>>;
+    const maxOf = (c: CaseResult, key: string) =>
       Math.max(...c.devices.map((d) => Number(d[key] ?? NaN)));
-    const minOf = (/** @type {CaseResult} */ c, /** @type {string} */ key) =>
+    const minOf = (c: CaseResult, key: string) =>
       Math.min(...c.devices.map((d) => Number(d[key] ?? NaN)));
     const ourUpdates = maxOf(ours, "updatesToCarryBacklog");
     const ourAcks = maxOf(ours, "acknowledgements");
     const naiveUpdates = minOf(naive, "updatesToCarryBacklog");
-    const lostRows = (/** @type {CaseResult} */ c) =>
+    const lostRows = (c: CaseResult) =>
       c.devices.reduce((n, d) => n + Number(d["unacked"] ?? 0), 0);
-    const noLoss = (/** @type {CaseResult} */ c) =>
+    const noLoss = (c: CaseResult) =>
       c.finished &&
       c.final.mismatches === 0 &&
       c.final.missing === 0 &&
@@ -742,10 +712,9 @@ async function main() {
     const rowsPerDevice = Math.round(ours.backlog.rowsQueued / DEVICES);
     const projectedNaiveS = Math.round(naive.backlog.rowsQueued / DEVICES / RATE_PER_DEVICE);
 
-    const pend = (/** @type {CaseResult} */ c) => c.outboxCallsDuringDrain["pending"];
+    const pend = (c: CaseResult) => c.outboxCallsDuringDrain["pending"];
 
-    /** @type {{ name: string, pass: boolean, detail: string, gated: boolean }[]} */
-    const checks = [
+    const checks: (Check & { gated: boolean })[] = [
       {
         name: "ours: every queued row was acknowledged (the drain finished)",
         pass: ours.finished && lostRows(ours) === 0,
@@ -791,21 +760,20 @@ async function main() {
       },
     ];
     const pass = checks.every((c) => c.pass || !c.gated);
-    const yes = (/** @type {boolean} */ b) => (b ? "yes" : "no");
+    const yes = (b: boolean) => (b ? "yes" : "no");
 
     const label = `${DEVICES} dev x ${POINTS} pts @ 1 s, ${BACKLOG_S} s offline (${ours.backlog.rowsQueued} rows queued)`;
-    const fmtS = (/** @type {number | null} */ ms) =>
+    const fmtS = (ms: number | null) =>
       ms === null
         ? "-"
         : ms >= 10_000
           ? `${(ms / 1000).toFixed(0)} s`
           : `${(ms / 1000).toFixed(2)} s`;
-    const fmtPend = (/** @type {CallStats | undefined} */ c) =>
+    const fmtPend = (c: CallStats | undefined) =>
       c === undefined
         ? "-"
         : `${c.calls} calls, ${fmtS(c.ms)}, max ${fmtMs(c.max)}, ${c.over50ms} over 50 ms`;
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [
+    const rows: ResultRow[] = [
       {
         bench: "B6",
         case: label,
@@ -888,7 +856,7 @@ async function main() {
       },
     ];
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const summary =
       `B6 backlog drain: ${ours.backlog.rowsQueued} rows (${rowsPerDevice}/device) drained in ` +
       `${fmtS(ours.drainMs)} with ${ourUpdates} update/device vs naive replay ${fmtS(naive.drainMs)} ` +

@@ -1,9 +1,8 @@
-// @ts-check
 /**
  * Register layouts for the Modbus benchmarks and the request counts of reference strategies.
  * Pure functions, shared by the benchmark and the simulator host so both agree on every word.
  */
-import { seededRandom } from "./common.js";
+import { seededRandom } from "../../../test/helpers/random.js";
 
 /** FC3/FC4 limit of the Modbus application protocol spec. */
 export const MAX_REGISTERS_PER_READ = 125;
@@ -11,33 +10,25 @@ export const MAX_REGISTERS_PER_READ = 125;
 /**
  * The word the simulator holds at `address` of slave `slave` (0-based slave index): varies with
  * both, so a read from the wrong address or the wrong slave shows up as a wrong value.
- * @param {number} slave
- * @param {number} address
- * @returns {number}
  */
-export function registerValue(slave, address) {
+export function registerValue(slave: number, address: number): number {
   return (Math.imul(address, 40503) + Math.imul(slave + 1, 2654435761)) >>> 16;
 }
 
 /**
  * `count` uint16 points at consecutive registers from `start`.
- * @param {number} count
- * @param {number} [start]
- * @returns {number[]} 0-based PDU addresses, ascending
+ * @returns 0-based PDU addresses, ascending
  */
-export function contiguousLayout(count, start = 0) {
+export function contiguousLayout(count: number, start: number = 0): number[] {
   return Array.from({ length: count }, (_, i) => start + i);
 }
 
 /**
  * `count` uint16 points, each followed by a gap of 0..maxGap unused registers drawn uniformly
  * from a seeded PRNG: the same layout on every run. The first point is at register 0.
- * @param {number} count
- * @param {number} seed
- * @param {number} maxGap
- * @returns {number[]} 0-based PDU addresses, ascending
+ * @returns 0-based PDU addresses, ascending
  */
-export function gappedLayout(count, seed, maxGap) {
+export function gappedLayout(count: number, seed: number, maxGap: number): number[] {
   const random = seededRandom(seed);
   const out = [];
   let address = 0;
@@ -53,12 +44,13 @@ export function gappedLayout(count, seed, maxGap) {
  * points: a request grows while the next point's gap is at most `maxGap` and the request stays
  * within `cap` registers. For this pair of constraints greedy is also the minimum: any request
  * set can be shifted to start where greedy starts without needing more requests.
- * @param {readonly number[]} addresses  ascending, unique
- * @param {number} maxGap
- * @param {number} [cap]
- * @returns {number}
+ * @param addresses  ascending, unique
  */
-export function fillGapsRequests(addresses, maxGap, cap = MAX_REGISTERS_PER_READ) {
+export function fillGapsRequests(
+  addresses: readonly number[],
+  maxGap: number,
+  cap: number = MAX_REGISTERS_PER_READ,
+): number {
   let requests = 0;
   let start = -1;
   let end = -1;
@@ -76,10 +68,9 @@ export function fillGapsRequests(addresses, maxGap, cap = MAX_REGISTERS_PER_READ
 
 /**
  * Registers spanned from the first to the last point.
- * @param {readonly number[]} addresses  ascending
- * @returns {number}
+ * @param addresses  ascending
  */
-export function span(addresses) {
+export function span(addresses: readonly number[]): number {
   const first = addresses[0];
   const last = addresses[addresses.length - 1];
   return first === undefined || last === undefined ? 0 : last - first + 1;

@@ -1,11 +1,10 @@
-// @ts-check
 /**
- * The OPC UA client B10 measures, one variant per process: lib/sim-host.js runs it (the ua*
+ * The OPC UA client B10 measures, one variant per process: lib/sim-host.ts runs it (the ua*
  * commands) in a fresh host per variant, so each variant's CPU time, RSS and event loop are its
  * own. Only this module and what a variant loads live in that process: node-opcua, and for ours
  * the driver (dist/south/opcua); not the rest of the gateway.
  *
- * The server (lib/sim-host.js opcuaTickStart) sets Bench.V<i> = i + tick for every i at once,
+ * The server (lib/sim-host.ts opcuaTickStart) sets Bench.V<i> = i + tick for every i at once,
  * once per tick. So every value received names its item's tick exactly (value - i), and a
  * change is lost when an item never receives one of the ticks counted.
  *
@@ -33,64 +32,83 @@
  * /proc/self/status) once a second over it, VmHWM at its end.
  */
 import { readFileSync } from "node:fs";
-import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from "node:perf_hooks";
 import { clearInterval, clearTimeout, setInterval, setTimeout } from "node:timers";
+import type { ValueSample } from "../../../src/core/samples.js";
+import type { ClientSubscription } from "node-opcua";
 
-/** @typedef {"ours" | "perItem" | "read" | "readPause"} Variant */
+export type Variant = "ours" | "perItem" | "read" | "readPause";
 
-/**
- * @typedef {object} ClientPlan
- * @property {Variant} variant
- * @property {string} endpoint
- * @property {number} items
- * @property {number} publishingMs
- * @property {number} samplingMs
- * @property {number} readEveryMs   read: the Read period
- * @property {number} setupCapMs    perItem: no new subscription after this long
- * @property {number} concurrency   perItem: creations in flight
- * @property {number} maxTicks      ticks a window can count (bounds the per-item tick bitmap)
- * @property {string} pkiDir        the client PKI, shared by every variant of a run
- */
+export interface ClientPlan {
+  variant: Variant;
+  endpoint: string;
+  items: number;
+  publishingMs: number;
+  samplingMs: number;
+  /** read: the Read period */
+  readEveryMs: number;
+  /** perItem: no new subscription after this long */
+  setupCapMs: number;
+  /** perItem: creations in flight */
+  concurrency: number;
+  /** ticks a window can count (bounds the per-item tick bitmap) */
+  maxTicks: number;
+  /** the client PKI, shared by every variant of a run */
+  pkiDir: string;
+}
 
-/**
- * @typedef {object} Memory
- * @property {number} rssMB
- * @property {number} hwmMB
- */
+export interface Memory {
+  rssMB: number;
+  hwmMB: number;
+}
 
-/**
- * @typedef {object} ClientSetup
- * @property {Variant} variant
- * @property {number} monitored     items whose changes are expected (perItem: those created)
- * @property {number} setupMs       connect + subscriptions and items (or the first Read)
- * @property {Memory} before        before node-opcua was loaded
- * @property {Memory} connected     after the setup
- * @property {Record<string, unknown>} detail
- */
+export interface ClientSetup {
+  variant: Variant;
+  /** items whose changes are expected (perItem: those created) */
+  monitored: number;
+  /** connect + subscriptions and items (or the first Read) */
+  setupMs: number;
+  /** before node-opcua was loaded */
+  before: Memory;
+  /** after the setup */
+  connected: Memory;
+  detail: Record<string, unknown>;
+}
 
-/**
- * @typedef {object} WindowResult
- * @property {number} windowMs
- * @property {number} cpuUserMs
- * @property {number} cpuSystemMs
- * @property {number} cpuShare         of one core over the window
- * @property {{ p50: number, p99: number, max: number }} loopMs
- * @property {number} rssMaxMB         the largest VmRSS sampled in the window
- * @property {number} hwmMB            VmHWM at the window's end
- * @property {number} values           values received in the window (notifications, Read results)
- * @property {number} valuesPerSec
- * @property {number} ticks            ticks counted: toTick - fromTick
- * @property {number} monitored
- * @property {number} expected         monitored x ticks
- * @property {number} received         distinct (item, tick) pairs received in range
- * @property {number} lost             expected - received
- * @property {number} itemsWithLoss
- * @property {number} repeats          an (item, tick) after fromTick received again
- * @property {number} wrong            values that name no tick of their item
- * @property {number} overflow         values whose tick lies beyond what the window can count
- * @property {number} bad              samples or notifications with bad quality
- * @property {Record<string, unknown>} detail
- */
+export interface WindowResult {
+  windowMs: number;
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  /** of one core over the window */
+  cpuShare: number;
+  loopMs: { p50: number; p99: number; max: number };
+  /** the largest VmRSS sampled in the window */
+  rssMaxMB: number;
+  /** VmHWM at the window's end */
+  hwmMB: number;
+  /** values received in the window (notifications, Read results) */
+  values: number;
+  valuesPerSec: number;
+  /** ticks counted: toTick - fromTick */
+  ticks: number;
+  monitored: number;
+  /** monitored x ticks */
+  expected: number;
+  /** distinct (item, tick) pairs received in range */
+  received: number;
+  /** expected - received */
+  lost: number;
+  itemsWithLoss: number;
+  /** an (item, tick) after fromTick received again */
+  repeats: number;
+  /** values that name no tick of their item */
+  wrong: number;
+  /** values whose tick lies beyond what the window can count */
+  overflow: number;
+  /** samples or notifications with bad quality */
+  bad: number;
+  detail: Record<string, unknown>;
+}
 
 /** StatusCode InfoType DataValue + Overflow: the monitored item's queue dropped values. */
 const OVERFLOW = 0x480;
@@ -102,49 +120,47 @@ const CLOSE_MS = 10_000;
 /** monitorEventLoopDelay's timer period; its histogram holds whole periods, this included. */
 const LOOP_RESOLUTION_MS = 10;
 
-/** @returns {Memory} */
-export function memory() {
+export function memory(): Memory {
   const status = readFileSync("/proc/self/status", "utf8");
-  const kb = (/** @type {string} */ key) => {
+  const kb = (key: string) => {
     const m = new RegExp(`^${key}:\\s*(\\d+)\\s*kB`, "m").exec(status);
     return m?.[1] === undefined ? NaN : Number(m[1]);
   };
   return { rssMB: kb("VmRSS") / 1024, hwmMB: kb("VmHWM") / 1024 };
 }
 
-/**
- * @template T
- * @param {Promise<T>} p
- * @param {number} ms
- * @param {string} what
- * @returns {Promise<T>}
- */
-function bounded(p, ms, what) {
-  /** @type {NodeJS.Timeout | undefined} */
-  let timer;
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
   });
-  return /** @type {Promise<T>} */ (Promise.race([p, timeout])).finally(() => clearTimeout(timer));
+  return (Promise.race([p, timeout]) as Promise<T>).finally(() => clearTimeout(timer));
 }
 
-/** @param {number} i */
-const nodeId = (i) => `ns=1;s=Bench.V${i}`;
+const nodeId = (i: number) => `ns=1;s=Bench.V${i}`;
 
 /**
  * The counting shared by the variants: one bit per (item, tick) after fromTick, so that a change
  * is counted once however often it arrives, in whatever order, and only if its tick is in range.
  */
 class Counter {
-  /**
-   * @param {number} items
-   * @param {number} maxTicks  ticks after fromTick that can be told apart (the rest: overflow)
-   */
-  constructor(items, maxTicks) {
+  readonly items: number;
+  readonly maxTicks: number;
+  private readonly seen: Uint8Array;
+  /** Counting is off while fromTick is Infinity. */
+  fromTick: number;
+  windowOpen: boolean;
+  values: number;
+  repeats: number;
+  wrong: number;
+  bad: number;
+  overflow: number;
+
+  /** @param maxTicks  ticks after fromTick that can be told apart (the rest: overflow) */
+  constructor(items: number, maxTicks: number) {
     this.items = items;
     this.maxTicks = maxTicks;
     this.seen = new Uint8Array(items * maxTicks);
-    /** Counting is off while fromTick is Infinity. */
     this.fromTick = Infinity;
     this.windowOpen = false;
     this.values = 0;
@@ -154,8 +170,7 @@ class Counter {
     this.overflow = 0;
   }
 
-  /** @param {number} fromTick */
-  start(fromTick) {
+  start(fromTick: number) {
     this.fromTick = fromTick;
     this.seen.fill(0);
     this.values = 0;
@@ -166,11 +181,7 @@ class Counter {
     this.windowOpen = true;
   }
 
-  /**
-   * @param {number} i
-   * @param {unknown} value
-   */
-  value(i, value) {
+  value(i: number, value: unknown) {
     if (this.windowOpen) this.values++;
     if (this.fromTick === Infinity) return;
     const tick = typeof value === "number" ? value - i : NaN;
@@ -196,11 +207,11 @@ class Counter {
   /**
    * Distinct changes received among the first `ticks` after fromTick, and the items that miss
    * one or more (among those flagged in `active`, if given).
-   * @param {number} ticks
-   * @param {Uint8Array | undefined} active
-   * @returns {{ received: number, itemsWithLoss: number }}
    */
-  tally(ticks, active) {
+  tally(
+    ticks: number,
+    active: Uint8Array | undefined,
+  ): { received: number; itemsWithLoss: number } {
     let received = 0;
     let itemsWithLoss = 0;
     const n = Math.min(ticks, this.maxTicks);
@@ -216,40 +227,35 @@ class Counter {
   }
 }
 
-/**
- * @typedef {object} Running
- * @property {ClientPlan} plan
- * @property {Counter} counter
- * @property {number} monitored
- * @property {Uint8Array | undefined} active   perItem: the items that have a subscription
- * @property {() => Record<string, unknown>} detail  the variant's own figures, at the window's end
- * @property {() => Promise<void>} close
- * @property {Window | undefined} window
- */
+export interface Running {
+  plan: ClientPlan;
+  counter: Counter;
+  monitored: number;
+  /** perItem: the items that have a subscription */
+  active: Uint8Array | undefined;
+  /** the variant's own figures, at the window's end */
+  detail: () => Record<string, unknown>;
+  close: () => Promise<void>;
+  window: Window | undefined;
+}
 
-/**
- * @typedef {object} Window
- * @property {number} t0
- * @property {NodeJS.CpuUsage} cpu0
- * @property {import("node:perf_hooks").IntervalHistogram} loop
- * @property {NodeJS.Timeout} rssTimer
- * @property {number} rssMaxMB
- * @property {Record<string, unknown> | undefined} detail0
- */
+export interface Window {
+  t0: number;
+  cpu0: NodeJS.CpuUsage;
+  loop: IntervalHistogram;
+  rssTimer: NodeJS.Timeout;
+  rssMaxMB: number;
+  detail0: Record<string, unknown> | undefined;
+}
 
-/** @type {Running | undefined} */
-let running;
+let running: Running | undefined;
 
-/**
- * @param {unknown} raw
- * @returns {ClientPlan}
- */
-function checkPlan(raw) {
-  const p = /** @type {ClientPlan} */ (raw);
+function checkPlan(raw: unknown): ClientPlan {
+  const p = raw as ClientPlan;
   if (!["ours", "perItem", "read", "readPause"].includes(p.variant)) {
     throw new RangeError("plan.variant");
   }
-  for (const k of /** @type {const} */ ([
+  for (const k of [
     "items",
     "publishingMs",
     "samplingMs",
@@ -257,7 +263,7 @@ function checkPlan(raw) {
     "setupCapMs",
     "concurrency",
     "maxTicks",
-  ])) {
+  ] as const) {
     if (!Number.isInteger(p[k]) || p[k] < 1) throw new RangeError(`plan.${k}: a positive integer`);
   }
   if (typeof p.endpoint !== "string" || typeof p.pkiDir !== "string") {
@@ -268,10 +274,9 @@ function checkPlan(raw) {
 
 /**
  * Connects and sets up the variant (monitored items, subscriptions, or the Read loop).
- * @param {unknown} raw  a ClientPlan
- * @returns {Promise<ClientSetup>}
+ * @param raw  a ClientPlan
  */
-export async function startClient(raw) {
+export async function startClient(raw: unknown): Promise<ClientSetup> {
   if (running !== undefined) throw new Error("a client is already running (uaStop first)");
   const plan = checkPlan(raw);
   const before = memory();
@@ -292,27 +297,21 @@ export async function startClient(raw) {
   };
 }
 
-/**
- * ours and read: the gateway's driver.
- * @param {ClientPlan} plan
- * @param {Counter} counter
- * @param {"ours" | "read" | "readPause"} variant
- * @returns {Promise<Running>}
- */
-async function startDriver(plan, counter, variant) {
-  const { createOpcuaDriver, silentLogger, sourceSchema } = await import("./dist-opcua.js");
-  const config = sourceSchema.parse({ protocol: "opcua", endpoint: plan.endpoint });
-  if (config.protocol !== "opcua") throw new Error("b10: schema gave another protocol");
-  const driver = await createOpcuaDriver(
-    "b10",
-    config,
-    { pkiDir: plan.pkiDir, configDir: plan.pkiDir },
-    silentLogger(),
-  );
-  const stats = () =>
-    /** @type {{ stats?: () => Record<string, unknown> }} */ (
-      /** @type {unknown} */ (driver)
-    ).stats?.() ?? {};
+/** ours and read: the gateway's driver. */
+async function startDriver(
+  plan: ClientPlan,
+  counter: Counter,
+  variant: "ours" | "read" | "readPause",
+): Promise<Running> {
+  const { createOpcuaDriver, silentLogger, opcuaSource } = await import("./dist-opcua.js");
+  const config = opcuaSource.parse({ protocol: "opcua", endpoint: plan.endpoint });
+  // The driver keeps its PKI in <dataDir>/pki/opcua: under the plan's client PKI folder.
+  const driver = await createOpcuaDriver("b10", config, {
+    dataDir: plan.pkiDir,
+    configDir: plan.pkiDir,
+    log: silentLogger(),
+  });
+  const stats = () => (driver as { stats?: () => Record<string, unknown> }).stats?.() ?? {};
   await driver.start();
   if (driver.health().state !== "online") {
     await driver.stop();
@@ -323,8 +322,7 @@ async function startDriver(plan, counter, variant) {
     node: nodeId(i),
     samplingIntervalMs: plan.samplingMs,
   }));
-  /** @param {import("../../../src/south/driver.js").ValueSample[]} samples */
-  const take = (samples) => {
+  const take = (samples: ValueSample[]) => {
     for (const s of samples) {
       if (s.quality.status !== "good") counter.badSample();
       else counter.value(Number(s.key), s.value);
@@ -354,15 +352,12 @@ async function startDriver(plan, counter, variant) {
   // read, readPause: one Read of everything per slot; the first one here, untimed (resolves
   // the nodes).
   take(await driver.read(nodes));
-  /** @type {number[]} */
-  const readMs = [];
+  const readMs: number[] = [];
   let reads = 0;
   let overruns = 0;
   let stopped = false;
-  /** @type {NodeJS.Timeout | undefined} */
-  let timer;
-  /** @type {Promise<void>} */
-  let inFlight = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> = Promise.resolve();
   let next = performance.now() + plan.readEveryMs;
   const slot = () => {
     if (stopped || reads >= MAX_READS) return;
@@ -406,11 +401,8 @@ async function startDriver(plan, counter, variant) {
   };
 }
 
-/**
- * @param {readonly number[]} xs  ms
- * @returns {{ n: number, mean: number, max: number }}
- */
-function summarize(xs) {
+/** @param xs  ms */
+function summarize(xs: readonly number[]): { n: number; mean: number; max: number } {
   const n = xs.length;
   return {
     n,
@@ -419,13 +411,8 @@ function summarize(xs) {
   };
 }
 
-/**
- * perItem: node-opcua directly, one subscription per item.
- * @param {ClientPlan} plan
- * @param {Counter} counter
- * @returns {Promise<Running>}
- */
-async function startPerItem(plan, counter) {
+/** perItem: node-opcua directly, one subscription per item. */
+async function startPerItem(plan: ClientPlan, counter: Counter): Promise<Running> {
   process.env["NODEOPCUA_LOG_LEVEL"] ??= "3";
   const ua = await import("node-opcua");
   const certificates = new ua.OPCUACertificateManager({
@@ -456,20 +443,17 @@ async function startPerItem(plan, counter) {
   const lifetime = Math.max(3 * keepAlive, Math.ceil(60_000 / plan.publishingMs));
   const queueSize = Math.ceil(plan.publishingMs / plan.samplingMs) + 1;
   const active = new Uint8Array(plan.items);
-  /** @type {import("node-opcua").ClientSubscription[]} */
-  const subscriptions = [];
+  const subscriptions: ClientSubscription[] = [];
   let created = 0;
   let refused = 0;
   let inARow = 0;
-  /** @type {string | undefined} */
-  let firstRefusal;
+  let firstRefusal: string | undefined;
   let nextIndex = 0;
   let subscriptionErrors = 0;
   /** Notifications in the window flagged Overflow: the server's item queue dropped a value. */
   let overflowFlags = 0;
   const t0 = performance.now();
-  /** @type {number | undefined} */
-  let cappedAtMs;
+  let cappedAtMs: number | undefined;
   const worker = async () => {
     while (nextIndex < plan.items && inARow < MAX_REFUSALS_IN_A_ROW && lostSession === "") {
       if (performance.now() - t0 >= plan.setupCapMs) {
@@ -514,9 +498,7 @@ async function startPerItem(plan, counter) {
   await Promise.all(Array.from({ length: plan.concurrency }, worker));
   const createMs = performance.now() - t0;
   if (lostSession !== "") throw new Error(`perItem: ${lostSession} during setup`);
-  const engine = /** @type {{ publishEngine?: Record<string, unknown> }} */ (
-    /** @type {unknown} */ (session)
-  ).publishEngine;
+  const engine = (session as { publishEngine?: Record<string, unknown> }).publishEngine;
   return {
     plan,
     counter,
@@ -545,18 +527,13 @@ async function startPerItem(plan, counter) {
   };
 }
 
-/**
- * Opens the window: counting of ticks > fromTick, CPU, loop delay and RSS from now.
- * @param {number} fromTick
- * @returns {null}
- */
-export function windowStart(fromTick) {
+/** Opens the window: counting of ticks > fromTick, CPU, loop delay and RSS from now. */
+export function windowStart(fromTick: number): null {
   const r = running;
   if (r === undefined) throw new Error("no client running");
   if (!Number.isInteger(fromTick) || fromTick < 0) throw new RangeError("fromTick");
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
-  /** @type {Window} */
-  const w = {
+  const w: Window = {
     t0: performance.now(),
     cpu0: process.cpuUsage(),
     loop,
@@ -575,11 +552,8 @@ export function windowStart(fromTick) {
 /**
  * Closes the window now (CPU, loop delay, values/s); keeps counting ticks <= toTick for
  * `graceMs` more (what was sampled before the end and is still on its way), then replies.
- * @param {number} toTick
- * @param {number} graceMs
- * @returns {Promise<WindowResult>}
  */
-export async function windowEnd(toTick, graceMs) {
+export async function windowEnd(toTick: number, graceMs: number): Promise<WindowResult> {
   const r = running;
   const w = r?.window;
   if (r === undefined || w === undefined) throw new Error("no window open");
@@ -628,12 +602,8 @@ export async function windowEnd(toTick, graceMs) {
   };
 }
 
-/**
- * A loop-delay histogram value (ns, a whole timer period) as the delay beyond the period, ms.
- * @param {number} ns
- * @returns {number}
- */
-const beyond = (ns) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
+/** A loop-delay histogram value (ns, a whole timer period) as the delay beyond the period, ms. */
+const beyond = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
 
 /** Disconnects the client (bounded); the host exits after. */
 export async function stopClient() {

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * B3 latency (docs/performance.md): a register change in the simulated PLC -> the reported
  * update arriving at the cloud shadow service, p50/p99/max over a bounded number of changes,
@@ -7,7 +6,7 @@
  * own MQTT message to the same broker, measured the same way in the same run.
  *
  * Topology: the plant (one simulator, 100 uint16 holding registers, and the cloud shadow
- * service with its embedded broker) runs in a child process (lib/plant-host.js); the gateway,
+ * service with its embedded broker) runs in a child process (lib/plant-host.ts); the gateway,
  * or the naive poller, runs in this one. Both ends of every latency are stamped in the plant on
  * one clock: the change is a memory write in the simulator, the arrival is the update request
  * as the service's aedes instance delivers it (an in-process subscription to
@@ -33,17 +32,15 @@
  * 2 on a crash or when the whole run outlives its budget.
  *
  * Environment: BENCH_CHANGES (default 200, the gated case and naive), BENCH_POLL_MS (100),
- * BENCH_PIN (see lib/common.js).
+ * BENCH_PIN (see lib/common.ts).
  */
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { clearTimeout, setTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import Modbus from "modbus-serial";
 import { connectAsync } from "mqtt";
 import {
-  BENCH_DIR,
   boundedInt,
   envInfo,
   fmtLatency,
@@ -52,10 +49,14 @@ import {
   latencyStats,
   pinCores,
   runMain,
-  seededRandom,
   startWatchdog,
   finishBench,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
+import { seededRandom } from "../../test/helpers/random.js";
+import { until } from "../../test/helpers/until.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient } from "./lib/host-client.js";
@@ -77,47 +78,38 @@ const TARGET_SLACK_MS = 10;
 /** The whole benchmark; a stuck one exits 2 instead of hanging `npm run bench`. */
 const BUDGET_MS = 60_000 + (2 * CHANGES + WINDOW_CHANGES) * (3 * POLL_MS + 400);
 
-/** @param {number} k */
-const pointName = (k) => `p${String(k).padStart(3, "0")}`;
+const pointName = (k: number) => `p${String(k).padStart(3, "0")}`;
 
-/**
- * @typedef {object} Runner
- * @property {string} deviceName
- * @property {() => Record<string, unknown>} stats
- * @property {() => Promise<void>} stop
- */
+interface Runner {
+  deviceName: string;
+  stats: () => Record<string, unknown>;
+  stop: () => Promise<void>;
+}
 
-/**
- * @param {HostClient} plant
- * @param {string} deviceName
- * @param {(info: { leaves: number } | null) => boolean} ready
- * @param {string} what
- */
-async function until(plant, deviceName, ready, what) {
-  const end = Date.now() + 15_000;
-  for (;;) {
-    const info = /** @type {{ leaves: number } | null} */ (
-      await plant.call("shadowInfo", { productKey: PK, deviceName })
-    );
-    if (ready(info)) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
+/** Until the cloud shadow of `deviceName` holds every point. */
+function fullShadow(plant: HostClient, deviceName: string, what: string): Promise<void> {
+  const full = async () => {
+    const info = (await plant.call("shadowInfo", { productKey: PK, deviceName })) as {
+      leaves: number;
+    } | null;
+    return (info?.leaves ?? 0) >= POINTS;
+  };
+  return until(what, full, 15_000, 50);
 }
 
 /**
  * The gateway under test, from a generated config: one source, one device of POINTS uint16
  * points polled every POLL_MS, the cloud section pointing at the plant's broker.
- * @param {HostClient} plant
- * @param {number} port
- * @param {string} mqttUrl
- * @param {number | undefined} sendWindowMs  undefined: the schema default
- * @param {string} deviceName
- * @returns {Promise<Runner>}
+ * @param sendWindowMs  undefined: the schema default
  */
-async function startGateway(plant, port, mqttUrl, sendWindowMs, deviceName) {
-  /** @type {Record<string, Record<string, unknown>>} */
-  const points = {};
+async function startGateway(
+  plant: HostClient,
+  port: number,
+  mqttUrl: string,
+  sendWindowMs: number | undefined,
+  deviceName: string,
+): Promise<Runner> {
+  const points: Record<string, Record<string, unknown>> = {};
   for (let k = 0; k < POINTS; k++) points[pointName(k)] = { table: "holding", offset: k };
   const { dir, config } = await writeGatewayConfig(NAME, {
     sources: { plc1: { protocol: "modbus-tcp", host: HOST, port } },
@@ -136,14 +128,12 @@ async function startGateway(plant, port, mqttUrl, sendWindowMs, deviceName) {
   };
   try {
     await gateway.start();
-    await until(plant, deviceName, (i) => (i?.leaves ?? 0) >= POINTS, "the first full report");
-    const end = Date.now() + 15_000;
-    for (;;) {
+    await fullShadow(plant, deviceName, "the first full report");
+    const settled = () => {
       const st = gateway.sync?.deviceState(deviceName);
-      if (st?.synced && !st.busy && !st.backlog) break;
-      if (Date.now() > end) throw new Error("the gateway did not settle");
-      await sleep(20);
-    }
+      return st?.synced === true && !st.busy && !st.backlog;
+    };
+    await until("the gateway to settle", settled, 15_000, 20);
   } catch (err) {
     await stop();
     throw err;
@@ -153,7 +143,7 @@ async function startGateway(plant, port, mqttUrl, sendWindowMs, deviceName) {
     stats: () => ({
       sendWindowMs: config.gateway.cloud?.sendWindow,
       maxRatePerDevice: config.gateway.cloud?.maxRatePerDevice,
-      scheduler: gateway.health().scheduler,
+      scheduler: gateway.status().poller?.details.groups,
       sync: gateway.sync?.stats,
     }),
     stop,
@@ -165,13 +155,13 @@ async function startGateway(plant, port, mqttUrl, sendWindowMs, deviceName) {
  * running at the next tick skips it), each point read with its own FC3 request, awaited one
  * after another, and each value published at once as its own QoS 1 message on the device's
  * shadow update topic, without a version and without waiting for the PUBACK.
- * @param {HostClient} plant
- * @param {number} port
- * @param {string} mqttUrl
- * @param {string} deviceName
- * @returns {Promise<Runner>}
  */
-async function startNaive(plant, port, mqttUrl, deviceName) {
+async function startNaive(
+  plant: HostClient,
+  port: number,
+  mqttUrl: string,
+  deviceName: string,
+): Promise<Runner> {
   const modbus = new Modbus.default();
   modbus.setTimeout(1000);
   await modbus.connectTCP(HOST, { port });
@@ -179,10 +169,8 @@ async function startNaive(plant, port, mqttUrl, deviceName) {
   const mq = await connectAsync(mqttUrl, { clientId: `naive-${deviceName}`, reconnectPeriod: 0 });
   const topic = shadowUpdateTopic(PK, deviceName);
   let stopped = false;
-  /** @type {Promise<void> | undefined} */
-  let running;
-  /** @type {NodeJS.Timeout | undefined} */
-  let timer;
+  let running: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
   let scans = 0;
   let overruns = 0;
   let published = 0;
@@ -198,8 +186,7 @@ async function startNaive(plant, port, mqttUrl, deviceName) {
     }
   };
   const t0 = performance.now();
-  /** @param {number} tick */
-  const fire = (tick) => {
+  const fire = (tick: number) => {
     if (stopped) return;
     if (running !== undefined) overruns++;
     else {
@@ -226,12 +213,7 @@ async function startNaive(plant, port, mqttUrl, deviceName) {
     await mq.endAsync();
   };
   try {
-    await until(
-      plant,
-      deviceName,
-      (i) => (i?.leaves ?? 0) >= POINTS,
-      "the naive poller's first scan",
-    );
+    await fullShadow(plant, deviceName, "the naive poller's first scan");
   } catch (err) {
     await stop();
     throw err;
@@ -243,35 +225,39 @@ async function startNaive(plant, port, mqttUrl, deviceName) {
   };
 }
 
-/**
- * @typedef {object} CaseResult
- * @property {number[]} latencies  ms, one per change that arrived
- * @property {number[]} afterRead  ms from the poll read that saw the change to the arrival
- * @property {number} lost         changes that did not arrive within ARRIVAL_TIMEOUT_MS
- * @property {number} notApplied   arrivals the service's store did not hold afterwards
- * @property {number} updates      update requests the cloud received during the case
- * @property {number} seconds
- * @property {number} cpuShare     this process's CPU time / wall time during the case
- * @property {Record<string, unknown>} runner
- */
+interface CaseResult {
+  /** ms, one per change that arrived */
+  latencies: number[];
+  /** ms from the poll read that saw the change to the arrival */
+  afterRead: number[];
+  /** changes that did not arrive within ARRIVAL_TIMEOUT_MS */
+  lost: number;
+  /** arrivals the service's store did not hold afterwards */
+  notApplied: number;
+  /** update requests the cloud received during the case */
+  updates: number;
+  seconds: number;
+  /** this process's CPU time / wall time during the case */
+  cpuShare: number;
+  runner: Record<string, unknown>;
+}
 
 /**
  * Makes `count` changes, one at a time, and collects their latencies.
- * @param {HostClient} plant
- * @param {Runner} runner
- * @param {number} count
- * @param {() => number} random
- * @param {Uint16Array} values  the simulator's current words (kept in step here)
- * @returns {Promise<CaseResult>}
+ * @param values  the simulator's current words (kept in step here)
  */
-async function runChanges(plant, runner, count, random, values) {
+async function runChanges(
+  plant: HostClient,
+  runner: Runner,
+  count: number,
+  random: () => number,
+  values: Uint16Array,
+): Promise<CaseResult> {
   await plant.call("resetCounters");
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  /** @type {number[]} */
-  const latencies = [];
-  /** @type {number[]} */
-  const afterRead = [];
+  const latencies: number[] = [];
+  const afterRead: number[] = [];
   let lost = 0;
   let notApplied = 0;
   for (let i = 0; i < count; i++) {
@@ -279,16 +265,13 @@ async function runChanges(plant, runner, count, random, values) {
     const k = Math.floor(random() * POINTS);
     const value = ((values[k] ?? 0) + 1 + Math.floor(random() * 1000)) & 0xffff;
     values[k] = value;
-    const r =
-      /** @type {{ ms?: number, afterReadMs?: number, applied?: boolean, timedOut?: boolean }} */ (
-        await plant.call("change", {
-          slave: 0,
-          address: k,
-          value,
-          expect: { productKey: PK, deviceName: runner.deviceName, path: pointName(k) },
-          timeoutMs: ARRIVAL_TIMEOUT_MS,
-        })
-      );
+    const r = (await plant.call("change", {
+      slave: 0,
+      address: k,
+      value,
+      expect: { productKey: PK, deviceName: runner.deviceName, path: pointName(k) },
+      timeoutMs: ARRIVAL_TIMEOUT_MS,
+    })) as { ms?: number; afterReadMs?: number; applied?: boolean; timedOut?: boolean };
     if (r.timedOut === true || r.ms === undefined) lost++;
     else {
       latencies.push(r.ms);
@@ -298,9 +281,7 @@ async function runChanges(plant, runner, count, random, values) {
   }
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  const counters = /** @type {{ updates: Record<string, number> }} */ (
-    await plant.call("counters")
-  );
+  const counters = (await plant.call("counters")) as { updates: Record<string, number> };
   return {
     latencies,
     afterRead,
@@ -316,21 +297,22 @@ async function runChanges(plant, runner, count, random, values) {
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const plant = HostClient.spawn(join(BENCH_DIR, "lib", "plant-host.js"), pin);
+  const plant = HostClient.spawn("plant-host", pin);
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
 
   try {
-    const { ports, mqttUrl } = /** @type {{ ports: number[], mqttUrl: string }} */ (
-      await plant.call("start", { slaves: 1, fill: "uint16", points: POINTS })
-    );
+    const { ports, mqttUrl } = (await plant.call("start", {
+      slaves: 1,
+      fill: "uint16",
+      points: POINTS,
+    })) as { ports: number[]; mqttUrl: string };
     const port = ports[0] ?? 0;
     const values = new Uint16Array(POINTS);
     for (let k = 0; k < POINTS; k++) values[k] = (1000 + k) & 0xffff;
     const random = seededRandom(SEED);
 
-    /** @type {Record<string, CaseResult>} */
-    const cases = {};
-    const log = (/** @type {string} */ name, /** @type {CaseResult} */ c) => {
+    const cases: Record<string, CaseResult> = {};
+    const log = (name: string, c: CaseResult) => {
       const s = latencyStats(c.latencies);
       console.log(
         `  ${name.padEnd(16)} n=${s.n} p50 ${fmtMs(s.p50)} p99 ${fmtMs(s.p99)} max ${fmtMs(s.max)}` +
@@ -369,9 +351,7 @@ async function main() {
     }
     log("gateway, default", cases["gateway-window-default"]);
 
-    const counters = /** @type {{ slaves: { openConnections: number }[] }} */ (
-      await plant.call("counters")
-    );
+    const counters = (await plant.call("counters")) as { slaves: { openConnections: number }[] };
     await plant.close();
 
     const w0 = cases["gateway-window0"] ?? fail();
@@ -384,13 +364,12 @@ async function main() {
     const rn = latencyStats(nv.afterRead);
     const rd = latencyStats(wd.afterRead);
     const targetMs = POLL_MS + TARGET_SLACK_MS;
-    const usedWindow = Number(/** @type {{ sendWindowMs?: number }} */ (w0.runner).sendWindowMs);
+    const usedWindow = Number((w0.runner as { sendWindowMs?: number }).sendWindowMs);
     const defaultWindow = Number(
-      /** @type {{ sendWindowMs?: number }} */ (wd.runner).sendWindowMs ?? DEFAULT_SEND_WINDOW_MS,
+      (wd.runner as { sendWindowMs?: number }).sendWindowMs ?? DEFAULT_SEND_WINDOW_MS,
     );
 
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [
+    const checks: Check[] = [
       {
         name: `gateway (sendWindow ${usedWindow} ms): p99 <= poll interval + ${TARGET_SLACK_MS} ms`,
         pass: s0.p99 <= targetMs,
@@ -409,10 +388,9 @@ async function main() {
     ];
     const pass = checks.every((c) => c.pass);
 
-    const perChange = (/** @type {CaseResult} */ c) =>
+    const perChange = (c: CaseResult) =>
       c.latencies.length + c.lost > 0 ? c.updates / (c.latencies.length + c.lost) : NaN;
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [
+    const rows: ResultRow[] = [
       {
         bench: "B3",
         case: `poll ${POLL_MS} ms, sendWindow ${usedWindow}`,
@@ -455,7 +433,7 @@ async function main() {
       },
     ];
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const summary =
       `B3 latency: poll ${POLL_MS} ms, sendWindow ${usedWindow}: p50 ${fmtMs(s0.p50)}, ` +
       `p99 ${fmtMs(s0.p99)} (target <= ${targetMs} ms), max ${fmtMs(s0.max)}; naive p99 ` +
@@ -500,8 +478,7 @@ async function main() {
   }
 }
 
-/** @returns {never} */
-function fail() {
+function fail(): never {
   throw new Error("b3: missing case (a bug in the benchmark)");
 }
 

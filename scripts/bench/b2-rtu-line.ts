@@ -1,16 +1,16 @@
-// @ts-check
 /**
  * B2 RTU line (docs/performance.md): registers/s on a timing-true simulated serial line at
  * 9600, 19200 and 115200 baud, 8 data bits, even parity, 1 stop bit (11-bit characters, as the
  * doc's ceiling table assumes), through our real driver (ModbusDriver with the gateway config's
  * modbus-rtu defaults), against a naive single-register poller on the same line, in the same run.
  *
- * The line: a socat pty pair (lib/pty.js). A pty moves bytes at once, whatever the baud, so the
- * timing is kept by the two ends, as on a real line: our simulator answers only once the
- * exchange would be over on the wire (request wire time + t3.5 + response wire time, from the
- * request's first byte), and the driver keeps the t3.5 silence before each request. The slave
- * runs in a child process (lib/sim-host.js, pinned to the other core when both look free), so
- * its timers do not share the event loop with the driver. A fresh pty and slave per case.
+ * The line: a socat pty pair (test/helpers/pty.ts, the one the RTU tests use). A pty moves
+ * bytes at once, whatever the baud, so the timing is kept by the two ends, as on a real line:
+ * our simulator answers only once the exchange would be over on the wire (request wire time +
+ * t3.5 + response wire time, from the request's first byte), and the driver keeps the t3.5
+ * silence before each request. The slave runs in a child process (lib/sim-host.ts, pinned to
+ * the other core when both look free), so its timers do not share the event loop with the
+ * driver. A fresh pty and slave per case.
  *
  * Ceiling (the doc's "Physical limits"): one transaction of N registers holds the line for
  * request (8 bytes) + t3.5 + response (5+2N bytes) + t3.5, computed with lineTiming from the
@@ -47,15 +47,13 @@
  * when one fails, 2 on a crash or when the run outlives its budget.
  *
  * Environment: BENCH_SECONDS (window at 9600 baud, 1..60, default 10), BENCH_PIN (see
- * lib/common.js), SOCAT_BIN (see lib/pty.js).
+ * lib/common.ts), SOCAT_BIN (see test/helpers/pty.ts).
  */
 import { execFileSync } from "node:child_process";
-import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { clearTimeout } from "node:timers";
 import Modbus from "modbus-serial";
 import {
-  BENCH_DIR,
   boundedInt,
   envInfo,
   fmtMs,
@@ -65,24 +63,31 @@ import {
   runMain,
   startWatchdog,
   finishBench,
+  type LatencyStats,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
-import { ModbusDriver, lineTiming, silentLogger, sourceSchema } from "./lib/dist.js";
+import { ModbusDriver, lineTiming, silentLogger } from "./lib/dist.js";
 import { HostClient } from "./lib/host-client.js";
 import { MAX_REGISTERS_PER_READ, registerValue } from "./lib/modbus-layout.js";
-import { findSocat, openPtyPair } from "./lib/pty.js";
+import { modbusDriverOptions, modbusSourceConfig } from "./lib/modbus-options.js";
+import { findSocat, openPtyPair } from "../../test/helpers/pty.js";
+import type { RtuSlaveStats } from "./lib/sim-host.js";
+import type { ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 
 const NAME = "b2-rtu-line";
 const UNIT_ID = 1;
 const REGISTERS = 1000;
 /** 8E1: 11-bit characters, as the doc's ceiling table assumes. */
-const LINE = /** @type {const} */ ({ dataBits: 8, parity: "even", stopBits: 1 });
+const LINE = { dataBits: 8, parity: "even", stopBits: 1 } as const;
 const BAUDS = [9600, 19200, 115200];
 /** docs/performance.md, "Physical limits": registers/s for 125-register / 1-register reads. */
-const DOC_CEILING = /** @type {Record<number, { block: number, single: number }>} */ ({
+const DOC_CEILING = {
   9600: { block: 404, single: 40 },
   19200: { block: 808, single: 79 },
   115200: { block: 4369, single: 203 },
-});
+} as Record<number, { block: number; single: number }>;
 const TARGET_SHARE = 0.9;
 const SECONDS = boundedInt(process.env["BENCH_SECONDS"], 10, 1, 60);
 const NAIVE_TIMEOUT_MS = 1000;
@@ -93,56 +98,46 @@ const MAX_NAIVE_REQUESTS = 200_000;
 /** The whole benchmark; a stuck one exits 2 instead of hanging `npm run bench`. */
 const BUDGET_MS = 120_000 + 8 * SECONDS * 1000;
 
-/** @typedef {import("./lib/sim-host.js").RtuSlaveStats} RtuSlaveStats */
+/** One case: one client on a fresh line for one window. */
+interface Measured {
+  /** registers read good (with the simulator's value) */
+  registers: number;
+  elapsedMs: number;
+  requests: number;
+  timeouts: number;
+  badFrames: number;
+  otherErrors: number;
+  /** points (ours) or requests (naive) that did not read good */
+  bad: number;
+  /** registers that read a value other than the simulator's */
+  wrong: number;
+  /** what the slave saw, warm-up included */
+  slave: RtuSlaveStats;
+  warmupRequests: number;
+  /** ours: per poll */
+  pollMs: LatencyStats | undefined;
+}
 
-/**
- * One case: one client on a fresh line for one window.
- * @typedef {object} Measured
- * @property {number} registers     registers read good (with the simulator's value)
- * @property {number} elapsedMs
- * @property {number} requests
- * @property {number} timeouts
- * @property {number} badFrames
- * @property {number} otherErrors
- * @property {number} bad           points (ours) or requests (naive) that did not read good
- * @property {number} wrong         registers that read a value other than the simulator's
- * @property {RtuSlaveStats} slave  what the slave saw, warm-up included
- * @property {number} warmupRequests
- * @property {import("./lib/common.js").LatencyStats | undefined} pollMs  ours: per poll
- */
+/** @returns the case's window in ms */
+const windowMs = (baud: number): number => SECONDS * 1000 * Math.max(9600 / baud, 0.3);
 
-/**
- * @param {number} baud
- * @returns {number} the case's window in ms
- */
-const windowMs = (baud) => SECONDS * 1000 * Math.max(9600 / baud, 0.3);
-
-/**
- * The doc's arithmetic on lineTiming: N registers per request, t3.5 on each side.
- * @param {number} baud
- * @param {number} n
- * @returns {{ periodMs: number, perSec: number }}
- */
-function ceiling(baud, n) {
+/** The doc's arithmetic on lineTiming: N registers per request, t3.5 on each side. */
+function ceiling(baud: number, n: number): { periodMs: number; perSec: number } {
   const t = lineTiming({ baud, ...LINE });
   const periodMs = t.wireMs(8) + t.silenceMs + t.wireMs(5 + 2 * n) + t.silenceMs;
   return { periodMs, perSec: (n / periodMs) * 1000 };
 }
 
-/** @returns {never} */
-function fail() {
+function fail(): never {
   throw new Error("b2: index out of range (a bug in the benchmark)");
 }
 
-/**
- * A fresh line with the slave on end a; `use` gets end b. Everything is closed afterwards.
- * @template T
- * @param {HostClient} host
- * @param {number} baud
- * @param {(path: string) => Promise<T>} use
- * @returns {Promise<T>}
- */
-async function onFreshLine(host, baud, use) {
+/** A fresh line with the slave on end a; `use` gets end b. Everything is closed afterwards. */
+async function onFreshLine<T>(
+  host: HostClient,
+  baud: number,
+  use: (path: string) => Promise<T>,
+): Promise<T> {
   const pair = await openPtyPair();
   try {
     await host.call("rtuStart", { path: pair.a, baud, ...LINE, unitId: UNIT_ID });
@@ -156,40 +151,13 @@ async function onFreshLine(host, baud, use) {
   }
 }
 
-/**
- * The gateway config's modbus-rtu defaults (timeout, turnaround, limits, backoffs) for a line.
- * @param {string} path
- * @param {number} baud
- * @returns {import("../../src/south/modbus/modbus-driver.js").ModbusDriverOptions}
- */
-function driverOptions(path, baud) {
-  const c = sourceSchema.parse({ protocol: "modbus-rtu", path, baud, ...LINE });
-  if (c.protocol !== "modbus-rtu") throw new Error("b2: schema gave another protocol");
-  return {
-    transport: {
-      kind: "rtu",
-      path: c.path,
-      line: { baud: c.baud, parity: c.parity, dataBits: c.dataBits, stopBits: c.stopBits },
-    },
-    timeoutMs: c.timeout,
-    turnaroundMs: c.turnaround,
-    maxRegistersPerRequest: c.maxRegistersPerRequest,
-    maxBitsPerRequest: c.maxBitsPerRequest,
-    maxGap: c.maxGap,
-    reconnectMinMs: c.reconnect.min,
-    reconnectMaxMs: c.reconnect.max,
-    unitBackoffMs: c.unitBackoff,
-    demoteAfter: c.demoteAfter,
-  };
+/** The gateway config's modbus-rtu defaults (timeout, turnaround, limits, backoffs) for a line. */
+function driverOptions(path: string, baud: number): ModbusDriverOptions {
+  return modbusDriverOptions(modbusSourceConfig({ protocol: "modbus-rtu", path, baud, ...LINE }));
 }
 
-/**
- * Ours: ModbusDriver polling 1,000 contiguous registers as 8 points of 125, back to back.
- * @param {HostClient} host
- * @param {number} baud
- * @returns {Promise<Measured>}
- */
-function runOurs(host, baud) {
+/** Ours: ModbusDriver polling 1,000 contiguous registers as 8 points of 125, back to back. */
+function runOurs(host: HostClient, baud: number): Promise<Measured> {
   return onFreshLine(host, baud, async (path) => {
     const driver = new ModbusDriver("b2-line", driverOptions(path, baud), silentLogger());
     try {
@@ -202,7 +170,7 @@ function runOurs(host, baud) {
         unitId: UNIT_ID,
         points: Array.from({ length: REGISTERS / MAX_REGISTERS_PER_READ }, (_, i) => ({
           key: `hr${i * MAX_REGISTERS_PER_READ}`,
-          table: /** @type {const} */ ("holding"),
+          table: "holding" as const,
           address: i * MAX_REGISTERS_PER_READ,
           count: MAX_REGISTERS_PER_READ,
         })),
@@ -210,8 +178,7 @@ function runOurs(host, baud) {
       let registers = 0;
       let bad = 0;
       let wrong = 0;
-      /** @param {Awaited<ReturnType<typeof driver.read>>} samples */
-      const check = (samples) => {
+      const check = (samples: Awaited<ReturnType<typeof driver.read>>) => {
         samples.forEach((sample, k) => {
           const point = request.points[k] ?? fail();
           const data = sample.data;
@@ -230,8 +197,7 @@ function runOurs(host, baud) {
       const warm = driver.health();
       registers = 0;
       const window = windowMs(baud);
-      /** @type {number[]} */
-      const pollMs = [];
+      const pollMs: number[] = [];
       const t0 = performance.now();
       let t = t0;
       while (pollMs.length < MAX_POLLS && t - t0 < window) {
@@ -250,7 +216,7 @@ function runOurs(host, baud) {
         otherErrors: h.errors - warm.errors - (h.timeouts - warm.timeouts),
         bad,
         wrong,
-        slave: /** @type {RtuSlaveStats} */ (await host.call("rtuStats")),
+        slave: (await host.call("rtuStats")) as RtuSlaveStats,
         warmupRequests: warm.requests,
         pollMs: latencyStats(pollMs),
       };
@@ -260,13 +226,8 @@ function runOurs(host, baud) {
   });
 }
 
-/**
- * The baseline: modbus-serial, one register per request, addresses 0..999 in turn.
- * @param {HostClient} host
- * @param {number} baud
- * @returns {Promise<Measured>}
- */
-function runNaive(host, baud) {
+/** The baseline: modbus-serial, one register per request, addresses 0..999 in turn. */
+function runNaive(host: HostClient, baud: number): Promise<Measured> {
   return onFreshLine(host, baud, async (path) => {
     const client = new Modbus.default();
     try {
@@ -280,13 +241,13 @@ function runNaive(host, baud) {
       let badFrames = 0;
       let otherErrors = 0;
       let wrong = 0;
-      const readOne = async (/** @type {number} */ address) => {
+      const readOne = async (address: number) => {
         try {
           const { data } = await client.readHoldingRegisters(address, 1);
           if (data[0] === registerValue(0, address)) registers++;
           else wrong++;
         } catch (err) {
-          const e = /** @type {{ errno?: unknown, message?: unknown }} */ (err);
+          const e = err as { errno?: unknown; message?: unknown };
           if (e.errno === "ETIMEDOUT") timeouts++;
           else if (/CRC error|Data length error|Unexpected data/.test(String(e.message))) {
             badFrames++;
@@ -316,7 +277,7 @@ function runNaive(host, baud) {
         otherErrors,
         bad: requests - registers - wrong,
         wrong,
-        slave: /** @type {RtuSlaveStats} */ (await host.call("rtuStats")),
+        slave: (await host.call("rtuStats")) as RtuSlaveStats,
         warmupRequests: WARMUP_NAIVE_REQUESTS,
         pollMs: undefined,
       };
@@ -326,8 +287,7 @@ function runNaive(host, baud) {
   });
 }
 
-/** @returns {string} */
-function socatVersion() {
+function socatVersion(): string {
   try {
     const out = execFileSync(findSocat() ?? "socat", ["-V"], { encoding: "utf8" });
     return /socat version (\S+)/.exec(out)?.[1] ?? "unknown";
@@ -336,41 +296,29 @@ function socatVersion() {
   }
 }
 
-/**
- * @param {number} x  registers/s
- * @returns {string}
- */
-const fmtRate = (x) => (x >= 1000 ? x.toFixed(0) : x.toFixed(1));
+/** @param x  registers/s */
+const fmtRate = (x: number): string => (x >= 1000 ? x.toFixed(0) : x.toFixed(1));
 
 /**
  * Transaction times: 2 decimals whatever the magnitude, so that 1-2 ms of overhead on a 309 ms
  * transaction shows.
- * @param {number} ms
- * @returns {string}
  */
-const fmtTx = (ms) => `${ms.toFixed(2)} ms`;
+const fmtTx = (ms: number): string => `${ms.toFixed(2)} ms`;
 
-/**
- * @param {number} x  a share
- * @returns {string}
- */
-const pct = (x) => `${(x * 100).toFixed(1)}%`;
+/** @param x  a share */
+const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
 
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const host = HostClient.spawn(join(BENCH_DIR, "lib", "sim-host.js"), pin);
+  const host = HostClient.spawn("sim-host", pin);
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => host.kill());
 
   try {
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [];
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [];
-    /** @type {Record<string, unknown>} */
-    const cases = {};
-    /** @type {string[]} */
-    const summaryParts = [];
+    const rows: ResultRow[] = [];
+    const checks: Check[] = [];
+    const cases: Record<string, unknown> = {};
+    const summaryParts: string[] = [];
 
     for (const baud of BAUDS) {
       const doc = DOC_CEILING[baud] ?? fail();
@@ -415,8 +363,7 @@ async function main() {
         },
       );
 
-      const fmtCounts = (/** @type {Measured} */ m) =>
-        `${m.requests} / ${m.timeouts} / ${m.badFrames}`;
+      const fmtCounts = (m: Measured) => `${m.requests} / ${m.timeouts} / ${m.badFrames}`;
       rows.push(
         {
           bench: "B2",
@@ -496,7 +443,7 @@ async function main() {
     }
     await host.close();
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const pass = checks.every((c) => c.pass);
     const summary = `B2 RTU line: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
     finishBench({

@@ -1,69 +1,83 @@
-// @ts-check
 /**
  * What every benchmark shares: the environment record (Node, CPU, library versions), core
- * pinning, the result file and small statistics. Plain ESM so benchmarks need no TS tooling.
+ * pinning, the result file and small statistics.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout } from "node:timers";
-import { fileURLToPath } from "node:url";
-
-export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), "..");
-export const REPO_DIR = join(BENCH_DIR, "..", "..");
-export const RESULTS_DIR = join(BENCH_DIR, "results");
 
 /**
- * One line of the Markdown table that `npm run bench` ends with.
- * @typedef {object} ResultRow
- * @property {string} bench      e.g. "B1"
- * @property {string} case       scenario, e.g. "contiguous"
- * @property {string} metric     what is measured, e.g. "requests/scan"
- * @property {string} ours
- * @property {string} baseline
- * @property {string} ratio      baseline / ours, formatted
- * @property {string} target
- * @property {"yes" | "no" | "-"} pass  "-" for figures that carry no target
+ * The repository: the nearest folder above this file with a package.json. Found rather than
+ * counted in "..", because this file runs from its transpiled copy under build/bench/ (see
+ * scripts/bench/run.ts), one folder deeper than its source.
  */
+function repoDir(): string {
+  for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "package.json"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${import.meta.dirname}`);
+  }
+}
 
-/**
- * What a benchmark writes to results/<name>.json.
- * @typedef {object} BenchResult
- * @property {string} id
- * @property {string} name
- * @property {string} title
- * @property {boolean} pass
- * @property {string} summary
- * @property {string} startedAt
- * @property {number} durationMs
- * @property {EnvInfo} env
- * @property {ResultRow[]} rows
- * @property {Record<string, unknown>} figures
- */
+export const REPO_DIR = repoDir();
+/** Where the benchmarks run from: the transpiled scripts/bench, holding the b<N>-*.js files. */
+export const BENCH_DIR = dirname(import.meta.dirname);
+/** Results stay beside the sources (scripts/bench/results, git-ignored), not in build/. */
+export const RESULTS_DIR = join(REPO_DIR, "scripts", "bench", "results");
 
-/**
- * @typedef {object} EnvInfo
- * @property {string} node
- * @property {string} v8
- * @property {string} platform
- * @property {string} cpuModel
- * @property {number} cpus
- * @property {number[]} loadavg
- * @property {Record<string, string>} libs
- * @property {PinInfo} pinning
- */
+/** One line of the Markdown table that `npm run bench` ends with. */
+export interface ResultRow {
+  /** e.g. "B1" */
+  bench: string;
+  /** scenario, e.g. "contiguous" */
+  case: string;
+  /** what is measured, e.g. "requests/scan" */
+  metric: string;
+  ours: string;
+  baseline: string;
+  /** baseline / ours, formatted */
+  ratio: string;
+  target: string;
+  /** "-" for figures that carry no target */
+  pass: "yes" | "no" | "-";
+}
 
-/**
- * @typedef {object} PinInfo
- * @property {boolean} pinned
- * @property {string} reason
- * @property {string | undefined} benchCore   the core this process runs on, when pinned
- * @property {string | undefined} helperCore  the core helper processes (simulators) run on
- */
+/** What a benchmark writes to results/<name>.json. */
+export interface BenchResult {
+  id: string;
+  name: string;
+  title: string;
+  pass: boolean;
+  summary: string;
+  startedAt: string;
+  durationMs: number;
+  env: EnvInfo;
+  rows: ResultRow[];
+  figures: Record<string, unknown>;
+}
 
-/** @returns {string} */
-function cpuModel() {
+export interface EnvInfo {
+  node: string;
+  v8: string;
+  platform: string;
+  cpuModel: string;
+  cpus: number;
+  loadavg: number[];
+  libs: Record<string, string>;
+  pinning: PinInfo;
+}
+
+export interface PinInfo {
+  pinned: boolean;
+  reason: string;
+  /** the core this process runs on, when pinned */
+  benchCore: string | undefined;
+  /** the core helper processes (simulators) run on */
+  helperCore: string | undefined;
+}
+
+function cpuModel(): string {
   try {
     const info = readFileSync("/proc/cpuinfo", "utf8");
     const line = info.split("\n").find((l) => /^model name\s*:/.test(l));
@@ -74,37 +88,27 @@ function cpuModel() {
   return os.cpus()[0]?.model ?? "unknown";
 }
 
-/**
- * The installed version of a package, read from its package.json in the repo's node_modules.
- * @param {string} name
- * @returns {string}
- */
-export function packageVersion(name) {
+/** The installed version of a package, read from its package.json in the repo's node_modules. */
+export function packageVersion(name: string): string {
   try {
     const file = join(REPO_DIR, "node_modules", name, "package.json");
-    const pkg = /** @type {{ version?: unknown }} */ (JSON.parse(readFileSync(file, "utf8")));
+    const pkg = JSON.parse(readFileSync(file, "utf8")) as { version?: unknown };
     return typeof pkg.version === "string" ? pkg.version : "unknown";
   } catch {
     return "not installed";
   }
 }
 
-/** @returns {string} */
-function ownVersion() {
-  const pkg = /** @type {{ version?: unknown }} */ (
-    JSON.parse(readFileSync(join(REPO_DIR, "package.json"), "utf8"))
-  );
+function ownVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(REPO_DIR, "package.json"), "utf8")) as {
+    version?: unknown;
+  };
   return typeof pkg.version === "string" ? pkg.version : "unknown";
 }
 
-/**
- * @param {string[]} libs  npm packages whose versions the result should record
- * @param {PinInfo} pinning
- * @returns {EnvInfo}
- */
-export function envInfo(libs, pinning) {
-  /** @type {Record<string, string>} */
-  const versions = { shadowgate: ownVersion() };
+/** @param libs  npm packages whose versions the result should record */
+export function envInfo(libs: string[], pinning: PinInfo): EnvInfo {
+  const versions: Record<string, string> = { shadowgate: ownVersion() };
   for (const lib of libs) versions[lib] = packageVersion(lib);
   return {
     node: process.version,
@@ -123,11 +127,10 @@ export function envInfo(libs, pinning) {
  * performance.md: pin the gateway and the simulators to different cores when both are free.
  * Pins every thread of this process to core 0 and tells the caller to start helpers on core 1.
  * BENCH_PIN=0 disables it, BENCH_PIN=1 forces it even when the machine looks busy.
- * @returns {PinInfo}
  */
-export function pinCores() {
+export function pinCores(): PinInfo {
   const mode = process.env["BENCH_PIN"];
-  const none = (/** @type {string} */ reason) => ({
+  const none = (reason: string) => ({
     pinned: false,
     reason,
     benchCore: undefined,
@@ -157,28 +160,41 @@ export function pinCores() {
 
 /**
  * How to start a helper process, pinned to the helper core when pinning is on.
- * @param {PinInfo} pin
- * @param {string[]} nodeArgs  arguments after `node`
- * @returns {{ command: string, args: string[] }}
+ * @param nodeArgs  arguments after `node`
  */
-export function helperCommand(pin, nodeArgs) {
+export function helperCommand(
+  pin: PinInfo,
+  nodeArgs: string[],
+): { command: string; args: string[] } {
   if (pin.pinned && pin.helperCore !== undefined) {
     return { command: "taskset", args: ["-c", pin.helperCore, process.execPath, ...nodeArgs] };
   }
   return { command: process.execPath, args: nodeArgs };
 }
 
+/** A condition a benchmark checks besides its targets; printed, and kept in its figures. */
+export interface Check {
+  name: string;
+  pass: boolean;
+  detail: string;
+}
+
+/** Prints every check, "[ok]" or "[FAIL]", with its detail. */
+export function printChecks(checks: readonly Check[]): void {
+  for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+}
+
 /**
  * The end of every benchmark: writes `results/<name>.json` (with the start time and the run's
  * duration), prints where and the one-line summary, and sets the exit code (1: a target missed).
- * @param {Omit<BenchResult, "startedAt" | "durationMs"> & { startedAt: Date }} result
  */
-export function finishBench(result) {
+export function finishBench(
+  result: Omit<BenchResult, "startedAt" | "durationMs"> & { startedAt: Date },
+) {
   const { startedAt } = result;
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = join(RESULTS_DIR, `${result.name}.json`);
-  /** @type {BenchResult} */
-  const written = {
+  const written: BenchResult = {
     ...result,
     startedAt: startedAt.toISOString(),
     durationMs: Date.now() - startedAt.getTime(),
@@ -189,11 +205,7 @@ export function finishBench(result) {
   process.exitCode = result.pass ? 0 : 1;
 }
 
-/**
- * @param {readonly number[]} values
- * @returns {number}
- */
-export function median(values) {
+export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const n = sorted.length;
   if (n === 0) return NaN;
@@ -202,73 +214,43 @@ export function median(values) {
   return ((sorted[(n >> 1) - 1] ?? NaN) + hi) / 2;
 }
 
-/**
- * Milliseconds with a precision that suits the magnitude.
- * @param {number} ms
- * @returns {string}
- */
-export function fmtMs(ms) {
+/** Milliseconds with a precision that suits the magnitude. */
+export function fmtMs(ms: number): string {
   if (ms >= 100) return `${Math.round(ms)} ms`;
   if (ms >= 10) return `${ms.toFixed(1)} ms`;
   return `${ms.toFixed(2)} ms`;
 }
 
-/**
- * @param {number} x
- * @returns {string}
- */
-export function fmtRatio(x) {
+export function fmtRatio(x: number): string {
   if (!Number.isFinite(x)) return "-";
   return x >= 10 ? `${x.toFixed(0)}x` : `${x.toFixed(2)}x`;
 }
 
 /**
- * Mulberry32: a small seeded PRNG so generated layouts are the same on every run and machine.
- * @param {number} seed
- * @returns {() => number} uniform in [0, 1)
- */
-export function seededRandom(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/**
  * Nearest-rank percentile: the smallest value with at least p% of the samples at or below it
  * (so p99 of 200 samples is the 2nd largest). NaN for no samples.
- * @param {readonly number[]} values
- * @param {number} p  0 < p <= 100
- * @returns {number}
+ * @param p  0 < p <= 100
  */
-export function percentile(values, p) {
+export function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   if (sorted.length === 0) return NaN;
   const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
   return sorted[rank - 1] ?? NaN;
 }
 
-/**
- * @typedef {object} LatencyStats
- * @property {number} n
- * @property {number} min
- * @property {number} p50
- * @property {number} p90
- * @property {number} p99
- * @property {number} max
- * @property {number} mean
- */
+export interface LatencyStats {
+  n: number;
+  min: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
 
-/**
- * @param {readonly number[]} values  milliseconds
- * @returns {LatencyStats}
- */
-export function latencyStats(values) {
-  const round = (/** @type {number} */ x) => Math.round(x * 1000) / 1000;
+/** @param values  milliseconds */
+export function latencyStats(values: readonly number[]): LatencyStats {
+  const round = (x: number) => Math.round(x * 1000) / 1000;
   return {
     n: values.length,
     min: round(values.length > 0 ? Math.min(...values) : NaN),
@@ -280,24 +262,18 @@ export function latencyStats(values) {
   };
 }
 
-/**
- * "p50 / p99 / max" of latency stats, for a table cell.
- * @param {LatencyStats} s
- * @returns {string}
- */
-export function fmtLatency(s) {
+/** "p50 / p99 / max" of latency stats, for a table cell. */
+export function fmtLatency(s: LatencyStats): string {
   return `${fmtMs(s.p50)} / ${fmtMs(s.p99)} / ${fmtMs(s.max)}`;
 }
 
-/**
- * An integer from the environment, clamped to [min, max]; `fallback` when unset or not one.
- * @param {string | undefined} raw
- * @param {number} fallback
- * @param {number} min
- * @param {number} max
- * @returns {number}
- */
-export function boundedInt(raw, fallback, min, max) {
+/** An integer from the environment, clamped to [min, max]; `fallback` when unset or not one. */
+export function boundedInt(
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   const n = raw === undefined ? NaN : Number(raw);
   return Number.isInteger(n) ? Math.min(max, Math.max(min, n)) : fallback;
 }
@@ -305,12 +281,12 @@ export function boundedInt(raw, fallback, min, max) {
 /**
  * A benchmark still running after `budgetMs` is stuck: `cleanup` runs (kill the child
  * processes) and the process exits 2, so `npm run bench` never hangs. Clear it when done.
- * @param {string} name
- * @param {number} budgetMs
- * @param {() => void} [cleanup]
- * @returns {NodeJS.Timeout}
  */
-export function startWatchdog(name, budgetMs, cleanup = () => undefined) {
+export function startWatchdog(
+  name: string,
+  budgetMs: number,
+  cleanup: () => void = () => undefined,
+): NodeJS.Timeout {
   const timer = setTimeout(() => {
     console.error(`${name}: still running after ${budgetMs / 1000} s; giving up`);
     cleanup();
@@ -320,12 +296,8 @@ export function startWatchdog(name, budgetMs, cleanup = () => undefined) {
   return timer;
 }
 
-/**
- * Runs a benchmark's main; a crash prints its stack and exits 2 (1 is for a missed target).
- * @param {string} name
- * @param {() => Promise<void>} main
- */
-export function runMain(name, main) {
+/** Runs a benchmark's main; a crash prints its stack and exits 2 (1 is for a missed target). */
+export function runMain(name: string, main: () => Promise<void>) {
   main().catch((err) => {
     console.error(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exit(2);

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Reported updates of the shapes the gateway really stages, for the outbox benchmarks (B5, B6):
  * mapping points grouped under dotted names (the cloud shadow takes at most 128 top-level
@@ -6,26 +5,21 @@
  * every poll cycle's readings fed through the real EdgeShadow, which decides what goes into
  * the update (deadbands, first values) and nests it as `state.reported` does.
  */
-import { EdgeShadow } from "./dist-store.js";
-import { seededRandom } from "./common.js";
-
-/** Modbus device plans: the reports are generated from register points. */
-/** @typedef {import("../../../src/mapping/types.js").ModbusDevicePlan} DevicePlan */
-/** @typedef {import("../../../src/mapping/types.js").CompiledPoint} CompiledPoint */
-/** @typedef {import("../../../src/core/types.js").JsonObject} JsonObject */
-/** @typedef {import("../../../src/core/types.js").PointValue} PointValue */
+import type { JsonObject, PointValue } from "../../../src/core/types.js";
+import type {
+  CompiledPoint,
+  DevicePlan,
+  ModbusDevicePlan,
+  PointReading,
+} from "../../../src/mapping/types.js";
+import { seededRandom } from "../../../test/helpers/random.js";
+import { EdgeShadow } from "./dist.js";
 
 /** The enum of the state points in the mixed layout. */
 const STATES = { 0: "idle", 1: "running", 2: "fault", 3: "maintenance" };
 
-/**
- * The point name of point `k` of `count`, in `groups` groups: "line3.p042".
- * @param {number} k
- * @param {number} count
- * @param {number} groups
- * @returns {string}
- */
-export function groupedName(k, count, groups) {
+/** The point name of point `k` of `count`, in `groups` groups: "line3.p042". */
+export function groupedName(k: number, count: number, groups: number): string {
   const per = Math.ceil(count / groups);
   return `line${Math.floor(k / per)}.p${String(k % per).padStart(3, "0")}`;
 }
@@ -34,13 +28,13 @@ export function groupedName(k, count, groups) {
  * A realistic plant mapping: per ten points six float32 measurements (half with a deadband),
  * two uint16 counters, one coil and one enum state, on consecutive holding registers (coils on
  * their own table), named in `groups` dotted groups.
- * @param {number} count
- * @param {number} groups
- * @returns {Record<string, Record<string, unknown>>}  the mapping's `points`
+ * @returns the mapping's `points`
  */
-export function mixedPoints(count, groups) {
-  /** @type {Record<string, Record<string, unknown>>} */
-  const points = {};
+export function mixedPoints(
+  count: number,
+  groups: number,
+): Record<string, Record<string, unknown>> {
+  const points: Record<string, Record<string, unknown>> = {};
   let register = 0;
   let coil = 0;
   for (let k = 0; k < count; k++) {
@@ -69,27 +63,24 @@ export function mixedPoints(count, groups) {
  * `count` uint16 points on holding registers 0..count-1, named in `groups` dotted groups: a
  * layout whose every value a simulator holds as one register, so the cloud's final state can
  * be checked word for word.
- * @param {number} count
- * @param {number} groups
- * @returns {Record<string, Record<string, unknown>>}
  */
-export function uint16Points(count, groups) {
-  /** @type {Record<string, Record<string, unknown>>} */
-  const points = {};
+export function uint16Points(
+  count: number,
+  groups: number,
+): Record<string, Record<string, unknown>> {
+  const points: Record<string, Record<string, unknown>> = {};
   for (let k = 0; k < count; k++) {
     points[groupedName(k, count, groups)] = { table: "holding", offset: k, type: "uint16" };
   }
   return points;
 }
 
-/**
- * A new value for a point, different enough from the last to be reported.
- * @param {CompiledPoint} p
- * @param {PointValue | undefined} last
- * @param {() => number} random
- * @returns {PointValue}
- */
-function nextValue(p, last, random) {
+/** A new value for a point, different enough from the last to be reported. */
+function nextValue(
+  p: CompiledPoint,
+  last: PointValue | undefined,
+  random: () => number,
+): PointValue {
   if (p.table === "coil" || p.table === "discreteInput" || p.codec.bit !== undefined) {
     return last !== true;
   }
@@ -105,13 +96,16 @@ function nextValue(p, last, random) {
   return Math.floor(random() * 65536);
 }
 
-/**
- * @typedef {object} Report
- * @property {string} productKey
- * @property {string} deviceName
- * @property {JsonObject} reported
- * @property {number} ts
- */
+export interface Report {
+  productKey: string;
+  deviceName: string;
+  reported: JsonObject;
+  ts: number;
+}
+
+/** The Modbus devices of a loaded config (the benches' configs have no others). */
+export const modbusPlans = (plans: readonly DevicePlan[]): ModbusDevicePlan[] =>
+  plans.flatMap((d) => (d.kind === "modbus" ? [d as ModbusDevicePlan] : []));
 
 /**
  * Poll cycles of a plant: every cycle, a seeded `share` of each device's points get a new
@@ -121,26 +115,30 @@ function nextValue(p, last, random) {
  * that changed are fed after the first cycle: the same reports for mappings without
  * heartbeats, at a tenth of the cost.
  */
-/**
- * The Modbus devices of a loaded config (the benches' configs have no others).
- * @param {readonly import("../../../src/mapping/types.js").DevicePlan[]} plans
- * @returns {DevicePlan[]}
- */
-export const modbusPlans = (plans) => plans.flatMap((d) => (d.protocol === "modbus" ? [d] : []));
-
 export class ReportStream {
+  private readonly random: () => number;
+  private readonly shadow: InstanceType<typeof EdgeShadow>;
+  /** The current value of every point, per device. */
+  private readonly values: Map<string, PointValue[]>;
+  private cycles = 0;
+
   /**
-   * @param {readonly DevicePlan[]} plans
-   * @param {{ share: number, seed: number, startTs: number, stepMs: number, readAll?: boolean,
-   *   initial?: ReadonlyMap<string, readonly PointValue[]> }} opts  `initial`: the points' values
-   *   before the first cycle, per device (default: drawn at random)
+   * @param opts  `initial`: the points' values before the first cycle, per device (default:
+   *   drawn at random)
    */
-  constructor(plans, opts) {
-    this.plans = plans;
-    this.opts = opts;
+  constructor(
+    private readonly plans: readonly ModbusDevicePlan[],
+    private readonly opts: {
+      share: number;
+      seed: number;
+      startTs: number;
+      stepMs: number;
+      readAll?: boolean;
+      initial?: ReadonlyMap<string, readonly PointValue[]>;
+    },
+  ) {
     this.random = seededRandom(opts.seed);
     this.shadow = new EdgeShadow(plans);
-    /** @type {Map<string, PointValue[]>} current value of every point, per device */
     this.values = new Map(
       plans.map((d) => {
         const given = opts.initial?.get(d.deviceName);
@@ -150,24 +148,19 @@ export class ReportStream {
         ];
       }),
     );
-    this.cycles = 0;
   }
 
   /**
    * One more cycle in which every point takes the given value (per device, by point index), so
    * the history ends where the plant is; only points whose value differs are reported.
-   * @param {ReadonlyMap<string, readonly PointValue[]>} target
-   * @returns {Report[]}
    */
-  settle(target) {
+  settle(target: ReadonlyMap<string, readonly PointValue[]>): Report[] {
     const ts = this.opts.startTs + this.cycles * this.opts.stepMs;
-    /** @type {Report[]} */
-    const out = [];
+    const out: Report[] = [];
     for (const d of this.plans) {
       const values = this.values.get(d.deviceName) ?? [];
       const want = target.get(d.deviceName) ?? [];
-      /** @type {import("../../../src/shadow/edge-shadow.js").PointReading[]} */
-      const readings = [];
+      const readings: PointReading[] = [];
       d.points.forEach((point, k) => {
         const v = want[k];
         if (v === undefined || v === values[k]) return;
@@ -183,15 +176,13 @@ export class ReportStream {
     return out;
   }
 
-  /** @returns {Report[]} the reports of the next poll cycle */
-  next() {
+  /** @returns the reports of the next poll cycle */
+  next(): Report[] {
     const ts = this.opts.startTs + this.cycles * this.opts.stepMs;
-    /** @type {Report[]} */
-    const out = [];
+    const out: Report[] = [];
     for (const d of this.plans) {
       const values = this.values.get(d.deviceName) ?? [];
-      /** @type {number[] | undefined} */
-      let changed;
+      let changed: number[] | undefined;
       if (this.cycles > 0) {
         changed = [];
         const changes = Math.round(this.opts.share * d.points.length);
@@ -207,9 +198,7 @@ export class ReportStream {
       const readings = read.flatMap((k) => {
         const point = d.points[k];
         if (point === undefined) return [];
-        return [
-          { point, value: values[k] ?? 0, quality: /** @type {const} */ ({ status: "good" }), ts },
-        ];
+        return [{ point, value: values[k] ?? 0, quality: { status: "good" } as const, ts }];
       });
       const u = this.shadow.ingest(d.deviceName, readings, ts);
       if (u !== undefined && Object.keys(u.reported).length > 0) {
@@ -221,12 +210,8 @@ export class ReportStream {
   }
 }
 
-/**
- * Leaves (non-object values) of a reported update.
- * @param {unknown} v
- * @returns {number}
- */
-export function leafCount(v) {
+/** Leaves (non-object values) of a reported update. */
+export function leafCount(v: unknown): number {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return 1;
   let n = 0;
   for (const x of Object.values(v)) n += leafCount(x);

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * A gateway config and its mapping files written to a temporary directory and loaded the way
  * `shadowgate run` loads them (loadConfig: schema, compile, cross-checks), so a benchmark runs
@@ -9,29 +8,31 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatProblem, loadConfig } from "./dist.js";
+import type { LoadedConfig } from "../../../src/config/load.js";
 
-/**
- * @typedef {object} DeviceSpec
- * @property {string} productKey
- * @property {string} deviceName
- * @property {string} source
- * @property {string} pollInterval  e.g. "100ms"
- * @property {Record<string, Record<string, unknown>>} points  as in a mapping file
- */
+export interface DeviceSpec {
+  productKey: string;
+  deviceName: string;
+  source: string;
+  /** e.g. "100ms" */
+  pollInterval: string;
+  /** as in a mapping file */
+  points: Record<string, Record<string, unknown>>;
+}
 
-/**
- * @typedef {object} GatewaySpec
- * @property {Record<string, Record<string, unknown>>} sources  as in gateway.yaml
- * @property {Record<string, unknown>} cloud                   as in gateway.yaml
- * @property {DeviceSpec[]} devices
- */
+export interface GatewaySpec {
+  /** as in gateway.yaml */
+  sources: Record<string, Record<string, unknown>>;
+  /** as in gateway.yaml */
+  cloud: Record<string, unknown>;
+  devices: DeviceSpec[];
+}
 
-/**
- * @param {string} prefix  for the temporary directory's name
- * @param {GatewaySpec} spec
- * @returns {Promise<{ dir: string, config: import("../../../src/config/load.js").LoadedConfig }>}
- */
-export async function writeGatewayConfig(prefix, spec) {
+/** @param prefix  for the temporary directory's name */
+export async function writeGatewayConfig(
+  prefix: string,
+  spec: GatewaySpec,
+): Promise<{ dir: string; config: LoadedConfig }> {
   const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   mkdirSync(join(dir, "mappings"));
   mkdirSync(join(dir, "data"));

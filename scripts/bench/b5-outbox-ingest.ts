@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * B5 outbox ingest (docs/performance.md): reported updates per second into the SQLite outbox
  * while the uplink is down, and how long each batch blocks the event loop (SQLite is
@@ -16,8 +15,8 @@
  * It bounds what any design storing one row per report can reach here.
  *
  * Reports: the shapes the gateway stages. A mapping is generated and compiled by loadConfig
- * (lib/gateway-config.js), and every cycle's readings of every point go through the real
- * EdgeShadow (lib/report-gen.js), whose partial updates (changed leaves only, nested under
+ * (lib/gateway-config.ts), and every cycle's readings of every point go through the real
+ * EdgeShadow (lib/report-gen.ts), whose partial updates (changed leaves only, nested under
  * dotted group names) are the reports: one per device per cycle. Cases:
  * - 10 devices x 1,000 points (6 float32, half with a deadband; 2 uint16; a coil; an enum per
  *   ten; 10 groups of 100 because the cloud takes at most 128 top-level attributes), 10% of the
@@ -42,7 +41,7 @@
  * target holds, 1 when not, 2 on a crash or when the run outlives its budget.
  *
  * Environment: BENCH_REPORTS (per case and variant, default 20,000), BENCH_ROUNDS (3),
- * BENCH_SHARE (percent of points changing per cycle, 10), BENCH_PIN (see lib/common.js).
+ * BENCH_SHARE (percent of points changing per cycle, 10), BENCH_PIN (see lib/common.ts).
  */
 import { Buffer } from "node:buffer";
 import { readFileSync, rmSync, statSync } from "node:fs";
@@ -59,11 +58,21 @@ import {
   runMain,
   startWatchdog,
   finishBench,
+  type LatencyStats,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
-import { silentLogger } from "./lib/dist.js";
-import { Outbox, openDatabase } from "./lib/dist-store.js";
+import { Outbox, openDatabase, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
-import { ReportStream, modbusPlans, leafCount, mixedPoints } from "./lib/report-gen.js";
+import {
+  ReportStream,
+  modbusPlans,
+  leafCount,
+  mixedPoints,
+  type Report,
+} from "./lib/report-gen.js";
+import type { Database } from "better-sqlite3";
 
 const NAME = "b5-outbox-ingest";
 const REPORTS = boundedInt(process.env["BENCH_REPORTS"], 20_000, 1000, 500_000);
@@ -86,44 +95,48 @@ const CASES = [
   { id: "100x100", devices: 100, points: 100, groups: 4 },
 ];
 
-/** @typedef {import("./lib/report-gen.js").Report} Report */
+interface Cycle {
+  reports: Report[];
+  leaves: number;
+  /** of the reports' JSON */
+  bytes: number;
+}
 
-/**
- * @typedef {object} Cycle
- * @property {Report[]} reports
- * @property {number} leaves
- * @property {number} bytes  of the reports' JSON
- */
-
-/**
- * @typedef {object} Variant
- * @property {string} id
- * @property {string} file
- * @property {import("better-sqlite3").Database} db
- * @property {(reports: Report[], ts: number) => void} run  one poll cycle's reports
- * @property {number[]} batchMs
- * @property {number} reports
- * @property {number} leaves
- * @property {number} bytes
- * @property {number} busyMs   inside the store calls
- * @property {number} wallMs   the variant's phases, yields included
- * @property {number} written  bytes written by the process during its phases (wchar)
- * @property {LoopPhase[]} loop  one per round
- * @property {number} cycles
- */
+interface Variant {
+  id: string;
+  file: string;
+  db: Database;
+  /** one poll cycle's reports */
+  run: (reports: Report[], ts: number) => void;
+  batchMs: number[];
+  reports: number;
+  leaves: number;
+  bytes: number;
+  /** inside the store calls */
+  busyMs: number;
+  /** the variant's phases, yields included */
+  wallMs: number;
+  /** bytes written by the process during its phases (wchar) */
+  written: number;
+  /** one per round */
+  loop: LoopPhase[];
+  cycles: number;
+}
 
 /**
  * The event-loop delay of one phase (one variant in one round). A monitor of its own per phase:
  * re-enabled after a pause, a monitor would count the pause as its first delay.
- * @typedef {object} LoopPhase
- * @property {number} p50  ms
- * @property {number} p99
- * @property {number} max
- * @property {number} samples
  */
+interface LoopPhase {
+  /** ms */
+  p50: number;
+  p99: number;
+  max: number;
+  samples: number;
+}
 
-/** @returns {number} bytes this process has passed to write() so far, NaN if unknown */
-function wchar() {
+/** @returns bytes this process has passed to write() so far, NaN if unknown */
+function wchar(): number {
   try {
     const m = /^wchar:\s*(\d+)/m.exec(readFileSync("/proc/self/io", "utf8"));
     return m?.[1] === undefined ? NaN : Number(m[1]);
@@ -134,11 +147,7 @@ function wchar() {
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-/**
- * @param {string} file
- * @returns {number}
- */
-function sizeOf(file) {
+function sizeOf(file: string): number {
   let n = 0;
   for (const suffix of ["", "-wal"]) {
     try {
@@ -150,13 +159,11 @@ function sizeOf(file) {
   return n;
 }
 
-/**
- * @param {string} id
- * @param {string} file
- * @param {(db: import("better-sqlite3").Database) => (reports: Report[], ts: number) => void} make
- * @returns {Variant}
- */
-function variant(id, file, make) {
+function variant(
+  id: string,
+  file: string,
+  make: (db: Database) => (reports: Report[], ts: number) => void,
+): Variant {
   const db = openDatabase(file, "NORMAL");
   return {
     id,
@@ -177,10 +184,7 @@ function variant(id, file, make) {
 
 const INSERT = "INSERT INTO reports (product_key, device_name, ts, reported) VALUES (?, ?, ?, ?)";
 
-/**
- * @param {{ id: string, devices: number, points: number, groups: number }} c
- */
-async function runCase(c) {
+async function runCase(c: { id: string; devices: number; points: number; groups: number }) {
   const points = mixedPoints(c.points, c.groups);
   const { dir, config } = await writeGatewayConfig(`${NAME}-${c.id}`, {
     // Only compiled: nothing here connects to these.
@@ -203,8 +207,7 @@ async function runCase(c) {
       stepMs: 1000,
     });
     const g0 = performance.now();
-    /** @type {Cycle[]} */
-    const pool = [];
+    const pool: Cycle[] = [];
     for (let i = 0; i < POOL_CYCLES; i++) {
       const reports = stream.next();
       let leaves = 0;
@@ -224,8 +227,7 @@ async function runCase(c) {
       steady.reduce((n, p) => n + p.bytes, 0) / steady.reduce((n, p) => n + p.reports.length, 0);
 
     const data = join(dir, "data");
-    /** @type {Variant[]} */
-    const variants = [
+    const variants: Variant[] = [
       variant("ours", join(data, "outbox.db"), (db) => {
         const outbox = new Outbox(db, HISTORY, silentLogger());
         return (reports, ts) => {
@@ -243,7 +245,7 @@ async function runCase(c) {
       }),
       variant("rows-only", join(data, "rows-only.db"), (db) => {
         const insert = db.prepare(INSERT);
-        const tx = db.transaction((/** @type {Report[]} */ reports, /** @type {number} */ ts) => {
+        const tx = db.transaction((reports: Report[], ts: number) => {
           for (const r of reports) {
             insert.run(r.productKey, r.deviceName, ts, JSON.stringify(r.reported));
           }
@@ -296,12 +298,9 @@ async function runCase(c) {
       }
     }
 
-    /** @type {Record<string, Record<string, unknown>>} */
-    const out = {};
+    const out: Record<string, Record<string, unknown>> = {};
     for (const v of variants) {
-      const rows = /** @type {{ n: number }} */ (
-        v.db.prepare("SELECT count(*) AS n FROM reports").get()
-      ).n;
+      const rows = (v.db.prepare("SELECT count(*) AS n FROM reports").get() as { n: number }).n;
       v.db.close();
       out[v.id] = {
         reports: v.reports,
@@ -343,32 +342,30 @@ async function runCase(c) {
   }
 }
 
-/**
- * @param {number} x
- * @returns {string}
- */
-const fmtRate = (x) => (x >= 10_000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0));
+const fmtRate = (x: number): string => (x >= 10_000 ? `${(x / 1000).toFixed(1)}k` : x.toFixed(0));
 
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
   const watchdog = startWatchdog(NAME, BUDGET_MS);
   try {
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [];
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [];
-    /** @type {Record<string, unknown>[]} */
-    const results = [];
-    /** @type {string[]} */
-    const summaryParts = [];
+    const rows: ResultRow[] = [];
+    const checks: Check[] = [];
+    const results: Record<string, unknown>[] = [];
+    const summaryParts: string[] = [];
     for (const c of CASES) {
       const r = await runCase(c);
       results.push(r);
-      const get = (/** @type {string} */ id) =>
-        /** @type {{ reportsPerSec: number, payloadMBps: number, writtenMBps: number,
-         *   writeAmplification: number, batch: import("./lib/common.js").LatencyStats,
-         *   loopDelay: { p99: number, max: number }, reports: number }} */ (r.variants[id]);
+      const get = (id: string) =>
+        r.variants[id] as {
+          reportsPerSec: number;
+          payloadMBps: number;
+          writtenMBps: number;
+          writeAmplification: number;
+          batch: LatencyStats;
+          loopDelay: { p99: number; max: number };
+          reports: number;
+        };
       const ours = get("ours");
       const base = get("autocommit");
       const ref = get("rows-only");
@@ -387,8 +384,7 @@ async function main() {
         pass: blockOk,
         detail: `p99 ${fmtMs(ours.batch.p99)}, max ${fmtMs(ours.batch.max)}`,
       });
-      const fmtBatch = (/** @type {import("./lib/common.js").LatencyStats} */ s) =>
-        `${fmtMs(s.p50)} / ${fmtMs(s.p99)} / ${fmtMs(s.max)}`;
+      const fmtBatch = (s: LatencyStats) => `${fmtMs(s.p50)} / ${fmtMs(s.p99)} / ${fmtMs(s.max)}`;
       rows.push(
         {
           bench: "B5",
@@ -456,7 +452,7 @@ async function main() {
         ["autocommit", base],
         ["rows-only", ref],
       ]) {
-        const s = /** @type {typeof ours} */ (v);
+        const s = v as typeof ours;
         console.log(
           `    ${String(id).padEnd(10)} ${fmtRate(s.reportsPerSec).padStart(6)} reports/s, ` +
             `${s.payloadMBps.toFixed(1)} MB/s payload, ${s.writtenMBps.toFixed(0)} MB/s written ` +
@@ -467,7 +463,7 @@ async function main() {
       }
     }
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const pass = checks.every((c) => c.pass);
     const summary = `B5 outbox ingest: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
     finishBench({
@@ -490,8 +486,7 @@ async function main() {
           "reports/s over the time inside the store calls; batches back to back, one setImmediate between them",
         sqlite: (() => {
           const db = openDatabase(":memory:");
-          const v = /** @type {{ v: string }} */ (db.prepare("SELECT sqlite_version() AS v").get())
-            .v;
+          const v = (db.prepare("SELECT sqlite_version() AS v").get() as { v: string }).v;
           db.close();
           return v;
         })(),

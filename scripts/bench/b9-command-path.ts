@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * B9 command path (docs/performance.md): the latency the gateway adds between a desired value
  * arriving (the control message the cloud shadow service publishes) and (a) the register
@@ -10,7 +9,7 @@
  * (b; mqtt.js with TCP_NODELAY set on its socket, the direct path at its best). Target: p99 <= 10 ms added over TCP, for both.
  *
  * Topology: the plant (10 simulators, one per PLC, each its own port; the cloud shadow service
- * and its embedded broker) runs in a child process (lib/plant-host.js); the gateway, its 10k
+ * and its embedded broker) runs in a child process (lib/plant-host.ts); the gateway, its 10k
  * points/s poll load and the baseline script run in this one, so the script shares the
  * gateway's event loop and core as a co-located client would. Pinned to different cores when
  * both look free.
@@ -53,14 +52,12 @@
  * when not; 2 on a crash or when the run outlives its budget.
  */
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { clearTimeout } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import Modbus from "modbus-serial";
 import { connectAsync } from "mqtt";
 import {
-  BENCH_DIR,
   boundedInt,
   envInfo,
   fmtLatency,
@@ -69,13 +66,18 @@ import {
   latencyStats,
   pinCores,
   runMain,
-  seededRandom,
   startWatchdog,
   finishBench,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
+import { seededRandom } from "../../test/helpers/random.js";
+import { until } from "../../test/helpers/until.js";
 import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient, calibrateClock, wallNow } from "./lib/host-client.js";
+import type { CommandTimes } from "./lib/plant-host.js";
 
 const NAME = "b9-command-path";
 const HOST = "127.0.0.1";
@@ -100,69 +102,78 @@ const BASELINE_DN = "b9-direct";
 /** The whole benchmark; a stuck one exits 2 instead of hanging `npm run bench`. */
 const BUDGET_MS = 120_000 + (COMMANDS + TURNAROUND_COMMANDS) * 2000;
 
-/** @param {number} i 0-based */
-const plcName = (i) => `plc${String(i + 1).padStart(2, "0")}`;
-/** @param {number} i */
-const deviceName = (i) => `b9-${plcName(i)}`;
-/** @param {number} k  point index: 20 groups of 50, so the shadow has 20 top-level attributes */
-const pointName = (k) =>
+/** @param i 0-based */
+const plcName = (i: number) => `plc${String(i + 1).padStart(2, "0")}`;
+const deviceName = (i: number) => `b9-${plcName(i)}`;
+/** @param k  point index: 20 groups of 50, so the shadow has 20 top-level attributes */
+const pointName = (k: number) =>
   `g${String(Math.floor(k / (POINTS / GROUPS))).padStart(2, "0")}.p${String(k % (POINTS / GROUPS)).padStart(2, "0")}`;
 
-/**
- * @typedef {object} GatewaySample
- * @property {number} written     control push -> write event, ms
- * @property {number | undefined} reported  control push -> read-back arrival, ms
- * @property {number | undefined} outcome   control push -> outcome arrival, ms
- * @property {number | undefined} cleared   control push -> desired clear arrival, ms
- * @property {number} cloud       API call -> control push, ms (the cloud's own share)
- * @property {number | undefined} controlEvent  control push -> the service's "control" event
- * @property {number | undefined} toExecute  control push -> CommandExecutor.execute called
- *   (MQTT delivery, sync engine, journal: the north share; clock-corrected)
- * @property {number | undefined} executeToWrite  execute called -> write event (guard, encode,
- *   the driver's queue, Modbus TCP: the south share; clock-corrected)
- * @property {number} pushedAt    plant clock
- * @property {number} writeAt     plant clock
- * @property {number | undefined} executeAt  our clock
- * @property {boolean} ok         written once with the right value, reported, applied, cleared
- */
+interface GatewaySample {
+  /** control push -> write event, ms */
+  written: number;
+  /** control push -> read-back arrival, ms */
+  reported: number | undefined;
+  /** control push -> outcome arrival, ms */
+  outcome: number | undefined;
+  /** control push -> desired clear arrival, ms */
+  cleared: number | undefined;
+  /** API call -> control push, ms (the cloud's own share) */
+  cloud: number;
+  /** control push -> the service's "control" event */
+  controlEvent: number | undefined;
+  /**
+   * control push -> CommandExecutor.execute called
+   * (MQTT delivery, sync engine, journal: the north share; clock-corrected)
+   */
+  toExecute: number | undefined;
+  /**
+   * execute called -> write event (guard, encode,
+   * the driver's queue, Modbus TCP: the south share; clock-corrected)
+   */
+  executeToWrite: number | undefined;
+  /** plant clock */
+  pushedAt: number;
+  /** plant clock */
+  writeAt: number;
+  /** our clock */
+  executeAt: number | undefined;
+  /** written once with the right value, reported, applied, cleared */
+  ok: boolean;
+}
 
-/**
- * @typedef {object} ScriptSample
- * @property {number} written   script start -> write event (clock-corrected), ms
- * @property {number | undefined} reported  script start -> read-back arrival, ms
- * @property {number} rtt       the write's own round trip, ms (clock-free)
- * @property {boolean} ok
- */
+interface ScriptSample {
+  /** script start -> write event (clock-corrected), ms */
+  written: number;
+  /** script start -> read-back arrival, ms */
+  reported: number | undefined;
+  /** the write's own round trip, ms (clock-free) */
+  rtt: number;
+  ok: boolean;
+}
 
-/**
- * @param {number} a
- * @param {number | undefined} b
- * @returns {number | undefined}
- */
-const diff = (a, b) => (b === undefined || !Number.isFinite(b) ? undefined : b - a);
+const diff = (a: number, b: number | undefined): number | undefined =>
+  b === undefined || !Number.isFinite(b) ? undefined : b - a;
 
-/**
- * @param {(number | undefined)[]} xs
- * @returns {number[]}
- */
-const defined = (xs) => xs.filter((x) => x !== undefined).map(Number);
+const defined = (xs: (number | undefined)[]): number[] =>
+  xs.filter((x) => x !== undefined).map(Number);
 
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
-  const plant = HostClient.spawn(join(BENCH_DIR, "lib", "plant-host.js"), pin);
+  const plant = HostClient.spawn("plant-host", pin);
   const watchdog = startWatchdog(NAME, BUDGET_MS, () => plant.kill());
 
-  /** @type {(() => Promise<void>)[]} */
-  const cleanup = [];
+  const cleanup: (() => Promise<void>)[] = [];
   try {
-    const { ports, mqttUrl } = /** @type {{ ports: number[], mqttUrl: string }} */ (
-      await plant.call("start", { slaves: SLAVES, fill: "float32", points: POINTS })
-    );
+    const { ports, mqttUrl } = (await plant.call("start", {
+      slaves: SLAVES,
+      fill: "float32",
+      points: POINTS,
+    })) as { ports: number[]; mqttUrl: string };
 
     // The gateway: one source and one device per PLC.
-    /** @type {Record<string, Record<string, unknown>>} */
-    const points = {};
+    const points: Record<string, Record<string, unknown>> = {};
     for (let k = 0; k < POINTS; k++) {
       points[pointName(k)] = { table: "holding", offset: 2 * k, type: "float32" };
     }
@@ -200,19 +211,18 @@ async function main() {
     // Every device's first full report in the cloud, and nothing left to send.
     const settleEnd = Date.now() + 30_000;
     for (let i = 0; i < SLAVES; i++) {
-      for (;;) {
-        const info = /** @type {{ leaves: number } | null} */ (
-          await plant.call("shadowInfo", { productKey: PK, deviceName: deviceName(i) })
-        );
-        if ((info?.leaves ?? 0) >= POINTS + 1) break;
-        if (Date.now() > settleEnd) throw new Error(`no full report from ${deviceName(i)}`);
-        await sleep(100);
-      }
+      const full = async () => {
+        const info = (await plant.call("shadowInfo", {
+          productKey: PK,
+          deviceName: deviceName(i),
+        })) as { leaves: number } | null;
+        return (info?.leaves ?? 0) >= POINTS + 1;
+      };
+      await until(`a full report from ${deviceName(i)}`, full, settleEnd - Date.now(), 100);
     }
 
     // The script: its own Modbus connection per PLC and its own MQTT client.
-    /** @type {InstanceType<typeof Modbus.default>[]} */
-    const clients = [];
+    const clients: InstanceType<typeof Modbus.default>[] = [];
     cleanup.push(async () => {
       await Promise.all(
         clients.map((c) => new Promise((resolve) => (c.isOpen ? c.close(resolve) : resolve(null)))),
@@ -227,7 +237,7 @@ async function main() {
     }
     const mq = await connectAsync(mqttUrl, { clientId: "b9-script", reconnectPeriod: 0 });
     // The baseline is the direct path at its best: no Nagle on its MQTT socket either.
-    /** @type {{ setNoDelay?: (noDelay?: boolean) => unknown }} */ (mq.stream).setNoDelay?.(true);
+    (mq.stream as { setNoDelay?: (noDelay?: boolean) => unknown }).setNoDelay?.(true);
     cleanup.push(() => mq.endAsync());
     const scriptTopic = shadowUpdateTopic(PK, BASELINE_DN);
     for (let i = 0; i < SLAVES; i++) {
@@ -245,43 +255,31 @@ async function main() {
     const random = seededRandom(SEED);
     // When the gateway starts executing each command, on our clock: splits the gateway's share
     // into north (MQTT, sync engine, journal) and south (driver queue, Modbus).
-    /** @type {Map<string, number>} */
-    const executeAt = new Map();
+    const executeAt: Map<string, number> = new Map();
     const execute = gateway.commands.execute.bind(gateway.commands);
     gateway.commands.execute = (dn, point, value) => {
       executeAt.set(dn, wallNow());
       return execute(dn, point, value);
     };
-    /** @type {number[]} */
-    const lastValue = new Array(SLAVES).fill(0);
-    /** @type {number[]} */
-    const scratchWrites = new Array(SLAVES).fill(0);
+    const lastValue: number[] = new Array(SLAVES).fill(0);
+    const scratchWrites: number[] = new Array(SLAVES).fill(0);
     let commandSeq = 0;
 
-    /**
-     * @param {number} slave
-     * @returns {Promise<GatewaySample>}
-     */
-    const viaGateway = async (slave) => {
+    const viaGateway = async (slave: number): Promise<GatewaySample> => {
       commandSeq++;
       let value = 1 + ((commandSeq * 7919) % 29999);
       if (value === (lastValue[slave] ?? 0)) value = (value % 29999) + 1;
       lastValue[slave] = value;
       executeAt.delete(deviceName(slave));
-      const t =
-        /** @type {{ api: number, pushed?: number, control?: number, published?: boolean, write?: number,
-         *   writeValue?: number, reported?: number, applied?: boolean, cleared?: number,
-         *   outcome?: number, status?: unknown }} */ (
-          await plant.call("command", {
-            slave,
-            address: SETPOINT,
-            productKey: PK,
-            deviceName: deviceName(slave),
-            path: "setpoint",
-            value,
-            timeoutMs: STEP_TIMEOUT_MS,
-          })
-        );
+      const t = (await plant.call("command", {
+        slave,
+        address: SETPOINT,
+        productKey: PK,
+        deviceName: deviceName(slave),
+        path: "setpoint",
+        value,
+        timeoutMs: STEP_TIMEOUT_MS,
+      })) as CommandTimes;
       // Desired arriving: the control push as the broker hands it out.
       const pushed = t.pushed ?? NaN;
       return {
@@ -306,11 +304,7 @@ async function main() {
       };
     };
 
-    /**
-     * @param {number} slave
-     * @returns {Promise<ScriptSample>}
-     */
-    const viaScript = async (slave) => {
+    const viaScript = async (slave: number): Promise<ScriptSample> => {
       const c = clients[slave] ?? fail();
       const value = lastValue[slave] ?? 0;
       const t0 = wallNow();
@@ -320,20 +314,19 @@ async function main() {
       const body = { method: "update", state: { reported: { [plcName(slave)]: data[0] } } };
       await mq.publishAsync(scriptTopic, JSON.stringify(body), { qos: 1 });
       scratchWrites[slave] = (scratchWrites[slave] ?? 0) + 1;
-      const w = /** @type {{ at: number, value: number, count: number } | null} */ (
-        await plant.call("lastWrite", { slave, address: SCRATCH })
-      );
-      /** @type {{ at: number, value: unknown } | null} */
-      let r = null;
+      const w = (await plant.call("lastWrite", { slave, address: SCRATCH })) as {
+        at: number;
+        value: number;
+        count: number;
+      } | null;
+      let r: { at: number; value: unknown } | null = null;
       const end = Date.now() + STEP_TIMEOUT_MS;
       while (Date.now() < end) {
-        r = /** @type {{ at: number, value: unknown } | null} */ (
-          await plant.call("lastReport", {
-            productKey: PK,
-            deviceName: BASELINE_DN,
-            path: plcName(slave),
-          })
-        );
+        r = (await plant.call("lastReport", {
+          productKey: PK,
+          deviceName: BASELINE_DN,
+          path: plcName(slave),
+        })) as { at: number; value: unknown } | null;
         if (r?.value === value) break;
         await sleep(5);
       }
@@ -345,23 +338,17 @@ async function main() {
       };
     };
 
-    /**
-     * @param {string} name
-     * @param {number} count
-     */
-    const runCase = async (name, count) => {
+    const runCase = async (name: string, count: number) => {
       const before = await calibrateClock(plant);
       await plant.call("resetCounters");
       const polls0 = sumPolls(gateway);
       const loop = monitorEventLoopDelay({ resolution: 1 });
       loop.enable();
       const cpu0 = process.cpuUsage();
-      const plantCpu0 = /** @type {{ cpu: NodeJS.CpuUsage }} */ (await plant.call("counters")).cpu;
+      const plantCpu0 = ((await plant.call("counters")) as { cpu: NodeJS.CpuUsage }).cpu;
       const t0 = performance.now();
-      /** @type {GatewaySample[]} */
-      const gw = [];
-      /** @type {(ScriptSample & { writtenRaw: number, reportedRaw: number | undefined })[]} */
-      const script = [];
+      const gw: GatewaySample[] = [];
+      const script: (ScriptSample & { writtenRaw: number; reportedRaw: number | undefined })[] = [];
       for (let i = 0; i < count; i++) {
         const slave = i % SLAVES;
         await sleep(50 + random() * 300);
@@ -374,11 +361,12 @@ async function main() {
       const cpu = process.cpuUsage(cpu0);
       loop.disable();
       const polls1 = sumPolls(gateway);
-      const counters =
-        /** @type {{ cpu: NodeJS.CpuUsage, churned: number,
-         *   slaves: { served: number }[], updates: Record<string, number> }} */ (
-          await plant.call("counters")
-        );
+      const counters = (await plant.call("counters")) as {
+        cpu: NodeJS.CpuUsage;
+        churned: number;
+        slaves: { served: number }[];
+        updates: Record<string, number>;
+      };
       const after = await calibrateClock(plant);
       // Plant clock = ours + offset: a script sample's start, on the plant's clock, is t0 + offset.
       const offset = (before.offsetMs + after.offsetMs) / 2;
@@ -444,23 +432,20 @@ async function main() {
     await plant.call("delay", { ms: 0 });
     await plant.call("churn", { perTick: 0 });
 
-    const gatewayHealth = gateway.health();
+    const gatewayStatus = gateway.status();
     const syncStats = gateway.sync?.stats;
     for (const fn of cleanup.splice(0).reverse()) await fn();
-    const writes = /** @type {({ at: number, value: number, count: number } | null)[]} */ (
-      await Promise.all(
-        ports.map((_, slave) => plant.call("lastWrite", { slave, address: SETPOINT })),
-      )
-    );
-    const open = /** @type {{ slaves: { openConnections: number }[] }} */ (
-      await plant.call("counters")
+    const writes = (await Promise.all(
+      ports.map((_, slave) => plant.call("lastWrite", { slave, address: SETPOINT })),
+    )) as ({ at: number; value: number; count: number } | null)[];
+    const open = (
+      (await plant.call("counters")) as { slaves: { openConnections: number }[] }
     ).slaves.reduce((a, s) => a + s.openConnections, 0);
     await plant.close();
 
     // Each gateway command is written exactly once: the set point's write count per PLC is the
     // number of commands sent to it.
-    /** @type {number[]} */
-    const sentTo = new Array(SLAVES).fill(0);
+    const sentTo: number[] = new Array(SLAVES).fill(0);
     for (let i = 0; i < COMMANDS; i++) sentTo[i % SLAVES] = (sentTo[i % SLAVES] ?? 0) + 1;
     for (let i = 0; i < TURNAROUND_COMMANDS; i++) {
       sentTo[i % SLAVES] = (sentTo[i % SLAVES] ?? 0) + 1;
@@ -472,8 +457,7 @@ async function main() {
     const addedWritten = a.gwWritten.p99 - a.scWritten.p99;
     const addedReported = a.gwReported.p99 - a.scReported.p99;
     const nominalLoad = (SLAVES * (POINTS + 1) * 1000) / POLL_MS;
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [
+    const checks: Check[] = [
       {
         name: `loopback: desired -> written, p99 added <= ${TARGET_ADDED_MS} ms`,
         pass: addedWritten <= TARGET_ADDED_MS,
@@ -518,8 +502,7 @@ async function main() {
     const pass = checks.every((c) => c.pass);
 
     const loadText = `${SLAVES}x${POINTS} float32 @ ${POLL_MS / 1000} s`;
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [
+    const rows: ResultRow[] = [
       {
         bench: "B9",
         case: `loopback, ${loadText}`,
@@ -584,7 +567,7 @@ async function main() {
       },
     ];
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const summary =
       `B9 command path: ${loadText}, loopback: written p99 ${fmtMs(a.gwWritten.p99)} vs script ` +
       `${fmtMs(a.scWritten.p99)} (added ${fmtMs(addedWritten)}), read-back in cloud p99 ` +
@@ -616,7 +599,7 @@ async function main() {
           "gateway: the control push as aedes hands it to subscribers; script: just before writeRegister",
         stats: { loopback: a, turnaround: b },
         cases: { loopback, turnaround: slow },
-        gatewayHealth,
+        gatewayStatus,
         syncStats,
         checks,
       },
@@ -628,23 +611,24 @@ async function main() {
   }
 }
 
-/**
- * @param {InstanceType<typeof Gateway>} gateway
- * @returns {{ polls: number, overruns: number }}
- */
-function sumPolls(gateway) {
-  return gateway
-    .health()
-    .scheduler.reduce((a, s) => ({ polls: a.polls + s.polls, overruns: a.overruns + s.overruns }), {
+function sumPolls(gateway: InstanceType<typeof Gateway>): { polls: number; overruns: number } {
+  const groups = (gateway.status().poller?.details.groups ?? []) as Array<{
+    polls: number;
+    overruns: number;
+  }>;
+  return groups.reduce(
+    (a, s) => ({ polls: a.polls + s.polls, overruns: a.overruns + s.overruns }),
+    {
       polls: 0,
       overruns: 0,
-    });
+    },
+  );
 }
 
-/**
- * @param {{ gateway: GatewaySample[], script: { written: number, reported: number | undefined }[] }} c
- */
-function caseStats(c) {
+function caseStats(c: {
+  gateway: GatewaySample[];
+  script: { written: number; reported: number | undefined }[];
+}) {
   return {
     gwWritten: latencyStats(c.gateway.map((g) => g.written).filter(Number.isFinite)),
     gwReported: latencyStats(defined(c.gateway.map((g) => g.reported))),
@@ -659,8 +643,7 @@ function caseStats(c) {
   };
 }
 
-/** @returns {never} */
-function fail() {
+function fail(): never {
   throw new Error("b9: index out of range (a bug in the benchmark)");
 }
 

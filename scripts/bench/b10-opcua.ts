@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * B10 OPC UA (docs/performance.md): notifications/s, lost changes, CPU and RSS of the gateway's
  * OPC UA driver with 1,000 and 10,000 monitored items that all change once a second, against
@@ -6,13 +5,13 @@
  * Target: 10k items @ 1 s with no lost change, <= 35% of one core.
  *
  * The server: our OPC UA simulator (startOpcuaSimulator with extraVariables: N read-only Doubles
- * ns=1;s=Bench.V<i>), security None, in a child process (lib/sim-host.js, pinned to the helper
+ * ns=1;s=Bench.V<i>), security None, in a child process (lib/sim-host.ts, pinned to the helper
  * core when both cores look free), whose timer changes every variable at once once a second:
  * Bench.V<i> = i + tick. Every value received thus names exactly which change (item, tick) it
  * carries, and a lost change is an (item, tick) that never arrives.
  *
- * The client: each variant in a fresh child process of its own (lib/sim-host.js running
- * lib/opcua-client.js, on the bench core when pinned), so its CPU time, RSS and event loop are
+ * The client: each variant in a fresh child process of its own (lib/sim-host.ts running
+ * lib/opcua-client.ts, on the bench core when pinned), so its CPU time, RSS and event loop are
  * its alone (node-opcua alone costs ~90 MB of RSS), and a fresh simulator per variant, so no
  * session or subscription left on the server by one variant loads the next.
  * - ours: createOpcuaDriver with the schema's defaults for an opcua source; ONE
@@ -73,7 +72,7 @@
  * hold, 1 when one fails, 2 on a crash or when the run outlives its budget.
  *
  * Environment: BENCH_SECONDS (window, 5..40, default 20), BENCH_PER_ITEM_CAP_S (baseline (a)'s
- * setup cap, 5..90, default 60), BENCH_PIN (see lib/common.js). The budget stays under the
+ * setup cap, 5..90, default 60), BENCH_PIN (see lib/common.ts). The budget stays under the
  * harness's 15 minutes at the largest of both.
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -81,7 +80,6 @@ import os from "node:os";
 import { join } from "node:path";
 import { clearTimeout, setTimeout } from "node:timers";
 import {
-  BENCH_DIR,
   boundedInt,
   envInfo,
   fmtMs,
@@ -90,11 +88,16 @@ import {
   runMain,
   startWatchdog,
   finishBench,
+  type PinInfo,
+  type ResultRow,
+  printChecks,
+  type Check,
 } from "./lib/common.js";
 import { HostClient } from "./lib/host-client.js";
+import type { ClientPlan, ClientSetup, Variant, WindowResult } from "./lib/opcua-client.js";
+import type { OpcuaServerInfo, OpcuaTickInfo, OpcuaTickStats } from "./lib/sim-host.js";
 
 const NAME = "b10-opcua";
-const SIM_HOST = join(BENCH_DIR, "lib", "sim-host.js");
 const SIZES = [1000, 10_000];
 const CHANGE_PERIOD_MS = 1000;
 const PUBLISHING_MS = 1000;
@@ -117,62 +120,45 @@ const BUDGET_MS =
   CASES * (CASE_OVERHEAD_MS + WARMUP_MS + SECONDS * 1000 + GRACE_MS) +
   SIZES.length * PER_ITEM_CAP_S * 1000;
 
-/** @typedef {import("./lib/opcua-client.js").Variant} Variant */
-/** @typedef {import("./lib/opcua-client.js").ClientSetup} ClientSetup */
-/** @typedef {import("./lib/opcua-client.js").WindowResult} WindowResult */
-/** @typedef {import("./lib/sim-host.js").OpcuaServerInfo} OpcuaServerInfo */
-/** @typedef {import("./lib/sim-host.js").OpcuaTickInfo} OpcuaTickInfo */
-/** @typedef {import("./lib/sim-host.js").OpcuaTickStats} OpcuaTickStats */
+interface CaseResult {
+  id: string;
+  items: number;
+  variant: Variant;
+  samplingMs: number;
+  server: OpcuaServerInfo;
+  setup: ClientSetup;
+  window: WindowResult;
+  /** the simulator process, over the window */
+  simCpuShare: number;
+  ticks: OpcuaTickStats;
+}
 
-/**
- * @typedef {object} CaseResult
- * @property {string} id
- * @property {number} items
- * @property {Variant} variant
- * @property {number} samplingMs
- * @property {OpcuaServerInfo} server
- * @property {ClientSetup} setup
- * @property {WindowResult} window
- * @property {number} simCpuShare   the simulator process, over the window
- * @property {OpcuaTickStats} ticks
- */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** @param {number} ms */
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The client runs on the bench core (the helpers' core holds the simulator). */
+const clientPin = (pin: PinInfo): PinInfo =>
+  pin.pinned ? { ...pin, helperCore: pin.benchCore } : pin;
 
-/**
- * The client runs on the bench core (the helpers' core holds the simulator).
- * @param {import("./lib/common.js").PinInfo} pin
- * @returns {import("./lib/common.js").PinInfo}
- */
-const clientPin = (pin) => (pin.pinned ? { ...pin, helperCore: pin.benchCore } : pin);
-
-/**
- * One variant at one size: a fresh simulator, a fresh client process, warm-up, window.
- * @param {string} id
- * @param {number} items
- * @param {Variant} variant
- * @param {number} samplingMs
- * @param {import("./lib/common.js").PinInfo} pin
- * @param {string} pkiRoot
- * @returns {Promise<CaseResult>}
- */
-async function runCase(id, items, variant, samplingMs, pin, pkiRoot) {
-  const sim = HostClient.spawn(SIM_HOST, pin);
-  /** @type {HostClient | undefined} */
-  let client;
+/** One variant at one size: a fresh simulator, a fresh client process, warm-up, window. */
+async function runCase(
+  id: string,
+  items: number,
+  variant: Variant,
+  samplingMs: number,
+  pin: PinInfo,
+  pkiRoot: string,
+): Promise<CaseResult> {
+  const sim = HostClient.spawn("sim-host", pin);
+  let client: HostClient | undefined;
   try {
-    const server = /** @type {OpcuaServerInfo} */ (
-      await sim.call("opcuaStart", {
-        variables: items,
-        pkiDir: join(pkiRoot, "server"),
-        maxSubscriptions: variant === "perItem" ? items + 100 : 0,
-      })
-    );
+    const server = (await sim.call("opcuaStart", {
+      variables: items,
+      pkiDir: join(pkiRoot, "server"),
+      maxSubscriptions: variant === "perItem" ? items + 100 : 0,
+    })) as OpcuaServerInfo;
     await sim.call("opcuaTickStart", { periodMs: CHANGE_PERIOD_MS });
-    client = HostClient.spawn(SIM_HOST, clientPin(pin));
-    /** @type {import("./lib/opcua-client.js").ClientPlan} */
-    const plan = {
+    client = HostClient.spawn("sim-host", clientPin(pin));
+    const plan: ClientPlan = {
       variant,
       endpoint: server.endpoint,
       items,
@@ -184,19 +170,20 @@ async function runCase(id, items, variant, samplingMs, pin, pkiRoot) {
       maxTicks: SECONDS + 30,
       pkiDir: join(pkiRoot, "client"),
     };
-    const setup = /** @type {ClientSetup} */ (await client.call("uaStart", { plan }));
+    const setup = (await client.call("uaStart", { plan })) as ClientSetup;
     await sleep(WARMUP_MS);
-    const s0 = /** @type {OpcuaTickInfo} */ (await sim.call("opcuaTick"));
+    const s0 = (await sim.call("opcuaTick")) as OpcuaTickInfo;
     // Counted: the ticks whose whole second lies inside the window (see the header).
     await client.call("uaWindowStart", { fromTick: s0.tick + 1 });
     await sleep(SECONDS * 1000);
-    const s1 = /** @type {OpcuaTickInfo} */ (await sim.call("opcuaTick"));
-    const window = /** @type {WindowResult} */ (
-      await client.call("uaWindowEnd", { toTick: s1.tick - 1, graceMs: GRACE_MS })
-    );
+    const s1 = (await sim.call("opcuaTick")) as OpcuaTickInfo;
+    const window = (await client.call("uaWindowEnd", {
+      toTick: s1.tick - 1,
+      graceMs: GRACE_MS,
+    })) as WindowResult;
     await client.close();
     client = undefined;
-    const ticks = /** @type {OpcuaTickStats} */ (await sim.call("opcuaTickStop"));
+    const ticks = (await sim.call("opcuaTickStop")) as OpcuaTickStats;
     await sim.close();
     return {
       id,
@@ -215,44 +202,26 @@ async function runCase(id, items, variant, samplingMs, pin, pkiRoot) {
   }
 }
 
-/**
- * @param {number} x
- * @returns {string}
- */
-const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "-");
+const int = (x: number): string =>
+  Number.isFinite(x) ? Math.round(x).toLocaleString("en-US") : "-";
 
-/**
- * @param {number} x  a share
- * @returns {string}
- */
-const pct = (x) => `${(x * 100).toFixed(1)}%`;
+/** @param x  a share */
+const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
 
-/**
- * @param {number} mb
- * @returns {string}
- */
-const mb = (mb) => mb.toFixed(0);
+const mb = (mb: number): string => mb.toFixed(0);
 
-/**
- * CPU microseconds per change received (NaN without changes).
- * @param {CaseResult} c
- * @returns {number}
- */
-const usPerChange = (c) =>
+/** CPU microseconds per change received (NaN without changes). */
+const usPerChange = (c: CaseResult): number =>
   c.window.received > 0
     ? ((c.window.cpuUserMs + c.window.cpuSystemMs) * 1000) / c.window.received
     : NaN;
 
-/**
- * @param {CaseResult} c
- * @returns {string}
- */
-function setupText(c) {
+function setupText(c: CaseResult): string {
   const d = c.setup.detail;
   const secs = `${(c.setup.setupMs / 1000).toFixed(1)} s`;
   switch (c.variant) {
     case "ours": {
-      const stats = /** @type {{ createMonitoredItemsCalls?: number }} */ (d["driverStats"] ?? {});
+      const stats = (d["driverStats"] ?? {}) as { createMonitoredItemsCalls?: number };
       return `${int(c.setup.monitored)} items in ${secs} (${stats.createMonitoredItemsCalls ?? "?"} CreateMonitoredItems)`;
     }
     case "perItem": {
@@ -270,23 +239,15 @@ function setupText(c) {
   }
 }
 
-/**
- * @param {CaseResult} c  a Read variant
- * @returns {string}
- */
-function readTime(c) {
-  const end = /** @type {{ readMs?: { mean: number } }} */ (c.window.detail["atEnd"] ?? {});
+/** @param c  a Read variant */
+function readTime(c: CaseResult): string {
+  const end = (c.window.detail["atEnd"] ?? {}) as { readMs?: { mean: number } };
   return end.readMs === undefined ? "-" : fmtMs(end.readMs.mean);
 }
 
-/**
- * "(a) x · (b) y" for the baseline cell.
- * @param {CaseResult} a
- * @param {CaseResult} b
- * @param {(c: CaseResult) => string} f
- * @returns {string}
- */
-const both = (a, b, f) => `(a) ${f(a)} · (b) ${f(b)}`;
+/** "(a) x · (b) y" for the baseline cell. */
+const both = (a: CaseResult, b: CaseResult, f: (c: CaseResult) => string): string =>
+  `(a) ${f(a)} · (b) ${f(b)}`;
 
 async function main() {
   const startedAt = new Date();
@@ -295,22 +256,12 @@ async function main() {
   const watchdog = startWatchdog(NAME, BUDGET_MS);
 
   try {
-    /** @type {import("./lib/common.js").ResultRow[]} */
-    const rows = [];
-    /** @type {{ name: string, pass: boolean, detail: string }[]} */
-    const checks = [];
-    /** @type {CaseResult[]} */
-    const cases = [];
-    /** @type {string[]} */
-    const summaryParts = [];
+    const rows: ResultRow[] = [];
+    const checks: Check[] = [];
+    const cases: CaseResult[] = [];
+    const summaryParts: string[] = [];
 
-    /**
-     * @param {string} id
-     * @param {number} items
-     * @param {Variant} variant
-     * @param {number} samplingMs
-     */
-    const run = async (id, items, variant, samplingMs) => {
+    const run = async (id: string, items: number, variant: Variant, samplingMs: number) => {
       const c = await runCase(id, items, variant, samplingMs, pin, pkiRoot);
       cases.push(c);
       const w = c.window;
@@ -340,9 +291,7 @@ async function main() {
       const label = `${k} items, each changing every ${CHANGE_PERIOD_MS / 1000} s`;
       const gated = items === TARGET_ITEMS;
       const w = ours.window;
-      const stats = /** @type {{ monitoredItems?: number }} */ (
-        ours.setup.detail["driverStats"] ?? {}
-      );
+      const stats = (ours.setup.detail["driverStats"] ?? {}) as { monitoredItems?: number };
       const lostOk = w.lost === 0 && w.received > 0;
       const cpuOk = w.cpuShare <= TARGET_CPU;
       const clean =
@@ -385,22 +334,19 @@ async function main() {
         },
       );
 
-      /** @param {CaseResult} c */
-      const lostText = (c) => `${int(c.window.lost)} of ${int(c.window.expected)}`;
-      /** @param {CaseResult} c */
-      const cpuText = (c) =>
+      const lostText = (c: CaseResult) => `${int(c.window.lost)} of ${int(c.window.expected)}`;
+      const cpuText = (c: CaseResult) =>
         c.variant === "perItem" && c.setup.monitored < items
           ? `${pct(c.window.cpuShare)} for ${int(c.setup.monitored)} items`
           : pct(c.window.cpuShare);
-      /** @param {CaseResult} c  a CPU share is compared only over the same items */
-      const ratioVs = (c) =>
+      /** @param c  a CPU share is compared only over the same items */
+      const ratioVs = (c: CaseResult) =>
         c.setup.monitored < items ? "- (fewer items)" : fmtRatio(c.window.cpuShare / w.cpuShare);
-      /** @param {CaseResult} c */
-      const rssText = (c) =>
+      const rssText = (c: CaseResult) =>
         `${mb(c.setup.before.rssMB)} / ${mb(c.setup.connected.rssMB)} / ` +
         `${mb(c.window.rssMaxMB)} (${mb(c.window.hwmMB)})`;
-      /** @param {CaseResult} c */
-      const loopText = (c) => `${fmtMs(c.window.loopMs.p99)} / ${fmtMs(c.window.loopMs.max)}`;
+      const loopText = (c: CaseResult) =>
+        `${fmtMs(c.window.loopMs.p99)} / ${fmtMs(c.window.loopMs.max)}`;
       rows.push(
         {
           bench: "B10",
@@ -514,7 +460,7 @@ async function main() {
       );
     }
 
-    for (const c of checks) console.log(`  [${c.pass ? "ok" : "FAIL"}] ${c.name} (${c.detail})`);
+    printChecks(checks);
     const pass = checks.every((c) => c.pass);
     const summary = `B10 OPC UA: ${summaryParts.join("; ")}: ${pass ? "PASS" : "FAIL"}`;
     finishBench({
