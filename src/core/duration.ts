@@ -27,3 +27,13 @@ export const duration = (what: string) =>
       }
       return ms;
     });
+
+/** A connection's `reconnect: { min, max }`: the backoff between its first and longest delays. */
+export const reconnectSchema = (minMs: number, maxMs: number) =>
+  z
+    .object({
+      min: duration("First delay before reconnecting").default(minMs),
+      max: duration("Longest delay between reconnects").default(maxMs),
+    })
+    .strict()
+    .default({ min: minMs, max: maxMs });

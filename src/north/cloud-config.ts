@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { duration } from "../core/duration.js";
+import { duration, reconnectSchema } from "../core/duration.js";
 
 /**
  * The keys of the gateway config's `cloud` section that every dialect has: the MQTT connection
@@ -47,11 +47,5 @@ export const syncKeys = {
   maxInFlight: z.number().int().min(1).max(100).default(5).describe("Requests awaiting a reply"),
   replyTimeout: duration("How long to wait for a shadow reply").default(5000),
   conflictRetries: z.number().int().min(1).max(20).default(3),
-  reconnect: z
-    .object({
-      min: duration("First delay before reconnecting").default(1000),
-      max: duration("Longest delay between reconnects").default(60_000),
-    })
-    .strict()
-    .default({ min: 1000, max: 60_000 }),
+  reconnect: reconnectSchema(1000, 60_000),
 };

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { duration } from "../../core/duration.js";
+import { duration, reconnectSchema } from "../../core/duration.js";
 
 /** The gateway config's Modbus sources: TCP, an RS-485 line, and RTU frames over TCP. */
 
@@ -20,13 +20,7 @@ const modbusCommon = {
     .max(124)
     .default(8)
     .describe("Unused registers a read may span to merge two points into one request"),
-  reconnect: z
-    .object({
-      min: duration("First delay before reconnecting").default(500),
-      max: duration("Longest delay between reconnects").default(30_000),
-    })
-    .strict()
-    .default({ min: 500, max: 30_000 }),
+  reconnect: reconnectSchema(500, 30_000),
   unitBackoff: duration(
     "How long a unit id that timed out is left alone before it is probed again",
   ).default(5000),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { duration } from "../../core/duration.js";
+import { duration, reconnectSchema } from "../../core/duration.js";
 
 /** The gateway config's OPC UA sources. */
 
@@ -35,13 +35,7 @@ export const opcuaSource = z
       ])
       .default({ type: "anonymous" }),
     timeout: duration("How long one service call may take").default(5000),
-    reconnect: z
-      .object({
-        min: duration("First delay before reconnecting").default(1000),
-        max: duration("Longest delay between reconnects").default(30_000),
-      })
-      .strict()
-      .default({ min: 1000, max: 30_000 }),
+    reconnect: reconnectSchema(1000, 30_000),
   })
   .strict();
 
