@@ -1,0 +1,90 @@
+/**
+ * The daemon's signal handling (daemon/service.ts) against a real simulated PLC and real config
+ * files: SIGHUP reloads, a broken config is refused and the running gateway keeps its values, a
+ * storm of SIGHUPs never runs two gateways at once, SIGTERM stops after the reload under way.
+ */
+import { EventEmitter } from "node:events";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config/load.js";
+import { silentLogger } from "../../../src/core/logger.js";
+import { Service, type SignalSource } from "../../../src/daemon/service.js";
+import { ModbusTcpSimulator } from "../../../src/sim/modbus/index.js";
+import { until } from "../../helpers/until.js";
+
+const running: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const stop of running.splice(0).reverse()) await stop().catch(() => undefined);
+});
+
+const mapping = (type: string) => `version: 1
+device: { productKey: a1Plant, deviceName: boiler }
+source: plc
+pollInterval: 50ms
+points:
+  level: { register: 40001, type: ${type} }
+`;
+
+async function plant() {
+  const sim = new ModbusTcpSimulator({ units: [1] });
+  const { port } = await sim.start({ port: 0 });
+  running.push(() => sim.stop());
+  sim.unit(1).holding[0] = 7;
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-service-"));
+  await mkdir(path.join(dir, "mappings"));
+  const configFile = path.join(dir, "gateway.yaml");
+  await writeFile(
+    configFile,
+    `version: 1
+gateway: { name: svc, dataDir: ./data }
+sources:
+  plc: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port} }
+mappings: ./mappings
+`,
+  );
+  const mappingFile = path.join(dir, "mappings", "boiler.yaml");
+  await writeFile(mappingFile, mapping("uint16"));
+  const loaded = await loadConfig(configFile);
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const service = new Service(configFile, loaded.config, silentLogger());
+  await service.start();
+  running.push(() => service.stop());
+  const level = () => service.current.shadow.document("boiler")?.state.reported.level;
+  return { sim, service, mappingFile, level };
+}
+
+it("reloads on SIGHUP, refuses a broken config keeping the running gateway, and stops on SIGTERM", async () => {
+  const { sim, service, mappingFile, level } = await plant();
+  const signals = new EventEmitter();
+  const stopped = service.run(signals as SignalSource);
+  await until("first value", () => level() === 7);
+
+  const first = service.current;
+  await writeFile(mappingFile, mapping("float33"));
+  signals.emit("SIGHUP");
+  await service.reload(); // queued behind the signal's reload: both have been refused
+  expect(service.current).toBe(first);
+  sim.unit(1).holding[0] = 8;
+  await until("the running gateway still polls", () => level() === 8);
+
+  // A storm: three reloads queue one behind another and end with one gateway, polling the new
+  // mapping over one connection.
+  await writeFile(mappingFile, mapping("int16"));
+  signals.emit("SIGHUP");
+  signals.emit("SIGHUP");
+  signals.emit("SIGHUP");
+  await service.reload();
+  expect(service.current).not.toBe(first);
+  sim.unit(1).holding[0] = 0xffff;
+  await until("the reloaded mapping (int16)", () => level() === -1);
+  expect(sim.stats().connections.open).toBe(1);
+
+  // SIGTERM during a reload: the stop waits for it, then stops the gateway it started.
+  signals.emit("SIGHUP");
+  signals.emit("SIGTERM");
+  await expect(stopped).resolves.toBe("SIGTERM");
+  await until("the PLC connection closed", () => sim.stats().connections.open === 0);
+  expect(signals.listenerCount("SIGHUP") + signals.listenerCount("SIGTERM")).toBe(0);
+});
