@@ -273,9 +273,23 @@ export class OpcuaSimulator extends EventEmitter<OpcuaSimulatorEvents> {
 
   /** Stops the server and starts a new one on the same port with the same values. */
   async restart(): Promise<void> {
+    await this.pause();
+    await this.resume();
+  }
+
+  /**
+   * Takes the server down (an outage: sessions drop, the port refuses) keeping every value;
+   * values set meanwhile are served after resume().
+   */
+  async pause(): Promise<void> {
     if (this.closed) throw new Error("the OPC UA simulator is closed");
     await this.stopServer();
-    await this.startServer(this.boundPort);
+  }
+
+  /** Serves again on the same port, with the same certificate and values. */
+  async resume(): Promise<void> {
+    if (this.closed) throw new Error("the OPC UA simulator is closed");
+    if (!this.current) await this.startServer(this.boundPort);
   }
 
   async close(): Promise<void> {
