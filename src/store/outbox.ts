@@ -1,3 +1,5 @@
+// ~500 lines on purpose: save, flush, ack, retention and the in-memory counters share one set
+// of prepared statements and one transaction discipline; split, each half would reach into the other.
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { mergeInto, mergeReported } from "../core/json.js";
