@@ -244,8 +244,11 @@ export function verifyAlibabaPassword(
   };
 }
 
-/** content = the submitted parameters sorted by name, each as name + value (doc-detail 73742). */
-function sign(
+/**
+ * content = the submitted parameters sorted by name, each as name + value (doc-detail 73742);
+ * the same content signs a sub-device's topology entry and login (shadow-protocol.md 2.3).
+ */
+export function sign(
   method: SignMethod,
   secret: string,
   p: { clientId: string; deviceName: string; productKey: string; timestamp: string | undefined },
