@@ -320,14 +320,17 @@ export async function loadConfig(
     }
   }
 
-  // The cloud dialect's own rules (Alibaba: a deviceSecret unless another broker's URL is given).
+  // The cloud dialect's own rules (Alibaba: a deviceSecret unless another broker's URL is given,
+  // and a way to each sub-device's secret, reported in that device's mapping file).
   const cloud = gateway?.cloud;
   if (src && cloud) {
-    for (const p of dialectFor(cloud.dialect).check(cloud)) {
-      const keyPath = ["cloud", ...p.path];
+    const context = { devices: devices.map((d) => d.plan), configDir: path.dirname(file) };
+    for (const p of dialectFor(cloud.dialect).check(cloud, context)) {
+      const device = p.device === undefined ? undefined : devices[p.device];
+      const keyPath = device ? p.path : ["cloud", ...p.path];
       problems.push({
         code: ErrorCodes.CONFIG_CROSS,
-        position: src.positionOf(keyPath, true),
+        position: (device?.src ?? src).positionOf(keyPath, true),
         keyPath: keyPathOf(keyPath),
         message: p.message,
       });

@@ -72,6 +72,13 @@ export const mappingFileSchema = z
       .object({
         productKey: z.string().min(1),
         deviceName: z.string().min(1),
+        deviceSecret: z
+          .string()
+          .min(1)
+          .describe(
+            "Alibaba sub-device: signs its topology entry and login; write ${ENV_NAME}, never the secret itself",
+          )
+          .optional(),
       })
       .strict()
       .describe("The shadow device this file describes"),

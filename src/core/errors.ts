@@ -43,6 +43,15 @@ export const ErrorCodes = {
   SHADOW_CONFLICT: "SG_SHADOW_CONFLICT",
   SHADOW_REPLY_TIMEOUT: "SG_SHADOW_REPLY_TIMEOUT",
   SHADOW_BAD_MESSAGE: "SG_SHADOW_BAD_MESSAGE",
+  /** A device's session login failed for a reason that may pass (timeout, 429, 500): retried. */
+  SESSION_LOGIN: "SG_SESSION_LOGIN",
+  /**
+   * The cloud will not take a device's traffic until an operator acts (Alibaba: 521 deleted,
+   * 522 disabled, 6287 bad sign, 6401 no topology, 428 too many online): not retried.
+   */
+  SESSION_REFUSED: "SG_SESSION_REFUSED",
+  /** A session reply or notice that is malformed, unasked or names an unknown device: ignored. */
+  SESSION_BAD_MESSAGE: "SG_SESSION_BAD_MESSAGE",
   // Commands (desired state written to a device)
   COMMAND_REJECTED: "SG_COMMAND_REJECTED",
   COMMAND_FAILED: "SG_COMMAND_FAILED",

@@ -15,6 +15,7 @@ const IDLE_TIMEOUT_MS = 5000;
 export interface CloudSyncOptions {
   readonly cloud: CloudConfig;
   readonly configDir: string;
+  readonly dataDir: string;
   readonly devices: readonly DevicePlan[];
 }
 
@@ -48,6 +49,7 @@ export class CloudSync implements Component {
     this.north = createNorth(
       this.opts.cloud,
       this.opts.configDir,
+      this.opts.dataDir,
       devices,
       {
         snapshot: (name) => this.shadow.document(name)?.state.reported ?? {},
@@ -88,6 +90,7 @@ export class CloudSync implements Component {
     return {
       link: north.link.health(),
       sync: north.sync.stats,
+      sessions: north.sync.sessionStatus(),
       devices: Object.fromEntries(
         this.opts.devices.map((d) => [d.deviceName, north.sync.deviceState(d.deviceName)]),
       ),

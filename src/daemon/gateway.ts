@@ -70,7 +70,7 @@ export class Gateway {
         log,
       );
       this.cloud = new CloudSync(
-        { cloud, configDir: path.dirname(config.configFile), devices },
+        { cloud, configDir: path.dirname(config.configFile), dataDir: config.dataDir, devices },
         store,
         this.shadow,
         this.commands,

@@ -39,6 +39,7 @@ export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.no
 export function createNorth(
   cloud: CloudConfig,
   configDir: string,
+  dataDir: string,
   devices: readonly DevicePlan[],
   hooks: SyncHooks,
   log: Logger,
@@ -46,11 +47,15 @@ export function createNorth(
   const dialect = dialectFor(cloud.dialect);
   const link = new MqttLink(linkOptions(cloud, configDir), log.child({ component: "north.link" }));
   const syncLog = log.child({ component: "north.sync" });
-  const session = dialect.session?.({ link, cloud, log: syncLog });
+  const shadowDevices = devices.map((d) => ({
+    productKey: d.productKey,
+    deviceName: d.deviceName,
+    ...(d.deviceSecret !== undefined && { deviceSecret: d.deviceSecret }),
+  }));
   const sync = new SyncEngine(
     link,
     dialect,
-    devices.map((d) => ({ productKey: d.productKey, deviceName: d.deviceName })),
+    shadowDevices,
     hooks,
     {
       sendWindowMs: cloud.sendWindow,
@@ -58,7 +63,16 @@ export function createNorth(
       maxInFlight: cloud.maxInFlight,
       replyTimeoutMs: cloud.replyTimeout,
       conflictRetries: cloud.conflictRetries,
-      ...(session && { session }),
+      session: (events) =>
+        dialect.session?.({
+          link,
+          cloud,
+          devices: shadowDevices,
+          events,
+          dataDir,
+          configDir,
+          log: syncLog.child({ component: "north.session" }),
+        }),
     },
     syncLog,
   );

@@ -32,7 +32,7 @@ export interface PointFields {
 }
 
 export interface MappingFields {
-  device: { productKey: string; deviceName: string };
+  device: { productKey: string; deviceName: string; deviceSecret?: string | undefined };
   source: string;
   unitId: number;
   pollInterval: number;
@@ -145,6 +145,7 @@ export function compileMapping(
     file,
     productKey: m.device.productKey,
     deviceName: m.device.deviceName,
+    ...(m.device.deviceSecret !== undefined && { deviceSecret: m.device.deviceSecret }),
     sourceId: m.source,
     pollIntervalMs: m.pollInterval,
   };

@@ -106,6 +106,8 @@ export interface PlanCommon {
   readonly file: string;
   readonly productKey: string;
   readonly deviceName: string;
+  /** An Alibaba sub-device's own secret, when its mapping file gives it (never logged). */
+  readonly deviceSecret?: string;
   readonly sourceId: string;
   /** Modbus: the poll interval; OPC UA: the publishing interval (or the poll interval). */
   readonly pollIntervalMs: number;

@@ -45,6 +45,8 @@ export type RequestKind = "get" | "report" | "clear";
 export interface ShadowDevice {
   readonly productKey: string;
   readonly deviceName: string;
+  /** The device's own secret, for a session step that signs its login (never logged). */
+  readonly deviceSecret?: string;
 }
 
 /** A device's topics on the gateway's connection. */
@@ -90,22 +92,81 @@ export interface ConnectionIdentity {
   readonly password?: string;
 }
 
-/** A problem with the dialect's cloud config, at a key path below `cloud` ([] = the section). */
+/**
+ * A problem with the dialect's cloud config, at a key path below `cloud` ([] = the section), or,
+ * with `device` (an index into CloudCheckContext.devices), at a key path of that device's
+ * mapping file.
+ */
 export interface CloudConfigProblem {
   readonly path: readonly (string | number)[];
   readonly message: string;
+  readonly device?: number;
+}
+
+/** What a dialect's config check sees besides the cloud section. */
+export interface CloudCheckContext {
+  readonly devices: readonly ShadowDevice[];
+  /** Files the cloud section names are relative to it. */
+  readonly configDir: string;
 }
 
 /**
  * A per-device session on the gateway's one connection, for clouds where a device behind the
  * gateway must log in before its topics are used (Alibaba sub-devices, shadow-protocol.md 2.3).
- * The engine logs a device in after every (re)connect and after a reply of class `session`,
- * before it subscribes the device's topics or sends its requests, and logs it out when it stops.
+ * The engine subscribes `subscriptions` and offers every message to `handle` first; it logs a
+ * device in after every (re)connect and after the cloud said its session is gone, before it
+ * subscribes the device's topics or sends its requests, and logs it out when it stops. Calls
+ * made together may go out as one message (a batch login).
  */
 export interface DeviceSession {
-  /** Resolves when the device may use its topics; rejects when the cloud refused (retried). */
+  /** Where the session step's replies and the cloud's notices arrive. */
+  readonly subscriptions: readonly string[];
+  /** Takes a message on one of `subscriptions`; false for any other (the engine decodes it). */
+  handle(topic: string, payload: Buffer): boolean;
+  /**
+   * Resolves when the device may use its topics. Rejects with a SessionRefusal when the cloud
+   * refused it for a reason that logging in again cannot cure (not retried), with any other
+   * error when it may be tried again (retried with backoff).
+   */
   login(device: ShadowDevice): Promise<void>;
   logout(device: ShadowDevice): Promise<void>;
+  /** The connection dropped: requests awaiting a reply fail now. */
+  offline(): void;
+}
+
+/** The cloud refused a device's session for good: an operator must act (code and reason kept). */
+export class SessionRefusal extends Error {
+  constructor(
+    readonly code: number,
+    readonly reason: string,
+  ) {
+    super(`${code} ${reason}`);
+    this.name = "SessionRefusal";
+  }
+}
+
+/** What the cloud says of sessions unasked, as a session step decodes it. */
+export interface SessionEvents {
+  /** The device has no session any more (Alibaba: 520 on /ext/error): log it in again. */
+  lost(device: ShadowDevice): void;
+  /** The cloud will not take the device's traffic (deleted, disabled): stop it, do not retry. */
+  refused(device: ShadowDevice, code: number, reason: string): void;
+  /** An operator enabled the device again (Alibaba: topo/change status 2 or 0): log it in. */
+  resumed(device: ShadowDevice): void;
+}
+
+/** What a dialect's session step is built with. */
+export interface SessionContext<C> {
+  readonly link: Link;
+  readonly cloud: C;
+  /** Every device the gateway syncs; the session knows which one is the gateway itself. */
+  readonly devices: readonly ShadowDevice[];
+  readonly events: SessionEvents;
+  /** Where the session may keep what it learns (Alibaba: registered sub-device secrets). */
+  readonly dataDir: string;
+  /** Files the cloud section names are relative to it. */
+  readonly configDir: string;
+  readonly log: Logger;
 }
 
 /**
@@ -119,8 +180,11 @@ export interface Dialect<C = unknown> {
   readonly name: string;
   /** The URL and login for the cloud section (Alibaba: the signed MQTT credentials). */
   connection(cloud: C, now: number): ConnectionIdentity;
-  /** Rules over several keys of the cloud section, beyond its schema. */
-  check(cloud: C): CloudConfigProblem[];
+  /**
+   * Rules over several keys of the cloud section, beyond its schema, and over the devices it
+   * will carry (Alibaba: each sub-device needs a way to its secret).
+   */
+  check(cloud: C, context: CloudCheckContext): CloudConfigProblem[];
   readonly limits: DialectLimits;
   /** Where a device's requests go and where its replies and pushes come from. */
   topics(productKey: string, deviceName: string): ShadowTopics;
@@ -144,6 +208,9 @@ export interface Dialect<C = unknown> {
    */
   isNewCommand(last: JournalRecord | undefined, offered: JournalRecord): boolean;
   classify(code: number): ReplyClass;
-  /** The per-device session step, when the cloud has one, over the gateway's link. */
-  session?(context: { link: Link; cloud: C; log: Logger }): DeviceSession;
+  /**
+   * The per-device session step over the gateway's link, when the cloud and this config have
+   * one (Alibaba: sub-devices); undefined when every device may use its topics at once.
+   */
+  session?(context: SessionContext<C>): DeviceSession | undefined;
 }

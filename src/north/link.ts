@@ -35,7 +35,8 @@ export interface Link {
   readonly online: boolean;
   on<K extends keyof LinkEvents>(event: K, listener: (...args: LinkEvents[K]) => void): unknown;
   subscribe(topics: readonly string[]): Promise<void>;
-  publish(topic: string, payload: string): Promise<void>;
+  /** QoS 1 unless told (Alibaba's session messages go at QoS 0). */
+  publish(topic: string, payload: string, qos?: 0 | 1): Promise<void>;
 }
 
 /**
@@ -93,9 +94,9 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
     }
   }
 
-  /** QoS 1 publish; resolves on PUBACK. */
-  async publish(topic: string, payload: string): Promise<void> {
-    await this.require().publishAsync(topic, payload, { qos: 1 });
+  /** Resolves on PUBACK at QoS 1, once written at QoS 0. */
+  async publish(topic: string, payload: string, qos: 0 | 1 = 1): Promise<void> {
+    await this.require().publishAsync(topic, payload, { qos });
   }
 
   private require(): MqttClient {

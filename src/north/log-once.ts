@@ -14,6 +14,11 @@ export class LogOnce {
     this.keys.add(key);
     log();
   }
+
+  /** Says the key's line again next time (the condition it reported ended). */
+  forget(key: string): void {
+    this.keys.delete(key);
+  }
 }
 
 /** A bug caught where nothing may escape (a timer, a link event, the desired chain). */

@@ -434,10 +434,18 @@ export class RequestPump {
       { device: d.deviceName, topic, errorcode: m.status === "error" ? m.code : undefined },
       "the cloud has no session for this device; logging it in again",
     );
-    this.abandon(d);
-    d.synced = false;
+    this.sessionGone(d);
     this.peers.sessionLost(d.deviceName);
     this.pumpAll();
+  }
+
+  /**
+   * The device's session is gone (lost or refused): its request in flight will get no reply,
+   * and once it is back it reconciles again (a get first), since pushes sent meanwhile were lost.
+   */
+  sessionGone(d: DeviceSync): void {
+    this.abandon(d);
+    d.synced = false;
   }
 
   /** The backlog's rows up to `upto` are done with (sent, or refused for good). */

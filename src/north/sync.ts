@@ -2,12 +2,15 @@ import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import type { JsonObject } from "../core/types.js";
 import { DesiredRunner } from "./desired.js";
-import type { DeviceSession, Dialect, ShadowDevice } from "./dialect.js";
+import type { DeviceSession, Dialect, SessionEvents, ShadowDevice } from "./dialect.js";
 import type { SyncHooks, SyncStats } from "./hooks.js";
 import type { Link } from "./link.js";
 import { LogOnce, logInternal } from "./log-once.js";
 import { RequestPump, type DeviceSync, type SyncOptions } from "./pump.js";
-import { DeviceSessions } from "./sessions.js";
+import { DeviceSessions, type SessionStatus } from "./sessions.js";
+
+/** The longest wait between two logins of a device that keep failing. */
+const SESSION_RETRY_MAX_MS = 60_000;
 
 /**
  * Keeps every device's cloud shadow in step with the edge shadow over one MQTT link, in one
@@ -31,6 +34,7 @@ export class SyncEngine {
   private readonly pump: RequestPump;
   private readonly desired: DesiredRunner;
   private readonly sessions: DeviceSessions;
+  private readonly session: DeviceSession | undefined;
 
   constructor(
     private readonly link: Link,
@@ -38,8 +42,11 @@ export class SyncEngine {
     devices: readonly ShadowDevice[],
     private readonly hooks: SyncHooks,
     private readonly opts: SyncOptions & {
-      /** The dialect's per-device session step (Dialect.session), when it has one. */
-      readonly session?: DeviceSession;
+      /**
+       * Builds the dialect's per-device session step (Dialect.session) around the engine's
+       * handlers of what the cloud says unasked; undefined or absent: no session step.
+       */
+      readonly session?: (events: SessionEvents) => DeviceSession | undefined;
     },
     private readonly log: Logger,
     now: () => number = Date.now,
@@ -80,10 +87,34 @@ export class SyncEngine {
       log,
       now,
     );
+    this.session = opts.session?.({
+      lost: (device) =>
+        this.guard("handling a lost session", () =>
+          this.withDevice(device.deviceName, (d) => {
+            if (!this.sessions.isOpen(d.deviceName)) return;
+            this.log.warn(
+              { device: d.deviceName },
+              "the cloud lost the device's session; logging it in again",
+            );
+            this.pump.sessionGone(d);
+            this.sessions.lost(d.deviceName);
+          }),
+        ),
+      refused: (device, code, reason) =>
+        this.guard("handling a refused device", () =>
+          this.withDevice(device.deviceName, (d) => {
+            this.pump.sessionGone(d);
+            this.sessions.refused(d.deviceName, code, reason);
+          }),
+        ),
+      resumed: (device) =>
+        this.guard("handling a resumed device", () => this.sessions.resumed(device.deviceName)),
+    });
     this.sessions = new DeviceSessions(
-      opts.session,
+      this.session,
       devices,
       opts.replyTimeoutMs,
+      SESSION_RETRY_MAX_MS,
       (name) => this.withDevice(name, (d) => this.bringUp(d)),
       this.once,
       log,
@@ -136,6 +167,11 @@ export class SyncEngine {
     );
   }
 
+  /** Each device's session (for a dialect with a session step; else empty). */
+  sessionStatus(): Record<string, SessionStatus> {
+    return this.sessions.enabled ? this.sessions.status() : {};
+  }
+
   /** Resolves when every device's queued desired executions (and logouts) have finished. */
   async idle(): Promise<void> {
     await Promise.all([this.desired.idle(), this.sessions.idle()]);
@@ -151,6 +187,20 @@ export class SyncEngine {
    * refuses does not hold up the others.
    */
   private async onOnline(): Promise<void> {
+    if (this.session && this.session.subscriptions.length > 0) {
+      // The session step's replies must have a subscription before its first request.
+      const topics = this.session.subscriptions;
+      try {
+        await this.link.subscribe(topics);
+      } catch (err) {
+        // The link drops and comes back (or stays down): the next online subscribes again.
+        this.log.error(
+          { topic: topics.join(", "), err },
+          "subscribing to the session topics failed",
+        );
+        return;
+      }
+    }
     await Promise.all([...this.pump.devices.values()].map((d) => this.bringUp(d)));
   }
 
@@ -175,6 +225,7 @@ export class SyncEngine {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
+    if (this.session?.handle(topic, payload)) return;
     const decoded = this.dialect.decode(topic, payload);
     if (!decoded.ok) {
       this.stats.badMessages++;

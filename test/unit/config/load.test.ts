@@ -224,7 +224,70 @@ describe("loadConfig", () => {
     );
     expect(await problemsOf(noSecret)).toEqual([
       "gateway.yaml:4:1 cloud: Alibaba Cloud needs deviceSecret to log in (write ${DEVICE_SECRET}); for another broker give url",
+      // On Alibaba itself the mapping devices are sub-devices: each needs its own secret.
+      "mappings/a.yaml:2:1 device: sub-device pk/dev has no deviceSecret to log in through gateway gw/edge: write device.deviceSecret: ${ENV_NAME}, list it in cloud.subDevices.secrets, or set cloud.subDevices.register: dynamic",
     ]);
+  });
+
+  describe("sub-devices (Alibaba topology)", () => {
+    const gatewayWith = (subDevices: string) =>
+      "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: h }\ncloud:\n  url: mqtt://127.0.0.1:1883\n  productKey: gw\n  deviceName: edge\n" +
+      subDevices +
+      "mappings: mappings\n";
+    const point = "  t: { register: 40001 }\n";
+
+    it("finds a secret in the mapping file (through the environment) or the secrets file", async () => {
+      const config = await workspace(
+        {
+          "a.yaml":
+            head.replace("deviceName: dev }", `deviceName: dev, deviceSecret: "\${DEV_SECRET}" }`) +
+            point,
+          "b.yaml": head.replace("deviceName: dev }", "deviceName: dev2 }") + point,
+          // The gateway itself: synced on its own connection, no login, no secret.
+          "c.yaml":
+            "version: 1\ndevice: { productKey: gw, deviceName: edge }\nsource: plc1\npoints:\n  u: { register: 40002 }\n",
+        },
+        gatewayWith("  subDevices: { secrets: secrets.yaml }\n"),
+      );
+      const secrets = path.join(path.dirname(config), "secrets.yaml");
+      await writeFile(secrets, '"pk/dev2": s2\n', { mode: 0o600 });
+      const r = await loadConfig(config, { DEV_SECRET: "s1" });
+      expect(r.problems).toEqual([]);
+      expect(r.ok && r.config.devices.map((d) => [d.deviceName, d.deviceSecret])).toEqual([
+        ["dev", "s1"],
+        ["dev2", undefined],
+        ["edge", undefined],
+      ]);
+    });
+
+    it("refuses a secrets file others can read, and names each sub-device without a secret", async () => {
+      const config = await workspace(
+        { "a.yaml": head + point },
+        gatewayWith("  subDevices: { secrets: secrets.yaml }\n"),
+      );
+      const secrets = path.join(path.dirname(config), "secrets.yaml");
+      await writeFile(secrets, '"pk/dev": s\n', { mode: 0o644 });
+      expect(await problemsOf(config)).toEqual([
+        `gateway.yaml:8:17 cloud.subDevices.secrets: ${secrets} is readable by others (mode 644): it holds device secrets; run chmod 600 ${secrets}`,
+        "mappings/a.yaml:2:1 device: sub-device pk/dev has no deviceSecret to log in through gateway gw/edge: write device.deviceSecret: ${ENV_NAME}, list it in cloud.subDevices.secrets, or set cloud.subDevices.register: dynamic",
+      ]);
+      await writeFile(secrets, "- not a map\n", { mode: 0o600 });
+      const { chmod } = await import("node:fs/promises");
+      await chmod(secrets, 0o600);
+      expect((await problemsOf(config))[0]).toContain(
+        'must map "productKey/deviceName" to its deviceSecret',
+      );
+    });
+
+    it("takes a sub-device without a secret when it registers dynamically; none without subDevices and a url", async () => {
+      const dynamic = await workspace(
+        { "a.yaml": head + point },
+        gatewayWith("  subDevices: { register: dynamic }\n"),
+      );
+      expect(await problemsOf(dynamic)).toEqual([]);
+      const plain = await workspace({ "a.yaml": head + point }, gatewayWith(""));
+      expect(await problemsOf(plain)).toEqual([]);
+    });
   });
 
   it("refuses more than 128 top-level attributes for a cloud shadow", async () => {

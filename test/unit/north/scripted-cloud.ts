@@ -132,7 +132,7 @@ export function setup({
       maxInFlight: 5,
       replyTimeoutMs: 5000,
       conflictRetries: 3,
-      ...(session && { session }),
+      ...(session && { session: () => session }),
     },
     log,
   );

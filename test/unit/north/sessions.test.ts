@@ -23,6 +23,9 @@ function withSession() {
   let events: string[] = [];
   let auto = true;
   const session: DeviceSession = {
+    subscriptions: [],
+    handle: () => false,
+    offline: () => undefined,
     login: (device: ShadowDevice) => {
       events.push(`login ${device.deviceName}`);
       if (auto) return Promise.resolve();
@@ -105,13 +108,13 @@ describe("per-device session step (a test dialect)", () => {
     expect(s.link.events).toEqual(BROUGHT_UP);
   });
 
-  it("tries a refused login again after a reply timeout", async () => {
+  it("tries a failed login again with backoff: within half to one reply timeout the first time", async () => {
     const s = withSession();
     await s.upHeld();
     await s.finish(false);
-    await vi.advanceTimersByTimeAsync(4999);
+    await vi.advanceTimersByTimeAsync(2499);
     expect(s.link.events).toEqual(["login dev"]);
-    await vi.advanceTimersByTimeAsync(1);
+    await vi.advanceTimersByTimeAsync(2501);
     await s.finish();
     expect(s.link.events).toEqual(["login dev", ...BROUGHT_UP]);
   });

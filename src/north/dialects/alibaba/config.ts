@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { cloudUrl, connectionKeys, isTlsUrl, syncKeys } from "../../cloud-config.js";
-import type { CloudConfigProblem, ConnectionIdentity } from "../../dialect.js";
+import path from "node:path";
+import type { CloudCheckContext, CloudConfigProblem, ConnectionIdentity } from "../../dialect.js";
+import { readSecretsFile } from "./secrets.js";
+import { deviceKey, type DeviceKey } from "./subdevices.js";
 import { SIGN_METHODS, alibabaCredentials, alibabaHost, alibabaPort } from "./sign.js";
 
 /**
@@ -23,6 +26,29 @@ export const alibabaCloudSchema = z
       .describe("Signs Alibaba credentials; write ${ENV_NAME}, never the secret itself")
       .optional(),
     signMethod: z.enum(SIGN_METHODS).default("hmacsha256"),
+    subDevices: z
+      .object({
+        secrets: z
+          .string()
+          .min(1)
+          .describe(
+            'YAML file of "productKey/deviceName": deviceSecret (mode 0600), relative to this file',
+          )
+          .optional(),
+        register: z
+          .enum(["static", "dynamic"])
+          .default("static")
+          .describe("dynamic: fetch missing secrets with thing/sub/register and keep them"),
+        login: z
+          .enum(["batch", "single"])
+          .default("batch")
+          .describe("batch: combine/batch_login, 50 devices a message; single: one each"),
+      })
+      .strict()
+      .describe(
+        "The mapping devices other than the gateway itself are sub-devices: added to its topology and logged in through it (on by default without url)",
+      )
+      .optional(),
     ...connectionKeys,
     ...syncKeys,
   })
@@ -30,16 +56,60 @@ export const alibabaCloudSchema = z
 
 export type AlibabaCloudConfig = z.output<typeof alibabaCloudSchema>;
 
-/** Without a URL the gateway connects to Alibaba itself, which takes only signed logins. */
-export function checkAlibabaCloud(cloud: AlibabaCloudConfig): CloudConfigProblem[] {
-  if (cloud.url !== undefined || cloud.deviceSecret !== undefined) return [];
-  return [
-    {
+export type SubDeviceOptions = NonNullable<AlibabaCloudConfig["subDevices"]>;
+
+/**
+ * Whether the mapping devices are sub-devices that log in through the gateway: when the
+ * section says so, and always on Alibaba itself (no url), which drops the traffic of a device
+ * that has not logged in. Against another broker, or the local cloud service without strict
+ * sessions, the devices' shadows go out on the gateway's connection as they are.
+ */
+export function subDeviceOptions(cloud: AlibabaCloudConfig): SubDeviceOptions | undefined {
+  if (cloud.subDevices) return cloud.subDevices;
+  return cloud.url === undefined ? { register: "static", login: "batch" } : undefined;
+}
+
+/** The gateway's own device: a mapping for it is synced on its own connection, no login. */
+export const isGatewayItself = (cloud: AlibabaCloudConfig, d: DeviceKey): boolean =>
+  d.productKey === cloud.productKey && d.deviceName === cloud.deviceName;
+
+/**
+ * Without a URL the gateway connects to Alibaba itself, which takes only signed logins; each
+ * sub-device needs a way to its secret: its mapping file, the secrets file, or registration.
+ */
+export function checkAlibabaCloud(
+  cloud: AlibabaCloudConfig,
+  { devices, configDir }: CloudCheckContext,
+): CloudConfigProblem[] {
+  const found: CloudConfigProblem[] = [];
+  if (cloud.url === undefined && cloud.deviceSecret === undefined) {
+    found.push({
       path: [],
       message:
         "Alibaba Cloud needs deviceSecret to log in (write ${DEVICE_SECRET}); for another broker give url",
-    },
-  ];
+    });
+  }
+  const sub = subDeviceOptions(cloud);
+  if (!sub) return found;
+  let fromFile: ReadonlyMap<string, string> = new Map();
+  if (sub.secrets !== undefined) {
+    const read = readSecretsFile(path.resolve(configDir, sub.secrets));
+    if (read.ok) fromFile = read.secrets;
+    else found.push({ path: ["subDevices", "secrets"], message: read.message });
+  }
+  if (sub.register === "dynamic") return found;
+  devices.forEach((d, i) => {
+    if (isGatewayItself(cloud, d) || d.deviceSecret !== undefined) return;
+    if (fromFile.has(deviceKey(d))) return;
+    found.push({
+      device: i,
+      path: ["device"],
+      message:
+        `sub-device ${deviceKey(d)} has no deviceSecret to log in through gateway ${cloud.productKey}/${cloud.deviceName}: ` +
+        `write device.deviceSecret: \${ENV_NAME}, list it in cloud.subDevices.secrets, or set cloud.subDevices.register: dynamic`,
+    });
+  });
+  return found;
 }
 
 /**

@@ -10,6 +10,8 @@ import {
 } from "./codec.js";
 import { alibabaConnection, checkAlibabaCloud, type AlibabaCloudConfig } from "./config.js";
 import { MAX_ATTRIBUTES, type MetadataSection } from "./messages.js";
+import { alibabaSession } from "./session.js";
+import { SubDeviceCodes } from "./subdevices.js";
 import { shadowGetTopic, shadowUpdateTopic } from "./topics.js";
 
 /** Top-level desired attribute -> its metadata timestamp (seconds). */
@@ -44,13 +46,14 @@ export function isNewAlibabaCommand(
  * The Alibaba Cloud IoT shadow dialect (shadow-protocol.md 1): requests on /shadow/update,
  * replies and control pushes on /shadow/get, versions strictly greater than the cloud's,
  * desired cleared with the string "null", 407 counted as success as iotkit-embedded does. The
- * gateway's own login is the signed CONNECT; it needs no per-device session step (sub-device
- * login, 2.3, is not spoken yet).
+ * gateway's own login is the signed CONNECT; its PLCs are sub-devices with a session step
+ * (session.ts, 2.3): topology, then login before their shadow topics are used.
  */
 export const alibabaDialect: Dialect<AlibabaCloudConfig> = {
   name: "alibaba",
   connection: alibabaConnection,
   check: checkAlibabaCloud,
+  session: alibabaSession,
   // Nothing documents a size, a depth or a cap on requests in flight (shadow-protocol.md 1.5).
   limits: { maxAttributes: MAX_ATTRIBUTES },
   topics(productKey, deviceName) {
@@ -73,9 +76,11 @@ export const alibabaDialect: Dialect<AlibabaCloudConfig> = {
       ? "success"
       : isConflict(code)
         ? "conflict"
-        : isPermanentError(code)
-          ? "permanent"
-          : "retry",
+        : code === SubDeviceCodes.SESSION
+          ? "session"
+          : isPermanentError(code)
+            ? "permanent"
+            : "retry",
   decode(topic, payload) {
     const r = decodeShadowMessage(topic, payload);
     if (!r.ok) return r;

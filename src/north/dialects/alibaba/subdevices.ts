@@ -54,10 +54,13 @@ export const extErrorTopic = (gwPk: string, gwDn: string): string => `/ext/error
 export const topoChangeTopic = (gwPk: string, gwDn: string): string =>
   `/sys/${gwPk}/${gwDn}/thing/topo/change`;
 
-/** Every reply, notice and error the gateway subscribes to: three filters. */
+/**
+ * Every reply, notice and error the gateway subscribes to, each by its own name: the platform
+ * grants a device its own topics, and no wildcard would bring the gateway's requests back to it.
+ */
 export const gatewaySubscriptions = (gwPk: string, gwDn: string): string[] => [
-  `/sys/${gwPk}/${gwDn}/thing/#`,
-  `/ext/session/${gwPk}/${gwDn}/#`,
+  ...SUB_DEVICE_METHODS.map((m) => replyTopic(m, gwPk, gwDn)),
+  topoChangeTopic(gwPk, gwDn),
   extErrorTopic(gwPk, gwDn),
 ];
 

@@ -11,12 +11,15 @@ describe("the dialect table", () => {
     expect(cloud.dialect).toBe("alibaba");
     expect(dialectFor(cloud.dialect)).toBe(alibabaDialect);
     expect(alibabaDialect.limits).toEqual({ maxAttributes: 128 });
-    expect(alibabaDialect.session).toBeUndefined();
+    expect(alibabaDialect.session).toBeTypeOf("function");
   });
 
   it("Alibaba asks for a deviceSecret only without a broker URL", () => {
     const check = (extra: object) =>
-      alibabaDialect.check(cloudSchema.parse({ ...triple, ...extra }));
+      alibabaDialect.check(cloudSchema.parse({ ...triple, ...extra }), {
+        devices: [],
+        configDir: ".",
+      });
     expect(check({})).toEqual([
       {
         path: [],
