@@ -150,6 +150,10 @@ program
   .option("--timestamp <ms>", "timestamp in milliseconds (default: none, for stable values)")
   .option("--region <id>", "region of the public instance", "cn-shanghai")
   .option("--json", "print one JSON object")
+  .option(
+    "--gateway <pk/dn>",
+    "the device is this gateway's sub-device: print its combine/login message as well",
+  )
   .action((o: SignOptions) => exit(signCommand(o)));
 
 /** Long-running commands resolve undefined and keep the process alive themselves. */

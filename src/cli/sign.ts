@@ -1,4 +1,4 @@
-import { ExitCodes, ShadowgateError } from "../core/errors.js";
+import { ErrorCodes, ExitCodes, ShadowgateError } from "../core/errors.js";
 import {
   alibabaCredentials,
   alibabaHost,
@@ -6,6 +6,12 @@ import {
   type SecureMode,
   type SignMethod,
 } from "../north/dialects/alibaba/sign.js";
+import {
+  encodeRequest,
+  loginParams,
+  requestTopic,
+  signedEntry,
+} from "../north/dialects/alibaba/subdevices.js";
 
 export interface SignOptions {
   productKey: string;
@@ -17,6 +23,8 @@ export interface SignOptions {
   timestamp?: string;
   region: string;
   json?: boolean;
+  /** `pk/dn` of the gateway: the device is its sub-device, and its login message is printed too. */
+  gateway?: string;
 }
 
 /** What a field engineer types into MQTTX or mosquitto_pub, in the order those tools ask. */
@@ -27,6 +35,8 @@ export interface SignOutput {
   clientId: string;
   username: string;
   password: string;
+  /** With --gateway: the sub-device's login, as the gateway publishes it. */
+  login?: { topic: string; payload: string };
 }
 
 /**
@@ -51,6 +61,7 @@ export function signCommand(o: SignOptions): number {
       port: alibabaPort(secureMode),
       tls: secureMode === 2,
       ...creds,
+      ...(o.gateway !== undefined && { login: subDeviceLogin(o, o.gateway) }),
     };
   } catch (e) {
     if (!(e instanceof ShadowgateError)) throw e;
@@ -59,6 +70,29 @@ export function signCommand(o: SignOptions): number {
   }
   process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : formatSign(out));
   return ExitCodes.OK;
+}
+
+/**
+ * The sub-device's `combine/login` through the gateway (shadow-protocol.md 2.3): signed with the
+ * sub-device's own secret; the timestamp is --timestamp or now (the login needs one).
+ */
+function subDeviceLogin(o: SignOptions, gateway: string): { topic: string; payload: string } {
+  const m = /^([^/\s]+)\/([^/\s]+)$/.exec(gateway);
+  if (!m)
+    throw new ShadowgateError(
+      ErrorCodes.SIGN_INPUT,
+      `--gateway "${gateway}" is not productKey/deviceName`,
+    );
+  const method = o.signMethod as SignMethod;
+  const entry = signedEntry(
+    { productKey: o.productKey, deviceName: o.deviceName, deviceSecret: o.deviceSecret },
+    method,
+    o.timestamp === undefined ? Date.now() : Number(o.timestamp),
+  );
+  return {
+    topic: requestTopic("combine.login", m[1] ?? "", m[2] ?? ""),
+    payload: encodeRequest("1", "combine.login", loginParams(entry, method)),
+  };
 }
 
 /** One `name  value` line per field, the value last so it can be selected to the line end. */
@@ -70,6 +104,12 @@ export function formatSign(out: SignOutput): string {
     ["clientId", out.clientId],
     ["username", out.username],
     ["password", out.password],
+    ...(out.login
+      ? [
+          ["login", out.login.topic] as [string, string],
+          ["payload", out.login.payload] as [string, string],
+        ]
+      : []),
   ];
   return rows.map(([k, v]) => `${k.padEnd(9)} ${v}\n`).join("");
 }

@@ -127,4 +127,32 @@ describe("shadowgate sign", () => {
       'shadowgate sign: SG_SIGN_INPUT: timestamp "soon" is not a whole number of milliseconds\n',
     );
   });
+
+  it("prints a sub-device's login through its gateway with --gateway", async () => {
+    const args = ["sign", ...device, "--device-secret", SECRET, "--timestamp", "1700000000000"];
+    const r = await cli([...args, "--gateway", "a1Gateway/edge-01", "--json"]);
+    expect(r.stderr).toBe("");
+    const out = JSON.parse(r.stdout) as { login: { topic: string; payload: string } };
+    expect(out.login.topic).toBe("/ext/session/a1Gateway/edge-01/combine/login");
+    const content = `clientId${PK}&${DN}deviceName${DN}productKey${PK}timestamp1700000000000`;
+    expect(JSON.parse(out.login.payload)).toEqual({
+      id: "1",
+      version: "1.0",
+      method: "combine.login",
+      params: {
+        productKey: PK,
+        deviceName: DN,
+        clientId: `${PK}&${DN}`,
+        timestamp: "1700000000000",
+        signMethod: "hmacsha256",
+        sign: createHmac("sha256", SECRET).update(content).digest("hex"),
+        cleanSession: "true",
+      },
+    });
+    const text = await cli([...args, "--gateway", "a1Gateway/edge-01"]);
+    expect(text.stdout).toContain("login     /ext/session/a1Gateway/edge-01/combine/login\n");
+    const bad = await cli([...args, "--gateway", "edge-01"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain('--gateway "edge-01" is not productKey/deviceName');
+  });
 });
