@@ -61,9 +61,45 @@ describe("ShadowStore", () => {
     const raw = new Database(file, { readonly: true });
     try {
       expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
-      expect(raw.pragma("user_version", { simple: true })).toBe(1);
+      expect(raw.pragma("user_version", { simple: true })).toBe(2);
     } finally {
       raw.close();
     }
+  });
+
+  it("brings a version-1 file up to date and keeps topology and disabled devices across reopen", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shadowgate-cloud-store-"));
+    dirs.push(dir);
+    const file = path.join(dir, "cloud.db");
+    // A file as the service wrote it before sub-devices: only the shadows table, version 1.
+    const v1 = new Database(file);
+    v1.exec(
+      `CREATE TABLE shadows (product_key TEXT NOT NULL, device_name TEXT NOT NULL,
+         version INTEGER NOT NULL, timestamp INTEGER NOT NULL, state TEXT NOT NULL,
+         metadata TEXT NOT NULL, PRIMARY KEY (product_key, device_name)) WITHOUT ROWID`,
+    );
+    v1.pragma("user_version = 1");
+    v1.close();
+
+    const gw = { productKey: "gwPk", deviceName: "gw" };
+    const other = { productKey: "gwPk", deviceName: "gw2" };
+    const a = { productKey: "pk", deviceName: "a" };
+    const b = { productKey: "pk", deviceName: "b" };
+    const first = open(file);
+    first.attach(gw, [b, a]);
+    first.attach(other, [b]); // moves b
+    expect(first.setDisabled(a, true)).toBe(true);
+    expect(first.setDisabled(a, true)).toBe(false);
+    first.close();
+
+    const again = open(file);
+    expect(again.topology(gw)).toEqual([a]);
+    expect(again.gatewayOf(b)).toEqual(other);
+    expect(again.isDisabled(a)).toBe(true);
+    again.detach([a]);
+    expect(again.topology(gw)).toEqual([]);
+    expect(again.gatewayOf(a)).toBeUndefined();
+    expect(again.setDisabled(a, false)).toBe(true);
+    expect(again.isDisabled(a)).toBe(false);
   });
 });
