@@ -2,10 +2,19 @@ import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import { pino } from "pino";
 import type { Logger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
+import { alibabaCredentials } from "../../src/north/dialects/alibaba/sign.js";
+import {
+  encodeRequest,
+  gatewaySubscriptions,
+  replyTopic,
+  requestTopic,
+  type SubDeviceMethod,
+} from "../../src/north/dialects/alibaba/subdevices.js";
 import { shadowUpdateTopic } from "../../src/north/dialects/alibaba/topics.js";
 import {
   startCloudService,
   type CloudServiceOptions,
+  type DeviceSecret,
   type RunningCloudService,
 } from "../../src/sim/cloud/index.js";
 
@@ -49,7 +58,7 @@ export interface Received {
  */
 export class TestClient {
   private readonly queue: Received[] = [];
-  private readonly waiting: Array<(r: Received) => void> = [];
+  private readonly waiting: Array<{ topic?: string; resolve: (r: Received) => void }> = [];
 
   constructor(readonly mqtt: MqttClient) {
     mqtt.on("message", (topic, payload) => {
@@ -60,8 +69,9 @@ export class TestClient {
         message = payload.toString("utf8");
       }
       const received = { topic, message };
-      const waiter = this.waiting.shift();
-      if (waiter) waiter(received);
+      const i = this.waiting.findIndex((w) => w.topic === undefined || w.topic === topic);
+      const waiter = i < 0 ? undefined : this.waiting.splice(i, 1)[0];
+      if (waiter) waiter.resolve(received);
       else this.queue.push(received);
     });
   }
@@ -70,7 +80,20 @@ export class TestClient {
   next(): Promise<Received> {
     const queued = this.queue.shift();
     if (queued) return Promise.resolve(queued);
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve) => this.waiting.push({ resolve }));
+  }
+
+  /** The next message on one topic; messages on other topics stay queued for next(). */
+  nextOn(topic: string): Promise<Received> {
+    const i = this.queue.findIndex((r) => r.topic === topic);
+    const queued = i < 0 ? undefined : this.queue.splice(i, 1)[0];
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve) => this.waiting.push({ topic, resolve }));
+  }
+
+  /** Messages received on a topic that nobody has taken yet. */
+  queuedOn(topic: string): Received[] {
+    return this.queue.filter((r) => r.topic === topic);
   }
 
   /** How many received messages nobody has taken yet. */
@@ -138,6 +161,41 @@ export async function connectTestClient(
   const client = new TestClient(mqtt);
   clients.push(client);
   return client;
+}
+
+/**
+ * A gateway's MQTT connection, signed with its own secret (the embedded broker checks it when
+ * the service has device secrets) and subscribed to its sub-device replies, notices and errors.
+ */
+export async function connectGateway(url: string, gw: DeviceSecret): Promise<TestClient> {
+  const client = await connectTestClient(
+    url,
+    alibabaCredentials({ ...gw, clientId: `${gw.productKey}.${gw.deviceName}`, secureMode: 3 }),
+  );
+  for (const filter of gatewaySubscriptions(gw.productKey, gw.deviceName))
+    await client.subscribe(filter);
+  return client;
+}
+
+let requestId = 0;
+
+/**
+ * Sends one of a gateway's sub-device requests in the Alink envelope and awaits its reply on
+ * `<topic>_reply`. The id is unique within the test process unless given.
+ */
+export async function subDeviceRequest(
+  client: TestClient,
+  gw: { productKey: string; deviceName: string },
+  method: SubDeviceMethod,
+  params: unknown,
+  id = String(++requestId),
+): Promise<Received> {
+  const reply = client.nextOn(replyTopic(method, gw.productKey, gw.deviceName));
+  await client.publish(
+    requestTopic(method, gw.productKey, gw.deviceName),
+    encodeRequest(id, method, params),
+  );
+  return reply;
 }
 
 /** fetch + JSON: the status and the parsed body (or the text, when it is not JSON). */

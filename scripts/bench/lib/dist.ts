@@ -8,6 +8,8 @@ import type * as CoreJson from "../../../src/core/json.js";
 import type * as CoreLogger from "../../../src/core/logger.js";
 import type * as DaemonGateway from "../../../src/daemon/gateway.js";
 import type * as AlibabaTopics from "../../../src/north/dialects/alibaba/topics.js";
+import type * as AlibabaSign from "../../../src/north/dialects/alibaba/sign.js";
+import type * as AlibabaSubDevices from "../../../src/north/dialects/alibaba/subdevices.js";
 import type * as EdgeShadowModule from "../../../src/shadow/edge-shadow.js";
 import type * as CloudService from "../../../src/sim/cloud/index.js";
 import type * as ModbusSim from "../../../src/sim/modbus/index.js";
@@ -46,3 +48,17 @@ export const { EdgeShadow } = (await loadDist("shadow/edge-shadow.js")) as typeo
 export const { mergeReported } = (await loadDist("core/json.js")) as typeof CoreJson;
 // The fault-injecting TCP proxy the fault-injection suite uses too, for B7.
 export const { TcpProxy } = (await loadDist("sim/tcp-proxy.js")) as typeof TcpProxyModule;
+// Alibaba's signed logins and sub-device messages, for B13's naive baseline.
+export const { alibabaCredentials } = (await loadDist(
+  "north/dialects/alibaba/sign.js",
+)) as typeof AlibabaSign;
+export const {
+  encodeRequest,
+  loginParams,
+  replyTopic,
+  requestTopic,
+  signedEntry,
+  topoAddParams,
+  decodeReply,
+  gatewaySubscriptions,
+} = (await loadDist("north/dialects/alibaba/subdevices.js")) as typeof AlibabaSubDevices;

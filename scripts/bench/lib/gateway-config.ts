@@ -14,6 +14,10 @@ export interface DeviceSpec {
   productKey: string;
   deviceName: string;
   source: string;
+  /** Modbus unit id; default 1. */
+  unitId?: number;
+  /** An Alibaba sub-device's own secret (B13). */
+  deviceSecret?: string;
   /** e.g. "100ms" */
   pollInterval: string;
   /** as in a mapping file */
@@ -53,9 +57,13 @@ export async function writeGatewayConfig(
       join(dir, "mappings", `${d.deviceName}.yaml`),
       JSON.stringify({
         version: 1,
-        device: { productKey: d.productKey, deviceName: d.deviceName },
+        device: {
+          productKey: d.productKey,
+          deviceName: d.deviceName,
+          ...(d.deviceSecret !== undefined && { deviceSecret: d.deviceSecret }),
+        },
         source: d.source,
-        unitId: 1,
+        unitId: d.unitId ?? 1,
         pollInterval: d.pollInterval,
         points: d.points,
       }),

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import { connectAsync, type MqttClient } from "mqtt";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
-import { SHADOW_UPDATE_WILDCARD } from "../../north/dialects/alibaba/topics.js";
-import type { ShadowTransport } from "./shadow-service.js";
+import { SERVICE_FILTERS, type ShadowTransport } from "./transport.js";
 
 export interface ExternalBrokerOptions {
   /** mqtt://host:port (credentials in the URL are passed on, never logged). */
@@ -27,6 +26,9 @@ export function displayUrl(url: string): string {
  * The service as a client of an external broker (mosquitto). It cannot see other clients'
  * subscriptions, so it does not know which devices are online: control pushes always go out
  * (a device with a persistent session may then receive one that Alibaba would not have sent).
+ * Nor can it see who published a message or when a connection ends: messages come without an
+ * origin, and a gateway's sub-device sessions last until it logs them out (or an operator
+ * drops or disables them), not until its connection closes.
  */
 export class ExternalBroker implements ShadowTransport {
   private readonly opts: ExternalBrokerOptions;
@@ -66,12 +68,15 @@ export class ExternalBroker implements ShadowTransport {
     client.on("error", (e) => this.log.warn({ url, err: e.message }, "broker connection error"));
     try {
       // Resubscribed by mqtt.js after each reconnect (clean session).
-      await client.subscribeAsync(SHADOW_UPDATE_WILDCARD, { qos: 1 });
+      // Requests only (no `_reply` topic matches): nothing the service publishes comes back.
+      const granted = await client.subscribeAsync([...SERVICE_FILTERS], { qos: 1 });
+      const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+      if (refused.length > 0) throw new Error(`the broker refused ${refused.join(", ")}`);
     } catch (e) {
       await this.stop();
       throw new ShadowgateError(
         ErrorCodes.CLOUD_START,
-        `cannot subscribe to ${SHADOW_UPDATE_WILDCARD} on ${url}: ${(e as Error).message}`,
+        `cannot subscribe to the request topics on ${url}: ${(e as Error).message}`,
       );
     }
     this.log.info({ url }, "connected to the external MQTT broker");

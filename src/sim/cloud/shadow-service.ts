@@ -6,7 +6,10 @@ import {
   type ShadowReply,
   type ShadowState,
 } from "../../north/dialects/alibaba/messages.js";
+import { TopoStatus, deviceKey, type DeviceKey } from "../../north/dialects/alibaba/subdevices.js";
 import { parseShadowTopic, shadowGetTopic } from "../../north/dialects/alibaba/topics.js";
+import { GatewayRequests, type SessionEvent } from "./gateway-requests.js";
+import { SubDeviceSessions, type DeviceSecret, type MessageOrigin } from "./sessions.js";
 import {
   applyChange,
   emptyDocument,
@@ -16,23 +19,9 @@ import {
   type ShadowRequestBody,
 } from "./shadow-document.js";
 import type { ShadowStore } from "./store.js";
+import type { ShadowTransport } from "./transport.js";
 
-/**
- * How the service meets MQTT: an embedded broker or a client of an external one. The service
- * neither knows nor cares which, like an MQTT.js client and its stream.
- */
-export interface ShadowTransport {
-  /** Delivers every message published to /shadow/update/+/+, in arrival order, until stop. */
-  start(onRequest: (topic: string, payload: Buffer) => void): Promise<void>;
-  /** Publishes at QoS 1; resolves once the broker has the message. */
-  publish(topic: string, payload: string): Promise<void>;
-  /**
-   * Whether a connected client listens on the device's /shadow/get topic; undefined when the
-   * transport cannot see subscriptions (an external broker).
-   */
-  isOnline(productKey: string, deviceName: string): boolean | undefined;
-  stop(): Promise<void>;
-}
+export { SERVICE_FILTERS, type ShadowTransport } from "./transport.js";
 
 /** A control push decided after desired changed. */
 export interface ControlEvent {
@@ -57,6 +46,26 @@ export interface AppliedEvent {
 export interface ShadowServiceEvents {
   control: [ControlEvent];
   applied: [AppliedEvent];
+  /** A gateway's sub-device request answered, or a shadow request refused for want of a session. */
+  session: [SessionEvent];
+}
+
+/** The operator's switch: whether it changed, and the gateway told on its topo/change topic. */
+export interface SwitchOutcome {
+  readonly changed: boolean;
+  readonly gateway: DeviceKey | undefined;
+  readonly notified: boolean;
+}
+
+/** What the service knows of a device. */
+export interface DeviceStatus {
+  /** It has a secret, a topology, a shadow or a disabled mark. */
+  readonly known: boolean;
+  readonly disabled: boolean;
+  /** The gateway whose topology holds it. */
+  readonly gateway: DeviceKey | undefined;
+  /** The gateway it is logged in through. */
+  readonly session: DeviceKey | undefined;
 }
 
 export type DesiredUpdateOutcome =
@@ -69,7 +78,16 @@ export interface ShadowServiceOptions {
   readonly logger: Logger;
   /** Milliseconds since the epoch; tests pass a fixed clock. */
   readonly now?: () => number;
+  /** Every device's secret, gateways and sub-devices alike: signs of topology adds and logins. */
+  readonly deviceSecrets?: readonly DeviceSecret[];
+  /** Shadow requests need the device's own connection or a sub-device login (520 otherwise). */
+  readonly strictSessions?: boolean;
+  /** Sub-devices online under one gateway before logins get 428. Default 2000 (Alibaba's). */
+  readonly maxSubDevicesOnline?: number;
 }
+
+/** Alibaba's current limit of sub-devices online under one gateway (shadow-protocol.md 2.3). */
+export const DEFAULT_MAX_SUB_DEVICES_ONLINE = 2000;
 
 interface Device {
   readonly productKey: string;
@@ -80,13 +98,16 @@ interface Device {
  * The service side of the Alibaba shadow protocol (shadow-protocol.md 1.3): answers requests
  * on /shadow/update/{pk}/{dn} on /shadow/get/{pk}/{dn} and pushes `control` when desired
  * changes. Every request is handled to the end synchronously (SQLite is synchronous), so
- * requests for one shadow are applied strictly in arrival order.
+ * requests for one shadow are applied strictly in arrival order. The gateway side of
+ * sub-devices (topology, logins, strict sessions) is in sessions.ts and gateway-requests.ts.
  */
 export class ShadowService extends EventEmitter<ShadowServiceEvents> {
   private readonly store: ShadowStore;
   private readonly transport: ShadowTransport;
   private readonly log: Logger;
   private readonly now: () => number;
+  private readonly sessions: SubDeviceSessions;
+  private readonly gateways: GatewayRequests;
 
   constructor(opts: ShadowServiceOptions) {
     super();
@@ -94,6 +115,20 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
     this.transport = opts.transport;
     this.log = opts.logger;
     this.now = opts.now ?? Date.now;
+    this.sessions = new SubDeviceSessions({
+      store: opts.store,
+      secrets: opts.deviceSecrets ?? [],
+      now: this.now,
+      strict: opts.strictSessions ?? false,
+      maxOnline: opts.maxSubDevicesOnline ?? DEFAULT_MAX_SUB_DEVICES_ONLINE,
+      logger: opts.logger,
+    });
+    this.gateways = new GatewayRequests({
+      sessions: this.sessions,
+      publish: (topic, payload) => this.publish(topic, payload, "sub-device"),
+      emit: (e) => this.emit("session", e),
+      logger: opts.logger,
+    });
   }
 
   /** The stored document, or undefined when the shadow was never written. */
@@ -106,10 +141,74 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
     return this.store.keys();
   }
 
-  /** Handles one message published on a shadow request topic. Never throws. */
-  readonly handleMessage = (topic: string, payload: Buffer): void => {
+  /** Whether the device is logged in as a sub-device (through any gateway). */
+  isLoggedIn(productKey: string, deviceName: string): boolean {
+    return this.sessions.sessionOf({ productKey, deviceName }) !== undefined;
+  }
+
+  /** The sub-devices in a gateway's topology, sorted. */
+  topology(gwProductKey: string, gwDeviceName: string): DeviceKey[] {
+    return this.sessions.topology({ productKey: gwProductKey, deviceName: gwDeviceName });
+  }
+
+  /** combine.login and combine.batch_login messages received so far, well-formed or not. */
+  get loginMessages(): number {
+    return this.gateways.loginMessages;
+  }
+
+  /** Ends a sub-device's session, as the platform may; false when it had none. */
+  dropSession(productKey: string, deviceName: string): boolean {
+    return this.sessions.drop({ productKey, deviceName });
+  }
+
+  deviceStatus(productKey: string, deviceName: string): DeviceStatus {
+    const d = { productKey, deviceName };
+    const disabled = this.sessions.isDisabled(d);
+    const gateway = this.sessions.gatewayOf(d);
+    const known =
+      disabled ||
+      gateway !== undefined ||
+      this.sessions.secretOf(d) !== undefined ||
+      this.store.get(productKey, deviceName) !== undefined;
+    return { known, disabled, gateway, session: this.sessions.sessionOf(d) };
+  }
+
+  /**
+   * The operator disables or enables a device: disabling ends its session (its logins then get
+   * 522 and its shadow requests are refused); the gateway whose topology holds it is told on
+   * its topo/change topic (status 8 disabled, 2 enabled) when the switch changed.
+   */
+  async setDisabled(
+    productKey: string,
+    deviceName: string,
+    disabled: boolean,
+  ): Promise<SwitchOutcome> {
+    const d = { productKey, deviceName };
+    const changed = this.sessions.setDisabled(d, disabled);
+    const gateway = this.sessions.gatewayOf(d);
+    this.log.info(
+      { productKey, deviceName, gateway: gateway && deviceKey(gateway), changed },
+      disabled ? "device disabled" : "device enabled",
+    );
+    if (!changed || gateway === undefined) return { changed, gateway, notified: false };
+    const status = disabled ? TopoStatus.DISABLED : TopoStatus.ENABLED;
+    const notified = await this.gateways.topoChange(gateway, status, [d]);
+    return { changed, gateway, notified };
+  }
+
+  /** A connection closed (embedded broker): the sub-device sessions it carried end. */
+  readonly connectionClosed = (connection: string): void => {
+    this.sessions.connectionClosed(connection);
+  };
+
+  /**
+   * Handles one message published on a topic of SERVICE_FILTERS, with its publisher when the
+   * transport knows it. Never throws.
+   */
+  readonly handleMessage = (topic: string, payload: Buffer, origin?: MessageOrigin): void => {
     const target = parseShadowTopic(topic);
     if (target === undefined || target.kind !== "update") {
+      if (this.gateways.handle(topic, payload, origin)) return;
       // The reply topic is derived from the request topic; without one there is nobody to answer.
       this.log.warn(
         { code: ErrorCodes.CLOUD_REQUEST_INVALID, topic, bytes: payload.length },
@@ -118,6 +217,11 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
       return;
     }
     const device: Device = { productKey: target.productKey, deviceName: target.deviceName };
+    const admission = this.admit(device, origin);
+    if (!admission.ok) {
+      this.gateways.sessionError(device, topic, admission.reason, admission.notify);
+      return;
+    }
     const parsed = parseShadowRequest(payload.toString("utf8"));
     if (!parsed.ok) {
       this.rejected(device, topic, parsed.code, parsed.message, parsed.clientToken);
@@ -231,6 +335,17 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
     return { ok: true, version: result.document.version, control };
   }
 
+  private admit(device: Device, origin: MessageOrigin | undefined) {
+    try {
+      return this.sessions.admit(device, origin);
+    } catch (e) {
+      // The store could not say whether the device is disabled: the request goes on, and where
+      // it is served the store's failure is logged (once) and answered 500.
+      this.log.debug({ ...device, err: (e as Error).message }, "session check failed");
+      return { ok: true } as const;
+    }
+  }
+
   private answerGet(device: Device, topic: string, clientToken: string | undefined): void {
     const doc = this.store.get(device.productKey, device.deviceName);
     const token = clientToken === undefined ? {} : { clientToken };
@@ -313,19 +428,19 @@ export class ShadowService extends EventEmitter<ShadowServiceEvents> {
   }
 
   /** Publishes on the device's get topic; resolves false (logged) if the broker refused it. */
-  private async send(device: Device, message: ShadowReply): Promise<boolean> {
+  private send(device: Device, message: ShadowReply): Promise<boolean> {
     const topic = shadowGetTopic(device.productKey, device.deviceName);
+    return this.publish(topic, JSON.stringify(message), message.method);
+  }
+
+  /** Resolves false (logged) if the broker refused the message. */
+  private async publish(topic: string, payload: string, method: string): Promise<boolean> {
     try {
-      await this.transport.publish(topic, JSON.stringify(message));
+      await this.transport.publish(topic, payload);
       return true;
     } catch (e) {
       this.log.warn(
-        {
-          code: ErrorCodes.CLOUD_PUBLISH,
-          topic,
-          method: message.method,
-          err: (e as Error).message,
-        },
+        { code: ErrorCodes.CLOUD_PUBLISH, topic, method, err: (e as Error).message },
         "could not publish to the broker",
       );
       return false;
