@@ -115,7 +115,7 @@ async function plant(): Promise<Plant> {
     synced: () =>
       DEVICE_LIST.filter(
         (d) =>
-          cloud.service.getShadow(PLC_PK, d.dn)?.state.reported.level === valueOf(d.plc, d.unit),
+          cloud.service.getShadow(PLC_PK, d.dn)?.state.reported?.level === valueOf(d.plc, d.unit),
       ).length,
     close: async () => {
       await cloud.close();

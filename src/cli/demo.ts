@@ -10,18 +10,52 @@ import { startCloudService } from "../sim/cloud/index.js";
 import { startSimulator } from "../sim/modbus/index.js";
 import { printProblems } from "./validate.js";
 
+/** The demo's device secrets: known to the demo's own cloud service only. */
+const demoSecret = (d: { productKey: string; deviceName: string }): string =>
+  `demo-${d.productKey}-${d.deviceName}`;
+
 /** The embedded defaults: the example config and mappings shipped with the package. */
 const EXAMPLE_CONFIG = fileURLToPath(new URL("../../config/gateway.yaml", import.meta.url));
 
 /**
- * The whole plant on one laptop: a simulated boiler PLC, the local cloud shadow service and the
- * gateway between them, each on a free loopback port. The screen shows the PLC's set point, the
+ * The whole plant on one laptop: a simulated boiler PLC, the local cloud shadow service (strict
+ * sessions: the boiler is a sub-device the gateway logs in) and the gateway between them, each
+ * on a free loopback port. The screen shows the PLC's set point, the
  * edge shadow and the cloud shadow, and how to set a desired value over HTTP.
  */
 export async function demoCommand(o: { once?: boolean }): Promise<number | undefined> {
   const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
   const sim = await startSimulator({ port: 0 });
-  const cloud = await startCloudService({ mqttPort: 0, httpPort: 0, logger: log });
+  // The cloud service is loaded before it starts (its address goes into the config), so the
+  // devices it must know come from the example config read with a placeholder URL first.
+  const example = await loadConfig(EXAMPLE_CONFIG, {
+    ...process.env,
+    PLC_HOST: "127.0.0.1",
+    PLC_PORT: String(sim.port),
+  });
+  if (!example.ok) {
+    printProblems(example);
+    await sim.close();
+    return ExitCodes.CONFIG;
+  }
+  const gw = example.config.gateway.cloud;
+  const secrets = [
+    ...(gw ? [{ productKey: gw.productKey, deviceName: gw.deviceName }] : []),
+    ...example.config.devices,
+  ].map((d) => ({
+    productKey: d.productKey,
+    deviceName: d.deviceName,
+    deviceSecret: demoSecret(d),
+  }));
+  // Strict sessions, as on Alibaba itself: the gateway signs its CONNECT, adds the boiler to its
+  // topology and logs it in before the boiler's shadow is taken.
+  const cloud = await startCloudService({
+    mqttPort: 0,
+    httpPort: 0,
+    logger: log,
+    deviceSecrets: secrets,
+    strictSessions: true,
+  });
   const close = async (): Promise<void> => {
     await cloud.close();
     await sim.close();
@@ -32,15 +66,31 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     PLC_PORT: String(sim.port),
     CLOUD_URL: cloud.mqttUrl,
   });
-  if (!loaded.ok) {
-    printProblems(loaded);
+  if (!loaded.ok || !loaded.config.gateway.cloud) {
+    if (!loaded.ok) printProblems(loaded);
     await close();
     return ExitCodes.CONFIG;
   }
   // The demo keeps its journal out of the working tree.
   const dataDir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
-  const gateway = new Gateway({ ...loaded.config, dataDir }, log);
-  const devices = loaded.config.devices;
+  const cloudConfig = loaded.config.gateway.cloud;
+  const devices = loaded.config.devices.map((d) => ({ ...d, deviceSecret: demoSecret(d) }));
+  const gateway = new Gateway(
+    {
+      ...loaded.config,
+      dataDir,
+      devices,
+      gateway: {
+        ...loaded.config.gateway,
+        cloud: {
+          ...cloudConfig,
+          deviceSecret: demoSecret(cloudConfig),
+          subDevices: { register: "static", login: "batch" },
+        },
+      },
+    },
+    log,
+  );
 
   const state = () => ({
     plc: {
