@@ -8,6 +8,8 @@ export interface CloudCommandOptions {
   broker?: string;
   db?: string;
   deviceSecret: string[];
+  secrets?: string;
+  strictSessions?: boolean;
 }
 
 /** Commander collector for a repeatable option. */
@@ -62,25 +64,35 @@ export async function cloudCommand(o: CloudCommandOptions): Promise<number | und
       ...(o.broker !== undefined && { brokerUrl: o.broker }),
       ...(o.db !== undefined && { dbFile: o.db }),
       deviceSecrets: secrets,
+      ...(o.secrets !== undefined && { secretsFile: o.secrets }),
+      strictSessions: o.strictSessions === true,
       logger: createLogger(),
     });
   } catch (e) {
     if (e instanceof ShadowgateError) {
       process.stderr.write(`${e.message}\n`);
-      return e.code === ErrorCodes.USAGE ? ExitCodes.USAGE : ExitCodes.RUNTIME;
+      return e.code === ErrorCodes.USAGE
+        ? ExitCodes.USAGE
+        : e.code.startsWith("SG_CONFIG")
+          ? ExitCodes.CONFIG
+          : ExitCodes.RUNTIME;
     }
     throw e;
   }
   const broker =
     o.broker === undefined
-      ? `embedded broker, ${secrets.length > 0 ? `credentials checked for ${secrets.length} device(s)` : "any client accepted"}`
+      ? `embedded broker, ${running.credentialsChecked ? "credentials checked against the device secrets" : "any client accepted"}`
       : "client of an external broker: control pushes go out whether or not the device listens";
+  const sessions = o.strictSessions
+    ? "strict: a shadow needs its device's connection or a sub-device login"
+    : "sub-device requests answered; shadows served without a login";
   process.stdout.write(
     [
       "Cloud shadow service",
       `  MQTT  ${running.mqttUrl}  (${broker})`,
-      `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{productKey}/{deviceName}, GET /healthz)`,
+      `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{pk}/{dn}, GET /devices/{pk}/{dn}, POST .../disable|enable, GET /healthz)`,
       `  data  ${o.db ?? "in memory"}`,
+      `  sessions  ${sessions}`,
       "",
     ].join("\n"),
   );

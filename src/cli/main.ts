@@ -116,9 +116,14 @@ program
   .option("--db <file>", "SQLite file for the shadows (default: in memory)")
   .option(
     "--device-secret <pk/dn=secret>",
-    "check CONNECT credentials against this device secret (repeatable; embedded broker only)",
+    "a device's secret, gateway or sub-device (repeatable): checks CONNECTs to the embedded broker and sub-device signs",
     collect,
     [],
+  )
+  .option("--secrets <file>", 'YAML or JSON file of "pk/dn": secret, as --device-secret')
+  .option(
+    "--strict-sessions",
+    "a shadow request needs its device's own connection or a sub-device login (520 on /ext/error otherwise)",
   )
   .action(async (o: CloudCommandOptions) => exit(await cloudCommand(o)));
 

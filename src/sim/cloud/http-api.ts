@@ -44,6 +44,12 @@ class HttpFailure {
  *   GET  /shadows/{pk}/{dn}?format=json  -> the document as an object
  *   POST /shadows/{pk}/{dn}  {ShadowMessage, DeltaUpdate?} -> {RequestId, Success, version}
  *   GET  /healthz                        -> {status: "ok", shadows: N}
+ *   GET  /devices/{pk}/{dn}              -> {RequestId, Success, disabled, gateway, session}
+ *   POST /devices/{pk}/{dn}/disable      -> {RequestId, Success, disabled: true, changed, gateway}
+ *   POST /devices/{pk}/{dn}/enable       -> the same with disabled: false
+ *
+ * Disable and enable are the console's switches (shadow-protocol.md 2.3): the gateway whose
+ * topology holds the device is told on its topo/change topic. An unknown device is 404.
  *
  * Errors: {RequestId, Success: false, Code, ErrorMessage} with a 4xx status; Code is the
  * shadow error code ("400".."409") where one applies, otherwise NotFound, MethodNotAllowed,
@@ -139,6 +145,16 @@ export class CloudHttpApi {
       allow(req, ["GET"]);
       return { status: "ok", shadows: this.service.shadows().length };
     }
+    const device = /^\/devices\/([^/]+)\/([^/]+)(?:\/(disable|enable))?\/?$/.exec(url.pathname);
+    if (device) {
+      const productKey = segment(device[1] ?? "", "productKey");
+      const deviceName = segment(device[2] ?? "", "deviceName");
+      const action = device[3];
+      allow(req, action === undefined ? ["GET"] : ["POST"]);
+      // Any body is ignored, but read: unread data at close would reset the connection.
+      req.resume();
+      return { RequestId: requestId, ...(await this.device(productKey, deviceName, action)) };
+    }
     const m = /^\/shadows\/([^/]+)\/([^/]+)\/?$/.exec(url.pathname);
     if (!m) {
       throw new HttpFailure(404, "NotFound", `no route ${req.method ?? ""} ${url.pathname}`);
@@ -160,6 +176,40 @@ export class CloudHttpApi {
     }
     // Alibaba's GetDeviceShadow returns the document as a JSON string, not an object.
     return { RequestId: requestId, Success: true, ShadowMessage: JSON.stringify(stored(doc)) };
+  }
+
+  /** A device's status, or the operator's switch; nothing is read from the body. */
+  private async device(
+    productKey: string,
+    deviceName: string,
+    action: string | undefined,
+  ): Promise<Body> {
+    const status = this.service.deviceStatus(productKey, deviceName);
+    if (!status.known) {
+      throw new HttpFailure(
+        404,
+        "NotFound",
+        `no device ${productKey}/${deviceName}: it has no secret, topology or shadow`,
+      );
+    }
+    const base = { Success: true, productKey, deviceName };
+    if (action === undefined) {
+      return {
+        ...base,
+        disabled: status.disabled,
+        gateway: status.gateway ?? null,
+        session: status.session ?? null,
+      };
+    }
+    const disabled = action === "disable";
+    const outcome = await this.service.setDisabled(productKey, deviceName, disabled);
+    return {
+      ...base,
+      disabled,
+      changed: outcome.changed,
+      gateway: outcome.gateway ?? null,
+      notified: outcome.notified,
+    };
   }
 
   private async update(
