@@ -12,6 +12,7 @@ import {
   topoAddParams,
   type SubDeviceIdentity,
 } from "../../src/north/dialects/alibaba/subdevices.js";
+import type { Logger } from "../../src/core/logger.js";
 import type { RunningCloudService, SessionEvent } from "../../src/sim/cloud/index.js";
 import {
   captureLogger,
@@ -47,7 +48,7 @@ const key = (d: { productKey: string; deviceName: string }) => ({
 
 const T0 = 1_700_000_000_000;
 
-async function start(opts: { maxSubDevicesOnline?: number } = {}) {
+async function start(opts: { maxSubDevicesOnline?: number; logger?: Logger } = {}) {
   let clock = T0;
   const cloud = await startTestCloud({
     now: () => clock,
@@ -211,7 +212,8 @@ describe("topology (thing.topo.add, get, delete)", () => {
 
 describe("dynamic registration (thing.sub.register)", () => {
   it("returns the secret of each device it knows, all or nothing; 6100 for an unknown one", async () => {
-    const { cloud, gw } = await start();
+    const { logger, records } = captureLogger();
+    const { cloud, gw } = await start({ logger });
     const event = nextSession(cloud);
     const r = await subDeviceRequest(gw, GW, "thing.sub.register", [key(sub(5))]);
     expect(r.message).toEqual({
@@ -226,6 +228,13 @@ describe("dynamic registration (thing.sub.register)", () => {
     const unknown = { productKey: "a1Boiler", deviceName: "nobody" };
     const refused = await subDeviceRequest(gw, GW, "thing.sub.register", [key(sub(5)), unknown]);
     expect(refused.message).toMatchObject({ code: 6100, data: [{ ...unknown, code: 6100 }] });
+    // The secret goes into the reply only; and neither it nor a sign is ever logged.
+    await topoAdd(gw, [sub(5)]);
+    await login(gw, sub(5));
+    const text = JSON.stringify(records);
+    expect(text).toContain("boiler-5");
+    expect(text).not.toContain("sub-secret-5");
+    expect(text).not.toContain(signedEntry(sub(5), "hmacsha256", T0).sign);
   });
 });
 
