@@ -1,3 +1,4 @@
+import { timingSafeEqual } from "node:crypto";
 import { isSignMethod, sign, type SignMethod } from "./sign.js";
 
 /**
@@ -142,8 +143,10 @@ export function verifyEntry(
   // The platform accepts the method in any case (the JS SDK sends hmacSha256).
   const method = signMethod.toLowerCase();
   if (!isSignMethod(method)) return false;
-  const expected = sign(method, secret, entry);
-  return expected === entry.sign.toLowerCase();
+  const expected = Buffer.from(sign(method, secret, entry));
+  const given = Buffer.from(entry.sign.toLowerCase());
+  // Constant time, like the CONNECT check: the sign is a secret-derived value.
+  return expected.length === given.length && timingSafeEqual(expected, given);
 }
 
 /** `thing.topo.add` params: one signed entry per device, with its sign method. */
