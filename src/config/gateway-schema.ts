@@ -8,6 +8,42 @@ import { sourceSchema } from "../south/registry.js";
  * and config/schemas/gateway.schema.json.
  */
 
+/** The heap cap a gateway of a few thousand points runs under (see the README's figures). */
+export const DEFAULT_HEAP_MB = 128;
+
+/** host:port, the host an IPv4 address, a name, or an IPv6 address in brackets. */
+const LISTEN = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+
+/** Addresses only this box can reach: the API needs no token there. */
+export function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(":"));
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+const apiSchema = z
+  .object({
+    listen: z
+      .string()
+      .regex(LISTEN, "write host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+      .refine((l) => Number(LISTEN.exec(l)?.[1]) <= 65_535, "the port is above 65535")
+      .default("127.0.0.1:8080")
+      .describe("host:port; any address other than loopback needs a token"),
+    token: z
+      .string()
+      .min(16, "an API token has at least 16 characters")
+      .describe("Bearer token, e.g. ${SHADOWGATE_API_TOKEN}; loopback requests need none")
+      .optional(),
+  })
+  .strict()
+  .superRefine((api, ctx) => {
+    if (!isLoopback(api.listen) && api.token === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["listen"],
+        message: `${api.listen} is reachable from other hosts: set api.token (e.g. \${SHADOWGATE_API_TOKEN}) or listen on 127.0.0.1`,
+      });
+  });
+
 export const gatewayConfigSchema = z
   .object({
     version: z.literal(1).describe("Gateway config format version"),
@@ -30,12 +66,27 @@ export const gatewayConfigSchema = z
           })
           .strict()
           .default({ maxAge: 7 * 86_400_000, maxSizeMb: 256 }),
+        memory: z
+          .object({
+            heapMb: z
+              .number()
+              .int()
+              .min(32)
+              .max(8192)
+              .default(DEFAULT_HEAP_MB)
+              .describe(
+                "V8 heap cap in MB: the service unit passes it as --max-old-space-size; the log warns as the heap nears it",
+              ),
+          })
+          .strict()
+          .default({ heapMb: DEFAULT_HEAP_MB }),
       })
       .strict()
       .default({
         name: "shadowgate",
         dataDir: "./data",
         history: { maxAge: 7 * 86_400_000, maxSizeMb: 256 },
+        memory: { heapMb: DEFAULT_HEAP_MB },
       }),
     log: z
       .object({
@@ -51,6 +102,9 @@ export const gatewayConfigSchema = z
       .describe("Device connections, keyed by source id"),
     cloud: cloudSchema
       .describe("Cloud shadow sync over MQTT; without it the gateway runs local only")
+      .optional(),
+    api: apiSchema
+      .describe("Local HTTP API (devices, shadows, local commands, events, health, metrics)")
       .optional(),
     mappings: z
       .union([z.string(), z.array(z.string()).min(1)])

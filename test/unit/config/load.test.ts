@@ -388,6 +388,38 @@ describe("loadConfig", () => {
   });
 });
 
+describe("the api section", () => {
+  const gw = (api: string) =>
+    `version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1 }\nmappings: mappings\n${api}`;
+  const dev = { "a.yaml": `${head}  t: { register: 40001 }\n` };
+
+  it("serves loopback without a token, with defaults, and takes a token from the environment", async () => {
+    const plain = await loadConfig(await workspace(dev, gw("api: {}\n")), {});
+    expect(plain.ok && plain.config.gateway.api).toEqual({ listen: "127.0.0.1:8080" });
+    const v6 = await loadConfig(await workspace(dev, gw("api: { listen: '[::1]:9000' }\n")), {});
+    expect(v6.ok).toBe(true);
+    const wide = await loadConfig(
+      await workspace(dev, gw("api:\n  listen: 0.0.0.0:8080\n  token: ${SG_TEST_TOKEN}\n")),
+      { SG_TEST_TOKEN: "0123456789abcdef-token" },
+    );
+    expect(wide.ok && wide.config.gateway.api?.token).toBe("0123456789abcdef-token");
+  });
+
+  it("refuses a reachable address without a token, a short token and a bad address, at file:line:col", async () => {
+    expect(await problemsOf(await workspace(dev, gw("api: { listen: 0.0.0.0:8080 }\n")))).toEqual([
+      "gateway.yaml:5:16 api.listen: 0.0.0.0:8080 is reachable from other hosts: set api.token (e.g. ${SHADOWGATE_API_TOKEN}) or listen on 127.0.0.1",
+    ]);
+    const problems = await problemsOf(
+      await workspace(dev, gw("api:\n  listen: 8080\n  token: short\n")),
+    );
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^gateway\.yaml:6:11 api\.listen: /);
+    expect(problems[1]).toBe(
+      "gateway.yaml:7:10 api.token: an API token has at least 16 characters",
+    );
+  });
+});
+
 describe("JSON Schemas", () => {
   it("config/schemas matches the zod schemas (run `npx shadowgate schemas` after changing them)", async () => {
     for (const [name, schema] of Object.entries(jsonSchemas())) {
