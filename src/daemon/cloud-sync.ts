@@ -27,11 +27,15 @@ export interface CloudSyncOptions {
 export class CloudSync implements Component {
   readonly name = "cloud";
   private north: { link: MqttLink; sync: SyncEngine } | undefined;
-  private readonly onUpdate = (u: ReportedUpdate): void =>
-    this.north?.sync.report(u.deviceName, u.reported);
+  private readonly onUpdate = (u: ReportedUpdate): void => {
+    if (this.north) this.north.sync.report(u.deviceName, u.reported);
+    // Between two links (a reload replacing this one), reports go to the outbox directly.
+    else if (this.opts.devices.some((d) => d.deviceName === u.deviceName))
+      this.store.open?.outbox.stage(u.productKey, u.deviceName, u.reported);
+  };
 
   constructor(
-    private readonly opts: CloudSyncOptions,
+    private opts: CloudSyncOptions,
     private readonly store: Store,
     private readonly shadow: EdgeShadow,
     private readonly commands: CommandExecutor,
@@ -43,32 +47,52 @@ export class CloudSync implements Component {
   }
 
   async start(): Promise<void> {
+    this.connect();
+    this.shadow.on("update", this.onUpdate);
+  }
+
+  /**
+   * A reload. The same cloud identities with new mappings: nothing to do (point names are read
+   * from the current options). A changed cloud section or a device added, removed or given new
+   * credentials: the link is replaced, while reports keep going into the outbox.
+   */
+  async replace(opts: CloudSyncOptions, reconnect: boolean): Promise<void> {
+    this.opts = opts;
+    if (!reconnect || !this.north) return;
+    await this.disconnect();
+    this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.shadow.off("update", this.onUpdate);
+    await this.disconnect();
+  }
+
+  private connect(): void {
     const store = this.store.open;
     if (!store) throw new Error("the store is not open");
-    const { devices } = this.opts;
     this.north = createNorth(
       this.opts.cloud,
       this.opts.configDir,
       this.opts.dataDir,
-      devices,
+      this.opts.devices,
       {
         snapshot: (name) => this.shadow.document(name)?.state.reported ?? {},
         pointNames: (name) =>
-          devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
+          this.opts.devices.find((d) => d.deviceName === name)?.points.map((p) => p.name) ?? [],
         execute: (name, point, value, opts) => this.commands.execute(name, point, value, opts),
         journal: store.journal,
         backlog: store.outbox,
       },
       this.log,
     );
-    this.shadow.on("update", this.onUpdate);
     this.north.link.start();
   }
 
-  async stop(): Promise<void> {
+  private async disconnect(): Promise<void> {
     const north = this.north;
     if (!north) return;
-    this.shadow.off("update", this.onUpdate);
+    this.north = undefined;
     north.sync.stop();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -76,12 +100,12 @@ export class CloudSync implements Component {
       new Promise((resolve) => (timer = setTimeout(resolve, IDLE_TIMEOUT_MS))),
     ]).finally(() => clearTimeout(timer));
     await north.link.stop();
-    this.north = undefined;
   }
 
   /** A poll cycle ended: its reports become durable and are scheduled for sending. */
   flush(): void {
-    this.north?.sync.flush();
+    if (this.north) this.north.sync.flush();
+    else this.store.open?.outbox.flush();
   }
 
   status(): Record<string, unknown> {

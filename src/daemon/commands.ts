@@ -30,7 +30,8 @@ function same(a: PointValue | undefined, b: unknown): boolean {
  */
 export class CommandExecutor {
   constructor(
-    private readonly devices: ReadonlyMap<string, DevicePlan>,
+    /** By deviceName; a reload hands over the next map. */
+    public devices: ReadonlyMap<string, DevicePlan>,
     /** The device's channel, once its source is open. */
     private readonly channel: (deviceName: string) => DeviceChannel | undefined,
     private readonly shadow: EdgeShadow,

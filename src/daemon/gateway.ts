@@ -2,11 +2,12 @@ import path from "node:path";
 import type { LoadedConfig } from "../config/load.js";
 import type { Logger } from "../core/logger.js";
 import type { Quality } from "../core/types.js";
+import type { DevicePlan } from "../mapping/types.js";
 import type { SyncEngine } from "../north/sync.js";
 import { EdgeShadow } from "../shadow/edge-shadow.js";
 import type { Probe } from "../south/protocol.js";
 import { protocolOfKind } from "../south/registry.js";
-import { CloudSync } from "./cloud-sync.js";
+import { CloudSync, type CloudSyncOptions } from "./cloud-sync.js";
 import { CommandExecutor } from "./commands.js";
 import { Lifecycle, type Component, type ComponentStatus } from "./component.js";
 import { Poller } from "./poller.js";
@@ -22,16 +23,26 @@ const STOP_TIMEOUT_MS = 5000;
  * a cloud section), the sources, the poller, the cloud sync; stop runs in reverse. Each is
  * isolated: one that fails to start is logged and the gateway runs without it.
  */
+/** What a reload changed, device by device. */
+export interface ReloadPlan {
+  readonly added: readonly string[];
+  readonly changed: readonly string[];
+  readonly removed: readonly string[];
+  /** The cloud link was replaced (cloud section or cloud identities changed). */
+  readonly reconnected: boolean;
+}
+
 export class Gateway {
   readonly shadow: EdgeShadow;
   readonly commands: CommandExecutor;
   private readonly sources: Sources;
   private readonly poller: Poller;
   private readonly cloud: CloudSync | undefined;
+  private readonly store: Store | undefined;
   private readonly lifecycle: Lifecycle;
 
   constructor(
-    private readonly config: LoadedConfig,
+    private config: LoadedConfig,
     private readonly log: Logger,
   ) {
     const { devices } = config;
@@ -69,13 +80,8 @@ export class Gateway {
         this.shadow,
         log,
       );
-      this.cloud = new CloudSync(
-        { cloud, configDir: path.dirname(config.configFile), dataDir: config.dataDir, devices },
-        store,
-        this.shadow,
-        this.commands,
-        log,
-      );
+      this.store = store;
+      this.cloud = new CloudSync(this.cloudOptions(config), store, this.shadow, this.commands, log);
       components.unshift(store);
       components.push(this.cloud);
     }
@@ -104,6 +110,68 @@ export class Gateway {
     // Sources opened by pollOnce or probe alone (the one-shot commands) were never started by
     // the lifecycle; stopping twice is harmless.
     await this.sources.stop();
+  }
+
+  /**
+   * Whether `apply` can take this config in place; otherwise (the data folder, the history
+   * limits or the presence of a cloud section changed) the gateway must be rebuilt.
+   */
+  canApply(next: LoadedConfig): boolean {
+    const a = this.config.gateway;
+    const b = next.gateway;
+    return (
+      this.config.dataDir === next.dataDir &&
+      same(a.gateway.history, b.gateway.history) &&
+      (a.cloud === undefined) === (b.cloud === undefined)
+    );
+  }
+
+  /**
+   * Applies a reloaded config in place (canApply first): devices and sources that did not change
+   * keep polling on their grid over their open connections; changed and added devices start,
+   * removed ones stop (their outbox rows stay until sent). A changed cloud section, or devices
+   * with new cloud identities, replace the MQTT link; reports go on into the outbox meanwhile.
+   */
+  async apply(next: LoadedConfig): Promise<ReloadPlan> {
+    const before = new Map(this.config.devices.map((d) => [d.deviceName, d]));
+    const sourceChanged = (id: string) =>
+      !same(this.config.gateway.sources[id], next.gateway.sources[id]);
+    const added: string[] = [];
+    const changed: string[] = [];
+    for (const d of next.devices) {
+      const old = before.get(d.deviceName);
+      if (!old) added.push(d.deviceName);
+      else if (!same(old, d) || sourceChanged(d.sourceId)) changed.push(d.deviceName);
+    }
+    const names = new Set(next.devices.map((d) => d.deviceName));
+    const removed = [...before.keys()].filter((n) => !names.has(n));
+    const fresh = new Set([...added, ...changed]);
+    const identity = (ds: readonly DevicePlan[]) =>
+      ds.map((d) => [d.productKey, d.deviceName, d.deviceSecret]);
+    const reconnected =
+      this.cloud !== undefined &&
+      (!same(this.config.gateway.cloud, next.gateway.cloud) ||
+        !same(identity(this.config.devices), identity(next.devices)));
+
+    // Off the grid first, so that no poll runs on a connection about to close.
+    await this.poller.release(next.devices, fresh);
+    await this.sources.replace(
+      {
+        sources: next.gateway.sources,
+        devices: next.devices,
+        dataDir: next.dataDir,
+        configFile: next.configFile,
+      },
+      fresh,
+    );
+    this.config = next;
+    this.shadow.replace(next.devices, fresh);
+    this.commands.devices = new Map(next.devices.map((d) => [d.deviceName, d]));
+    this.store?.replace(next.devices, fresh);
+    await this.cloud?.replace(this.cloudOptions(next), reconnected);
+    await this.sources.startFor(next.devices.filter((d) => fresh.has(d.deviceName)));
+    await this.poller.adopt(next.devices);
+    return { added, changed, removed, reconnected };
   }
 
   /** The sync engine, when the config has a cloud section and the gateway runs. */
@@ -144,6 +212,17 @@ export class Gateway {
     return source.probe(device, point);
   }
 
+  private cloudOptions(config: LoadedConfig): CloudSyncOptions {
+    const { cloud } = config.gateway;
+    if (!cloud) throw new Error("no cloud section");
+    return {
+      cloud,
+      configDir: path.dirname(config.configFile),
+      dataDir: config.dataDir,
+      devices: config.devices,
+    };
+  }
+
   /**
    * Quality changes are what an operator needs in the log: one line per device, change and
    * cause, naming the first points, so a PLC that drops 10k points does not write 10k lines.
@@ -172,4 +251,9 @@ export class Gateway {
         );
     }
   }
+}
+
+/** Config values compared as data (they come from YAML: plain objects, arrays and scalars). */
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }

@@ -6,6 +6,7 @@ import type { Component } from "./component.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
 
 export interface PollerOptions {
+  /** The devices as first configured; a reload hands over the next list (update). */
   readonly devices: readonly DevicePlan[];
   /** The device's channel, once its source is open. */
   readonly channel: (deviceName: string) => DeviceChannel | undefined;
@@ -22,23 +23,24 @@ export interface PollerOptions {
 export class Poller implements Component {
   readonly name = "poller";
   private scheduler: Scheduler | undefined;
-  private monitors: Array<() => Promise<void>> = [];
+  /** Monitored devices' stop functions, by deviceName. */
+  private readonly monitors = new Map<string, () => Promise<void>>();
+  /** The devices of each poll group, by group id. */
+  private polled = new Map<string, readonly DevicePlan[]>();
+  private devices: readonly DevicePlan[];
 
   constructor(
     private readonly opts: PollerOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.devices = opts.devices;
+  }
 
   /** After the sources: whether a device is polled or monitored is its channel's to say. */
   async start(): Promise<void> {
-    const polled: DevicePlan[] = [];
-    for (const d of this.opts.devices) {
-      const channel = this.opts.channel(d.deviceName);
-      if (channel?.monitored) await this.monitor(d, channel);
-      else polled.push(d);
-    }
+    this.polled = await this.split(this.devices);
     this.scheduler = new Scheduler(
-      this.groups(polled),
+      [...this.polled].map(([id, devices]) => this.group(id, devices)),
       this.log.child({ component: "daemon.scheduler" }),
     );
     this.scheduler.start();
@@ -47,7 +49,49 @@ export class Poller implements Component {
   async stop(): Promise<void> {
     this.scheduler?.stop();
     this.scheduler = undefined;
-    for (const stop of this.monitors.splice(0)) await stop().catch(() => undefined);
+    const monitors = [...this.monitors.values()];
+    this.monitors.clear();
+    for (const stop of monitors) await stop().catch(() => undefined);
+  }
+
+  /**
+   * A reload's half of the poller, in two steps around the sources: `release` takes the
+   * changed and removed devices off the grid (and waits for their polls under way), `adopt`
+   * puts the changed and added ones on it. A group whose devices are all unchanged keeps its
+   * timer and grid, so an untouched device is polled on time throughout; a group that loses
+   * or gains a device is replaced by one that polls at once.
+   */
+  async release(next: readonly DevicePlan[], changed: ReadonlySet<string>): Promise<void> {
+    const keep = new Set(next.map((d) => d.deviceName).filter((n) => !changed.has(n)));
+    const wanted = groupIds(next);
+    for (const [id, devices] of [...this.polled]) {
+      const same =
+        devices.every((d) => keep.has(d.deviceName)) && wanted.get(id)?.length === devices.length;
+      if (same) continue;
+      this.polled.delete(id);
+      await this.scheduler?.remove(id);
+    }
+    for (const [name, stop] of [...this.monitors]) {
+      if (keep.has(name)) continue;
+      this.monitors.delete(name);
+      await stop().catch(() => undefined);
+    }
+  }
+
+  /** Second step of a reload: every device of `next` not polled or monitored now is started. */
+  async adopt(next: readonly DevicePlan[]): Promise<void> {
+    this.devices = next;
+    if (!this.scheduler) return;
+    const grouped = new Set([...this.polled.values()].flat().map((d) => d.deviceName));
+    // `release` took off every group that loses or gains a device, so the devices waiting
+    // here make whole groups: the new and changed ones with their unchanged companions.
+    const waiting = next.filter(
+      (d) => !grouped.has(d.deviceName) && !this.monitors.has(d.deviceName),
+    );
+    for (const [id, devices] of await this.split(waiting)) {
+      this.polled.set(id, devices);
+      this.scheduler.add(this.group(id, devices));
+    }
   }
 
   /** Polls these devices once (monitored ones too: with one Read), for `shadowgate read`. */
@@ -59,13 +103,19 @@ export class Poller implements Component {
     return { groups: this.scheduler?.stats() ?? [] };
   }
 
-  private groups(polled: readonly DevicePlan[]): PollGroup[] {
-    const groups = new Map<string, DevicePlan[]>();
-    for (const d of polled) {
-      const id = `${d.sourceId}@${d.pollIntervalMs}ms`;
-      groups.set(id, [...(groups.get(id) ?? []), d]);
+  /** Starts monitoring the monitored ones; returns the polled ones by group id. */
+  private async split(devices: readonly DevicePlan[]): Promise<Map<string, DevicePlan[]>> {
+    const polled: DevicePlan[] = [];
+    for (const d of devices) {
+      const channel = this.opts.channel(d.deviceName);
+      if (channel?.monitored) await this.monitor(d, channel);
+      else polled.push(d);
     }
-    return [...groups].map(([id, devices]) => ({
+    return groupIds(polled);
+  }
+
+  private group(id: string, devices: readonly DevicePlan[]): PollGroup {
+    return {
       id,
       intervalMs: devices[0]?.pollIntervalMs ?? 1000,
       run: async () => {
@@ -73,7 +123,7 @@ export class Poller implements Component {
         // One transaction per poll cycle makes its reports durable before they are sent.
         this.opts.onCycle();
       },
-    }));
+    };
   }
 
   private async poll(device: DevicePlan): Promise<void> {
@@ -95,6 +145,15 @@ export class Poller implements Component {
         );
         return undefined;
       });
-    if (stop) this.monitors.push(stop);
+    if (stop) this.monitors.set(device.deviceName, stop);
   }
+}
+
+/** Devices polled alike share one timer: one group per source and interval. */
+const groupId = (d: DevicePlan): string => `${d.sourceId}@${d.pollIntervalMs}ms`;
+
+function groupIds(devices: readonly DevicePlan[]): Map<string, DevicePlan[]> {
+  const groups = new Map<string, DevicePlan[]>();
+  for (const d of devices) groups.set(groupId(d), [...(groups.get(groupId(d)) ?? []), d]);
+  return groups;
 }

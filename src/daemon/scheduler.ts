@@ -11,7 +11,10 @@ export interface PollGroup {
 interface GroupState {
   readonly group: PollGroup;
   timer?: NodeJS.Timeout;
-  running: boolean;
+  /** The poll under way, if any. */
+  running: Promise<void> | undefined;
+  /** Removed: its timer is cleared and no tick fires again. */
+  removed: boolean;
   polls: number;
   overruns: number;
   lastOverrunLog: number;
@@ -32,7 +35,7 @@ const OVERRUN_LOG_EVERY_MS = 60_000;
  * device cannot build a backlog of reads.
  */
 export class Scheduler {
-  private readonly states: GroupState[];
+  private states: GroupState[];
   private stopped = true;
 
   constructor(
@@ -40,13 +43,7 @@ export class Scheduler {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    this.states = groups.map((group) => ({
-      group,
-      running: false,
-      polls: 0,
-      overruns: 0,
-      lastOverrunLog: -Infinity,
-    }));
+    this.states = groups.map((group) => newState(group));
   }
 
   start(): void {
@@ -67,12 +64,32 @@ export class Scheduler {
     for (const s of this.states) clearTimeout(s.timer);
   }
 
+  /**
+   * A group added while running (a reload) polls at once and then on its own grid: its devices
+   * are new or changed, so they have waited long enough.
+   */
+  add(group: PollGroup): void {
+    const s = newState(group);
+    this.states.push(s);
+    if (!this.stopped) this.fire(s, this.now(), 0);
+  }
+
+  /** Takes a group off the grid; resolves once its poll under way (if any) has ended. */
+  async remove(id: string): Promise<void> {
+    const s = this.states.find((x) => x.group.id === id);
+    if (!s) return;
+    s.removed = true;
+    clearTimeout(s.timer);
+    this.states = this.states.filter((x) => x !== s);
+    await s.running;
+  }
+
   stats(): SchedulerStats[] {
     return this.states.map((s) => ({ id: s.group.id, polls: s.polls, overruns: s.overruns }));
   }
 
   private fire(s: GroupState, t0: number, tick: number): void {
-    if (this.stopped) return;
+    if (this.stopped || s.removed) return;
     if (s.running) {
       s.overruns++;
       const now = this.now();
@@ -89,13 +106,12 @@ export class Scheduler {
         );
       }
     } else {
-      s.running = true;
       s.polls++;
-      s.group
+      s.running = s.group
         .run()
         .catch((err: unknown) => this.log.error({ group: s.group.id, err }, "poll failed"))
         .finally(() => {
-          s.running = false;
+          s.running = undefined;
         });
     }
     // Next tick on the grid t0 + k * interval, skipping ticks already past.
@@ -105,4 +121,15 @@ export class Scheduler {
     if (due(next) <= now) next = Math.floor((now - t0) / s.group.intervalMs) + 1;
     s.timer = setTimeout(() => this.fire(s, t0, next), Math.max(0, due(next) - now));
   }
+}
+
+function newState(group: PollGroup): GroupState {
+  return {
+    group,
+    running: undefined,
+    removed: false,
+    polls: 0,
+    overruns: 0,
+    lastOverrunLog: -Infinity,
+  };
 }

@@ -1,6 +1,11 @@
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
 import type { Logger } from "../core/logger.js";
-import { Gateway } from "./gateway.js";
+import { Gateway, type ReloadPlan } from "./gateway.js";
+
+/** How a reload ended: applied (in place, or by rebuilding the gateway), or refused. */
+export type ReloadOutcome =
+  | { readonly applied: true; readonly plan: ReloadPlan | "rebuilt" }
+  | { readonly applied: false; readonly problems: readonly string[]; readonly omitted: number };
 
 /** The process events the service listens to; `process` in the daemon, an emitter in tests. */
 export interface SignalSource {
@@ -16,7 +21,7 @@ export interface SignalSource {
  */
 export class Service {
   private gateway: Gateway;
-  private reloading: Promise<void> = Promise.resolve();
+  private reloading: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly configFile: string,
@@ -35,11 +40,10 @@ export class Service {
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */
-  reload(): Promise<void> {
-    this.reloading = this.reloading
-      .then(() => this.reloadNow())
-      .catch((err: unknown) => this.log.error({ err }, "reload failed"));
-    return this.reloading;
+  reload(): Promise<ReloadOutcome> {
+    const outcome = this.reloading.then(() => this.reloadNow());
+    this.reloading = outcome.catch((err: unknown) => this.log.error({ err }, "reload failed"));
+    return outcome;
   }
 
   async stop(): Promise<void> {
@@ -74,22 +78,28 @@ export class Service {
     return signal;
   }
 
-  private async reloadNow(): Promise<void> {
+  private async reloadNow(): Promise<ReloadOutcome> {
     const next = await loadConfig(this.configFile);
     if (!next.ok) {
+      const problems = next.problems.map((p) => formatProblem(p));
       this.log.error(
-        {
-          problems: next.problems.map((p) => formatProblem(p)),
-          ...(next.omitted > 0 && { moreProblems: next.omitted }),
-        },
+        { problems, ...(next.omitted > 0 && { moreProblems: next.omitted }) },
         "reload refused: the config has problems; the running config stays in place",
       );
-      return;
+      return { applied: false, problems, omitted: next.omitted };
     }
+    if (this.gateway.canApply(next.config)) {
+      const plan = await this.gateway.apply(next.config);
+      this.log.info({ devices: next.config.devices.length, ...plan }, "reloaded in place");
+      return { applied: true, plan };
+    }
+    // The data folder, the history limits or the presence of a cloud section changed: those
+    // belong to the store, opened once per gateway.
     await this.gateway.stop();
     this.gateway = this.build(next.config);
     await this.gateway.start();
-    this.log.info({ devices: next.config.devices.length }, "reloaded");
+    this.log.info({ devices: next.config.devices.length }, "reloaded: the gateway was rebuilt");
+    return { applied: true, plan: "rebuilt" };
   }
 
   private build(config: LoadedConfig): Gateway {

@@ -26,9 +26,33 @@ export class Sources implements Component {
   private readonly channels = new Map<string, DeviceChannel>();
 
   constructor(
-    private readonly opts: SourcesOptions,
+    private opts: SourcesOptions,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * A reload: the sources whose settings changed or that no device uses any more are stopped,
+   * the channels of changed and removed devices dropped; every other connection stays up.
+   * Call `startFor` with the new devices afterwards to open what is new.
+   */
+  async replace(next: SourcesOptions, changed: ReadonlySet<string>): Promise<void> {
+    const used = new Set(next.devices.map((d) => d.sourceId));
+    const gone = [...this.opening.keys()].filter(
+      (id) =>
+        !used.has(id) || JSON.stringify(this.opts.sources[id]) !== JSON.stringify(next.sources[id]),
+    );
+    const names = new Set(next.devices.map((d) => d.deviceName));
+    for (const device of this.opts.devices) {
+      if (
+        changed.has(device.deviceName) ||
+        !names.has(device.deviceName) ||
+        gone.includes(device.sourceId)
+      )
+        this.channels.delete(device.deviceName);
+    }
+    this.opts = next;
+    await Promise.all(gone.map((id) => this.close(id)));
+  }
 
   async start(): Promise<void> {
     await this.startFor(this.opts.devices);
@@ -52,20 +76,8 @@ export class Sources implements Component {
   }
 
   async stop(): Promise<void> {
-    const sources = [...this.opened.values()];
-    this.opening.clear();
-    this.opened.clear();
-    this.started.clear();
     this.channels.clear();
-    await Promise.all(
-      sources.map((s) =>
-        s
-          .stop()
-          .catch((err: unknown) =>
-            this.log.warn({ source: s.id, err }, "source did not stop cleanly"),
-          ),
-      ),
-    );
+    await Promise.all([...this.opening.keys()].map((id) => this.close(id)));
   }
 
   /** The device's channel, once its source is open. */
@@ -92,6 +104,18 @@ export class Sources implements Component {
     return out;
   }
 
+  private async close(id: string): Promise<void> {
+    const opening = this.opening.get(id);
+    this.opening.delete(id);
+    this.opened.delete(id);
+    this.started.delete(id);
+    // A source still opening is stopped once open (an OPC UA source loads its driver first).
+    const source = await opening?.catch(() => undefined);
+    await source
+      ?.stop()
+      .catch((err: unknown) => this.log.warn({ source: id, err }, "source did not stop cleanly"));
+  }
+
   private open(id: string): Promise<Source> {
     let opening = this.opening.get(id);
     if (!opening) {
@@ -104,7 +128,8 @@ export class Sources implements Component {
           log: this.log,
         })
         .then((source) => {
-          this.opened.set(id, source);
+          // Closed while it opened (a stop or reload): close() stops it, nobody may use it.
+          if (this.opening.get(id) === opening) this.opened.set(id, source);
           return source;
         });
       this.opening.set(id, opening);

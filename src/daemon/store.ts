@@ -24,7 +24,7 @@ export class Store implements Component {
 
   constructor(
     private readonly opts: StoreOptions,
-    private readonly devices: readonly DevicePlan[],
+    private devices: readonly DevicePlan[],
     private readonly shadow: EdgeShadow,
     private readonly log: Logger,
   ) {}
@@ -47,7 +47,19 @@ export class Store implements Component {
       dbs: [journalDb, reportsDb],
       ...(store.degraded !== undefined && { degraded: store.degraded }),
     };
-    for (const d of this.devices) {
+    this.restore(this.devices);
+  }
+
+  /** A reload: the added and changed devices' last known values come back, as at start. */
+  replace(devices: readonly DevicePlan[], fresh: ReadonlySet<string>): void {
+    this.devices = devices;
+    this.restore(devices.filter((d) => fresh.has(d.deviceName)));
+  }
+
+  private restore(devices: readonly DevicePlan[]): void {
+    const outbox = this.opened?.outbox;
+    if (!outbox) return;
+    for (const d of devices) {
       const saved = outbox.saved(d.productKey, d.deviceName);
       if (saved) this.shadow.restore(d.deviceName, saved.reported);
     }

@@ -53,16 +53,22 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
 
   constructor(plans: readonly DevicePlan[]) {
     super();
+    for (const plan of plans) this.devices.set(plan.deviceName, fresh(plan));
+  }
+
+  /**
+   * A reload's new device list: unchanged devices keep their leaves (values, quality, what was
+   * reported); changed and added ones start unread, removed ones go.
+   */
+  replace(plans: readonly DevicePlan[], changed: ReadonlySet<string>): void {
+    const next = new Set(plans.map((p) => p.deviceName));
+    for (const name of [...this.devices.keys()]) if (!next.has(name)) this.devices.delete(name);
     for (const plan of plans) {
-      this.devices.set(plan.deviceName, {
-        plan,
-        leaves: new Map(
-          plan.points.map((p) => [
-            p.name,
-            { quality: { status: "bad", code: "SG_NOT_READ", reason: "not read yet" } },
-          ]),
-        ),
-      });
+      const kept = this.devices.get(plan.deviceName);
+      this.devices.set(
+        plan.deviceName,
+        kept && !changed.has(plan.deviceName) ? { plan, leaves: kept.leaves } : fresh(plan),
+      );
     }
   }
 
@@ -189,4 +195,16 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     }
     return { state: { reported }, metadata: { reported: metadata } };
   }
+}
+
+function fresh(plan: DevicePlan): { plan: DevicePlan; leaves: Map<string, Leaf> } {
+  return {
+    plan,
+    leaves: new Map(
+      plan.points.map((p) => [
+        p.name,
+        { quality: { status: "bad", code: NOT_READ, reason: "not read yet" } },
+      ]),
+    ),
+  };
 }
