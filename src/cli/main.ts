@@ -72,9 +72,10 @@ program
 
 program
   .command("run")
-  .description("run the gateway daemon until SIGTERM or SIGINT")
+  .description("run the gateway daemon until SIGTERM or SIGINT; SIGHUP reloads the config")
   .addOption(configOption())
-  .action(async (o: { config: string }) => exit(await runCommand(o)));
+  .option("--watch", "reload when the config file or a mapping file changes")
+  .action(async (o: { config: string; watch?: boolean }) => exit(await runCommand(o)));
 
 program
   .command("demo")

@@ -1,6 +1,7 @@
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
 import type { Logger } from "../core/logger.js";
 import { Gateway, type ReloadPlan } from "./gateway.js";
+import { watchConfig } from "./watch.js";
 
 /** How a reload ended: applied (in place, or by rebuilding the gateway), or refused. */
 export type ReloadOutcome =
@@ -22,13 +23,30 @@ export interface SignalSource {
 export class Service {
   private gateway: Gateway;
   private reloading: Promise<unknown> = Promise.resolve();
+  /** Stops watching the config (`run --watch`); undefined when not watching. */
+  private unwatch: (() => void) | undefined;
 
   constructor(
     private readonly configFile: string,
-    config: LoadedConfig,
+    private config: LoadedConfig,
     private readonly log: Logger,
   ) {
     this.gateway = this.build(config);
+  }
+
+  /**
+   * Reloads whenever the config file or a mapping file changes (`run --watch`), as SIGHUP does.
+   * The watched folders follow the config: a reload that names other mapping folders moves
+   * the watch there.
+   */
+  watch(): void {
+    this.unwatch?.();
+    this.unwatch = watchConfig(
+      this.configFile,
+      this.config.gateway.mappings,
+      () => void this.reload(),
+      this.log,
+    );
   }
 
   get current(): Gateway {
@@ -47,6 +65,8 @@ export class Service {
   }
 
   async stop(): Promise<void> {
+    this.unwatch?.();
+    this.unwatch = undefined;
     await this.reloading;
     await this.gateway.stop();
   }
@@ -88,17 +108,24 @@ export class Service {
       );
       return { applied: false, problems, omitted: next.omitted };
     }
-    if (this.gateway.canApply(next.config)) {
-      const plan = await this.gateway.apply(next.config);
-      this.log.info({ devices: next.config.devices.length, ...plan }, "reloaded in place");
+    const outcome = await this.apply(next.config);
+    this.config = next.config;
+    if (this.unwatch) this.watch();
+    return outcome;
+  }
+
+  private async apply(config: LoadedConfig): Promise<ReloadOutcome> {
+    if (this.gateway.canApply(config)) {
+      const plan = await this.gateway.apply(config);
+      this.log.info({ devices: config.devices.length, ...plan }, "reloaded in place");
       return { applied: true, plan };
     }
     // The data folder, the history limits or the presence of a cloud section changed: those
     // belong to the store, opened once per gateway.
     await this.gateway.stop();
-    this.gateway = this.build(next.config);
+    this.gateway = this.build(config);
     await this.gateway.start();
-    this.log.info({ devices: next.config.devices.length }, "reloaded: the gateway was rebuilt");
+    this.log.info({ devices: config.devices.length }, "reloaded: the gateway was rebuilt");
     return { applied: true, plan: "rebuilt" };
   }
 

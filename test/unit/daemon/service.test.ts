@@ -12,6 +12,7 @@ import { loadConfig } from "../../../src/config/load.js";
 import { silentLogger } from "../../../src/core/logger.js";
 import { Service, type SignalSource } from "../../../src/daemon/service.js";
 import { ModbusTcpSimulator } from "../../../src/sim/modbus/index.js";
+import { captureLogger } from "../../helpers/cloud.js";
 import { until } from "../../helpers/until.js";
 
 const running: Array<() => Promise<unknown>> = [];
@@ -27,7 +28,7 @@ points:
   level: { register: 40001, type: ${type} }
 `;
 
-async function plant() {
+async function plant(log = silentLogger()) {
   const sim = new ModbusTcpSimulator({ units: [1] });
   const { port } = await sim.start({ port: 0 });
   running.push(() => sim.stop());
@@ -48,7 +49,7 @@ mappings: ./mappings
   await writeFile(mappingFile, mapping("uint16"));
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, log);
   await service.start();
   running.push(() => service.stop());
   const level = () => service.current.shadow.document("boiler")?.state.reported.level;
@@ -90,4 +91,24 @@ it("reloads on SIGHUP, refuses a broken config keeping the running gateway, and 
   await expect(stopped).resolves.toBe("SIGTERM");
   await until("the PLC connection closed", () => sim.stats().connections.open === 0);
   expect(signals.listenerCount("SIGHUP") + signals.listenerCount("SIGTERM")).toBe(0);
+});
+
+it("with watch, reloads when a mapping file is saved, and refuses a broken save", async () => {
+  const { logger, records } = captureLogger();
+  const { sim, service, mappingFile, level } = await plant(logger);
+  await until("first value", () => level() === 7);
+  service.watch();
+  sim.unit(1).holding[0] = 0xffff;
+  await until("polled as uint16", () => level() === 0xffff);
+  await writeFile(mappingFile, mapping("int16"));
+  await until("the saved mapping applied (int16)", () => level() === -1);
+  await writeFile(mappingFile, mapping("float33"));
+  await until("the broken save refused", () =>
+    records.some((r) => String(r.msg).startsWith("reload refused")),
+  );
+  expect(level()).toBe(-1);
+  // The watch goes on: the next good save is applied.
+  await writeFile(mappingFile, mapping("uint16"));
+  await until("the next good save applied", () => level() === 0xffff);
+  expect(sim.stats().connections).toEqual({ open: 1, accepted: 1 });
 });
