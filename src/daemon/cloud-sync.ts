@@ -57,6 +57,7 @@ export class CloudSync implements Component {
    * credentials: the link is replaced, while reports keep going into the outbox.
    */
   async replace(opts: CloudSyncOptions, reconnect: boolean): Promise<void> {
+    // Both before the first await: the caller goes on while the old link closes.
     this.opts = opts;
     if (!reconnect || !this.north) return;
     await this.disconnect();

@@ -168,9 +168,15 @@ export class Gateway {
     this.shadow.replace(next.devices, fresh);
     this.commands.devices = new Map(next.devices.map((d) => [d.deviceName, d]));
     this.store?.replace(next.devices, fresh);
-    await this.cloud?.replace(this.cloudOptions(next), reconnected);
+    // Detaches the old link at once (reports go to the outbox meanwhile) and connects the new
+    // one while the devices go back on the grid.
+    const swapping = this.cloud?.replace(this.cloudOptions(next), reconnected);
+    // Devices whose connection stayed open are polled again at once; the others once their
+    // sources have opened (a new OPC UA session can take seconds).
+    await this.poller.adopt(next.devices, (d) => this.sources.source(d.sourceId) !== undefined);
     await this.sources.startFor(next.devices.filter((d) => fresh.has(d.deviceName)));
     await this.poller.adopt(next.devices);
+    await swapping;
     return { added, changed, removed, reconnected };
   }
 

@@ -78,15 +78,21 @@ export class Poller implements Component {
     }
   }
 
-  /** Second step of a reload: every device of `next` not polled or monitored now is started. */
-  async adopt(next: readonly DevicePlan[]): Promise<void> {
+  /**
+   * Second step of a reload: the devices of `next` that are neither polled nor monitored now
+   * (and that `ready` accepts) are started. `ready` must accept or refuse a whole source.
+   */
+  async adopt(
+    next: readonly DevicePlan[],
+    ready: (d: DevicePlan) => boolean = () => true,
+  ): Promise<void> {
     this.devices = next;
     if (!this.scheduler) return;
     const grouped = new Set([...this.polled.values()].flat().map((d) => d.deviceName));
     // `release` took off every group that loses or gains a device, so the devices waiting
     // here make whole groups: the new and changed ones with their unchanged companions.
     const waiting = next.filter(
-      (d) => !grouped.has(d.deviceName) && !this.monitors.has(d.deviceName),
+      (d) => ready(d) && !grouped.has(d.deviceName) && !this.monitors.has(d.deviceName),
     );
     for (const [id, devices] of await this.split(waiting)) {
       this.polled.set(id, devices);

@@ -162,7 +162,7 @@ describe("shadowgate CLI", () => {
           child.kill("SIGHUP");
         },
       ],
-      ['"msg":"reloaded"', async (child) => void child.kill("SIGTERM")],
+      ['"msg":"reloaded in place"', async (child) => void child.kill("SIGTERM")],
     ];
     const r = await cli(
       ["run", "-c", path.join(dir, "config/gateway.yaml")],

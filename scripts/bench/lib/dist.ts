@@ -7,6 +7,7 @@ import type * as ConfigLoad from "../../../src/config/load.js";
 import type * as CoreJson from "../../../src/core/json.js";
 import type * as CoreLogger from "../../../src/core/logger.js";
 import type * as DaemonGateway from "../../../src/daemon/gateway.js";
+import type * as DaemonService from "../../../src/daemon/service.js";
 import type * as AlibabaTopics from "../../../src/north/dialects/alibaba/topics.js";
 import type * as AlibabaSign from "../../../src/north/dialects/alibaba/sign.js";
 import type * as AlibabaSubDevices from "../../../src/north/dialects/alibaba/subdevices.js";
@@ -35,6 +36,7 @@ export const { loadConfig, formatProblem } = (await loadDist(
   "config/load.js",
 )) as typeof ConfigLoad;
 export const { Gateway } = (await loadDist("daemon/gateway.js")) as typeof DaemonGateway;
+export const { Service } = (await loadDist("daemon/service.js")) as typeof DaemonService;
 export const { ModbusDriver } = (await loadDist(
   "south/modbus/modbus-driver.js",
 )) as typeof ModbusDriverModule;
