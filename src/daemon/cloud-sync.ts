@@ -48,6 +48,7 @@ export class CloudSync implements Component {
 
   async start(): Promise<void> {
     this.connect();
+    this.shadow.off("update", this.onUpdate);
     this.shadow.on("update", this.onUpdate);
   }
 
@@ -64,8 +65,12 @@ export class CloudSync implements Component {
     this.connect();
   }
 
+  /**
+   * Closes the link. The shadow stays watched: the poller stops after this component, and the
+   * reports of its last polls still go into the outbox (until the store closes), to be sent
+   * after the next start.
+   */
   async stop(): Promise<void> {
-    this.shadow.off("update", this.onUpdate);
     await this.disconnect();
   }
 

@@ -47,8 +47,9 @@ export class Poller implements Component {
   }
 
   async stop(): Promise<void> {
-    this.scheduler?.stop();
+    const scheduler = this.scheduler;
     this.scheduler = undefined;
+    await scheduler?.stop();
     const monitors = [...this.monitors.values()];
     this.monitors.clear();
     for (const stop of monitors) await stop().catch(() => undefined);

@@ -59,9 +59,11 @@ export class Scheduler {
     });
   }
 
-  stop(): void {
+  /** No tick fires after this; resolves once the polls under way have ended (and reported). */
+  async stop(): Promise<void> {
     this.stopped = true;
     for (const s of this.states) clearTimeout(s.timer);
+    await Promise.all(this.states.map((s) => s.running));
   }
 
   /**

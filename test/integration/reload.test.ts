@@ -14,6 +14,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { Service, type SignalSource } from "../../src/daemon/service.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
+import { TcpProxy } from "../../src/sim/tcp-proxy.js";
 import { openReadOnly } from "../../src/store/database.js";
 import { readHistory } from "../../src/store/outbox.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
@@ -181,6 +182,55 @@ mappings: ./mappings
     const seqs = rows.map((r) => r.reported.seq);
     expect(seqs).toEqual(Array.from({ length: latest }, (_, i) => i + 1));
     expect(rows.every((r) => r.sent)).toBe(true);
+  } finally {
+    db.close();
+  }
+});
+
+it("a stop keeps the reports of the last polls: the outbox ends with the edge shadow's last value", async () => {
+  const { sim: plc, port: plcPort } = await startPlc([1]);
+  // 30 ms each way: a poll is nearly always under way, so the stop lands in one.
+  const proxy = new TcpProxy({ targetPort: plcPort });
+  const { port } = await proxy.start();
+  running.push(() => proxy.stop());
+  proxy.delay = 30;
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-stop-"));
+  await mkdir(path.join(dir, "mappings"));
+  const configFile = path.join(dir, "gateway.yaml");
+  // No cloud listens on port 9: every report stays in the outbox.
+  await writeFile(
+    configFile,
+    `version: 1
+gateway: { name: stop, dataDir: ./data }
+sources:
+  plc: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port} }
+cloud: { url: "mqtt://127.0.0.1:9", productKey: a1Gw, deviceName: gw }
+mappings: ./mappings
+`,
+  );
+  await writeFile(
+    path.join(dir, "mappings", "steady.yaml"),
+    mapping("steady", "plc", 1, "20ms", "  seq: { register: 40001 }\n"),
+  );
+  plc.unit(1).holding[0] = 1;
+  const loaded = await loadConfig(configFile);
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const service = new Service(configFile, loaded.config, silentLogger());
+  let latest = 0;
+  service.current.shadow.on("update", (u) => {
+    const seq = u.reported.seq;
+    if (u.deviceName !== "steady" || typeof seq !== "number") return;
+    latest = seq;
+    if (seq < LAST) plc.unit(1).holding[0] = seq + 1;
+  });
+  await service.start();
+  await until("reporting", () => latest >= 5);
+  // Stopped while a poll is under way: it ends after the cloud component has stopped.
+  await service.stop();
+  const db = openReadOnly(path.join(dir, "data", "shadowgate.db"));
+  try {
+    const seqs = readHistory(db, "steady").map((r) => r.reported.seq);
+    expect(seqs).toEqual(Array.from({ length: latest }, (_, i) => i + 1));
   } finally {
     db.close();
   }

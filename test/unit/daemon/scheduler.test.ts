@@ -22,7 +22,7 @@ describe("Scheduler", () => {
     );
     s.start();
     await vi.advanceTimersByTimeAsync(500);
-    s.stop();
+    await s.stop();
     expect(fast).toEqual([0, 100, 200, 300, 400, 500]);
     // The second of two groups starts half its interval later.
     expect(slow).toEqual([125, 375]);
@@ -52,7 +52,11 @@ describe("Scheduler", () => {
     );
     s.start();
     await vi.advanceTimersByTimeAsync(1000);
-    s.stop();
+    // The stop waits for the poll under way (started at 900, 250 ms long).
+    const stopped = s.stop();
+    await vi.advanceTimersByTimeAsync(250);
+    await stopped;
+    expect(concurrent).toBe(0);
     expect(maxConcurrent).toBe(1);
     // Polls start at 0, 300, 600, 900: the ticks at 100, 200, 400, 500, 700, 800, 1000 found one running.
     expect(starts).toEqual([0, 300, 600, 900]);
@@ -76,7 +80,7 @@ describe("Scheduler", () => {
     );
     s.start();
     await vi.advanceTimersByTimeAsync(300);
-    s.stop();
+    await s.stop();
     expect(calls).toBe(4);
   });
 });
