@@ -30,6 +30,8 @@ it("logs in with an X.509 user certificate where anonymous is refused", async ()
     port: 0,
     securityModes: ["SignAndEncrypt"],
     allowAnonymous: false,
+    // Still values: the check compares the polled value with the simulator's.
+    dynamics: false,
   });
   running.push(() => sim.close());
   // The gateway trusts this server: its certificate is put where an operator would move it.
