@@ -6,6 +6,10 @@ import type { DevicePlan, PointBase } from "../mapping/types.js";
 import type { EdgeShadow } from "../shadow/edge-shadow.js";
 import type { DeviceChannel } from "../south/protocol.js";
 
+/** Reads of a resumed command's point before giving up: 100 ms doubling, 6.3 s in all. */
+const RESUME_READS = 6;
+const RESUME_READ_WAIT_MS = 100;
+
 export type CommandStatus = "applied" | "rejected" | "failed";
 
 export interface CommandOutcome {
@@ -64,9 +68,21 @@ export class CommandExecutor {
 
     if (opts.resume) {
       // The gateway died between journaling this command and its outcome: if the device holds
-      // the value, the write landed, and writing again would execute the command twice.
-      const held = await access.read();
-      if (held?.quality.status === "good" && same(held.value, value)) {
+      // the value, the write landed, and writing again would execute the command twice. Right
+      // after a restart the device's connection may still be opening, so the check waits for a
+      // good reading; without one it cannot tell, and a second execution is the worse outcome.
+      let held = await access.read();
+      for (let i = 0; i < RESUME_READS && held?.quality.status !== "good"; i++) {
+        await new Promise((resolve) => setTimeout(resolve, RESUME_READ_WAIT_MS * 2 ** i));
+        held = await access.read();
+      }
+      if (held?.quality.status !== "good") {
+        return this.failed(
+          fields,
+          "cannot read the device to tell whether the write before the restart landed; not written again",
+        );
+      }
+      if (same(held.value, value)) {
         this.log.info(
           { ...fields, value },
           "command had been applied before a restart; not written again",

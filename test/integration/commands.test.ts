@@ -74,6 +74,28 @@ describe("CommandExecutor against the simulator", () => {
     expect(b.unit.holding[9]).toBe(700);
   });
 
+  it("resuming right after a restart waits for the device to answer before it decides", async () => {
+    const b = await boiler();
+    b.unit.holding[9] = 755; // the interrupted write had landed
+    await b.sim.sim.stop();
+    // The connection is down when the resumed command starts, and back while it waits.
+    const resumed = b.exec.execute("boiler-01", "targetTemperature", 75.5, { resume: true });
+    await b.sim.sim.start({ port: b.sim.port });
+    expect(await resumed).toEqual({ status: "applied", value: 75.5 });
+    expect(b.writes).toEqual([]);
+  });
+
+  it("resuming when the device never answers fails the command and writes nothing", async () => {
+    const b = await boiler();
+    await b.sim.sim.stop();
+    expect(await b.exec.execute("boiler-01", "targetTemperature", 70, { resume: true })).toEqual({
+      status: "failed",
+      reason:
+        "cannot read the device to tell whether the write before the restart landed; not written again",
+    });
+    expect(b.writes).toEqual([]);
+  });
+
   it("writes a coil", async () => {
     const b = await boiler();
     expect(await b.exec.execute("boiler-01", "running", false)).toEqual({
