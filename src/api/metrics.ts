@@ -18,7 +18,11 @@ export interface MetricsSnapshot {
   readonly components: readonly { readonly name: string; readonly running: boolean }[];
   readonly sources: readonly SourceFigures[];
   /** Poll groups (one per source and interval): cycles run and ticks skipped by overruns. */
-  readonly pollGroups: readonly { readonly group: string; polls: number; overruns: number }[];
+  readonly pollGroups: readonly {
+    readonly group: string;
+    readonly polls: number;
+    readonly overruns: number;
+  }[];
   /** Per device, how many of its points are of one quality (good, bad, stale). */
   readonly points: readonly PointFigures[];
   /** Absent without a cloud section (no store) or while the store is closed. */
