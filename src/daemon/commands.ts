@@ -1,4 +1,6 @@
+import { performance } from "node:perf_hooks";
 import { ErrorCodes } from "../core/errors.js";
+import { DurationHistogram, type HistogramSnapshot } from "../core/histogram.js";
 import type { Logger } from "../core/logger.js";
 import type { PointValue } from "../core/types.js";
 import { checkCommand } from "../mapping/guard.js";
@@ -33,6 +35,13 @@ function same(a: PointValue | undefined, b: unknown): boolean {
  * Never throws: every outcome is a CommandOutcome.
  */
 export class CommandExecutor {
+  /** How long commands took from guard to outcome, per outcome: their counts are the commands. */
+  private readonly durations: Record<CommandStatus, DurationHistogram> = {
+    applied: new DurationHistogram(),
+    rejected: new DurationHistogram(),
+    failed: new DurationHistogram(),
+  };
+
   constructor(
     /** By deviceName; a reload hands over the next map. */
     public devices: ReadonlyMap<string, DevicePlan>,
@@ -47,6 +56,27 @@ export class CommandExecutor {
     pointName: string,
     value: unknown,
     opts: { resume?: boolean } = {},
+  ): Promise<CommandOutcome> {
+    const t0 = performance.now();
+    const outcome = await this.run(deviceName, pointName, value, opts);
+    this.durations[outcome.status].observe((performance.now() - t0) / 1000);
+    return outcome;
+  }
+
+  /** Every command executed since start, per outcome, with how long it took. */
+  stats(): Record<CommandStatus, HistogramSnapshot> {
+    return {
+      applied: this.durations.applied.snapshot(),
+      rejected: this.durations.rejected.snapshot(),
+      failed: this.durations.failed.snapshot(),
+    };
+  }
+
+  private async run(
+    deviceName: string,
+    pointName: string,
+    value: unknown,
+    opts: { resume?: boolean },
   ): Promise<CommandOutcome> {
     const device = this.devices.get(deviceName);
     const point: PointBase | undefined = device?.points.find((p) => p.name === pointName);

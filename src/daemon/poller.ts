@@ -1,3 +1,5 @@
+import { performance } from "node:perf_hooks";
+import { DurationHistogram } from "../core/histogram.js";
 import type { Logger } from "../core/logger.js";
 import type { DevicePlan } from "../mapping/types.js";
 import type { EdgeShadow } from "../shadow/edge-shadow.js";
@@ -28,6 +30,8 @@ export class Poller implements Component {
   /** The devices of each poll group, by group id. */
   private polled = new Map<string, readonly DevicePlan[]>();
   private devices: readonly DevicePlan[];
+  /** How long each device poll took, per source (for metrics; created at a source's first poll). */
+  private readonly durations = new Map<string, DurationHistogram>();
 
   constructor(
     private readonly opts: PollerOptions,
@@ -107,7 +111,12 @@ export class Poller implements Component {
   }
 
   status(): Record<string, unknown> {
-    return { groups: this.scheduler?.stats() ?? [] };
+    return {
+      groups: this.scheduler?.stats() ?? [],
+      pollSeconds: Object.fromEntries(
+        [...this.durations].map(([source, h]) => [source, h.snapshot()]),
+      ),
+    };
   }
 
   /** Starts monitoring the monitored ones; returns the polled ones by group id. */
@@ -135,7 +144,13 @@ export class Poller implements Component {
 
   private async poll(device: DevicePlan): Promise<void> {
     const channel = this.opts.channel(device.deviceName);
-    if (channel) this.opts.shadow.ingest(device.deviceName, await channel.poll());
+    if (!channel) return;
+    const t0 = performance.now();
+    const readings = await channel.poll();
+    let h = this.durations.get(device.sourceId);
+    if (!h) this.durations.set(device.sourceId, (h = new DurationHistogram()));
+    h.observe((performance.now() - t0) / 1000);
+    this.opts.shadow.ingest(device.deviceName, readings);
   }
 
   /** Each batch of changes is one reported update, durable before it may be sent. */

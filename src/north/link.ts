@@ -49,6 +49,8 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
   private readonly connection: ConnectionMachine;
   private client: MqttClient | undefined;
   private connects = 0;
+  /** Connection attempts after a loss or a failed attempt. */
+  private reconnects = 0;
 
   constructor(
     private readonly opts: LinkOptions,
@@ -69,8 +71,8 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
     return this.connection.online;
   }
 
-  health(): { state: ConnectionState; connects: number } {
-    return { state: this.connection.state, connects: this.connects };
+  health(): { state: ConnectionState; connects: number; reconnects: number } {
+    return { state: this.connection.state, connects: this.connects, reconnects: this.reconnects };
   }
 
   start(): void {
@@ -153,7 +155,10 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
     this.client = undefined;
     client.removeAllListeners("message");
     client.end(true);
-    this.connection.retry(reason, () => this.connect());
+    this.connection.retry(reason, () => {
+      this.reconnects++;
+      this.connect();
+    });
     if (state === "online") this.emit("offline", reason);
   }
 }

@@ -42,6 +42,22 @@ const NOT_READ = ErrorCodes.NOT_READ;
 const sameQuality = (a: Quality, b: Quality): boolean =>
   a.status === b.status && (a.status === "good" || (b.status !== "good" && a.code === b.code));
 
+function setQuality(device: DeviceState, leaf: Leaf, quality: Quality): void {
+  device.counts[leaf.quality.status]--;
+  device.counts[quality.status]++;
+  leaf.quality = quality;
+}
+
+/** How many of a device's points are of each quality now. */
+export type QualityCounts = Record<Quality["status"], number>;
+
+interface DeviceState {
+  readonly plan: DevicePlan;
+  readonly leaves: Map<string, Leaf>;
+  /** Kept at every change of a leaf's quality, so that metrics never count the leaves. */
+  readonly counts: QualityCounts;
+}
+
 /**
  * The gateway's own copy of every device's reported state. It decides what changed enough to
  * report (deadband, on-change, heartbeat) and keeps the last good value of a point that went
@@ -49,7 +65,7 @@ const sameQuality = (a: Quality, b: Quality): boolean =>
  * Emits "update" with a ReportedUpdate whenever ingest finds something to report.
  */
 export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
-  private readonly devices = new Map<string, { plan: DevicePlan; leaves: Map<string, Leaf> }>();
+  private readonly devices = new Map<string, DeviceState>();
 
   constructor(plans: readonly DevicePlan[]) {
     super();
@@ -67,9 +83,18 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
       const kept = this.devices.get(plan.deviceName);
       this.devices.set(
         plan.deviceName,
-        kept && !changed.has(plan.deviceName) ? { plan, leaves: kept.leaves } : fresh(plan),
+        kept && !changed.has(plan.deviceName) ? { ...kept, plan } : fresh(plan),
       );
     }
+  }
+
+  /** Per device, its source and how many of its points are good, bad and stale. */
+  qualityCounts(): Array<{ deviceName: string; sourceId: string; counts: QualityCounts }> {
+    return [...this.devices.values()].map((d) => ({
+      deviceName: d.plan.deviceName,
+      sourceId: d.plan.sourceId,
+      counts: { ...d.counts },
+    }));
   }
 
   deviceNames(): string[] {
@@ -97,7 +122,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
         leaf.value = r.value;
         leaf.ts = r.ts;
         if (recovered) {
-          leaf.quality = r.quality;
+          setQuality(device, leaf, r.quality);
           // A first value is news in itself, not a change of quality.
           if (!first) quality[r.point.name] = r.quality;
           changed = true;
@@ -115,7 +140,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
             ? { status: "stale", code: r.quality.code, reason: r.quality.reason }
             : r.quality;
         if (!sameQuality(leaf.quality, next)) {
-          leaf.quality = next;
+          setQuality(device, leaf, next);
           quality[r.point.name] = next;
           changed = true;
         }
@@ -148,11 +173,11 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
       leaf.value = value;
       leaf.reportedValue = value;
       leaf.reportedAt = now;
-      leaf.quality = {
+      setQuality(device, leaf, {
         status: "stale",
         code: ErrorCodes.RESTORED,
         reason: "saved before a restart; not read since",
-      };
+      });
     }
   }
 
@@ -197,7 +222,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
   }
 }
 
-function fresh(plan: DevicePlan): { plan: DevicePlan; leaves: Map<string, Leaf> } {
+function fresh(plan: DevicePlan): DeviceState {
   return {
     plan,
     leaves: new Map(
@@ -206,5 +231,6 @@ function fresh(plan: DevicePlan): { plan: DevicePlan; leaves: Map<string, Leaf> 
         { quality: { status: "bad", code: NOT_READ, reason: "not read yet" } },
       ]),
     ),
+    counts: { good: 0, bad: plan.points.length, stale: 0 },
   };
 }

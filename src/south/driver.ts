@@ -19,6 +19,21 @@ export interface SourceHealth {
   readonly badFrames: number;
   /** Addresses that answered illegal data address, per unit and table, e.g. "1/holding/100-109". */
   readonly illegal: readonly string[];
+  /**
+   * The same figures per unit id, for protocols with units behind one connection (Modbus), so
+   * that metrics tell the dead slave from its neighbours. Polls are the poller's reads only,
+   * not a command's.
+   */
+  readonly units?: Readonly<Record<string, UnitHealth>>;
+  /** Failed requests by error code of the catalogue (core/errors.ts). */
+  readonly errorCodes?: Readonly<Record<string, number>>;
+}
+
+export interface UnitHealth {
+  readonly polls: number;
+  readonly requests: number;
+  readonly errors: number;
+  readonly timeouts: number;
 }
 
 /**

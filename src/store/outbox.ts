@@ -49,6 +49,10 @@ export interface OutboxStats {
   refused: number;
   /** History rows dropped by the size policy (oldest first; never a device's latest state). */
   dropped: number;
+  /** Reports written since the outbox opened. */
+  queued: number;
+  /** Reports the cloud confirmed since the outbox opened. */
+  confirmed: number;
   /** How long ago the oldest unconfirmed report was seen, in ms; absent when none waits. */
   oldestPendingAgeMs?: number;
   /** The devices with unconfirmed reports, with how many and how old. */
@@ -135,7 +139,7 @@ interface Staged {
 export class Outbox {
   private staged: Staged[] = [];
   private readonly devices = new Map<string, Device>();
-  private readonly counters = { refused: 0, dropped: 0 };
+  private readonly counters = { refused: 0, dropped: 0, queued: 0, confirmed: 0 };
   /** Rows in the reports table. */
   private rows: number;
   private lastRefusedLog = -Infinity;
@@ -227,6 +231,7 @@ export class Outbox {
     }
     this.staged = [];
     this.rows += batch.length;
+    this.counters.queued += batch.length;
     batch.forEach((s, i) => {
       const d = this.device(s.pk, s.dn);
       addPending(d, s.reported, s.ts);
@@ -269,10 +274,12 @@ export class Outbox {
       if (acked === d.ackedSeq) return;
       d.ackedSeq = acked;
       mergeInto(d.base, d.pending);
+      const before = d.pendingRows;
       if (acked >= d.latestSeq) {
         d.pending = {};
         d.pendingRows = 0;
       } else this.loadPending(d); // rows came in after the report was made: a few
+      this.counters.confirmed += Math.max(0, before - d.pendingRows);
     } catch (err) {
       this.refused(err, 0);
     }

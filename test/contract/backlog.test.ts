@@ -116,6 +116,23 @@ describe.each(implementations)("backlog contract: $name", (impl) => {
     expect(box.flush()).toEqual([]);
   });
 
+  it("counts reports queued (written) and confirmed by the cloud, for metrics", async () => {
+    const { box } = await impl.open();
+    box.stage("pk", "a", { t: 1 });
+    box.stage("pk", "a", { t: 2 });
+    box.stage("pk", "b", { x: 1 });
+    expect(box.status()).toMatchObject({ queued: 0, confirmed: 0 }); // staged is not queued yet
+    box.flush();
+    expect(box.status()).toMatchObject({ queued: 3, confirmed: 0 });
+    box.ack("pk", "a", box.pending("pk", "a")?.upto, 1);
+    expect(box.status()).toMatchObject({ queued: 3, confirmed: 2 });
+    box.ack("pk", "a", box.pending("pk", "a")?.upto, 1); // nothing new: nothing counted
+    box.stage("pk", "a", { t: 3 });
+    box.flush();
+    box.ack("pk", "b", box.pending("pk", "b")?.upto, 1);
+    expect(box.status()).toMatchObject({ queued: 4, confirmed: 3, pending: 1 });
+  });
+
   it("merges a device's unconfirmed rows in order into one update, each device on its own", async () => {
     const { box, committed } = await impl.open();
     box.stage("pk", "a", { t: 1, alarm: { hi: false, lo: true }, list: [1, 2] });

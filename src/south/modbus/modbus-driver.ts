@@ -1,7 +1,7 @@
 import { ConnectionMachine } from "../../core/connection.js";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
-import type { PollRequest, SourceHealth, SouthDriver } from "../driver.js";
+import type { PollRequest, SourceHealth, SouthDriver, UnitHealth } from "../driver.js";
 import type { RawPoint, RawSample } from "../../core/samples.js";
 import { IoQueue } from "./io-queue.js";
 import { MbapClient } from "./mbap-client.js";
@@ -29,6 +29,9 @@ export interface ModbusDriverOptions {
   /** Polls in a row that time out before a unit is left alone (default 1). */
   readonly demoteAfter?: number;
 }
+
+/** A unit's figures, as the driver counts them. */
+type UnitCounters = { -readonly [K in keyof UnitHealth]: number };
 
 /**
  * Modbus over TCP (our own MBAP client), an RS-485 line, or a serial device server (RTU frames,
@@ -60,6 +63,9 @@ export class ModbusDriver implements SouthDriver {
     reconnects: 0,
     badFrames: 0,
   };
+  /** The counters again per unit id, created at a unit's first request. */
+  private readonly units = new Map<number, UnitCounters>();
+  private readonly errorCodes = new Map<string, number>();
   /** Kinds of bad frame already logged on the current connection: one warning per kind. */
   private readonly loggedFrameKinds = new Set<string>();
   private connecting: Promise<void> | undefined;
@@ -105,10 +111,13 @@ export class ModbusDriver implements SouthDriver {
       state: this.connection.state,
       ...this.counters,
       illegal: this.planner.illegalRanges(),
+      units: Object.fromEntries([...this.units].map(([id, u]) => [String(id), { ...u }])),
+      errorCodes: Object.fromEntries(this.errorCodes),
     };
   }
 
   async read(req: PollRequest): Promise<RawSample[]> {
+    if (!req.urgent) this.unit(req.unitId).polls++;
     const down = this.unavailable(req.unitId);
     if (down) {
       const ts = this.now();
@@ -165,10 +174,11 @@ export class ModbusDriver implements SouthDriver {
     await this.queue.run(async () => {
       const link = this.online();
       this.counters.requests++;
+      this.unit(unitId).requests++;
       try {
         await link.write(unitId, table, point.address, data);
       } catch (err) {
-        throw this.failed(err);
+        throw this.failed(err, unitId);
       }
       this.connection.proven();
     }, "urgent");
@@ -208,19 +218,22 @@ export class ModbusDriver implements SouthDriver {
   private async transact(span: ReadSpan): Promise<readonly number[]> {
     const link = this.online();
     this.counters.requests++;
+    this.unit(span.unitId).requests++;
     let data: number[];
     try {
       data = await link.read(span.unitId, span.table, span.address, span.count);
     } catch (err) {
-      throw this.failed(err);
+      throw this.failed(err, span.unitId);
     }
     // A device answered on this connection: the next reconnect starts from the shortest delay.
     this.connection.proven();
     return data;
   }
 
-  private failed(err: unknown): ShadowgateError {
+  private failed(err: unknown, unitId: number): ShadowgateError {
     this.counters.errors++;
+    const unit = this.unit(unitId);
+    unit.errors++;
     const e =
       err instanceof ShadowgateError
         ? err
@@ -228,10 +241,23 @@ export class ModbusDriver implements SouthDriver {
             ErrorCodes.MODBUS_DISCONNECTED,
             `connection lost: ${err instanceof Error ? err.message : String(err)}`,
           );
-    if (e.code === ErrorCodes.MODBUS_TIMEOUT) this.counters.timeouts++;
+    this.errorCodes.set(e.code, (this.errorCodes.get(e.code) ?? 0) + 1);
+    if (e.code === ErrorCodes.MODBUS_TIMEOUT) {
+      this.counters.timeouts++;
+      unit.timeouts++;
+    }
     if (e.code === ErrorCodes.MODBUS_EXCEPTION) this.connection.proven();
     if (e.code === ErrorCodes.MODBUS_DISCONNECTED) this.lost(e.message);
     return e;
+  }
+
+  private unit(unitId: number): UnitCounters {
+    let u = this.units.get(unitId);
+    if (!u) {
+      u = { polls: 0, requests: 0, errors: 0, timeouts: 0 };
+      this.units.set(unitId, u);
+    }
+    return u;
   }
 
   /** A link dropped a frame: counted every time, logged once per kind and connection. */

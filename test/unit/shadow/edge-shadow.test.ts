@@ -126,4 +126,25 @@ describe("EdgeShadow", () => {
     expect(seen.map((u) => u.reported)).toEqual([{ x: 5 }, { x: 6 }]);
     expect(seen[0]).toMatchObject({ productKey: "pk", deviceName: "dev", ts: 1 });
   });
+
+  it("counts points by quality as they change: never read, good, stale, restored", () => {
+    const { shadow, feed } = feeder([point("a"), point("b"), point("c")]);
+    const counts = () => shadow.qualityCounts()[0];
+    expect(counts()).toEqual({
+      deviceName: "dev",
+      sourceId: "plc1",
+      counts: { good: 0, bad: 3, stale: 0 },
+    });
+    feed(1, { a: 1, b: 2 });
+    expect(counts()?.counts).toEqual({ good: 2, bad: 1, stale: 0 });
+    // b keeps its last value, marked stale; c was never read and stays bad.
+    feed(2, { b: bad, c: bad });
+    expect(counts()?.counts).toEqual({ good: 1, bad: 1, stale: 1 });
+    feed(3, { b: bad }); // no change of quality, no change of counts
+    expect(counts()?.counts).toEqual({ good: 1, bad: 1, stale: 1 });
+    shadow.restore("dev", { c: 7 });
+    expect(counts()?.counts).toEqual({ good: 1, bad: 0, stale: 2 });
+    feed(4, { a: 2, b: 3, c: 8 });
+    expect(counts()?.counts).toEqual({ good: 3, bad: 0, stale: 0 });
+  });
 });
