@@ -2,8 +2,10 @@ import path from "node:path";
 import type { LoadedConfig } from "../config/load.js";
 import type { Logger } from "../core/logger.js";
 import type { Quality } from "../core/types.js";
+import type { DevicePlan } from "../mapping/types.js";
 import type { SyncEngine } from "../north/sync.js";
 import { EdgeShadow } from "../shadow/edge-shadow.js";
+import type { SourceHealth } from "../south/driver.js";
 import type { Probe } from "../south/protocol.js";
 import { protocolOfKind } from "../south/registry.js";
 import { CloudSync } from "./cloud-sync.js";
@@ -28,6 +30,7 @@ export class Gateway {
   private readonly sources: Sources;
   private readonly poller: Poller;
   private readonly cloud: CloudSync | undefined;
+  private readonly store?: Store;
   private readonly lifecycle: Lifecycle;
 
   constructor(
@@ -76,6 +79,7 @@ export class Gateway {
         this.commands,
         log,
       );
+      this.store = store;
       components.unshift(store);
       components.push(this.cloud);
     }
@@ -109,6 +113,47 @@ export class Gateway {
   /** The sync engine, when the config has a cloud section and the gateway runs. */
   get sync(): SyncEngine | undefined {
     return this.cloud?.sync;
+  }
+
+  // Read-only views for the local API (daemon/api-host.ts), each cheap to read.
+
+  /** The devices this gateway serves, as their mappings compiled. */
+  get devices(): readonly DevicePlan[] {
+    return this.config.devices;
+  }
+
+  /** The config file this gateway was built from. */
+  get configFile(): string {
+    return this.config.configFile;
+  }
+
+  /** Whether the config has a cloud section (and so a store and a command journal). */
+  get hasCloud(): boolean {
+    return this.config.gateway.cloud !== undefined;
+  }
+
+  /** The cloud sync component, with a cloud section. */
+  get cloudSync(): CloudSync | undefined {
+    return this.cloud;
+  }
+
+  /** Whether the store (outbox and journal) is open; false without a cloud section. */
+  get storeOpen(): boolean {
+    return this.store?.open !== undefined;
+  }
+
+  /**
+   * Per device with any, its reports the cloud has not confirmed yet (from the outbox's
+   * counters); undefined while there is no open store.
+   */
+  outboxPending(): Map<string, number> | undefined {
+    const outbox = this.store?.open?.outbox;
+    return outbox && new Map(outbox.status().devices.map((d) => [d.deviceName, d.pending]));
+  }
+
+  /** Per opened source: its connection state and counters. */
+  sourceHealth(): Record<string, SourceHealth> {
+    return this.sources.status();
   }
 
   /** Every component's state and figures, cheap to read (no table scans). */

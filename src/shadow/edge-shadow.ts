@@ -24,6 +24,13 @@ export interface ReportedUpdate {
   readonly ts: number;
 }
 
+/** A command's outcome as it goes under `_commands`, for one point of one device. */
+export interface CommandNote {
+  readonly deviceName: string;
+  readonly point: string;
+  readonly outcome: JsonObject;
+}
+
 export interface LeafMetadata {
   readonly timestamp?: number;
   readonly quality: Quality["status"];
@@ -46,10 +53,21 @@ const sameQuality = (a: Quality, b: Quality): boolean =>
  * The gateway's own copy of every device's reported state. It decides what changed enough to
  * report (deadband, on-change, heartbeat) and keeps the last good value of a point that went
  * bad, marked stale, so that stale data never looks alive and never vanishes either.
- * Emits "update" with a ReportedUpdate whenever ingest finds something to report.
+ * Emits "update" with a ReportedUpdate whenever ingest finds something to report, and "command"
+ * with each command outcome recorded (from the cloud or the local API).
  */
-export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
-  private readonly devices = new Map<string, { plan: DevicePlan; leaves: Map<string, Leaf> }>();
+export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command: [CommandNote] }> {
+  private readonly devices = new Map<
+    string,
+    {
+      plan: DevicePlan;
+      leaves: Map<string, Leaf>;
+      /** When readings last came in (a poll, a monitored batch or a read-back). */
+      readAt?: number;
+      /** The last outcome per point, as under `_commands`; since this process started. */
+      commands: Map<string, JsonObject>;
+    }
+  >();
 
   constructor(plans: readonly DevicePlan[]) {
     super();
@@ -62,6 +80,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
             { quality: { status: "bad", code: "SG_NOT_READ", reason: "not read yet" } },
           ]),
         ),
+        commands: new Map(),
       });
     }
   }
@@ -78,6 +97,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
   ): ReportedUpdate | undefined {
     const device = this.devices.get(deviceName);
     if (!device) throw new Error(`unknown device ${deviceName}`);
+    device.readAt = now;
     const reported: JsonObject = {};
     const quality: Record<string, Quality> = {};
     let changed = false;
@@ -166,6 +186,27 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     }
     // Arrays (OPC UA) are new objects on every reading: compare what they hold.
     return Array.isArray(value) ? JSON.stringify(value) !== JSON.stringify(last) : value !== last;
+  }
+
+  /** When the device's readings last came in, if they have. */
+  readAt(deviceName: string): number | undefined {
+    return this.devices.get(deviceName)?.readAt;
+  }
+
+  /**
+   * Keeps a command's outcome (what goes under `_commands` for its point) so local readers see
+   * it as the cloud does, and emits it as "command".
+   */
+  recordCommand(deviceName: string, point: string, outcome: JsonObject): void {
+    const device = this.devices.get(deviceName);
+    if (!device) return;
+    device.commands.set(point, outcome);
+    this.emit("command", { deviceName, point, outcome });
+  }
+
+  /** The last command outcome per point (the `_commands` object), since this process started. */
+  commands(deviceName: string): JsonObject {
+    return Object.fromEntries(this.devices.get(deviceName)?.commands ?? []);
   }
 
   /** The full reported document: last known values, stale ones included, with per-leaf metadata. */
