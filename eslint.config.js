@@ -79,7 +79,9 @@ export default tseslint.config(
   layer("store", ["core"]),
   layer("shadow", ["core", "mapping"]),
   layer("config", ["core", "mapping", "south", "north"], faces),
-  layer("daemon", ["core", "mapping", "south", "north", "store", "shadow", "config"], faces),
+  // The local API sees the gateway only through its own ApiHost (daemon/api-host.ts adapts it).
+  layer("api", ["core"]),
+  layer("daemon", ["core", "mapping", "south", "north", "store", "shadow", "config", "api"], faces),
   // The simulators stand in for the devices and the cloud: they may speak their protocols'
   // internals (frames, the Alibaba wire format), but nothing but the CLI imports them.
   layer("sim", SIM),

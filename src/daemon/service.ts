@@ -1,6 +1,14 @@
+import type { ReloadReply } from "../api/host.js";
+import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
+import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
+import { createLocalApi } from "./api-host.js";
+import { Lifecycle } from "./component.js";
 import { Gateway } from "./gateway.js";
+
+/** How long the local API may take to bind or to close. */
+const API_TIMEOUT_MS = 5000;
 
 /** The process events the service listens to; `process` in the daemon, an emitter in tests. */
 export interface SignalSource {
@@ -16,7 +24,15 @@ export interface SignalSource {
  */
 export class Service {
   private gateway: Gateway;
-  private reloading: Promise<void> = Promise.resolve();
+  private reloading: Promise<unknown> = Promise.resolve();
+  /** Told of each gateway built after the first (the local API follows the running one). */
+  private readonly watchers = new Set<(gateway: Gateway) => void>();
+  /**
+   * The local API, with an `api` section: one per process, it outlives reloads (its listen
+   * address and token are the ones read at start).
+   */
+  readonly api: ApiServer | undefined;
+  private readonly apiLifecycle: Lifecycle | undefined;
 
   constructor(
     private readonly configFile: string,
@@ -24,26 +40,54 @@ export class Service {
     private readonly log: Logger,
   ) {
     this.gateway = this.build(config);
+    const api = config.gateway.api;
+    if (api) {
+      this.api = createLocalApi(
+        api,
+        {
+          current: () => this.gateway,
+          watch: (fn) => {
+            this.watchers.add(fn);
+            return () => this.watchers.delete(fn);
+          },
+          reload: () => this.reload(),
+        },
+        log,
+      );
+      // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
+      this.apiLifecycle = new Lifecycle(
+        [this.api],
+        { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
+        log,
+      );
+    }
   }
 
   get current(): Gateway {
     return this.gateway;
   }
 
-  start(): Promise<void> {
-    return this.gateway.start();
+  /** The API first: /healthz and /readyz answer while the gateway starts. */
+  async start(): Promise<void> {
+    await this.apiLifecycle?.start();
+    await this.gateway.start();
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */
-  reload(): Promise<void> {
-    this.reloading = this.reloading
+  reload(): Promise<ReloadReply> {
+    const next = this.reloading
       .then(() => this.reloadNow())
-      .catch((err: unknown) => this.log.error({ err }, "reload failed"));
-    return this.reloading;
+      .catch((err: unknown): ReloadReply => {
+        this.log.error({ err }, "reload failed");
+        return { status: "failed", reason: err instanceof Error ? err.message : String(err) };
+      });
+    this.reloading = next;
+    return next;
   }
 
   async stop(): Promise<void> {
     await this.reloading;
+    await this.apiLifecycle?.stop();
     await this.gateway.stop();
   }
 
@@ -74,22 +118,26 @@ export class Service {
     return signal;
   }
 
-  private async reloadNow(): Promise<void> {
+  private async reloadNow(): Promise<ReloadReply> {
     const next = await loadConfig(this.configFile);
     if (!next.ok) {
+      const problems = next.problems.map((p) => formatProblem(p));
       this.log.error(
         {
-          problems: next.problems.map((p) => formatProblem(p)),
+          problems,
           ...(next.omitted > 0 && { moreProblems: next.omitted }),
+          code: ErrorCodes.RELOAD_REFUSED,
         },
         "reload refused: the config has problems; the running config stays in place",
       );
-      return;
+      return { status: "refused", problems, ...(next.omitted > 0 && { omitted: next.omitted }) };
     }
     await this.gateway.stop();
     this.gateway = this.build(next.config);
+    for (const watcher of this.watchers) watcher(this.gateway);
     await this.gateway.start();
     this.log.info({ devices: next.config.devices.length }, "reloaded");
+    return { status: "applied" };
   }
 
   private build(config: LoadedConfig): Gateway {
