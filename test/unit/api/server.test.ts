@@ -160,6 +160,21 @@ describe("local API routes", () => {
       expect(r.body.error.code).toBe(code);
       expect(r.body.error.message).toMatch(message);
     }
+    // Fastify reads text/plain as a string, which is not {"value": ...}; other types it does not parse.
+    for (const [type, status] of [
+      ["text/plain", 400],
+      ["application/xml", 415],
+    ] as const) {
+      const r = await fetch(`${url}/api/v1/devices/boiler/points/setpoint`, {
+        method: "PUT",
+        headers: { "content-type": type },
+        body: "7",
+      });
+      expect(r.status, type).toBe(status);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe(
+        "SG_API_BAD_REQUEST",
+      );
+    }
     expect(host.commands).toEqual([]);
   });
 
