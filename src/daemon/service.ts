@@ -33,6 +33,8 @@ export class Service {
    */
   readonly api: ApiServer | undefined;
   private readonly apiLifecycle: Lifecycle | undefined;
+  /** Set by stop: a reload asked for after it (over the API) must not start a gateway again. */
+  private stopping = false;
 
   constructor(
     private readonly configFile: string,
@@ -86,6 +88,7 @@ export class Service {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.reloading;
     await this.apiLifecycle?.stop();
     await this.gateway.stop();
@@ -119,6 +122,7 @@ export class Service {
   }
 
   private async reloadNow(): Promise<ReloadReply> {
+    if (this.stopping) return { status: "failed", reason: "the daemon is stopping" };
     const next = await loadConfig(this.configFile);
     if (!next.ok) {
       const problems = next.problems.map((p) => formatProblem(p));

@@ -309,6 +309,17 @@ describe("local API without a cloud section (no store, no journal)", () => {
   });
 });
 
+it("a reload asked for while the daemon stops does not start a gateway again", async () => {
+  const p = await plant({ cloud: false });
+  const before = p.service.current;
+  const stopping = p.service.stop();
+  expect(await p.service.reload()).toEqual({ status: "failed", reason: "the daemon is stopping" });
+  await stopping;
+  expect(p.service.current).toBe(before);
+  expect(Object.values(before.status()).map((s) => s.state)).toEqual(["stopped", "stopped"]);
+  await expect(fetch(`${p.url}/healthz`)).rejects.toThrow();
+});
+
 it("shadowgate run serves the API of its config's api section", async () => {
   const sim = await startSimulator({ port: 0 });
   running.push(() => sim.close());
