@@ -80,6 +80,23 @@ export const ErrorCodes = {
   CLOUD_PUBLISH: "SG_CLOUD_PUBLISH",
   CLOUD_START: "SG_CLOUD_START",
   CLOUD_INTERNAL: "SG_CLOUD_INTERNAL",
+  // Local HTTP API (src/api): the `error.code` of every refused request
+  /** Malformed JSON, a body that is not `{"value": ...}`, an unsupported content type. */
+  API_BAD_REQUEST: "SG_API_BAD_REQUEST",
+  /** A token is configured and the request has none, or the wrong one. */
+  API_UNAUTHORIZED: "SG_API_UNAUTHORIZED",
+  /** No such route, device or point. */
+  API_NOT_FOUND: "SG_API_NOT_FOUND",
+  /** The request body is larger than the API takes. */
+  API_TOO_LARGE: "SG_API_TOO_LARGE",
+  /** /readyz: the gateway is not ready (the reasons say why). */
+  API_NOT_READY: "SG_API_NOT_READY",
+  /** The gateway cannot take the request now (e.g. a command while the journal is closed). */
+  API_UNAVAILABLE: "SG_API_UNAVAILABLE",
+  /** An event-stream client that did not keep up: its buffer passed the bound, it was dropped. */
+  API_SLOW_CLIENT: "SG_API_SLOW_CLIENT",
+  /** A reload asked for (SIGHUP or the API) was refused: the config has problems. */
+  RELOAD_REFUSED: "SG_RELOAD_REFUSED",
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

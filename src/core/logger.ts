@@ -11,7 +11,19 @@ export function createLogger(opts: { level?: string; name?: string } = {}): Logg
     name: opts.name ?? "shadowgate",
     level: opts.level ?? process.env.SHADOWGATE_LOG_LEVEL ?? "info",
     redact: {
-      paths: ["password", "*.password", "deviceSecret", "*.deviceSecret", "secret", "*.secret"],
+      paths: [
+        "password",
+        "*.password",
+        "deviceSecret",
+        "*.deviceSecret",
+        "secret",
+        "*.secret",
+        // The local API's bearer token (the API never logs it; this guards a slip).
+        "token",
+        "*.token",
+        "authorization",
+        "*.authorization",
+      ],
       censor: "[redacted]",
     },
   };

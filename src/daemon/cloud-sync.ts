@@ -1,5 +1,7 @@
+import { EventEmitter } from "node:events";
 import type { CloudConfig } from "../config/gateway-schema.js";
 import type { Logger } from "../core/logger.js";
+import type { ConnectionState } from "../core/types.js";
 import type { DevicePlan } from "../mapping/types.js";
 import type { MqttLink } from "../north/link.js";
 import type { SyncEngine } from "../north/sync.js";
@@ -19,6 +21,12 @@ export interface CloudSyncOptions {
   readonly devices: readonly DevicePlan[];
 }
 
+/** The MQTT link came up or went down (for the local API's event stream). */
+export interface LinkChange {
+  readonly online: boolean;
+  readonly reason?: string;
+}
+
 /**
  * The north side as a component: the MQTT link and the sync engine over the store's outbox and
  * journal. Started last, after the first polls are under way; stopped first, so that a command
@@ -26,6 +34,8 @@ export interface CloudSyncOptions {
  */
 export class CloudSync implements Component {
   readonly name = "cloud";
+  /** "link": each time the MQTT link comes up or goes down. */
+  readonly events = new EventEmitter<{ link: [LinkChange] }>();
   private north: { link: MqttLink; sync: SyncEngine } | undefined;
   private readonly onUpdate = (u: ReportedUpdate): void => {
     if (this.north) this.north.sync.report(u.deviceName, u.reported);
@@ -89,9 +99,12 @@ export class CloudSync implements Component {
         execute: (name, point, value, opts) => this.commands.execute(name, point, value, opts),
         journal: store.journal,
         backlog: store.outbox,
+        outcome: (name, point, outcome) => this.shadow.recordCommand(name, point, outcome),
       },
       this.log,
     );
+    this.north.link.on("online", () => this.events.emit("link", { online: true }));
+    this.north.link.on("offline", (reason) => this.events.emit("link", { online: false, reason }));
     this.north.link.start();
   }
 
@@ -106,6 +119,11 @@ export class CloudSync implements Component {
       new Promise((resolve) => (timer = setTimeout(resolve, IDLE_TIMEOUT_MS))),
     ]).finally(() => clearTimeout(timer));
     await north.link.stop();
+  }
+
+  /** The MQTT link's state; undefined while the component is not started. */
+  linkState(): ConnectionState | undefined {
+    return this.north?.link.health().state;
   }
 
   /** A poll cycle ended: its reports become durable and are scheduled for sending. */

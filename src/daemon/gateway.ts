@@ -1,10 +1,12 @@
 import path from "node:path";
+import type { ReloadPlan as ApiReloadPlan } from "../api/host.js";
 import type { LoadedConfig } from "../config/load.js";
 import type { Logger } from "../core/logger.js";
 import type { Quality } from "../core/types.js";
 import type { DevicePlan } from "../mapping/types.js";
 import type { SyncEngine } from "../north/sync.js";
 import { EdgeShadow } from "../shadow/edge-shadow.js";
+import type { SourceHealth } from "../south/driver.js";
 import type { Probe } from "../south/protocol.js";
 import { protocolOfKind } from "../south/registry.js";
 import { CloudSync, type CloudSyncOptions } from "./cloud-sync.js";
@@ -23,14 +25,8 @@ const STOP_TIMEOUT_MS = 5000;
  * a cloud section), the sources, the poller, the cloud sync; stop runs in reverse. Each is
  * isolated: one that fails to start is logged and the gateway runs without it.
  */
-/** What a reload changed, device by device. */
-export interface ReloadPlan {
-  readonly added: readonly string[];
-  readonly changed: readonly string[];
-  readonly removed: readonly string[];
-  /** The cloud link was replaced (cloud section or cloud identities changed). */
-  readonly reconnected: boolean;
-}
+/** What a reload applied in place, device by device. */
+export type ReloadPlan = Exclude<ApiReloadPlan, "rebuilt">;
 
 export class Gateway {
   readonly shadow: EdgeShadow;
@@ -183,6 +179,47 @@ export class Gateway {
   /** The sync engine, when the config has a cloud section and the gateway runs. */
   get sync(): SyncEngine | undefined {
     return this.cloud?.sync;
+  }
+
+  // Read-only views for the local API (daemon/api-host.ts), each cheap to read.
+
+  /** The devices this gateway serves, as their mappings compiled. */
+  get devices(): readonly DevicePlan[] {
+    return this.config.devices;
+  }
+
+  /** The config file this gateway was built from. */
+  get configFile(): string {
+    return this.config.configFile;
+  }
+
+  /** Whether the config has a cloud section (and so a store and a command journal). */
+  get hasCloud(): boolean {
+    return this.config.gateway.cloud !== undefined;
+  }
+
+  /** The cloud sync component, with a cloud section. */
+  get cloudSync(): CloudSync | undefined {
+    return this.cloud;
+  }
+
+  /** Whether the store (outbox and journal) is open; false without a cloud section. */
+  get storeOpen(): boolean {
+    return this.store?.open !== undefined;
+  }
+
+  /**
+   * Per device with any, its reports the cloud has not confirmed yet (from the outbox's
+   * counters); undefined while there is no open store.
+   */
+  outboxPending(): Map<string, number> | undefined {
+    const outbox = this.store?.open?.outbox;
+    return outbox && new Map(outbox.status().devices.map((d) => [d.deviceName, d.pending]));
+  }
+
+  /** Per opened source: its connection state and counters. */
+  sourceHealth(): Record<string, SourceHealth> {
+    return this.sources.status();
   }
 
   /** Every component's state and figures, cheap to read (no table scans). */

@@ -1,12 +1,17 @@
+import type { ReloadReply } from "../api/host.js";
+import { GatewayMetrics } from "../api/metrics.js";
+import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
+import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { Gateway, type ReloadPlan } from "./gateway.js";
+import { createLocalApi } from "./api-host.js";
+import { Lifecycle } from "./component.js";
+import { Gateway } from "./gateway.js";
+import { GatewayMetricsSource } from "./metrics-source.js";
 import { watchConfig } from "./watch.js";
 
-/** How a reload ended: applied (in place, or by rebuilding the gateway), or refused. */
-export type ReloadOutcome =
-  | { readonly applied: true; readonly plan: ReloadPlan | "rebuilt" }
-  | { readonly applied: false; readonly problems: readonly string[]; readonly omitted: number };
+/** How long the local API may take to bind or to close. */
+const API_TIMEOUT_MS = 5000;
 
 /** The process events the service listens to; `process` in the daemon, an emitter in tests. */
 export interface SignalSource {
@@ -15,16 +20,28 @@ export interface SignalSource {
 }
 
 /**
- * The running daemon around one gateway: SIGHUP reloads the config from its file (a config with
- * problems is refused and the running one stays in place), SIGTERM or SIGINT stops it. Reloads
- * run one after another, and a stop waits for the reload under way, so a signal storm never runs
- * two gateways at once.
+ * The running daemon around one gateway: SIGHUP (or `--watch`, or the API) reloads the config
+ * from its file (a config with problems is refused and the running one stays in place; a good
+ * one is applied in place where it can be, see Gateway.apply), SIGTERM or SIGINT stops it.
+ * Reloads run one after another, and a stop waits for the reload under way, so a signal storm
+ * never runs two gateways at once. It owns what outlives a reload: the local API and metrics.
  */
 export class Service {
   private gateway: Gateway;
   private reloading: Promise<unknown> = Promise.resolve();
+  /** Told of each gateway built after the first (the local API follows the running one). */
+  private readonly watchers = new Set<(gateway: Gateway) => void>();
+  /**
+   * The local API, with an `api` section: one per process, it outlives reloads (its listen
+   * address and token are the ones read at start).
+   */
+  readonly api: ApiServer | undefined;
+  private readonly apiLifecycle: Lifecycle | undefined;
+  /** Set by stop: a reload asked for after it (over the API) must not start a gateway again. */
+  private stopping = false;
   /** Stops watching the config (`run --watch`); undefined when not watching. */
   private unwatch: (() => void) | undefined;
+  private readonly metrics: GatewayMetrics | undefined;
 
   constructor(
     private readonly configFile: string,
@@ -32,6 +49,37 @@ export class Service {
     private readonly log: Logger,
   ) {
     this.gateway = this.build(config);
+    const api = config.gateway.api;
+    if (api) {
+      // Reads whichever gateway runs now; its counters start again at a rebuild.
+      const metrics = new GatewayMetrics({
+        snapshot: () => new GatewayMetricsSource(this.gateway).snapshot(),
+      });
+      this.metrics = metrics;
+      this.api = createLocalApi(
+        api,
+        {
+          current: () => this.gateway,
+          watch: (fn) => {
+            this.watchers.add(fn);
+            return () => this.watchers.delete(fn);
+          },
+          reload: () => this.reload(),
+        },
+        log,
+        () => metrics.render(),
+      );
+      // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
+      this.apiLifecycle = new Lifecycle(
+        [this.api],
+        { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
+        log,
+      );
+    }
+  }
+
+  get current(): Gateway {
+    return this.gateway;
   }
 
   /**
@@ -49,25 +97,31 @@ export class Service {
     );
   }
 
-  get current(): Gateway {
-    return this.gateway;
-  }
-
-  start(): Promise<void> {
-    return this.gateway.start();
+  /** The API first: /healthz and /readyz answer while the gateway starts. */
+  async start(): Promise<void> {
+    await this.apiLifecycle?.start();
+    await this.gateway.start();
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */
-  reload(): Promise<ReloadOutcome> {
-    const outcome = this.reloading.then(() => this.reloadNow());
-    this.reloading = outcome.catch((err: unknown) => this.log.error({ err }, "reload failed"));
-    return outcome;
+  reload(): Promise<ReloadReply> {
+    const next = this.reloading
+      .then(() => this.reloadNow())
+      .catch((err: unknown): ReloadReply => {
+        this.log.error({ err }, "reload failed");
+        return { status: "failed", reason: err instanceof Error ? err.message : String(err) };
+      });
+    this.reloading = next;
+    return next;
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     this.unwatch?.();
     this.unwatch = undefined;
     await this.reloading;
+    await this.apiLifecycle?.stop();
+    this.metrics?.stop();
     await this.gateway.stop();
   }
 
@@ -98,35 +152,41 @@ export class Service {
     return signal;
   }
 
-  private async reloadNow(): Promise<ReloadOutcome> {
+  private async reloadNow(): Promise<ReloadReply> {
+    if (this.stopping) return { status: "failed", reason: "the daemon is stopping" };
     const next = await loadConfig(this.configFile);
     if (!next.ok) {
       const problems = next.problems.map((p) => formatProblem(p));
       this.log.error(
-        { problems, ...(next.omitted > 0 && { moreProblems: next.omitted }) },
+        {
+          problems,
+          ...(next.omitted > 0 && { moreProblems: next.omitted }),
+          code: ErrorCodes.RELOAD_REFUSED,
+        },
         "reload refused: the config has problems; the running config stays in place",
       );
-      return { applied: false, problems, omitted: next.omitted };
+      return { status: "refused", problems, ...(next.omitted > 0 && { omitted: next.omitted }) };
     }
-    const outcome = await this.apply(next.config);
+    const reply = await this.apply(next.config);
     this.config = next.config;
     if (this.unwatch) this.watch();
-    return outcome;
+    return reply;
   }
 
-  private async apply(config: LoadedConfig): Promise<ReloadOutcome> {
+  private async apply(config: LoadedConfig): Promise<ReloadReply> {
     if (this.gateway.canApply(config)) {
       const plan = await this.gateway.apply(config);
       this.log.info({ devices: config.devices.length, ...plan }, "reloaded in place");
-      return { applied: true, plan };
+      return { status: "applied", plan };
     }
     // The data folder, the history limits or the presence of a cloud section changed: those
     // belong to the store, opened once per gateway.
     await this.gateway.stop();
     this.gateway = this.build(config);
+    for (const watcher of this.watchers) watcher(this.gateway);
     await this.gateway.start();
     this.log.info({ devices: config.devices.length }, "reloaded: the gateway was rebuilt");
-    return { applied: true, plan: "rebuilt" };
+    return { status: "applied", plan: "rebuilt" };
   }
 
   private build(config: LoadedConfig): Gateway {

@@ -42,13 +42,20 @@ interface DeviceCommands extends ShadowDevice {
    * "last executed" mark, or a refusal stamped in the future would block every real command.
    */
   refused: Map<string, string>;
+  /** Desired values received and not executed yet, per point: the latest queued. */
+  pending: Map<string, Entry>;
 }
 
 interface Entry {
   readonly point: string;
   readonly value: JsonValue;
   readonly ts: number;
+  /** A command from the local API rather than the cloud's desired state. */
+  readonly local?: boolean;
 }
+
+/** The mark of a local command's outcome under `_commands` (cloud outcomes carry none). */
+export const LOCAL_SOURCE = "local";
 
 /**
  * Runs desired values as commands, each once: per device in the order received; the journal,
@@ -76,6 +83,7 @@ export class DesiredRunner {
         executing: Promise.resolve(),
         batches: 0,
         refused: new Map(),
+        pending: new Map(),
       });
     }
   }
@@ -99,10 +107,17 @@ export class DesiredRunner {
     if (!c) return;
     const entries = this.flatten(c, shadow);
     if (entries.length === 0) return;
+    for (const e of entries) c.pending.set(e.point, e);
     c.batches++;
     const batch = async (): Promise<void> => {
       try {
-        for (const e of entries) await this.runOne(c, e, version);
+        for (const e of entries) {
+          try {
+            await this.runOne(c, e, version);
+          } finally {
+            if (c.pending.get(e.point) === e) c.pending.delete(e.point);
+          }
+        }
       } finally {
         c.batches--;
       }
@@ -114,6 +129,43 @@ export class DesiredRunner {
       .catch((err: unknown) =>
         logInternal(this.log, "executing desired values", err, { device: c.deviceName }),
       );
+  }
+
+  /** The device's desired values queued and not executed yet, by point. */
+  pending(deviceName: string): Record<string, JsonValue> {
+    const c = this.devices.get(deviceName);
+    return Object.fromEntries([...(c?.pending.values() ?? [])].map((e) => [e.point, e.value]));
+  }
+
+  /**
+   * A command from the local API, run as a desired value is: behind the device's queued cloud
+   * commands, journaled (so that an older cloud desired value redelivered after a reconnect does
+   * not overwrite it), through the execute hook's guard, write and read-back, its outcome
+   * staged under `_commands` marked `source: "local"`. It is stamped with the gateway's clock in
+   * the dialect's unit and keeps the journal's version: the dialect's new-command rule then lets
+   * any later cloud command through. Always runs: an operator repeating a value means it.
+   */
+  local(deviceName: string, point: string, value: JsonValue): Promise<JsonObject> {
+    const c = this.devices.get(deviceName);
+    if (!c) return Promise.resolve({ status: "rejected", reason: "unknown device" });
+    // The dialect's timestamps are a whole number of its units (Alibaba: seconds).
+    const unitMs = this.dialect.timestampMs(1);
+    const entry: Entry = { point, value, ts: Math.floor(this.now() / unitMs), local: true };
+    const run = c.executing.then(async () => {
+      const last = this.hooks.journal.last(c.productKey, c.deviceName, point);
+      return (await this.execute(c, entry, last?.version ?? 0, last, false)).outcome;
+    });
+    c.executing = run.then(
+      () => undefined,
+      (err: unknown) =>
+        logInternal(this.log, "executing a local command", err, { device: deviceName }),
+    );
+    return run.catch((err: unknown) => ({
+      status: "failed",
+      ts: entry.ts,
+      reason: `internal error: ${err instanceof Error ? err.message : String(err)}`,
+      source: LOCAL_SOURCE,
+    }));
   }
 
   /** Desired values -> dotted point names, with the timestamp of their top-level attribute. */
@@ -140,14 +192,32 @@ export class DesiredRunner {
     // between. Whether the write landed is read from the device, not guessed.
     const interrupted =
       last?.status === EXECUTING && last.ts === offered.ts && last.value === offered.value;
-    const refusedKey = `${offered.ts}:${offered.value}`;
     if (
       !interrupted &&
-      (!this.dialect.isNewCommand(last, offered) || c.refused.get(e.point) === refusedKey)
+      (!this.dialect.isNewCommand(last, offered) ||
+        c.refused.get(e.point) === `${offered.ts}:${offered.value}`)
     ) {
       this.stats.duplicateCommands++;
       return;
     }
+    await this.execute(c, e, version, last, interrupted);
+  }
+
+  /**
+   * Journals a command's intent, executes it, stages its outcome under `_commands` and
+   * journals the outcome (a refusal puts the previous entry back). Returns the outcome as
+   * staged.
+   */
+  private async execute(
+    c: DeviceCommands,
+    e: Entry,
+    version: number,
+    last: (JournalRecord & { status: string }) | undefined,
+    interrupted: boolean,
+  ): Promise<{ outcome: JsonObject }> {
+    const { productKey: pk, deviceName: dn } = c;
+    const offered = { ts: e.ts, version, value: JSON.stringify(e.value) };
+    const refusedKey = `${offered.ts}:${offered.value}`;
     let result = this.refusal(c, e);
     const journaled = result === undefined;
     if (result === undefined) {
@@ -174,8 +244,10 @@ export class DesiredRunner {
       version,
       ...(result.reason !== undefined && { reason: result.reason }),
       ...(result.value !== undefined && { value: result.value }),
+      ...(e.local && { source: LOCAL_SOURCE }),
     };
     this.hooks.backlog.stage(pk, dn, { [COMMANDS_KEY]: { [e.point]: outcome } });
+    this.hooks.outcome?.(dn, e.point, outcome);
     // Whatever that flush made durable (a poll's reports too) goes after the send window.
     this.host.flush();
     try {
@@ -184,7 +256,7 @@ export class DesiredRunner {
         this.hooks.journal.record(pk, dn, e.point, { ...offered, status: result.status });
       } else {
         // Nothing was written: the point's last executed command stays what it was.
-        c.refused.set(e.point, refusedKey);
+        if (!e.local) c.refused.set(e.point, refusedKey);
         if (journaled) this.restore(c, e.point, last, interrupted);
       }
     } catch (err) {
@@ -193,6 +265,7 @@ export class DesiredRunner {
         "the command journal refused the outcome; after a restart the device is read before any rewrite",
       );
     }
+    return { outcome };
   }
 
   /** Why a desired value is refused before the execute hook sees it, if it is. */

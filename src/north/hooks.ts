@@ -53,6 +53,11 @@ export interface SyncHooks {
   ): Promise<CommandResult>;
   backlog: Backlog;
   journal: Journal;
+  /**
+   * A command's outcome, as staged under `_commands` for its point (cloud and local commands):
+   * the gateway keeps it in the edge shadow for local readers.
+   */
+  outcome?(deviceName: string, point: string, outcome: JsonObject): void;
 }
 
 export interface SyncStats {

@@ -1,6 +1,6 @@
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import type { JsonObject } from "../core/types.js";
+import type { JsonObject, JsonValue } from "../core/types.js";
 import { DesiredRunner } from "./desired.js";
 import type { DeviceSession, Dialect, SessionEvents, ShadowDevice } from "./dialect.js";
 import type { SyncHooks, SyncStats } from "./hooks.js";
@@ -165,6 +165,19 @@ export class SyncEngine {
         backlog: this.hooks.backlog.pending(d.productKey, d.deviceName) !== undefined,
       }
     );
+  }
+
+  /**
+   * A command from the local API: journaled and run like a desired value, in order with the
+   * device's cloud commands, its outcome under `_commands` marked local (desired.ts).
+   */
+  local(deviceName: string, point: string, value: JsonValue): Promise<JsonObject> {
+    return this.desired.local(deviceName, point, value);
+  }
+
+  /** The device's desired values received from the cloud and not executed yet. */
+  desiredPending(deviceName: string): Record<string, JsonValue> {
+    return this.desired.pending(deviceName);
   }
 
   /** Each device's session (for a dialect with a session step; else empty). */

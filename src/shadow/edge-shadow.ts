@@ -24,6 +24,13 @@ export interface ReportedUpdate {
   readonly ts: number;
 }
 
+/** A command's outcome as it goes under `_commands`, for one point of one device. */
+export interface CommandNote {
+  readonly deviceName: string;
+  readonly point: string;
+  readonly outcome: JsonObject;
+}
+
 export interface LeafMetadata {
   readonly timestamp?: number;
   readonly quality: Quality["status"];
@@ -56,15 +63,20 @@ interface DeviceState {
   readonly leaves: Map<string, Leaf>;
   /** Kept at every change of a leaf's quality, so that metrics never count the leaves. */
   readonly counts: QualityCounts;
+  /** When readings last came in (a poll, a monitored batch or a read-back). */
+  readAt?: number;
+  /** The last outcome per point, as under `_commands`; since this process started. */
+  readonly commands: Map<string, JsonObject>;
 }
 
 /**
  * The gateway's own copy of every device's reported state. It decides what changed enough to
  * report (deadband, on-change, heartbeat) and keeps the last good value of a point that went
  * bad, marked stale, so that stale data never looks alive and never vanishes either.
- * Emits "update" with a ReportedUpdate whenever ingest finds something to report.
+ * Emits "update" with a ReportedUpdate whenever ingest finds something to report, and "command"
+ * with each command outcome recorded (from the cloud or the local API).
  */
-export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
+export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command: [CommandNote] }> {
   private readonly devices = new Map<string, DeviceState>();
 
   constructor(plans: readonly DevicePlan[]) {
@@ -81,10 +93,14 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     for (const name of [...this.devices.keys()]) if (!next.has(name)) this.devices.delete(name);
     for (const plan of plans) {
       const kept = this.devices.get(plan.deviceName);
-      this.devices.set(
-        plan.deviceName,
-        kept && !changed.has(plan.deviceName) ? { ...kept, plan } : fresh(plan),
-      );
+      if (kept && !changed.has(plan.deviceName))
+        this.devices.set(plan.deviceName, { ...kept, plan });
+      // A changed device starts unread, but keeps the outcomes of the commands it ran.
+      else
+        this.devices.set(plan.deviceName, {
+          ...fresh(plan),
+          ...(kept && { commands: kept.commands }),
+        });
     }
   }
 
@@ -109,6 +125,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
   ): ReportedUpdate | undefined {
     const device = this.devices.get(deviceName);
     if (!device) throw new Error(`unknown device ${deviceName}`);
+    device.readAt = now;
     const reported: JsonObject = {};
     const quality: Record<string, Quality> = {};
     let changed = false;
@@ -199,6 +216,27 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate] }> {
     return Array.isArray(value) ? JSON.stringify(value) !== JSON.stringify(last) : value !== last;
   }
 
+  /** When the device's readings last came in, if they have. */
+  readAt(deviceName: string): number | undefined {
+    return this.devices.get(deviceName)?.readAt;
+  }
+
+  /**
+   * Keeps a command's outcome (what goes under `_commands` for its point) so local readers see
+   * it as the cloud does, and emits it as "command".
+   */
+  recordCommand(deviceName: string, point: string, outcome: JsonObject): void {
+    const device = this.devices.get(deviceName);
+    if (!device) return;
+    device.commands.set(point, outcome);
+    this.emit("command", { deviceName, point, outcome });
+  }
+
+  /** The last command outcome per point (the `_commands` object), since this process started. */
+  commands(deviceName: string): JsonObject {
+    return Object.fromEntries(this.devices.get(deviceName)?.commands ?? []);
+  }
+
   /** The full reported document: last known values, stale ones included, with per-leaf metadata. */
   document(deviceName: string): ShadowDocument | undefined {
     const device = this.devices.get(deviceName);
@@ -232,5 +270,6 @@ function fresh(plan: DevicePlan): DeviceState {
       ]),
     ),
     counts: { good: 0, bad: plan.points.length, stale: 0 },
+    commands: new Map(),
   };
 }

@@ -126,7 +126,7 @@ mappings: ./mappings
   );
   const before = latest;
   await expect(service.reload()).resolves.toEqual({
-    applied: true,
+    status: "applied",
     plan: { added: ["arriving"], changed: ["changing"], removed: ["leaving"], reconnected: true },
   });
   await until("the new and the changed device in the cloud", () => {
@@ -149,8 +149,8 @@ mappings: ./mappings
     mapping("arriving", "plcB", 1, "100ms", "  volume: { register: 40001, type: float33 }\n"),
   );
   const refused = await service.reload();
-  expect(refused.applied).toBe(false);
-  expect(refused.applied === false && refused.problems).toEqual([
+  expect(refused.status).toBe("refused");
+  expect(refused.status === "refused" && refused.problems).toEqual([
     expect.stringMatching(
       /arriving\.yaml:7:36 points\.volume\.type: "float33" is not allowed here/,
     ),

@@ -77,7 +77,7 @@ it("reloads on SIGHUP, refuses a broken config keeping the running gateway, and 
   signals.emit("SIGHUP");
   signals.emit("SIGHUP");
   await expect(service.reload()).resolves.toEqual({
-    applied: true,
+    status: "applied",
     plan: { added: [], changed: [], removed: [], reconnected: false },
   });
   expect(service.current).toBe(first);

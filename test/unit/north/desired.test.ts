@@ -407,4 +407,89 @@ describe("desired runner (Alibaba dialect, scripted cloud)", () => {
       expect(s.executed.map((e) => e.value)).toEqual([51]);
     });
   });
+
+  describe("local commands (the local API)", () => {
+    it("journals a local command, marks its outcome local, and outranks older cloud values", async () => {
+      const s = setup();
+      await synced(s);
+      s.link.deliver("dev", control(7, { setpoint: 50 }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      vi.setSystemTime(2_000_500); // 2000.5 s: stamped 2000 in Alibaba's seconds
+      const outcome = await s.sync.local("dev", "setpoint", 60);
+      expect(outcome).toEqual({
+        status: "applied",
+        ts: 2000,
+        version: 7,
+        value: 60,
+        source: "local",
+      });
+      expect(s.journal.get("pk/dev/setpoint")).toEqual({
+        ts: 2000,
+        version: 7,
+        value: "60",
+        status: "applied",
+      });
+      expect(s.outbox.pending("pk", "dev")?.reported).toMatchObject({
+        _commands: { setpoint: outcome },
+      });
+      // The cloud's older value, offered again after a reconnect, does not undo it; a newer one runs.
+      s.link.deliver("dev", control(8, { setpoint: 50 }, 1000));
+      s.link.deliver("dev", control(9, { setpoint: 70 }, 2001));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed.map((e) => [e.point, e.value])).toEqual([
+        ["setpoint", 50],
+        ["setpoint", 60],
+        ["setpoint", 70],
+      ]);
+    });
+
+    it("a refused local command puts the point's journal entry back and is reported", async () => {
+      const s = setup();
+      await synced(s);
+      s.journal.set("pk/dev/setpoint", { ts: 1000, version: 7, value: "55", status: "applied" });
+      vi.setSystemTime(2_000_000);
+      const outcome = await s.sync.local("dev", "setpoint", 500);
+      expect(outcome).toEqual({
+        status: "rejected",
+        ts: 2000,
+        version: 7,
+        reason: "above max",
+        source: "local",
+      });
+      expect(s.journal.get("pk/dev/setpoint")).toEqual({
+        ts: 1000,
+        version: 7,
+        value: "55",
+        status: "applied",
+      });
+      // Refused locally is not refused for the cloud: the same value from it still runs.
+      s.link.deliver("dev", control(8, { setpoint: 500 }, 1001));
+      await vi.advanceTimersByTimeAsync(0);
+      await s.sync.idle();
+      expect(s.executed.map((e) => e.value)).toEqual([500, 500]);
+    });
+
+    it("runs behind the device's queued cloud commands, which show as desired pending", async () => {
+      const waiting: Array<() => void> = [];
+      const s = setup({ gate: () => new Promise<void>((resolve) => waiting.push(resolve)) });
+      await synced(s);
+      s.link.deliver("dev", control(7, { setpoint: 50, on: false }, 1000));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(s.sync.desiredPending("dev")).toEqual({ setpoint: 50, on: false });
+      const local = s.sync.local("dev", "setpoint", 40);
+      while (waiting.length > 0 || s.executed.length < 3) {
+        waiting.shift()?.();
+        await vi.advanceTimersByTimeAsync(0);
+      }
+      expect((await local).status).toBe("applied");
+      expect(s.executed.map((e) => [e.point, e.value])).toEqual([
+        ["setpoint", 50],
+        ["on", false],
+        ["setpoint", 40],
+      ]);
+      expect(s.sync.desiredPending("dev")).toEqual({});
+    });
+  });
 });

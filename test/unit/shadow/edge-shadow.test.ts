@@ -147,4 +147,24 @@ describe("EdgeShadow", () => {
     feed(4, { a: 2, b: 3, c: 8 });
     expect(counts()?.counts).toEqual({ good: 3, bad: 0, stale: 0 });
   });
+
+  it("keeps the last command outcome per point and when readings last came in", () => {
+    const { shadow, feed } = feeder([point("x", { writable: true })]);
+    expect(shadow.readAt("dev")).toBeUndefined();
+    feed(1000, { x: 5 });
+    feed(2000, { x: 5 }); // nothing to report, but the device was read
+    expect(shadow.readAt("dev")).toBe(2000);
+    const notes: unknown[] = [];
+    shadow.on("command", (n) => notes.push(n));
+    shadow.recordCommand("dev", "x", { status: "rejected", reason: "above max" });
+    shadow.recordCommand("dev", "x", { status: "applied", value: 6 });
+    shadow.recordCommand("nope", "x", { status: "applied" });
+    expect(shadow.commands("dev")).toEqual({ x: { status: "applied", value: 6 } });
+    expect(notes).toEqual([
+      { deviceName: "dev", point: "x", outcome: { status: "rejected", reason: "above max" } },
+      { deviceName: "dev", point: "x", outcome: { status: "applied", value: 6 } },
+    ]);
+    // The outcomes are not reported values: the document the cloud is pushed stays values only.
+    expect(shadow.document("dev")?.state.reported).toEqual({ x: 5 });
+  });
 });

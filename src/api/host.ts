@@ -1,0 +1,124 @@
+import type { ConnectionState, JsonObject, JsonValue, Quality } from "../core/types.js";
+
+/**
+ * What the local HTTP API needs of the running gateway. src/api does not import the daemon
+ * (docs/architecture.md): daemon/api-host.ts adapts the gateway to this, and tests put their own
+ * host behind the routes.
+ */
+
+/**
+ * A device's cloud state: `synced` (the cloud holds its latest reports), `syncing` (the link is
+ * up, reports or a command are on their way), `offline` (the link or the cloud sync is down),
+ * `refused` (the cloud will not take its traffic until an operator acts).
+ */
+export type CloudState =
+  | { readonly state: "synced" }
+  | { readonly state: "syncing" }
+  | { readonly state: "offline"; readonly reason: string }
+  | { readonly state: "refused"; readonly reason: string; readonly code?: number };
+
+export interface DeviceSummary {
+  readonly name: string;
+  readonly productKey: string;
+  readonly source: string;
+  /** Whether its source's connection is online. */
+  readonly online: boolean;
+  readonly points: number;
+  /** When its readings last came in (ms since the epoch), if they have. */
+  readonly lastPoll?: number;
+  /** Absent without a cloud section. */
+  readonly cloud?: CloudState;
+  /** Reports the cloud has not confirmed yet; absent while there is no store. */
+  readonly outbox?: number;
+}
+
+export interface PointState {
+  readonly quality: Quality["status"];
+  /** The time of its last good reading (ms since the epoch). */
+  readonly timestamp?: number;
+  readonly code?: string;
+  readonly reason?: string;
+}
+
+export interface DeviceShadowView {
+  readonly device: string;
+  readonly productKey: string;
+  /** Last known values (stale ones included), and `_commands`: each point's last outcome. */
+  readonly reported: JsonObject;
+  /** Desired values received from the cloud and not executed yet, by point. */
+  readonly desired: Readonly<Record<string, JsonValue>>;
+  readonly points: Readonly<Record<string, PointState>>;
+}
+
+/** A local command's outcome, or why it never reached the guard. */
+export type CommandReply =
+  | { readonly status: "applied"; readonly outcome: JsonObject }
+  /** The guard (or the device's codec) refused it: nothing was written. */
+  | { readonly status: "rejected"; readonly reason: string; readonly outcome: JsonObject }
+  /** The write or the read-back failed, or the device holds another value. */
+  | { readonly status: "failed"; readonly reason: string; readonly outcome: JsonObject }
+  | { readonly status: "not-found"; readonly reason: string }
+  /** The gateway cannot run commands now (its journal is not open, it is reloading). */
+  | { readonly status: "unavailable"; readonly reason: string };
+
+/** What the event stream carries. */
+export type ApiEvent =
+  | { readonly type: "point"; readonly device: string; readonly reported: JsonObject }
+  | {
+      readonly type: "quality";
+      readonly device: string;
+      readonly quality: Readonly<Record<string, Quality>>;
+    }
+  | {
+      readonly type: "command";
+      readonly device: string;
+      readonly point: string;
+      readonly outcome: JsonObject;
+    }
+  | { readonly type: "link"; readonly online: boolean; readonly reason?: string };
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** Why it is not ready: empty when it is. */
+  readonly reasons: readonly string[];
+  readonly config: { readonly file: string; readonly devices: number };
+  /** The store (outbox and journal): `none` without a cloud section. */
+  readonly store: "open" | "closed" | "none";
+  /** Each source's connection state; `not open` when it could not be opened. */
+  readonly sources: Readonly<Record<string, ConnectionState | "not open">>;
+}
+
+/** What a reload applied in place, device by device (or "rebuilt": the gateway was rebuilt). */
+export type ReloadPlan =
+  | {
+      readonly added: readonly string[];
+      readonly changed: readonly string[];
+      readonly removed: readonly string[];
+      /** The cloud link was replaced (cloud section or cloud identities changed). */
+      readonly reconnected: boolean;
+    }
+  | "rebuilt";
+
+export type ReloadReply =
+  | { readonly status: "applied"; readonly plan: ReloadPlan }
+  /**
+   * Every problem as `file:line:col key.path: message`; `omitted` counts those past the
+   * loader's limit (config/load.ts), when there are any.
+   */
+  | { readonly status: "refused"; readonly problems: readonly string[]; readonly omitted?: number }
+  /** The config was fine but applying it threw (a bug): logged. */
+  | { readonly status: "failed"; readonly reason: string };
+
+export interface ApiHost {
+  devices(): DeviceSummary[];
+  /** Undefined for an unknown device. */
+  shadow(deviceName: string): DeviceShadowView | undefined;
+  /** Guard, journal (with a cloud section), write, read-back; never throws. */
+  command(deviceName: string, point: string, value: JsonValue): Promise<CommandReply>;
+  /** Calls `listener` with every event until the returned function is called. */
+  subscribe(listener: (event: ApiEvent) => void): () => void;
+  readiness(): Readiness;
+  reload(): Promise<ReloadReply>;
+  /** The Prometheus exposition. */
+  metrics(): Promise<{ contentType: string; body: string }>;
+}
