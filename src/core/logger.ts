@@ -1,12 +1,19 @@
-import { pino, type Logger, type LoggerOptions } from "pino";
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from "pino";
+import { prettyLine } from "./log-pretty.js";
 
 export type { Logger };
+
+/** json: one JSON object a line (journald keeps it); pretty: one readable line (log-pretty.ts). */
+export const LOG_FORMATS = ["json", "pretty"] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /**
  * Structured logs on stderr (stdout belongs to command output such as `read --json`).
  * Keys that could carry secrets are redacted wherever they appear.
  */
-export function createLogger(opts: { level?: string; name?: string } = {}): Logger {
+export function createLogger(
+  opts: { level?: string; name?: string; format?: LogFormat } = {},
+): Logger {
   const options: LoggerOptions = {
     name: opts.name ?? "shadowgate",
     level: opts.level ?? process.env.SHADOWGATE_LOG_LEVEL ?? "info",
@@ -15,7 +22,17 @@ export function createLogger(opts: { level?: string; name?: string } = {}): Logg
       censor: "[redacted]",
     },
   };
-  return pino(options, pino.destination(2));
+  return pino(options, opts.format === "pretty" ? prettyDestination() : pino.destination(2));
+}
+
+/**
+ * Redaction happens before pino writes a line, so the pretty lines are formatted from what the
+ * JSON output would show. Writes to fd 2 synchronously, as pino.destination(2) does, so the
+ * last lines before an exit are not lost.
+ */
+function prettyDestination(): DestinationStream {
+  const out = pino.destination({ dest: 2, sync: true });
+  return { write: (line: string) => void out.write(prettyLine(line)) };
 }
 
 /** A logger that discards everything, for tests and library use. */

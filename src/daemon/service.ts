@@ -9,6 +9,16 @@ export interface SignalSource {
 }
 
 /**
+ * Who supervises the daemon (systemd, through daemon/systemd.ts): told when a signal starts a
+ * reload or the stop, and when the service is ready again after a reload.
+ */
+export interface Supervisor {
+  ready(status: string): void;
+  reloading(): void;
+  stopping(): void;
+}
+
+/**
  * The running daemon around one gateway: SIGHUP reloads the config from its file (a config with
  * problems is refused and the running one stays in place), SIGTERM or SIGINT stops it. Reloads
  * run one after another, and a stop waits for the reload under way, so a signal storm never runs
@@ -17,6 +27,8 @@ export interface SignalSource {
 export class Service {
   private gateway: Gateway;
   private reloading: Promise<void> = Promise.resolve();
+  private supervisor: Supervisor | undefined;
+  private signalledReloads = 0;
 
   constructor(
     private readonly configFile: string,
@@ -51,7 +63,7 @@ export class Service {
    * Runs until SIGTERM or SIGINT, reloading on SIGHUP; resolves with the signal once stopped.
    */
   async run(signals: SignalSource): Promise<NodeJS.Signals> {
-    const onHup = (): void => void this.reload();
+    const onHup = (): void => void this.supervisedReload();
     signals.on("SIGHUP", onHup);
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       const stopOn = (s: NodeJS.Signals) => {
@@ -69,9 +81,35 @@ export class Service {
     });
     signals.off("SIGHUP", onHup);
     this.log.info({ signal }, "stopping");
+    this.supervisor?.stopping();
     await this.stop();
     this.log.info("stopped");
     return signal;
+  }
+
+  // --- Supervision (systemd): kept apart from the reload logic above and below. ---
+
+  /** Tells `supervisor` of the reloads and the stop that signals start. */
+  supervise(supervisor: Supervisor): void {
+    this.supervisor = supervisor;
+  }
+
+  /**
+   * A SIGHUP's reload, told to the supervisor: RELOADING when it is queued, READY once every
+   * signalled reload has been applied or refused (a storm of SIGHUPs is one reloading period).
+   * Whether it applied shows in the gateway: a reload that applied built a new one.
+   */
+  private async supervisedReload(): Promise<void> {
+    const before = this.gateway;
+    this.signalledReloads++;
+    if (this.signalledReloads === 1) this.supervisor?.reloading();
+    await this.reload();
+    if (--this.signalledReloads > 0) return;
+    this.supervisor?.ready(
+      this.gateway === before
+        ? "running; the last reload was refused (see the log), the previous config stays"
+        : `running; config reloaded at ${new Date().toISOString()}`,
+    );
   }
 
   private async reloadNow(): Promise<void> {
