@@ -12,7 +12,13 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
  * Keys that could carry secrets are redacted wherever they appear.
  */
 export function createLogger(
-  opts: { level?: string; name?: string; format?: LogFormat } = {},
+  opts: {
+    level?: string;
+    name?: string;
+    format?: LogFormat;
+    /** Where the lines go instead of stderr (tests). */
+    destination?: DestinationStream;
+  } = {},
 ): Logger {
   const options: LoggerOptions = {
     name: opts.name ?? "shadowgate",
@@ -22,16 +28,15 @@ export function createLogger(
       censor: "[redacted]",
     },
   };
-  return pino(options, opts.format === "pretty" ? prettyDestination() : pino.destination(2));
+  const out = opts.destination ?? pino.destination({ dest: 2, sync: true });
+  return pino(options, opts.format === "pretty" ? pretty(out) : out);
 }
 
 /**
  * Redaction happens before pino writes a line, so the pretty lines are formatted from what the
- * JSON output would show. Writes to fd 2 synchronously, as pino.destination(2) does, so the
- * last lines before an exit are not lost.
+ * JSON output would show.
  */
-function prettyDestination(): DestinationStream {
-  const out = pino.destination({ dest: 2, sync: true });
+function pretty(out: DestinationStream): DestinationStream {
   return { write: (line: string) => void out.write(prettyLine(line)) };
 }
 
