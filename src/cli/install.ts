@@ -24,6 +24,8 @@ export const PACKAGE_DIR = fileURLToPath(new URL("../..", import.meta.url));
 
 export interface InstallOptions {
   readonly prefix?: string;
+  /** The node binary the unit runs; default this one. */
+  readonly node?: string;
   readonly configDir: string;
   readonly dataDir: string;
   readonly user: string;
@@ -41,6 +43,9 @@ export interface UninstallOptions {
   /** Also remove the config and data folders. */
   readonly purge?: boolean;
 }
+
+/** Folders ProtectHome=yes hides from the service. */
+const HIDDEN = /^\/(home|root|run\/user)(\/|$)/;
 
 /** A step that failed: printed with SG_INSTALL, the command exits 1. */
 class InstallError extends Error {}
@@ -76,7 +81,7 @@ async function install(o: InstallOptions): Promise<number> {
   const at = under(o.root);
   const configFile = path.join(configDir, "gateway.yaml");
   const unit = {
-    node: process.execPath,
+    node: path.resolve(o.node ?? process.execPath),
     prefix,
     configDir,
     dataDir,
@@ -91,9 +96,14 @@ async function install(o: InstallOptions): Promise<number> {
   }
   // ProtectHome=yes hides these from the service: a unit running the package from there
   // would fail at start with a puzzling "Cannot find module".
-  if (/^\/(home|root|run\/user)(\/|$)/.test(prefix))
+  if (HIDDEN.test(prefix))
     throw new InstallError(
       `the package is under ${prefix}, which the service cannot read (ProtectHome=yes): install it with "npm install -g" or unpack it under /opt and pass --prefix`,
+    );
+  // This node (nvm, a home-made build) may be another box's; staged, --node names the target's.
+  if (o.root === undefined && HIDDEN.test(unit.node))
+    throw new InstallError(
+      `node is ${unit.node}, which the service cannot run (ProtectHome=yes): install Node.js system-wide (apt-get install nodejs) or pass --node`,
     );
   if (!o.print && !o.root) requireRoot("install");
   if (!o.root && !existsSync(path.join(prefix, "dist/cli/main.js")))

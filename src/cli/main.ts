@@ -100,6 +100,7 @@ installDirs(
       "run the gateway as a systemd service: user, folders, example config (never overwritten), unit (needs root unless --root or --print)",
     )
     .option("--prefix <dir>", "the installed package the unit runs (default: this one)")
+    .option("--node <path>", "the node binary the unit runs (default: this one)")
     .option("--print", "print the unit and change nothing"),
 ).action(async (o: InstallOptions) => exit(await installCommand(o)));
 
