@@ -144,12 +144,24 @@ describe.skipIf(missing !== "" && process.env.CI !== "true")("run under systemd"
 
 describe("run --log-format", () => {
   it("pretty prints one readable line per record and no JSON", async () => {
-    const gw = runGateway(["-c", await plant(), "--log-format", "pretty"], {});
-    await until("gateway started", () => gw.stderr().includes("gateway started"), 20_000);
+    const gw = runGateway(["-c", await plant(), "--log-format", "pretty"], {
+      SHADOWGATE_LOG_LEVEL: "debug",
+    });
+    // A poll's update logged after "gateway started": by then run() has its SIGTERM handler
+    // (the start and the handler are one chain of microtasks, a poll's answer is I/O after it).
+    await until(
+      "a reported update after the start",
+      () => /gateway started[^]*\n\S+ DEBUG boiler reported update/.test(gw.stderr()),
+      20_000,
+    );
     gw.child.kill("SIGTERM");
     expect(await gw.exited).toBe(0);
     const lines = gw.stderr().trim().split("\n");
     expect(lines.filter((l) => l.startsWith("{"))).toEqual([]);
+    // The device speaks: it comes before the message, not among the fields.
+    expect(lines.find((l) => l.includes("reported update"))).toMatch(
+      / DEBUG boiler reported update reported={"level":\d+} quality={}$/,
+    );
     const started = lines.find((l) => l.includes(" gateway started"));
     expect(started).toMatch(
       /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO {2}gateway started devices=1 sources=1 gateway=svc$/,
