@@ -28,7 +28,7 @@ export function createLogger(
       censor: "[redacted]",
     },
   };
-  const out = opts.destination ?? pino.destination({ dest: 2, sync: true });
+  const out = opts.destination ?? pino.destination(2);
   return pino(options, opts.format === "pretty" ? pretty(out) : out);
 }
 
