@@ -2,9 +2,11 @@
 import { createRequire } from "node:module";
 import { Command, CommanderError, Option } from "commander";
 import { ExitCodes } from "../core/errors.js";
+import { LOG_FORMATS, type LogFormat } from "../core/logger.js";
 import { cloudCommand, collect, type CloudCommandOptions } from "./cloud.js";
 import { demoCommand } from "./demo.js";
 import { historyCommand } from "./history.js";
+import { installCommand, uninstallCommand, type InstallOptions } from "./install.js";
 import { readCommand } from "./read.js";
 import { runCommand } from "./run.js";
 import { schemasCommand } from "./schemas.js";
@@ -74,8 +76,46 @@ program
   .command("run")
   .description("run the gateway daemon until SIGTERM or SIGINT; SIGHUP reloads the config")
   .addOption(configOption())
+  .addOption(
+    new Option("--log-format <format>", "json (for journald and tools) or pretty (for people)")
+      .choices(LOG_FORMATS)
+      .default("json"),
+  )
   .option("--watch", "reload when the config file or a mapping file changes")
-  .action(async (o: { config: string; watch?: boolean }) => exit(await runCommand(o)));
+  .action(async (o: { config: string; logFormat: LogFormat; watch?: boolean }) =>
+    exit(await runCommand(o)),
+  );
+
+const installDirs = (c: Command): Command =>
+  c
+    .option("--config-dir <dir>", "where gateway.yaml, mappings/ and env are", "/etc/shadowgate")
+    .option("--data-dir <dir>", "the gateway's dataDir (outbox, history)", "/var/lib/shadowgate")
+    .option("--user <name>", "the system user the service runs as", "shadowgate")
+    .option(
+      "--root <dir>",
+      "write under this folder instead of / (a staging tree; no user, no systemctl)",
+    );
+
+installDirs(
+  program
+    .command("install")
+    .description(
+      "run the gateway as a systemd service: user, folders, example config (never overwritten), unit (needs root unless --root or --print)",
+    )
+    .option("--prefix <dir>", "the installed package the unit runs (default: this one)")
+    .option("--node <path>", "the node binary the unit runs (default: this one)")
+    .option("--print", "print the unit and change nothing"),
+).action(async (o: InstallOptions) => exit(await installCommand(o)));
+
+installDirs(
+  program
+    .command("uninstall")
+    .description("stop, disable and remove the service unit; config and data stay unless --purge")
+    .option("--purge", "also remove the config dir and the data dir"),
+).action(
+  async (o: { user: string; configDir: string; dataDir: string; root?: string; purge?: boolean }) =>
+    exit(await uninstallCommand(o)),
+);
 
 program
   .command("demo")

@@ -1,19 +1,34 @@
 import { ExitCodes } from "../core/errors.js";
-import { createLogger } from "../core/logger.js";
+import { createLogger, type LogFormat } from "../core/logger.js";
 import { installLastResort } from "../daemon/last-resort.js";
 import { Service } from "../daemon/service.js";
+import { SystemdNotifier } from "../daemon/systemd.js";
 import { loadOrReport } from "./validate.js";
 
 /** `shadowgate run`: the daemon until SIGTERM or SIGINT (daemon/service.ts handles the signals). */
-export async function runCommand(o: { config: string; watch?: boolean }): Promise<number> {
+export async function runCommand(o: {
+  config: string;
+  logFormat?: LogFormat;
+  watch?: boolean;
+}): Promise<number> {
   const config = await loadOrReport(o.config);
   if (!config) return ExitCodes.CONFIG;
-  const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? config.gateway.log.level });
+  const log = createLogger({
+    level: process.env.SHADOWGATE_LOG_LEVEL ?? config.gateway.log.level,
+    format: o.logFormat ?? "json",
+  });
   const uninstall = installLastResort(log);
   const service = new Service(o.config, config, log);
+  // Under systemd (Type=notify), READY=1 once started, the watchdog, reloads and the stop;
+  // without NOTIFY_SOCKET there is no notifier and nothing changes.
+  const systemd = SystemdNotifier.fromEnv(process.env, log);
+  if (systemd) service.supervise(systemd);
   await service.start();
   if (o.watch) service.watch();
+  systemd?.ready(`running: ${config.devices.length} device(s)`);
+  systemd?.startWatchdog();
   await service.run(process);
+  await systemd?.close();
   uninstall();
   return ExitCodes.OK;
 }

@@ -69,6 +69,11 @@ export const ErrorCodes = {
   /** A bug: an exception that escaped where none should; logged, and the daemon goes on. */
   INTERNAL: "SG_INTERNAL",
   USAGE: "SG_USAGE",
+  /**
+   * `shadowgate install` or `uninstall` could not do a step: not root, the package not where
+   * the unit would run it, a user, folder or file it could not create, systemctl failed.
+   */
+  INSTALL: "SG_INSTALL",
   // North: Alibaba dialect (credentials, CONNECT authentication, shadow messages)
   SIGN_INPUT: "SG_SIGN_INPUT",
   AUTH_CLIENT_ID: "SG_AUTH_CLIENT_ID",

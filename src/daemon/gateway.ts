@@ -17,8 +17,8 @@ import { Sources } from "./sources.js";
 import { Store } from "./store.js";
 
 /** How long one component may take to start or to stop before the daemon moves on. */
-const START_TIMEOUT_MS = 30_000;
-const STOP_TIMEOUT_MS = 5000;
+export const START_TIMEOUT_MS = 30_000;
+export const STOP_TIMEOUT_MS = 5000;
 
 /**
  * The composition root: the only place that wires the components. Start order: the store (with

@@ -20,6 +20,17 @@ export interface SignalSource {
 }
 
 /**
+/**
+ * Who supervises the daemon (systemd, through daemon/systemd.ts): told when a signal starts a
+ * reload or the stop, and when the service is ready again after a reload.
+ */
+export interface Supervisor {
+  ready(status: string): void;
+  reloading(): void;
+  stopping(): void;
+}
+
+/**
  * The running daemon around one gateway: SIGHUP (or `--watch`, or the API) reloads the config
  * from its file (a config with problems is refused and the running one stays in place; a good
  * one is applied in place where it can be, see Gateway.apply), SIGTERM or SIGINT stops it.
@@ -42,6 +53,8 @@ export class Service {
   /** Stops watching the config (`run --watch`); undefined when not watching. */
   private unwatch: (() => void) | undefined;
   private readonly metrics: GatewayMetrics | undefined;
+  private supervisor: Supervisor | undefined;
+  private signalledReloads = 0;
 
   constructor(
     private readonly configFile: string,
@@ -129,7 +142,7 @@ export class Service {
    * Runs until SIGTERM or SIGINT, reloading on SIGHUP; resolves with the signal once stopped.
    */
   async run(signals: SignalSource): Promise<NodeJS.Signals> {
-    const onHup = (): void => void this.reload();
+    const onHup = (): void => void this.supervisedReload();
     signals.on("SIGHUP", onHup);
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       const stopOn = (s: NodeJS.Signals) => {
@@ -147,9 +160,33 @@ export class Service {
     });
     signals.off("SIGHUP", onHup);
     this.log.info({ signal }, "stopping");
+    this.supervisor?.stopping();
     await this.stop();
     this.log.info("stopped");
     return signal;
+  }
+
+  // --- Supervision (systemd): kept apart from the reload logic above and below. ---
+
+  /** Tells `supervisor` of the reloads and the stop that signals start. */
+  supervise(supervisor: Supervisor): void {
+    this.supervisor = supervisor;
+  }
+
+  /**
+   * A SIGHUP's reload, told to the supervisor: RELOADING when it is queued, READY once every
+   * signalled reload has been applied or refused (a storm of SIGHUPs is one reloading period).
+   */
+  private async supervisedReload(): Promise<void> {
+    this.signalledReloads++;
+    if (this.signalledReloads === 1) this.supervisor?.reloading();
+    const reply = await this.reload();
+    if (--this.signalledReloads > 0) return;
+    this.supervisor?.ready(
+      reply.status === "applied"
+        ? `running; config reloaded at ${new Date().toISOString()}`
+        : "running; the last reload was refused (see the log), the previous config stays",
+    );
   }
 
   private async reloadNow(): Promise<ReloadReply> {
