@@ -113,6 +113,11 @@ export interface ApiHost {
   devices(): DeviceSummary[];
   /** Undefined for an unknown device. */
   shadow(deviceName: string): DeviceShadowView | undefined;
+  /**
+   * Cheap: a key that changes whenever shadow(deviceName) would, so the API serves the same
+   * serialized view to every reader until then. Undefined for an unknown device.
+   */
+  shadowRevision(deviceName: string): string | undefined;
   /** Guard, journal (with a cloud section), write, read-back; never throws. */
   command(deviceName: string, point: string, value: JsonValue): Promise<CommandReply>;
   /** Calls `listener` with every event until the returned function is called. */

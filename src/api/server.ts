@@ -34,6 +34,8 @@ const sha256 = (s: string): Buffer => createHash("sha256").update(s, "utf8").dig
  * The local HTTP API (fastify) as a daemon component: start binds the listen address, stop ends
  * the event streams and closes the server. It reads the gateway only through its ApiHost.
  */
+const JSON_TYPE = "application/json; charset=utf-8";
+
 export class ApiServer {
   readonly name = "api";
   private app: FastifyInstance | undefined;
@@ -42,6 +44,8 @@ export class ApiServer {
   /** The error code of a refused request, for its one log line. */
   private readonly codes = new WeakMap<FastifyRequest, ErrorCode>();
   private readonly counts = { requests: 0, refused: 0, unauthorized: 0 };
+  /** Each device's shadow as last served, by the host's revision of it. */
+  private readonly shadows = new Map<string, { revision: string; body: string }>();
 
   constructor(
     private readonly opts: ApiOptions,
@@ -201,15 +205,22 @@ export class ApiServer {
       "/api/v1/devices/:deviceName/shadow",
       async (req, reply) => {
         const { deviceName } = req.params;
+        // Ten readers of a device polled once a second get one serialization per poll, not ten.
+        const revision = this.host.shadowRevision(deviceName);
+        const cached = this.shadows.get(deviceName);
+        if (revision === undefined) this.shadows.delete(deviceName);
+        else if (cached?.revision === revision) return reply.type(JSON_TYPE).send(cached.body);
         const view = this.host.shadow(deviceName);
         if (!view)
           return this.refuse(req, reply, 404, ErrorCodes.API_NOT_FOUND, `no device ${deviceName}`);
-        return {
+        const body = JSON.stringify({
           device: view.device,
           productKey: view.productKey,
           state: { reported: view.reported, desired: view.desired },
           metadata: { reported: view.points },
-        };
+        });
+        if (revision !== undefined) this.shadows.set(deviceName, { revision, body });
+        return reply.type(JSON_TYPE).send(body);
       },
     );
 

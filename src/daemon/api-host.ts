@@ -106,6 +106,17 @@ export class GatewayApiHost implements ApiHost {
     };
   }
 
+  shadowRevision(deviceName: string): string | undefined {
+    const g = this.source.current();
+    const revision = g.shadow.revision(deviceName);
+    if (revision === undefined) return undefined;
+    // Desired values waiting are few (one per point at most) and change apart from the shadow.
+    const desired = g.cloudSync?.sync?.desiredPending(deviceName);
+    return desired && Object.keys(desired).length > 0
+      ? `${revision}:${JSON.stringify(desired)}`
+      : String(revision);
+  }
+
   async command(deviceName: string, point: string, value: JsonValue): Promise<CommandReply> {
     const g = this.source.current();
     const plan = g.devices.find((d) => d.deviceName === deviceName);

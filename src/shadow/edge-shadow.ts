@@ -65,6 +65,8 @@ interface DeviceState {
   readonly counts: QualityCounts;
   /** When readings last came in (a poll, a monitored batch or a read-back). */
   readAt?: number;
+  /** Changes with anything document() or commands() show (see revision()). */
+  revision: number;
   /** The last outcome per point, as under `_commands`; since this process started. */
   readonly commands: Map<string, JsonObject>;
 }
@@ -78,6 +80,8 @@ interface DeviceState {
  */
 export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command: [CommandNote] }> {
   private readonly devices = new Map<string, DeviceState>();
+  /** One counter for every device, so a device replaced by a reload never repeats a revision. */
+  private revisions = 0;
 
   constructor(plans: readonly DevicePlan[]) {
     super();
@@ -100,6 +104,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
         this.devices.set(plan.deviceName, {
           ...fresh(plan),
           ...(kept && { commands: kept.commands }),
+          revision: ++this.revisions,
         });
     }
   }
@@ -126,6 +131,8 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     const device = this.devices.get(deviceName);
     if (!device) throw new Error(`unknown device ${deviceName}`);
     device.readAt = now;
+    // Even an unchanged reading moves the points' timestamps.
+    device.revision = ++this.revisions;
     const reported: JsonObject = {};
     const quality: Record<string, Quality> = {};
     let changed = false;
@@ -183,6 +190,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
   restore(deviceName: string, reported: JsonObject, now = Date.now()): void {
     const device = this.devices.get(deviceName);
     if (!device) return;
+    device.revision = ++this.revisions;
     for (const point of device.plan.points) {
       const value = getPath(reported, point.path);
       const leaf = device.leaves.get(point.name);
@@ -216,6 +224,14 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     return Array.isArray(value) ? JSON.stringify(value) !== JSON.stringify(last) : value !== last;
   }
 
+  /**
+   * A number that changes whenever the device's document() or commands() would, so a reader
+   * that serves them often (the local API) can keep what it made of them until then.
+   */
+  revision(deviceName: string): number | undefined {
+    return this.devices.get(deviceName)?.revision;
+  }
+
   /** When the device's readings last came in, if they have. */
   readAt(deviceName: string): number | undefined {
     return this.devices.get(deviceName)?.readAt;
@@ -229,6 +245,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     const device = this.devices.get(deviceName);
     if (!device) return;
     device.commands.set(point, outcome);
+    device.revision = ++this.revisions;
     this.emit("command", { deviceName, point, outcome });
   }
 
@@ -271,5 +288,6 @@ function fresh(plan: DevicePlan): DeviceState {
     ),
     counts: { good: 0, bad: plan.points.length, stale: 0 },
     commands: new Map(),
+    revision: 0,
   };
 }

@@ -41,12 +41,19 @@ class TestHost implements ApiHost {
   devices() {
     return [{ name: "boiler", productKey: "pk", source: "plc", online: true, points: 2 }];
   }
+  temperature = 21.5;
+  revision = 1;
+  shadowViews = 0;
+  shadowRevision(name: string) {
+    return name === "boiler" ? String(this.revision) : undefined;
+  }
   shadow(name: string) {
     if (name !== "boiler") return undefined;
+    this.shadowViews++;
     return {
       device: "boiler",
       productKey: "pk",
-      reported: { temperature: 21.5 },
+      reported: { temperature: this.temperature },
       desired: {},
       points: { temperature: { quality: "good" as const, timestamp: 1 } },
     };
@@ -125,6 +132,18 @@ describe("local API routes", () => {
       status: 404,
       body: { error: { code: "SG_API_NOT_FOUND", message: "no route GET /nothing" } },
     });
+  });
+
+  it("serves a shadow made once per revision to every reader, and anew when it changes", async () => {
+    const { url, host } = await serve();
+    const read = async () => (await httpJson(`${url}/api/v1/devices/boiler/shadow`)).body;
+    expect((await read()).state.reported).toEqual({ temperature: 21.5 });
+    host.temperature = 30; // not yet a new revision: the view made before is served
+    expect((await read()).state.reported).toEqual({ temperature: 21.5 });
+    expect(host.shadowViews).toBe(1);
+    host.revision = 2;
+    expect((await read()).state.reported).toEqual({ temperature: 30 });
+    expect(host.shadowViews).toBe(2);
   });
 
   it("refuses bad command input with 400, 404 and 413 and passes nothing to the host", async () => {

@@ -148,6 +148,22 @@ describe("EdgeShadow", () => {
     expect(counts()?.counts).toEqual({ good: 3, bad: 0, stale: 0 });
   });
 
+  it("moves a device's revision with every reading, restore and command outcome, never back", () => {
+    const { shadow, feed } = feeder([point("x", { writable: true })]);
+    const seen = [shadow.revision("dev")];
+    feed(1000, { x: 5 });
+    seen.push(shadow.revision("dev"));
+    feed(2000, { x: 5 }); // nothing to report, but the timestamps moved
+    seen.push(shadow.revision("dev"));
+    shadow.recordCommand("dev", "x", { status: "applied", value: 5 });
+    seen.push(shadow.revision("dev"));
+    shadow.restore("dev", { x: 4 });
+    seen.push(shadow.revision("dev"));
+    expect(seen).toEqual([...seen].sort((a = 0, b = 0) => a - b));
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(shadow.revision("nope")).toBeUndefined();
+  });
+
   it("keeps the last command outcome per point and when readings last came in", () => {
     const { shadow, feed } = feeder([point("x", { writable: true })]);
     expect(shadow.readAt("dev")).toBeUndefined();
