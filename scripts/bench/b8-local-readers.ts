@@ -1,6 +1,16 @@
 /**
  * B8 local readers and reload (issue 13).
  *
+ * Readers: one simulated PLC holding a device of 500 uint16 points (registers 40001-40500),
+ * polled every second by the gateway, which runs as the daemon (`shadowgate run`) in its own
+ * process, and ten local applications in this process, each reading all 500 values
+ * once a second for READ_SECONDS through the local API (GET /api/v1/devices/{name}/shadow).
+ * Measured: the PLC's requests over the window, and each API read's latency.
+ * Baseline, same run: the same ten applications each polling the PLC themselves, as they would
+ * without a gateway: a modbus-serial client each, reading the 500 registers once a second in
+ * 4 requests of 125 (the protocol's maximum). Targets: >= 90% fewer PLC requests; local read
+ * p99 <= 5 ms.
+ *
  * Reload: one simulated PLC behind a plant network (5 ms each way) and the local cloud service
  * behind a cellular uplink (40 ms each way), both through the fault-injecting TCP proxy; a
  * steady device polled every 100 ms and five others on the same PLC; twelve reloads in a row add a device, change another's mapping and remove the added
@@ -14,18 +24,28 @@
  * a new one (what every reload did before; today the rebuild path of a reload that changes
  * the data folder, the history limits or the presence of a cloud section).
  */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import Modbus from "modbus-serial";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  REPO_DIR,
   envInfo,
   finishBench,
+  helperCommand,
+  fmtLatency,
   fmtMs,
+  latencyStats,
   pinCores,
   printChecks,
   runMain,
   startWatchdog,
   type Check,
+  type LatencyStats,
+  type PinInfo,
   type ResultRow,
 } from "./lib/common.js";
 import { until } from "../../test/helpers/until.js";
@@ -39,6 +59,7 @@ import {
 } from "./lib/dist.js";
 
 const NAME = "b8-local-readers";
+const CLI_MAIN = join(REPO_DIR, "dist", "cli", "main.js");
 const PK = "a1Bench";
 const POLL_MS = 100;
 const PLANT_DELAY_MS = 5;
@@ -48,6 +69,11 @@ const RELOADS = 12;
 /** Reports of the steady device after the last reload before a case ends. */
 const SETTLE_REPORTS = 10;
 const CASE_LIMIT_MS = 60_000;
+const READERS = 10;
+const POINTS = 500;
+const READ_SECONDS = 15;
+const TARGET_FEWER = 0.9;
+const TARGET_READ_P99_MS = 5;
 const BUDGET_MS = 4 * CASE_LIMIT_MS;
 
 interface ReloadCase {
@@ -141,8 +167,8 @@ async function reloadCase(rebuild: boolean): Promise<ReloadCase> {
       if (rebuild) writeGateway(r % 2 ? "7d" : "6d");
       const before = service.current;
       const outcome = await service.reload();
-      if (!outcome.applied)
-        throw new Error(`B8: reload ${r} refused: ${outcome.problems.join("; ")}`);
+      if (outcome.status !== "applied")
+        throw new Error(`B8: reload ${r} not applied: ${JSON.stringify(outcome)}`);
       plans.push(outcome.plan === "rebuilt" ? "rebuilt" : "in place");
       if (service.current !== before) follow();
       const at = latest;
@@ -174,11 +200,174 @@ async function reloadCase(rebuild: boolean): Promise<ReloadCase> {
   }
 }
 
+interface ReadersCase {
+  plcRequests: number;
+  reads: number;
+  latency: LatencyStats;
+  /** Reads whose document held every point. */
+  complete: number;
+}
+
+/** Runs `read` once a second on each of READERS loops for READ_SECONDS; each loop in step. */
+async function everySecond(read: (reader: number) => Promise<void>): Promise<void> {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: READERS }, async (_, r) => {
+      // The readers are spread over the second, as independent applications would be.
+      const offset = (r * 1000) / READERS;
+      for (let tick = 0; tick < READ_SECONDS; tick++) {
+        const due = t0 + offset + tick * 1000;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        await read(r);
+      }
+    }),
+  );
+}
+
+async function bigPlc(): Promise<{ plc: InstanceType<typeof ModbusTcpSimulator>; port: number }> {
+  const plc = new ModbusTcpSimulator({ units: [1] });
+  const { port } = await plc.start({ port: 0 });
+  for (let i = 0; i < POINTS; i++) plc.unit(1).holding[i] = i;
+  return { plc, port };
+}
+
+/** A free TCP port on 127.0.0.1, for the daemon's API (it runs in its own process). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("B8: no free port");
+  return address.port;
+}
+
+/**
+ * The gateway as it runs on a box: `shadowgate run` in its own process (pinned to the helper
+ * core when pinning is on), the readers in this one, as local applications would be.
+ */
+async function readersThroughApi(pin: PinInfo): Promise<ReadersCase> {
+  const { plc, port } = await bigPlc();
+  const apiPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "sg-b8-api-"));
+  mkdirSync(join(dir, "mappings"));
+  const configFile = join(dir, "gateway.yaml");
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      version: 1,
+      gateway: { name: "b8", dataDir: "./data" },
+      log: { level: "warn" },
+      sources: { plc: { protocol: "modbus-tcp", host: "127.0.0.1", port } },
+      api: { listen: `127.0.0.1:${apiPort}` },
+      mappings: "./mappings",
+    }),
+  );
+  writeFileSync(
+    join(dir, "mappings", "big.yaml"),
+    JSON.stringify({
+      version: 1,
+      device: { productKey: PK, deviceName: "big" },
+      source: "plc",
+      pollInterval: "1s",
+      points: Object.fromEntries(
+        Array.from({ length: POINTS }, (_, i) => [`p${i}`, { register: 40001 + i }]),
+      ),
+    }),
+  );
+  const { command, args } = helperCommand(pin, [CLI_MAIN, "run", "-c", configFile]);
+  const daemon = spawn(command, args, { stdio: ["ignore", "ignore", "inherit"] });
+  const url = `http://127.0.0.1:${apiPort}/api/v1/devices/big/shadow`;
+  const read = async (): Promise<Record<string, unknown> | undefined> => {
+    const res = await fetch(url);
+    const body = (await res.json()) as { state?: { reported?: Record<string, unknown> } };
+    return res.ok ? body.state?.reported : undefined;
+  };
+  const latencies: number[] = [];
+  let complete = 0;
+  try {
+    await until(
+      "the daemon's first poll",
+      async () => (await read().catch(() => undefined))?.p499 === POINTS - 1,
+      CASE_LIMIT_MS,
+      50,
+    );
+    const before = plc.stats().requests;
+    await everySecond(async () => {
+      const t = performance.now();
+      const reported = await read();
+      latencies.push(performance.now() - t);
+      if (Object.keys(reported ?? {}).length === POINTS) complete++;
+    });
+    return {
+      plcRequests: plc.stats().requests - before,
+      reads: latencies.length,
+      latency: latencyStats(latencies),
+      complete,
+    };
+  } finally {
+    const exited = once(daemon, "exit");
+    daemon.kill("SIGTERM");
+    await exited;
+    await plc.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function readersOnThePlc(): Promise<ReadersCase> {
+  const { plc, port } = await bigPlc();
+  const clients = await Promise.all(
+    Array.from({ length: READERS }, async () => {
+      const c = new Modbus.default();
+      await c.connectTCP("127.0.0.1", { port });
+      c.setID(1);
+      c.setTimeout(2000);
+      return c;
+    }),
+  );
+  const latencies: number[] = [];
+  let complete = 0;
+  try {
+    const before = plc.stats().requests;
+    await everySecond(async (r) => {
+      const c = clients[r];
+      if (!c) return;
+      const t = performance.now();
+      let values = 0;
+      for (let at = 0; at < POINTS; at += 125) {
+        values += (await c.readHoldingRegisters(at, Math.min(125, POINTS - at))).data.length;
+      }
+      latencies.push(performance.now() - t);
+      if (values === POINTS) complete++;
+    });
+    return {
+      plcRequests: plc.stats().requests - before,
+      reads: latencies.length,
+      latency: latencyStats(latencies),
+      complete,
+    };
+  } finally {
+    for (const c of clients) await new Promise<void>((resolve) => c.close(() => resolve()));
+    await plc.stop();
+  }
+}
+
 async function main(): Promise<void> {
   const startedAt = new Date();
   const watchdog = startWatchdog(NAME, BUDGET_MS);
   const pin = pinCores();
   try {
+    console.log(
+      `B8 readers: ${READERS} local readers of ${POINTS} points at 1 Hz for ${READ_SECONDS} s`,
+    );
+    const api = await readersThroughApi(pin);
+    console.log(
+      `  through the API: ${api.plcRequests} PLC requests, read ${fmtLatency(api.latency)} (p50/p99/max), ${api.complete}/${api.reads} complete`,
+    );
+    const direct = await readersOnThePlc();
+    console.log(
+      `  each on the PLC: ${direct.plcRequests} PLC requests, read ${fmtLatency(direct.latency)}, ${direct.complete}/${direct.reads} complete`,
+    );
     console.log(
       `B8 reload: a device polled every ${POLL_MS} ms while ${RELOADS} reloads change the others`,
     );
@@ -190,7 +379,23 @@ async function main(): Promise<void> {
     console.log(
       `  rebuilt: longest gap ${fmtMs(base.edgeMaxGapMs)} at the edge, ${fmtMs(base.cloudMaxGapMs)} in the cloud (${base.plans.filter((p) => p === "rebuilt").length} rebuilt)`,
     );
+    const fewer = 1 - api.plcRequests / direct.plcRequests;
     const checks: Check[] = [
+      {
+        name: `>= ${TARGET_FEWER * 100}% fewer PLC requests than readers polling the PLC`,
+        pass: fewer >= TARGET_FEWER,
+        detail: `${(fewer * 100).toFixed(1)}% fewer: ${api.plcRequests} vs ${direct.plcRequests}`,
+      },
+      {
+        name: `local read p99 <= ${TARGET_READ_P99_MS} ms`,
+        pass: api.latency.p99 <= TARGET_READ_P99_MS,
+        detail: fmtMs(api.latency.p99),
+      },
+      {
+        name: "every read held every point",
+        pass: api.complete === api.reads && api.reads === READERS * READ_SECONDS,
+        detail: `${api.complete}/${api.reads}`,
+      },
       {
         name: `reload gap beyond the poll interval <= ${POLL_MS} ms (edge)`,
         pass: ours.edgeMaxGapMs - POLL_MS <= POLL_MS,
@@ -225,13 +430,34 @@ async function main(): Promise<void> {
       target,
       pass: ok,
     });
+    const readers = `${READERS} readers x ${POINTS} points, 1 Hz`;
     const rows: ResultRow[] = [
+      {
+        bench: "B8",
+        case: readers,
+        metric: `PLC requests in ${READ_SECONDS} s`,
+        ours: String(api.plcRequests),
+        baseline: String(direct.plcRequests),
+        ratio: `${(direct.plcRequests / api.plcRequests).toFixed(1)}x`,
+        target: `>= ${TARGET_FEWER * 100}% fewer`,
+        pass: checks[0]?.pass ? "yes" : "no",
+      },
+      {
+        bench: "B8",
+        case: readers,
+        metric: "read p50 / p99 / max",
+        ours: fmtLatency(api.latency),
+        baseline: fmtLatency(direct.latency),
+        ratio: `${(direct.latency.p99 / api.latency.p99).toFixed(1)}x`,
+        target: `p99 <= ${TARGET_READ_P99_MS} ms`,
+        pass: checks[1]?.pass ? "yes" : "no",
+      },
       row(
         "longest report gap, edge",
         ours.edgeMaxGapMs,
         base.edgeMaxGapMs,
         `<= ${2 * POLL_MS} ms`,
-        checks[0]?.pass ? "yes" : "no",
+        checks[3]?.pass ? "yes" : "no",
       ),
       row("longest report gap, cloud", ours.cloudMaxGapMs, base.cloudMaxGapMs, "-", "-"),
     ];
@@ -241,13 +467,18 @@ async function main(): Promise<void> {
       title: "local readers and reload",
       pass,
       summary:
-        `B8 reload: longest report gap ${fmtMs(ours.edgeMaxGapMs)} at the edge and ` +
+        `B8 local readers: ${(fewer * 100).toFixed(1)}% fewer PLC requests, read p99 ` +
+        `${fmtMs(api.latency.p99)}; reload: longest report gap ${fmtMs(ours.edgeMaxGapMs)} at the edge and ` +
         `${fmtMs(ours.cloudMaxGapMs)} in the cloud over ${RELOADS} reloads (rebuilt: ` +
         `${fmtMs(base.edgeMaxGapMs)}, ${fmtMs(base.cloudMaxGapMs)}): ${pass ? "PASS" : "FAIL"}`,
       startedAt,
-      env: envInfo(["mqtt", "aedes"], pin),
+      env: envInfo(["mqtt", "aedes", "fastify", "modbus-serial"], pin),
       rows,
-      figures: { pollMs: POLL_MS, reloads: RELOADS, ours, rebuilt: base, checks },
+      figures: {
+        readers: { readers: READERS, points: POINTS, seconds: READ_SECONDS, api, direct },
+        reload: { pollMs: POLL_MS, reloads: RELOADS, ours, rebuilt: base },
+        checks,
+      },
     });
   } finally {
     clearTimeout(watchdog);
