@@ -35,6 +35,8 @@ export class Gateway {
   private readonly poller: Poller;
   private readonly cloud: CloudSync | undefined;
   private readonly store: Store | undefined;
+  /** The devices the cloud sync serves: the config's, and removed ones still draining. */
+  private cloudDevices: readonly DevicePlan[];
   private readonly lifecycle: Lifecycle;
 
   constructor(
@@ -42,6 +44,7 @@ export class Gateway {
     private readonly log: Logger,
   ) {
     const { devices } = config;
+    this.cloudDevices = devices;
     this.shadow = new EdgeShadow(devices);
     this.sources = new Sources(
       {
@@ -142,12 +145,21 @@ export class Gateway {
     const names = new Set(next.devices.map((d) => d.deviceName));
     const removed = [...before.keys()].filter((n) => !names.has(n));
     const fresh = new Set([...added, ...changed]);
+    // A removed device whose reports the cloud has not all confirmed stays with the cloud sync
+    // (no longer polled) until they are sent: its outbox rows are not dropped on the floor.
+    const outbox = this.store?.open?.outbox;
+    const draining = this.cloudDevices.filter(
+      (d) => !names.has(d.deviceName) && outbox?.pending(d.productKey, d.deviceName) !== undefined,
+    );
+    const cloudDevices = [...next.devices, ...draining];
     const identity = (ds: readonly DevicePlan[]) =>
-      ds.map((d) => [d.productKey, d.deviceName, d.deviceSecret]);
+      ds
+        .map((d) => [d.productKey, d.deviceName, d.deviceSecret ?? ""])
+        .sort((a, b) => (a.join("/") < b.join("/") ? -1 : 1));
     const reconnected =
       this.cloud !== undefined &&
       (!same(this.config.gateway.cloud, next.gateway.cloud) ||
-        !same(identity(this.config.devices), identity(next.devices)));
+        !same(identity(this.cloudDevices), identity(cloudDevices)));
 
     // Off the grid first, so that no poll runs on a connection about to close.
     await this.poller.release(next.devices, fresh);
@@ -166,7 +178,8 @@ export class Gateway {
     this.store?.replace(next.devices, fresh);
     // Detaches the old link at once (reports go to the outbox meanwhile) and connects the new
     // one while the devices go back on the grid.
-    const swapping = this.cloud?.replace(this.cloudOptions(next), reconnected);
+    this.cloudDevices = cloudDevices;
+    const swapping = this.cloud?.replace(this.cloudOptions(next, cloudDevices), reconnected);
     // Devices whose connection stayed open are polled again at once; the others once their
     // sources have opened (a new OPC UA session can take seconds).
     await this.poller.adopt(next.devices, (d) => this.sources.source(d.sourceId) !== undefined);
@@ -255,14 +268,17 @@ export class Gateway {
     return source.probe(device, point);
   }
 
-  private cloudOptions(config: LoadedConfig): CloudSyncOptions {
+  private cloudOptions(
+    config: LoadedConfig,
+    devices: readonly DevicePlan[] = config.devices,
+  ): CloudSyncOptions {
     const { cloud } = config.gateway;
     if (!cloud) throw new Error("no cloud section");
     return {
       cloud,
       configDir: path.dirname(config.configFile),
       dataDir: config.dataDir,
-      devices: config.devices,
+      devices,
     };
   }
 

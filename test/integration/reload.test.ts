@@ -124,6 +124,10 @@ mappings: ./mappings
     file("arriving"),
     mapping("arriving", "plcB", 1, "100ms", "  volume: { register: 40001 }\n"),
   );
+  // Everything "leaving" reported is confirmed, so it leaves the cloud sync with the reload.
+  const cloudDevices = () =>
+    service.current.status().cloud?.details.devices as Record<string, { backlog: boolean }>;
+  await until("leaving's reports confirmed", () => cloudDevices().leaving?.backlog === false);
   const before = latest;
   await expect(service.reload()).resolves.toEqual({
     status: "applied",
@@ -234,4 +238,54 @@ mappings: ./mappings
   } finally {
     db.close();
   }
+});
+
+it("a removed device's reports still waiting for the cloud are sent after the reload", async () => {
+  const { sim: plc, port } = await startPlc([1, 2]);
+  const cloud = await startTestCloud();
+  const uplink = new TcpProxy({ targetPort: Number(new URL(cloud.mqttUrl).port) });
+  const { port: uplinkPort } = await uplink.start();
+  running.push(() => uplink.stop());
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-drain-"));
+  await mkdir(path.join(dir, "mappings"));
+  const configFile = path.join(dir, "gateway.yaml");
+  await writeFile(
+    configFile,
+    `version: 1
+gateway: { name: drain, dataDir: ./data }
+sources:
+  plc: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port} }
+cloud: { url: "mqtt://127.0.0.1:${uplinkPort}", productKey: a1Gw, deviceName: gw, sendWindow: 20ms, reconnect: { min: 50ms, max: 200ms } }
+mappings: ./mappings
+`,
+  );
+  const file = (name: string) => path.join(dir, "mappings", `${name}.yaml`);
+  await writeFile(file("keep"), mapping("keep", "plc", 1, "50ms", "  v: { register: 40001 }\n"));
+  await writeFile(file("going"), mapping("going", "plc", 2, "50ms", "  v: { register: 40001 }\n"));
+  plc.unit(1).holding[0] = 1;
+  plc.unit(2).holding[0] = 1;
+  const loaded = await loadConfig(configFile);
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const service = new Service(configFile, loaded.config, silentLogger());
+  await service.start();
+  running.push(() => service.stop());
+  const reported = (dn: string) => cloud.service.getShadow(PK, dn)?.state.reported ?? {};
+  await until("both in the cloud", () => reported("keep").v === 1 && reported("going").v === 1);
+
+  // The uplink goes down; "going" reports a new value, which waits in the outbox.
+  uplink.cut();
+  plc.unit(2).holding[0] = 9;
+  const cloudDevices = () =>
+    service.current.status().cloud?.details.devices as Record<string, { backlog: boolean }>;
+  await until("going's report queued", () => cloudDevices().going?.backlog === true);
+  await rm(file("going"));
+  // The device stops being polled, but stays with the cloud sync until its rows are sent: the
+  // cloud identities did not change, so the link is not replaced either.
+  await expect(service.reload()).resolves.toEqual({
+    status: "applied",
+    plan: { added: [], changed: [], removed: ["going"], reconnected: false },
+  });
+  uplink.restore();
+  await until("the removed device's queued value in the cloud", () => reported("going").v === 9);
+  await until("nothing left for it", () => cloudDevices().going?.backlog === false);
 });
