@@ -4,6 +4,8 @@
  * TYPE, a sample outside its family, a bad name, label or escape, a duplicate series, and a
  * histogram whose buckets are not cumulative or whose +Inf bucket differs from its _count.
  */
+import { spawnSync } from "node:child_process";
+import { PYTHON } from "./notify-socket.js";
 
 export type MetricType = "counter" | "gauge" | "histogram" | "summary" | "untyped";
 
@@ -181,4 +183,54 @@ export function valueOf(
   if (hits.length !== 1)
     throw new Error(`${hits.length} samples of ${name}${JSON.stringify(labels)}, wanted one`);
   return hits[0]?.value ?? NaN;
+}
+
+/**
+ * The same text through Prometheus's own parser (the Python client's, from Debian's
+ * python3-prometheus-client), an implementation we did not write: each sample as
+ * `name{labels sorted} value`, sorted, so that ours can be compared with it line by line.
+ */
+export function samplesByPrometheus(text: string): string[] {
+  const script = [
+    "import sys",
+    "from prometheus_client.parser import text_string_to_metric_families",
+    "out = []",
+    "for f in text_string_to_metric_families(sys.stdin.read()):",
+    "    for s in f.samples:",
+    "        labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))",
+    "        out.append(f'{s.name}{{{labels}}} {float(s.value)!r}')",
+    "print('\\n'.join(sorted(out)))",
+  ].join("\n");
+  const r = spawnSync(PYTHON ?? "/usr/bin/python3", ["-c", script], {
+    input: text,
+    encoding: "utf8",
+    env: { ...process.env, PYENV_VERSION: "system" },
+  });
+  if (r.status !== 0) throw new Error(`prometheus_client refused the text: ${r.stderr}`);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+/** Our parse in the form samplesByPrometheus prints. */
+export function samplesByUs(families: Map<string, Family>): string[] {
+  const fmt = (v: number) =>
+    Number.isInteger(v) && Math.abs(v) < 1e16 ? `${v}.0` : Number.isNaN(v) ? "nan" : pyFloat(v);
+  return [...families.values()]
+    .flatMap((f) => f.samples)
+    .map((s) => {
+      const labels = Object.entries(s.labels)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",");
+      return `${s.name}{${labels}} ${fmt(s.value)}`;
+    })
+    .sort();
+}
+
+/** Python's repr of a float, for the values JavaScript and Python print alike or nearly. */
+function pyFloat(v: number): string {
+  if (v === Infinity) return "inf";
+  if (v === -Infinity) return "-inf";
+  const s = String(v);
+  // JavaScript writes 1e-7 and 1e+21, Python 1e-07 and 1e+21.
+  return s.replace(/e([+-])(\d)$/, "e$10$2");
 }

@@ -10,7 +10,13 @@ import { GatewayMetricsSource } from "../../src/daemon/metrics-source.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
 import { startGateway } from "../helpers/gateway.js";
-import { parsePromText, valueOf, type Family } from "../helpers/prom-text.js";
+import {
+  parsePromText,
+  samplesByPrometheus,
+  samplesByUs,
+  valueOf,
+  type Family,
+} from "../helpers/prom-text.js";
 import { until } from "../helpers/until.js";
 
 const running: Array<() => Promise<unknown> | void> = [];
@@ -48,8 +54,9 @@ async function gatewayWithMetrics(yaml: string) {
   const metrics = new GatewayMetrics(new GatewayMetricsSource(gateway));
   running.push(() => metrics.stop());
   let last = new Map<string, Family>();
+  let text = "";
   /** One scrape, parsed (strictly: a malformed line throws); `v` reads the last one. */
-  const scrape = async () => (last = parsePromText((await metrics.render()).body));
+  const scrape = async () => (last = parsePromText((text = (await metrics.render()).body)));
   const v = (name: string, labels: Record<string, string> = {}) => valueOf(last, name, labels);
   /** Scrapes until `cond` holds on the scrape. */
   const scrapeUntil = (what: string, cond: () => boolean) =>
@@ -57,7 +64,7 @@ async function gatewayWithMetrics(yaml: string) {
       await scrape();
       return cond();
     });
-  return { gateway, scrape, scrapeUntil, v };
+  return { gateway, scrape, scrapeUntil, v, text: () => text, families: () => last };
 }
 
 describe("metrics of a running gateway", () => {
@@ -65,7 +72,7 @@ describe("metrics of a running gateway", () => {
     const sim = new ModbusTcpSimulator({ units: [1, 2] });
     const { port } = await sim.start({ port: 0 });
     running.push(() => sim.stop());
-    const { gateway, scrapeUntil, v } = await gatewayWithMetrics(
+    const { gateway, scrapeUntil, v, text, families } = await gatewayWithMetrics(
       `version: 1\ngateway: { name: metrics-test, dataDir: ./data }\nsources:\n${plc1(port)}mappings: ./mappings\n`,
     );
     const unit = (u: string) => ({ source: "plc1", unit: u });
@@ -80,6 +87,10 @@ describe("metrics of a running gateway", () => {
         points("dev-1", "good") === 2 &&
         points("dev-2", "good") === 2,
     );
+    // Prometheus's own parser (Python client) reads the same samples as ours.
+    const ours = samplesByUs(families());
+    expect(ours.length).toBeGreaterThan(50);
+    expect(samplesByPrometheus(text())).toEqual(ours);
     expect(v("shadowgate_source_requests_total", unit("1"))).toBeGreaterThan(0);
     expect(v("shadowgate_source_requests_total", unit("2"))).toBeGreaterThan(0);
     expect(v("shadowgate_source_timeouts_total", unit("1"))).toBe(0);
