@@ -23,11 +23,16 @@ export async function runCommand(o: {
   // without NOTIFY_SOCKET there is no notifier and nothing changes.
   const systemd = SystemdNotifier.fromEnv(process.env, log);
   if (systemd) service.supervise(systemd);
+  // Signals are handled from before the start: a SIGTERM or SIGHUP during a slow start waits
+  // for it instead of killing the process with Node's default action.
+  const running = service.run(process);
   await service.start();
-  if (o.watch) service.watch();
-  systemd?.ready(`running: ${config.devices.length} device(s)`);
-  systemd?.startWatchdog();
-  await service.run(process);
+  if (!service.stopped) {
+    if (o.watch) service.watch();
+    systemd?.ready(`running: ${config.devices.length} device(s)`);
+    systemd?.startWatchdog();
+  }
+  await running;
   await systemd?.close();
   uninstall();
   return ExitCodes.OK;

@@ -110,10 +110,23 @@ export class Service {
     );
   }
 
-  /** The API first: /healthz and /readyz answer while the gateway starts. */
-  async start(): Promise<void> {
-    await this.apiLifecycle?.start();
-    await this.gateway.start();
+  /**
+   * The API first: /healthz and /readyz answer while the gateway starts. Reloads and the stop
+   * queue behind the start, so a signal that comes while it runs (run() listens from before
+   * it) waits for it rather than racing it.
+   */
+  start(): Promise<void> {
+    const started = (async () => {
+      await this.apiLifecycle?.start();
+      await this.gateway.start();
+    })();
+    this.reloading = started.catch(() => undefined);
+    return started;
+  }
+
+  /** Whether stop() has been called (a start that finishes after it reports nothing ready). */
+  get stopped(): boolean {
+    return this.stopping;
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */

@@ -112,3 +112,34 @@ it("with watch, reloads when a mapping file is saved, and refuses a broken save"
   await until("the next good save applied", () => level() === 0xffff);
   expect(sim.stats().connections).toEqual({ open: 1, accepted: 1 });
 });
+
+it("a SIGTERM during the start waits for it, then stops: no gateway is left polling", async () => {
+  const { logger } = captureLogger();
+  const sim = new ModbusTcpSimulator({ units: [1] });
+  const { port } = await sim.start({ port: 0 });
+  running.push(() => sim.stop());
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-service-"));
+  await mkdir(path.join(dir, "mappings"));
+  const configFile = path.join(dir, "gateway.yaml");
+  await writeFile(
+    configFile,
+    `version: 1\ngateway: { name: svc, dataDir: ./data }\nsources:\n  plc: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port} }\nmappings: ./mappings\n`,
+  );
+  await writeFile(path.join(dir, "mappings", "boiler.yaml"), mapping("uint16"));
+  const loaded = await loadConfig(configFile);
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const service = new Service(configFile, loaded.config, logger);
+  const signals = new EventEmitter();
+  const stopped = service.run(signals as SignalSource);
+  const started = service.start();
+  signals.emit("SIGHUP");
+  signals.emit("SIGTERM");
+  await started;
+  await expect(stopped).resolves.toBe("SIGTERM");
+  expect(service.stopped).toBe(true);
+  await until("the PLC connection closed", () => sim.stats().connections.open === 0);
+  const polls = sim.stats().requests;
+  // Stopped for good: another reload is refused, and nothing polls any more.
+  await expect(service.reload()).resolves.toMatchObject({ status: "failed" });
+  expect(sim.stats().requests).toBe(polls);
+});
