@@ -1,0 +1,855 @@
+/**
+ * B4 scale (docs/performance.md, issue 14 item 3): the gateway's CPU share of one core, RSS peak
+ * and steady, event-loop delay p99 and shadow freshness at a site of 100 PLCs x 100 float32
+ * points changing every second, polled every second (10k points/s, 100 shadows), uncapped and
+ * under a 64 MB heap cap; and two small cases: 1 device of 100 points, and 1k points at 100 ms.
+ * Baseline in the same run: a naive poller (lib/naive-site-poller.ts) reading the same 100
+ * devices with modbus-serial and publishing each one's values as one JSON message a second.
+ *
+ * Topology, every part a process of its own:
+ *   - the site: 20 pymodbus Modbus TCP servers x 5 unit ids in one Python process
+ *     (lib/pymodbus-site.py, Debian's pymodbus under PYENV_VERSION=system python3); each unit
+ *     holds 100 float32 (200 holding registers) and the Python side changes every value every
+ *     second (every 100 ms in the 1k @ 100 ms case), until told to freeze;
+ *   - mosquitto on 127.0.0.1, a free port, a throw-away config (test/helpers/mosquitto.ts);
+ *   - the local cloud shadow service, `shadowgate cloud --broker <mosquitto>`;
+ *   - the gateway, `node [--max-old-space-size=64] dist/cli/main.js run -c <config>`, with its
+ *     API on a free port (for /metrics), or the naive poller: the measured process.
+ * With pinning on (lib/common.ts: both cores free), this process and the measured one run on
+ * core 0, the Python site and the cloud service on core 1 (mosquitto inherits core 0).
+ *
+ * Measured per case, over a window after a warm-up: CPU = utime + stime from /proc/<pid>/stat
+ * over the window, as a share of one core; RSS = VmRSS from /proc/<pid>/status every 500 ms,
+ * "steady" the median of the window's last third, "peak" VmHWM at the window's end (the
+ * process's high-water mark since it started); event-loop delay: the gateway's own
+ * shadowgate_event_loop_delay_p99_seconds, scraped from GET /metrics every 5 s (each scrape
+ * covers the time since the previous one); the figure is the worst 5 s p99 of the window (an
+ * upper bound of the window's p99), with the median beside it. Freshness (site cases): the
+ * Python side freezes and prints the values its registers hold; the time from the freeze until
+ * every one of the 100 cloud shadows (GET /shadows/{pk}/{dn}?format=json on the cloud service)
+ * equals its PLC at float32 precision. Survived: the process still running at the end.
+ *
+ * Targets (issue 14): <= 15% of one core, RSS <= 96 MB peak, event-loop p99 < 20 ms, every shadow
+ * fresh within 3 s; the same under the 64 MB cap with CPU within +20% of uncapped; 1 device of
+ * 100 points <= 60 MB RSS (peak). Exit 1 when one is missed.
+ *
+ * Environment: BENCH_WARMUP_S (default 20), BENCH_MEASURE_S (default 60; the small cases measure
+ * half as long), BENCH_PIN, BENCH_LOG_LEVEL (the gateway's log level, default warn; its stderr
+ * goes to a log file, kept when a target is missed), BENCH_GATEWAY_NODE_ARGS (extra node options
+ * for the gateway, space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+ */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import {
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { clearInterval, clearTimeout, setInterval } from "node:timers";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  BENCH_DIR,
+  boundedInt,
+  envInfo,
+  finishBench,
+  fmtMs,
+  median,
+  pinCores,
+  printChecks,
+  REPO_DIR,
+  runMain,
+  startWatchdog,
+  type Check,
+  type PinInfo,
+  type ResultRow,
+} from "./lib/common.js";
+import { startMosquitto } from "../../test/helpers/mosquitto.js";
+
+const NAME = "b4-site";
+const PK = "a1B4";
+const SERVERS = 20;
+const UNITS = 5;
+const POINTS = 100;
+const WARMUP_S = boundedInt(process.env["BENCH_WARMUP_S"], 20, 3, 600);
+const MEASURE_S = boundedInt(process.env["BENCH_MEASURE_S"], 60, 5, 1800);
+const SMALL_MEASURE_S = Math.max(5, Math.round(MEASURE_S / 2));
+const HEAP_CAP_MB = 64;
+const SCRAPE_MS = 5000;
+const RSS_SAMPLE_MS = 500;
+const FRESH_LIMIT_MS = 15_000;
+const TARGET_CPU = 15;
+const TARGET_RSS_MB = 96;
+const TARGET_LOOP_MS = 20;
+const TARGET_FRESH_MS = 3000;
+const TARGET_CAP_CPU_RATIO = 1.2;
+const TARGET_SMALL_RSS_MB = 60;
+const CLI_MAIN = join(REPO_DIR, "dist", "cli", "main.js");
+const SITE_PY = join(REPO_DIR, "scripts", "bench", "lib", "pymodbus-site.py");
+const NAIVE = join(BENCH_DIR, "lib", "naive-site-poller.js");
+/** 5 cases, each a warm-up and a window, plus start-up, freshness and stops. */
+const BUDGET_MS = (5 * (WARMUP_S + MEASURE_S) + 180) * 1000;
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+const plcName = (s: number) => `plc${String(s).padStart(2, "0")}`;
+const deviceName = (s: number, u: number) => `b4-s${String(s).padStart(2, "0")}-u${u}`;
+
+/** Every process this run started, killed on any exit (the watchdog's too). */
+const children: Set<ChildProcess> = new Set();
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+function killAll() {
+  for (const c of children) c.kill("SIGKILL");
+}
+process.on("exit", killAll);
+
+async function stopChild(child: ChildProcess, limitMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  if (
+    (await Promise.race([exited.then(() => "ok"), sleep(limitMs).then(() => "late")])) === "late"
+  ) {
+    child.kill("SIGKILL");
+    await exited;
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const address = server.address();
+  await new Promise<void>((r) => server.close(() => r()));
+  if (address === null || typeof address === "string") throw new Error("B4: no free port");
+  return address.port;
+}
+
+/** A command pinned to the helper core when pinning is on. */
+function onHelperCore(pin: PinInfo, command: string, args: string[]) {
+  if (pin.pinned && pin.helperCore !== undefined) {
+    return { command: "taskset", args: ["-c", pin.helperCore, command, ...args] };
+  }
+  return { command, args };
+}
+
+// --- the site ------------------------------------------------------------------------------
+
+type Frozen = Record<string, number[]>;
+
+class Site {
+  private readonly lines: string[] = [];
+  private waiters: Array<(line: string) => void> = [];
+  constructor(readonly child: ChildProcess) {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on("line", (line) => {
+      const w = this.waiters.shift();
+      if (w) w(line);
+      else this.lines.push(line);
+    });
+  }
+  nextLine(limitMs: number, what: string): Promise<string> {
+    const queued = this.lines.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`B4: no ${what} from the site in ${limitMs} ms`)),
+        limitMs,
+      );
+      this.waiters.push((line) => {
+        clearTimeout(timer);
+        resolve(line);
+      });
+    });
+  }
+  send(line: string) {
+    this.child.stdin?.write(`${line}\n`);
+  }
+  async freeze(): Promise<Frozen> {
+    this.send("freeze");
+    const line = await this.nextLine(10_000, "frozen values");
+    if (!line.startsWith("frozen ")) throw new Error(`B4: site said ${line.slice(0, 80)}`);
+    return JSON.parse(line.slice("frozen ".length)) as Frozen;
+  }
+}
+
+async function startSite(pin: PinInfo, logDir: string): Promise<{ site: Site; ports: number[] }> {
+  const { command, args } = onHelperCore(pin, "python3", [
+    SITE_PY,
+    String(SERVERS),
+    String(UNITS),
+    String(POINTS),
+  ]);
+  const child = track(
+    spawn(command, args, {
+      env: { ...process.env, PYENV_VERSION: "system" },
+      stdio: ["pipe", "pipe", "pipe"],
+    }),
+  );
+  child.stderr?.pipe(createWriteStream(join(logDir, "site.log")));
+  const site = new Site(child);
+  const line = await site.nextLine(60_000, "ready line");
+  if (!line.startsWith("ready ")) throw new Error(`B4: site said ${line}`);
+  const ports = line.slice("ready ".length).split(",").map(Number);
+  if (ports.length !== SERVERS) throw new Error(`B4: ${ports.length} site ports`);
+  return { site, ports };
+}
+
+// --- measuring a process -------------------------------------------------------------------
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // After "pid (comm) ": state is field 3, utime 14, stime 15.
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function statusKb(pid: number, key: "VmRSS" | "VmHWM"): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(
+    readFileSync(`/proc/${pid}/status`, "utf8"),
+  );
+  return m ? Number(m[1]) : NaN;
+}
+
+interface Measured {
+  cpuPct: number;
+  rssPeakMb: number;
+  rssSteadyMb: number;
+  rssMaxSampledMb: number;
+  /** worst and median 5 s event-loop delay p99, ms (gateway only) */
+  loopP99WorstMs: number | undefined;
+  loopP99MedianMs: number | undefined;
+  loopMaxMs: number | undefined;
+  heapUsedMb: number | undefined;
+  survived: boolean;
+  windowS: number;
+}
+
+async function scrape(apiPort: number): Promise<Record<string, number>> {
+  const res = await fetch(`http://127.0.0.1:${apiPort}/metrics`);
+  const text = await res.text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const m = /^(shadowgate_[a-z0-9_]+) ([0-9.eE+-]+|NaN)$/.exec(line);
+    if (m?.[1] !== undefined) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/**
+ * Warm-up (from the process's start), then the window: CPU from /proc, RSS every 500 ms, and
+ * (with an API port) the event-loop delay every 5 s.
+ */
+async function measure(
+  child: ChildProcess,
+  startedAt: number,
+  windowS: number,
+  apiPort: number | undefined,
+): Promise<Measured> {
+  const pid = child.pid!;
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  const warmEnd = startedAt + WARMUP_S * 1000;
+  if (Date.now() < warmEnd) await sleep(warmEnd - Date.now());
+  if (!alive()) throw new Error(`B4: the measured process died during the warm-up`);
+  if (apiPort !== undefined) await scrape(apiPort); // resets the loop-delay histogram
+  const rss: number[] = [];
+  const p99s: number[] = [];
+  let loopMax = 0;
+  let heapUsed: number | undefined = undefined;
+  const rssTimer = setInterval(() => {
+    if (alive()) rss.push(statusKb(pid, "VmRSS") / 1024);
+  }, RSS_SAMPLE_MS);
+  const scrapeTimer =
+    apiPort === undefined
+      ? undefined
+      : setInterval(() => {
+          scrape(apiPort)
+            .then((m) => {
+              const p99 = m["shadowgate_event_loop_delay_p99_seconds"];
+              const max = m["shadowgate_event_loop_delay_max_seconds"];
+              if (p99 !== undefined) p99s.push(p99 * 1000);
+              if (max !== undefined) loopMax = Math.max(loopMax, max * 1000);
+              heapUsed = m["shadowgate_nodejs_heap_used_bytes"];
+            })
+            .catch(() => undefined);
+        }, SCRAPE_MS);
+  const t0 = performance.now();
+  const cpu0 = cpuTicks(pid);
+  let cpu1 = cpu0;
+  let t1 = t0;
+  let hwm = NaN;
+  const end = t0 + windowS * 1000;
+  while (performance.now() < end && alive()) {
+    await sleep(Math.min(1000, end - performance.now()));
+    if (alive()) {
+      try {
+        cpu1 = cpuTicks(pid);
+        hwm = statusKb(pid, "VmHWM") / 1024;
+        t1 = performance.now();
+      } catch {
+        // exited between the check and the read
+      }
+    }
+  }
+  clearInterval(rssTimer);
+  if (scrapeTimer !== undefined) clearInterval(scrapeTimer);
+  await sleep(100);
+  const lastThird = rss.slice(Math.floor((rss.length * 2) / 3));
+  const elapsed = (t1 - t0) / 1000;
+  return {
+    cpuPct: elapsed > 0 ? (100 * (cpu1 - cpu0)) / CLK_TCK / elapsed : NaN,
+    rssPeakMb: hwm,
+    rssSteadyMb: median(lastThird),
+    rssMaxSampledMb: rss.length > 0 ? Math.max(...rss) : NaN,
+    loopP99WorstMs: p99s.length > 0 ? Math.max(...p99s) : undefined,
+    loopP99MedianMs: p99s.length > 0 ? median(p99s) : undefined,
+    loopMaxMs: apiPort === undefined ? undefined : loopMax,
+    heapUsedMb: heapUsed === undefined ? undefined : heapUsed / 2 ** 20,
+    survived: alive(),
+    windowS: elapsed,
+  };
+}
+
+// --- the cloud -------------------------------------------------------------------------------
+
+async function startCloud(
+  pin: PinInfo,
+  brokerUrl: string,
+  logDir: string,
+): Promise<{ url: string; child: ChildProcess }> {
+  const httpPort = await freePort();
+  const { command, args } = onHelperCore(pin, process.execPath, [
+    CLI_MAIN,
+    "cloud",
+    "--broker",
+    brokerUrl,
+    "--mqtt-port",
+    "0",
+    "--http-port",
+    String(httpPort),
+  ]);
+  const child = track(spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] }));
+  child.stderr?.pipe(createWriteStream(join(logDir, "cloud.log")));
+  const url = `http://127.0.0.1:${httpPort}`;
+  const end = Date.now() + 30_000;
+  for (;;) {
+    const ok = await fetch(`${url}/healthz`)
+      .then((r) => r.ok)
+      .catch(() => false);
+    if (ok) return { url, child };
+    if (Date.now() > end || child.exitCode !== null)
+      throw new Error("B4: the cloud service did not start");
+    await sleep(100);
+  }
+}
+
+async function cloudReported(
+  cloudUrl: string,
+  dn: string,
+): Promise<Record<string, unknown> | undefined> {
+  const res = await fetch(`${cloudUrl}/shadows/${PK}/${dn}?format=json`);
+  if (!res.ok) return undefined;
+  const doc = (await res.json()) as { state?: { reported?: Record<string, unknown> } };
+  return doc.state?.reported;
+}
+
+/** Every point equal at float32 precision. */
+function equalsPlc(reported: Record<string, unknown> | undefined, values: number[]): boolean {
+  if (reported === undefined) return false;
+  return values.every((v, k) => {
+    const r = reported[`p${k}`];
+    return typeof r === "number" && Math.fround(r) === Math.fround(v);
+  });
+}
+
+interface Device {
+  s: number;
+  u: number;
+}
+
+/** Time from `frozenAt` (performance.now()) until every device's cloud shadow equals its PLC's frozen values. */
+async function freshness(cloudUrl: string, devices: Device[], frozen: Frozen, frozenAt: number) {
+  const pending = new Set(devices);
+  const at: number[] = [];
+  const end = frozenAt + FRESH_LIMIT_MS;
+  while (pending.size > 0 && performance.now() < end) {
+    await Promise.all(
+      [...pending].map(async (d) => {
+        const values = frozen[`${d.s}.${d.u}`] ?? [];
+        const reported = await cloudReported(cloudUrl, deviceName(d.s, d.u)).catch(() => undefined);
+        if (equalsPlc(reported, values)) {
+          at.push(performance.now() - frozenAt);
+          pending.delete(d);
+        }
+      }),
+    );
+    if (pending.size > 0) await sleep(50);
+  }
+  // For a stale device, its first point that differs: what the cloud holds against the PLC.
+  let mismatch: string | undefined = undefined;
+  const first = [...pending][0];
+  if (first !== undefined) {
+    const values = frozen[`${first.s}.${first.u}`] ?? [];
+    const reported = await cloudReported(cloudUrl, deviceName(first.s, first.u)).catch(
+      () => undefined,
+    );
+    const k = values.findIndex(
+      (v, i) => Math.fround(Number(reported?.[`p${i}`])) !== Math.fround(v),
+    );
+    mismatch = `${deviceName(first.s, first.u)}.p${k}: cloud ${JSON.stringify(reported?.[`p${k}`])}, PLC ${values[k]}`;
+  }
+  return {
+    mismatch,
+    allMs: pending.size === 0 ? Math.max(...at) : NaN,
+    medianMs: median(at),
+    stale: [...pending].map((d) => deviceName(d.s, d.u)),
+  };
+}
+
+// --- the cases -------------------------------------------------------------------------------
+
+interface GatewayCase {
+  label: string;
+  devices: Device[];
+  pollMs: number;
+  heapCapMb: number | undefined;
+  windowS: number;
+  freshness: boolean;
+}
+
+interface GatewayResult extends Measured {
+  label: string;
+  points: number;
+  pollMs: number;
+  heapCapMb: number | undefined;
+  freshAllMs: number | undefined;
+  freshMedianMs: number | undefined;
+  stale: string[];
+  mismatch: string | undefined;
+  log: string;
+}
+
+async function runGateway(
+  c: GatewayCase,
+  ctx: {
+    pin: PinInfo;
+    ports: number[];
+    mqttUrl: string;
+    cloudUrl: string;
+    site: Site;
+    logDir: string;
+  },
+): Promise<GatewayResult> {
+  const dir = mkdtempSync(join(tmpdir(), `${NAME}-gw-`));
+  mkdirSync(join(dir, "mappings"));
+  mkdirSync(join(dir, "data"));
+  const apiPort = await freePort();
+  const usedServers = [...new Set(c.devices.map((d) => d.s))];
+  writeFileSync(
+    join(dir, "gateway.yaml"),
+    JSON.stringify({
+      version: 1,
+      gateway: {
+        name: "b4",
+        dataDir: "./data",
+        ...(c.heapCapMb !== undefined && { memory: { heapMb: c.heapCapMb } }),
+      },
+      log: { level: process.env["BENCH_LOG_LEVEL"] ?? "warn" },
+      sources: Object.fromEntries(
+        usedServers.map((s) => [
+          plcName(s),
+          { protocol: "modbus-tcp", host: "127.0.0.1", port: ctx.ports[s] },
+        ]),
+      ),
+      cloud: { url: ctx.mqttUrl, productKey: "a1B4Gw", deviceName: "b4-gw" },
+      api: { listen: `127.0.0.1:${apiPort}` },
+      mappings: "./mappings",
+    }),
+  );
+  const points = Object.fromEntries(
+    Array.from({ length: POINTS }, (_, k) => [
+      `p${k}`,
+      { table: "holding", offset: 2 * k, type: "float32" },
+    ]),
+  );
+  for (const d of c.devices) {
+    writeFileSync(
+      join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
+      JSON.stringify({
+        version: 1,
+        device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
+        source: plcName(d.s),
+        unitId: d.u,
+        pollInterval: `${c.pollMs}ms`,
+        points,
+      }),
+    );
+  }
+  const log = join(ctx.logDir, `gateway-${c.label.replace(/[^\w]+/g, "_")}.log`);
+  const nodeArgs = [
+    ...(c.heapCapMb !== undefined ? [`--max-old-space-size=${c.heapCapMb}`] : []),
+    ...(process.env["BENCH_GATEWAY_NODE_ARGS"] ?? "").split(" ").filter((a) => a !== ""),
+    CLI_MAIN,
+    "run",
+    "-c",
+    join(dir, "gateway.yaml"),
+  ];
+  // On this process's core (core 0 when pinned): the measured process.
+  const startedAt = Date.now();
+  const child = track(spawn(process.execPath, nodeArgs, { stdio: ["ignore", "ignore", "pipe"] }));
+  child.stderr?.pipe(createWriteStream(log));
+  try {
+    // Every device's first report in the cloud before the warm-up ends.
+    const syncEnd = startedAt + Math.max(WARMUP_S, 30) * 1000;
+    for (const d of c.devices) {
+      while (
+        (await cloudReported(ctx.cloudUrl, deviceName(d.s, d.u)).catch(() => undefined))?.[
+          "p99"
+        ] === undefined
+      ) {
+        if (Date.now() > syncEnd)
+          throw new Error(`B4 ${c.label}: ${deviceName(d.s, d.u)} never reached the cloud`);
+        if (child.exitCode !== null)
+          throw new Error(`B4 ${c.label}: the gateway exited (${child.exitCode}); see ${log}`);
+        await sleep(200);
+      }
+    }
+    const m = await measure(child, startedAt, c.windowS, apiPort);
+    let fresh: Awaited<ReturnType<typeof freshness>> | undefined = undefined;
+    if (c.freshness && m.survived) {
+      const frozenAt = performance.now();
+      const frozen = await ctx.site.freeze();
+      fresh = await freshness(ctx.cloudUrl, c.devices, frozen, frozenAt);
+      ctx.site.send("thaw");
+    }
+    return {
+      ...m,
+      label: c.label,
+      points: c.devices.length * POINTS,
+      pollMs: c.pollMs,
+      heapCapMb: c.heapCapMb,
+      freshAllMs: fresh?.allMs,
+      freshMedianMs: fresh?.medianMs,
+      stale: fresh?.stale ?? [],
+      mismatch: fresh?.mismatch,
+      log,
+    };
+  } finally {
+    await stopChild(child);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function runNaive(
+  ctx: { ports: number[]; mqttUrl: string },
+  windowS: number,
+): Promise<Measured> {
+  const config = {
+    mqttUrl: ctx.mqttUrl,
+    ports: ctx.ports,
+    units: UNITS,
+    points: POINTS,
+    pollMs: 1000,
+    productKey: PK,
+  };
+  const startedAt = Date.now();
+  const child = track(
+    spawn(process.execPath, [NAIVE, JSON.stringify(config)], {
+      stdio: ["pipe", "ignore", "inherit"],
+    }),
+  );
+  try {
+    return await measure(child, startedAt, windowS, undefined);
+  } finally {
+    child.stdin?.end();
+    await stopChild(child, 5000);
+  }
+}
+
+// --- main ------------------------------------------------------------------------------------
+
+const mb = (x: number) => `${x.toFixed(1)} MB`;
+const pct = (x: number) => `${x.toFixed(1)}%`;
+const optMs = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "-" : fmtMs(x));
+
+async function main() {
+  const startedAt = new Date();
+  const pin = pinCores();
+  const logDir = mkdtempSync(join(tmpdir(), `${NAME}-logs-`));
+  const watchdog = startWatchdog(NAME, BUDGET_MS, killAll);
+  const cleanup: Array<() => Promise<unknown>> = [];
+  let keepLogs = false;
+  console.log(
+    `  ${SERVERS} pymodbus servers x ${UNITS} units x ${POINTS} float32; warm-up ${WARMUP_S} s, window ${MEASURE_S} s ` +
+      `(small cases ${SMALL_MEASURE_S} s); pinning: ${pin.reason}; load ${envInfo([], pin).loadavg.join(" ")}`,
+  );
+  try {
+    const mosquitto = await startMosquitto();
+    cleanup.push(() => mosquitto.stop());
+    const { site, ports } = await startSite(pin, logDir);
+    cleanup.push(async () => {
+      site.child.stdin?.end();
+      await stopChild(site.child, 5000);
+    });
+    const cloud = await startCloud(pin, mosquitto.url, logDir);
+    cleanup.push(() => stopChild(cloud.child, 5000));
+    const ctx = { pin, ports, mqttUrl: mosquitto.url, cloudUrl: cloud.url, site, logDir };
+
+    const all: Device[] = [];
+    for (let s = 0; s < SERVERS; s++) for (let u = 1; u <= UNITS; u++) all.push({ s, u });
+    const report = (r: GatewayResult) =>
+      console.log(
+        `  ${r.label}: CPU ${pct(r.cpuPct)}, RSS peak ${mb(r.rssPeakMb)} steady ${mb(r.rssSteadyMb)}, ` +
+          `loop p99 worst ${optMs(r.loopP99WorstMs)} median ${optMs(r.loopP99MedianMs)} max ${optMs(r.loopMaxMs)}, ` +
+          `heap used ${r.heapUsedMb?.toFixed(1) ?? "-"} MB, fresh ${optMs(r.freshAllMs)}` +
+          `${r.stale.length > 0 ? ` (${r.stale.length} stale; ${r.mismatch})` : ""}, ${r.survived ? "survived" : "DIED"}`,
+      );
+
+    const site1 = await runGateway(
+      {
+        label: "site",
+        devices: all,
+        pollMs: 1000,
+        heapCapMb: undefined,
+        windowS: MEASURE_S,
+        freshness: true,
+      },
+      ctx,
+    );
+    report(site1);
+    const siteCap = await runGateway(
+      {
+        label: "site, 64 MB heap cap",
+        devices: all,
+        pollMs: 1000,
+        heapCapMb: HEAP_CAP_MB,
+        windowS: MEASURE_S,
+        freshness: true,
+      },
+      ctx,
+    );
+    report(siteCap);
+    const naive = await runNaive(ctx, MEASURE_S);
+    console.log(
+      `  naive poller: CPU ${pct(naive.cpuPct)}, RSS peak ${mb(naive.rssPeakMb)} steady ${mb(naive.rssSteadyMb)}, ${naive.survived ? "survived" : "DIED"}`,
+    );
+    const small = await runGateway(
+      {
+        label: "1 device x 100",
+        devices: [{ s: 0, u: 1 }],
+        pollMs: 1000,
+        heapCapMb: undefined,
+        windowS: SMALL_MEASURE_S,
+        freshness: false,
+      },
+      ctx,
+    );
+    report(small);
+    site.send("period 0.1");
+    const fast = await runGateway(
+      {
+        label: "1k @ 100 ms",
+        devices: Array.from({ length: 10 }, (_, i) => ({ s: i, u: 1 })),
+        pollMs: 100,
+        heapCapMb: undefined,
+        windowS: SMALL_MEASURE_S,
+        freshness: false,
+      },
+      ctx,
+    );
+    site.send("period 1");
+    report(fast);
+
+    const siteTargets = (r: GatewayResult) => ({
+      cpu: r.cpuPct <= TARGET_CPU,
+      rss: r.rssPeakMb <= TARGET_RSS_MB,
+      loop: r.loopP99WorstMs !== undefined && r.loopP99WorstMs < TARGET_LOOP_MS,
+      fresh: r.freshAllMs !== undefined && r.freshAllMs <= TARGET_FRESH_MS,
+      survived: r.survived,
+    });
+    const t1 = siteTargets(site1);
+    const t2 = siteTargets(siteCap);
+    const capRatio = siteCap.cpuPct / site1.cpuPct;
+    const checks: Check[] = [
+      { name: `site: CPU <= ${TARGET_CPU}% of one core`, pass: t1.cpu, detail: pct(site1.cpuPct) },
+      { name: `site: RSS peak <= ${TARGET_RSS_MB} MB`, pass: t1.rss, detail: mb(site1.rssPeakMb) },
+      {
+        name: `site: event-loop p99 < ${TARGET_LOOP_MS} ms`,
+        pass: t1.loop,
+        detail: `worst 5 s p99 ${optMs(site1.loopP99WorstMs)}`,
+      },
+      {
+        name: `site: every shadow fresh within ${TARGET_FRESH_MS / 1000} s`,
+        pass: t1.fresh,
+        detail: optMs(site1.freshAllMs),
+      },
+      {
+        name: "site: the gateway survived",
+        pass: t1.survived,
+        detail: site1.survived ? "yes" : "no",
+      },
+      { name: `capped: CPU <= ${TARGET_CPU}%`, pass: t2.cpu, detail: pct(siteCap.cpuPct) },
+      {
+        name: `capped: CPU within +20% of uncapped`,
+        pass: capRatio <= TARGET_CAP_CPU_RATIO,
+        detail: `${((capRatio - 1) * 100).toFixed(0)}%`,
+      },
+      {
+        name: `capped: RSS peak <= ${TARGET_RSS_MB} MB`,
+        pass: t2.rss,
+        detail: mb(siteCap.rssPeakMb),
+      },
+      {
+        name: `capped: event-loop p99 < ${TARGET_LOOP_MS} ms`,
+        pass: t2.loop,
+        detail: optMs(siteCap.loopP99WorstMs),
+      },
+      {
+        name: `capped: every shadow fresh within ${TARGET_FRESH_MS / 1000} s`,
+        pass: t2.fresh,
+        detail: optMs(siteCap.freshAllMs),
+      },
+      {
+        name: "capped: the gateway survived",
+        pass: t2.survived,
+        detail: siteCap.survived ? "yes" : "no",
+      },
+      {
+        name: `1 device x 100 points: RSS peak <= ${TARGET_SMALL_RSS_MB} MB`,
+        pass: small.rssPeakMb <= TARGET_SMALL_RSS_MB,
+        detail: mb(small.rssPeakMb),
+      },
+      {
+        name: "small cases: the gateway survived",
+        pass: small.survived && fast.survived,
+        detail: `${small.survived}, ${fast.survived}`,
+      },
+    ];
+    printChecks(checks);
+    const pass = checks.every((c) => c.pass);
+    const yn = (b: boolean): "yes" | "no" => (b ? "yes" : "no");
+
+    const siteCase = `${SERVERS * UNITS} PLCs x ${POINTS} float32 @ 1 s (10k points/s)`;
+    const rowsOf = (r: GatewayResult, caseName: string, capped: boolean): ResultRow[] => {
+      const t = siteTargets(r);
+      return [
+        {
+          bench: "B4",
+          case: caseName,
+          metric: "CPU, % of one core",
+          ours: pct(r.cpuPct),
+          baseline: pct(naive.cpuPct),
+          ratio: `${(r.cpuPct / naive.cpuPct).toFixed(1)}x the naive`,
+          target: capped
+            ? `<= ${TARGET_CPU}%, <= +20% of uncapped (${((capRatio - 1) * 100).toFixed(0)}%)`
+            : `<= ${TARGET_CPU}%`,
+          pass: yn(t.cpu && (!capped || capRatio <= TARGET_CAP_CPU_RATIO)),
+        },
+        {
+          bench: "B4",
+          case: caseName,
+          metric: "RSS peak / steady",
+          ours: `${mb(r.rssPeakMb)} / ${mb(r.rssSteadyMb)}`,
+          baseline: `${mb(naive.rssPeakMb)} / ${mb(naive.rssSteadyMb)}`,
+          ratio: "-",
+          target: `peak <= ${TARGET_RSS_MB} MB`,
+          pass: yn(t.rss),
+        },
+        {
+          bench: "B4",
+          case: caseName,
+          metric: "event-loop p99, worst / median 5 s (max)",
+          ours: `${optMs(r.loopP99WorstMs)} / ${optMs(r.loopP99MedianMs)} (${optMs(r.loopMaxMs)})`,
+          baseline: "-",
+          ratio: "-",
+          target: `< ${TARGET_LOOP_MS} ms`,
+          pass: yn(t.loop),
+        },
+        {
+          bench: "B4",
+          case: caseName,
+          metric: "freeze -> all 100 shadows equal (median device)",
+          ours: `${optMs(r.freshAllMs)} (${optMs(r.freshMedianMs)})${r.survived ? "" : ", gateway died"}`,
+          baseline: "-",
+          ratio: "-",
+          target: `<= ${TARGET_FRESH_MS / 1000} s, survives`,
+          pass: yn(t.fresh && t.survived),
+        },
+      ];
+    };
+    const smallRow = (r: GatewayResult, target: string, ok: "yes" | "no" | "-"): ResultRow => ({
+      bench: "B4",
+      case: r.label,
+      metric: "CPU; RSS peak / steady; loop p99 worst",
+      ours: `${pct(r.cpuPct)}; ${mb(r.rssPeakMb)} / ${mb(r.rssSteadyMb)}; ${optMs(r.loopP99WorstMs)}`,
+      baseline: "-",
+      ratio: "-",
+      target,
+      pass: ok,
+    });
+    const rows: ResultRow[] = [
+      ...rowsOf(site1, siteCase, false),
+      ...rowsOf(siteCap, `${siteCase}, --max-old-space-size=${HEAP_CAP_MB}`, true),
+      smallRow(
+        small,
+        `RSS <= ${TARGET_SMALL_RSS_MB} MB`,
+        yn(small.rssPeakMb <= TARGET_SMALL_RSS_MB && small.survived),
+      ),
+      smallRow(fast, "- (values change every 100 ms)", "-"),
+    ];
+    const summary =
+      `B4 site: ${SERVERS * UNITS} PLCs x ${POINTS} points @ 1 s: CPU ${pct(site1.cpuPct)} (capped ${pct(siteCap.cpuPct)}; naive ${pct(naive.cpuPct)}), ` +
+      `RSS peak ${mb(site1.rssPeakMb)} (capped ${mb(siteCap.rssPeakMb)}; naive ${mb(naive.rssPeakMb)}), loop p99 ${optMs(site1.loopP99WorstMs)}, ` +
+      `fresh ${optMs(site1.freshAllMs)} (capped ${optMs(siteCap.freshAllMs)}); 1x100 RSS ${mb(small.rssPeakMb)}: ${pass ? "PASS" : "FAIL"}`;
+    finishBench({
+      id: "B4",
+      name: NAME,
+      title: "site scale",
+      pass,
+      summary,
+      startedAt,
+      env: envInfo(["modbus-serial", "mqtt", "better-sqlite3"], pin),
+      rows,
+      figures: {
+        servers: SERVERS,
+        units: UNITS,
+        points: POINTS,
+        warmupS: WARMUP_S,
+        measureS: MEASURE_S,
+        smallMeasureS: SMALL_MEASURE_S,
+        clkTck: CLK_TCK,
+        loopDelay:
+          "gateway's shadowgate_event_loop_delay_p99_seconds, scraped every 5 s; worst and median of the window's scrapes",
+        site: site1,
+        siteCapped: siteCap,
+        capCpuRatio: capRatio,
+        naive,
+        small,
+        fast,
+        checks,
+      },
+    });
+    if (!pass) keepLogs = true;
+  } finally {
+    clearTimeout(watchdog);
+    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+    killAll();
+    if (keepLogs) console.log(`  logs kept in ${logDir}`);
+    else rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+runMain(NAME, main);
