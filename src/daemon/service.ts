@@ -7,6 +7,7 @@ import type { Logger } from "../core/logger.js";
 import { createLocalApi } from "./api-host.js";
 import { Lifecycle } from "./component.js";
 import { Gateway } from "./gateway.js";
+import { HeapWatch } from "./heap-watch.js";
 import { GatewayMetricsSource } from "./metrics-source.js";
 import { watchConfig } from "./watch.js";
 
@@ -55,6 +56,8 @@ export class Service {
   private readonly metrics: GatewayMetrics | undefined;
   private supervisor: Supervisor | undefined;
   private signalledReloads = 0;
+  /** Warns when the heap nears gateway.memory.heapMb; it outlives reloads, as the process does. */
+  private readonly heap: HeapWatch;
 
   constructor(
     private readonly configFile: string,
@@ -62,6 +65,7 @@ export class Service {
     private readonly log: Logger,
   ) {
     this.gateway = this.build(config);
+    this.heap = new HeapWatch({}, log.child({ component: "daemon.heap" }));
     const api = config.gateway.api;
     if (api) {
       // Reads whichever gateway runs now; its counters start again at a rebuild.
@@ -112,6 +116,7 @@ export class Service {
 
   /** The API first: /healthz and /readyz answer while the gateway starts. */
   async start(): Promise<void> {
+    await this.heap.start();
     await this.apiLifecycle?.start();
     await this.gateway.start();
   }
@@ -136,6 +141,7 @@ export class Service {
     await this.apiLifecycle?.stop();
     this.metrics?.stop();
     await this.gateway.stop();
+    await this.heap.stop();
   }
 
   /**
