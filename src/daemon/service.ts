@@ -1,10 +1,9 @@
 import type { ReloadReply } from "../api/host.js";
-import { GatewayMetrics } from "../api/metrics.js";
+import type { GatewayMetrics } from "../api/metrics.js";
 import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { createLocalApi } from "./api-host.js";
 import { Lifecycle } from "./component.js";
 import { Gateway } from "./gateway.js";
 import { HeapWatch } from "./heap-watch.js";
@@ -44,16 +43,17 @@ export class Service {
   /** Told of each gateway built after the first (the local API follows the running one). */
   private readonly watchers = new Set<(gateway: Gateway) => void>();
   /**
-   * The local API, with an `api` section: one per process, it outlives reloads (its listen
-   * address and token are the ones read at start).
+   * The local API, with an `api` section, once started: one per process, it outlives reloads
+   * (its listen address and token are the ones read at start). Its modules (fastify,
+   * prom-client) are loaded only then, so a gateway without one never holds them in its heap.
    */
-  readonly api: ApiServer | undefined;
-  private readonly apiLifecycle: Lifecycle | undefined;
+  private apiServer: ApiServer | undefined;
+  private apiLifecycle: Lifecycle | undefined;
   /** Set by stop: a reload asked for after it (over the API) must not start a gateway again. */
   private stopping = false;
   /** Stops watching the config (`run --watch`); undefined when not watching. */
   private unwatch: (() => void) | undefined;
-  private readonly metrics: GatewayMetrics | undefined;
+  private metrics: GatewayMetrics | undefined;
   private supervisor: Supervisor | undefined;
   private signalledReloads = 0;
   /** Warns when the heap nears gateway.memory.heapMb; it outlives reloads, as the process does. */
@@ -66,33 +66,10 @@ export class Service {
   ) {
     this.gateway = this.build(config);
     this.heap = new HeapWatch({}, log.child({ component: "daemon.heap" }));
-    const api = config.gateway.api;
-    if (api) {
-      // Reads whichever gateway runs now; its counters start again at a rebuild.
-      const metrics = new GatewayMetrics({
-        snapshot: () => new GatewayMetricsSource(this.gateway).snapshot(),
-      });
-      this.metrics = metrics;
-      this.api = createLocalApi(
-        api,
-        {
-          current: () => this.gateway,
-          watch: (fn) => {
-            this.watchers.add(fn);
-            return () => this.watchers.delete(fn);
-          },
-          reload: () => this.reload(),
-        },
-        log,
-        () => metrics.render(),
-      );
-      // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
-      this.apiLifecycle = new Lifecycle(
-        [this.api],
-        { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
-        log,
-      );
-    }
+  }
+
+  get api(): ApiServer | undefined {
+    return this.apiServer;
   }
 
   get current(): Gateway {
@@ -117,8 +94,42 @@ export class Service {
   /** The API first: /healthz and /readyz answer while the gateway starts. */
   async start(): Promise<void> {
     await this.heap.start();
-    await this.apiLifecycle?.start();
+    await this.openApi();
     await this.gateway.start();
+  }
+
+  private async openApi(): Promise<void> {
+    const api = this.config.gateway.api;
+    if (!api || this.apiLifecycle) return;
+    const [{ createLocalApi }, { GatewayMetrics }] = await Promise.all([
+      import("./api-host.js"),
+      import("../api/metrics.js"),
+    ]);
+    // Reads whichever gateway runs now; its counters start again at a rebuild.
+    const metrics = new GatewayMetrics({
+      snapshot: () => new GatewayMetricsSource(this.gateway).snapshot(),
+    });
+    this.metrics = metrics;
+    this.apiServer = createLocalApi(
+      api,
+      {
+        current: () => this.gateway,
+        watch: (fn) => {
+          this.watchers.add(fn);
+          return () => this.watchers.delete(fn);
+        },
+        reload: () => this.reload(),
+      },
+      this.log,
+      () => metrics.render(),
+    );
+    // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
+    this.apiLifecycle = new Lifecycle(
+      [this.apiServer],
+      { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
+      this.log,
+    );
+    await this.apiLifecycle.start();
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */

@@ -1,5 +1,5 @@
-import { execFile } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { cp, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -40,4 +40,43 @@ describe("CLI footprint", () => {
       expect(loaded).not.toContain(pkg);
     }
   });
+
+  it("run without an api section loads neither the local API's server nor its metrics", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shadowgate-footprint-"));
+    const preload = path.join(dir, "preload.cjs");
+    await writeFile(preload, PRELOAD);
+    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    // No cloud either: the daemon polls a PLC that is not there, which is enough to start.
+    const config = path.join(dir, "gateway.yaml");
+    await writeFile(
+      config,
+      `version: 1
+gateway: { name: footprint, dataDir: ./data }
+sources: { plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: 1, timeout: 200ms } }
+mappings: ./mappings
+`,
+    );
+    const child = spawn(process.execPath, ["--require", preload, main, "run", "-c", config], {
+      cwd: dir,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    // The log goes to stderr (not a terminal); SIGTERM once the signal handlers are in place.
+    let stderr = "";
+    let asked = false;
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (!asked && stderr.includes("gateway started")) {
+        asked = true;
+        setTimeout(() => child.kill("SIGTERM"), 300);
+      }
+    });
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(code).toBe(0);
+    const line = stderr.split("\n").find((l) => l.startsWith("LOADED "));
+    const loaded = JSON.parse(line?.slice("LOADED ".length) ?? "null") as string[];
+    expect(loaded).toContain("pino");
+    for (const pkg of ["aedes", "node-opcua", "fastify", "prom-client"]) {
+      expect(loaded).not.toContain(pkg);
+    }
+  }, 20_000);
 });
