@@ -12,9 +12,6 @@ export interface CloudCommandOptions {
   strictSessions?: boolean;
 }
 
-/** Commander collector for a repeatable option. */
-export const collect = (value: string, previous: string[]): string[] => [...previous, value];
-
 function port(flag: string, text: string): number | undefined {
   const n = Number(text);
   if (text.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {

@@ -3,24 +3,22 @@ import { createRequire } from "node:module";
 import { Command, CommanderError, Option } from "commander";
 import { ExitCodes } from "../core/errors.js";
 import { LOG_FORMATS, type LogFormat } from "../core/logger.js";
-import { cloudCommand, collect, type CloudCommandOptions } from "./cloud.js";
-import { demoCommand } from "./demo.js";
-import { historyCommand } from "./history.js";
-import { installCommand, uninstallCommand, type InstallOptions } from "./install.js";
-import { readCommand } from "./read.js";
-import { runCommand } from "./run.js";
-import { schemasCommand } from "./schemas.js";
-import { signCommand, type SignOptions } from "./sign.js";
-import { simModbusCommand, type SimModbusOptions } from "./sim.js";
-// Loads node-opcua only when `sim opcua` starts a server.
-import { simOpcuaCommand, type SimOpcuaOptions } from "./sim-opcua.js";
-import { validateCommand } from "./validate.js";
+// Each command's module is loaded when it runs, so that `run` (the daemon, under its heap cap)
+// never loads the simulators, the cloud service's broker or the installer.
+import type { CloudCommandOptions } from "./cloud.js";
+import type { InstallOptions } from "./install.js";
+import type { SignOptions } from "./sign.js";
+import type { SimModbusOptions } from "./sim.js";
+import type { SimOpcuaOptions } from "./sim-opcua.js";
 
 // `shadowgate read --json | head` closes the pipe early; that is not an error.
 process.stdout.on("error", (e: NodeJS.ErrnoException) => {
   if (e.code === "EPIPE") process.exit(ExitCodes.OK);
   throw e;
 });
+
+/** Commander collector for a repeatable option. */
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 const { version } = createRequire(import.meta.url)("../../package.json") as { version: string };
 
@@ -46,7 +44,9 @@ program
   .command("validate")
   .description("check the gateway config and every mapping file; print every problem at once")
   .addOption(configOption())
-  .action(async (o: { config: string }) => exit(await validateCommand(o)));
+  .action(async (o: { config: string }) =>
+    exit(await (await import("./validate.js")).validateCommand(o)),
+  );
 
 program
   .command("read")
@@ -56,7 +56,7 @@ program
   .option("--json", "print one JSON object keyed by deviceName")
   .option("--raw <point>", "print the point's raw words and its value under every byte order")
   .action(async (o: { config: string; device?: string; json?: boolean; raw?: string }) =>
-    exit(await readCommand(o)),
+    exit(await (await import("./read.js")).readCommand(o)),
   );
 
 program
@@ -69,7 +69,7 @@ program
   .option("--json", "JSON lines")
   .action(
     async (o: { config: string; device: string; since?: string; point?: string; json?: boolean }) =>
-      exit(await historyCommand(o)),
+      exit(await (await import("./history.js")).historyCommand(o)),
   );
 
 program
@@ -83,7 +83,7 @@ program
   )
   .option("--watch", "reload when the config file or a mapping file changes")
   .action(async (o: { config: string; logFormat: LogFormat; watch?: boolean }) =>
-    exit(await runCommand(o)),
+    exit(await (await import("./run.js")).runCommand(o)),
   );
 
 const installDirs = (c: Command): Command =>
@@ -105,7 +105,7 @@ installDirs(
     .option("--prefix <dir>", "the installed package the unit runs (default: this one)")
     .option("--node <path>", "the node binary the unit runs (default: this one)")
     .option("--print", "print the unit and change nothing"),
-).action(async (o: InstallOptions) => exit(await installCommand(o)));
+).action(async (o: InstallOptions) => exit(await (await import("./install.js")).installCommand(o)));
 
 installDirs(
   program
@@ -114,14 +114,14 @@ installDirs(
     .option("--purge", "also remove the config dir and the data dir"),
 ).action(
   async (o: { user: string; configDir: string; dataDir: string; root?: string; purge?: boolean }) =>
-    exit(await uninstallCommand(o)),
+    exit(await (await import("./install.js")).uninstallCommand(o)),
 );
 
 program
   .command("demo")
   .description("a simulated PLC and the gateway in one process, showing the live shadow")
   .option("--once", "print the shadow once after the first poll and exit")
-  .action(async (o: { once?: boolean }) => exit(await demoCommand(o)));
+  .action(async (o: { once?: boolean }) => exit(await (await import("./demo.js")).demoCommand(o)));
 
 const sim = program.command("sim").description("simulators for tests and demos");
 
@@ -136,7 +136,9 @@ sim
   .option("--parity <p>", "none, even or odd (default none)")
   .option("--data-bits <n>", "7 or 8 (default 8)")
   .option("--stop-bits <n>", "1 or 2 (default 1)")
-  .action(async (o: SimModbusOptions) => exit(await simModbusCommand(o)));
+  .action(async (o: SimModbusOptions) =>
+    exit(await (await import("./sim.js")).simModbusCommand(o)),
+  );
 
 sim
   .command("opcua")
@@ -146,7 +148,9 @@ sim
   .option("--profile <file>", "YAML profile: objects, variables, dynamics (default: the boiler)")
   .option("--extra-variables <n>", "add N Doubles ns=1;s=Bench.V<i> for benchmarks", "0")
   .option("--pki <dir>", "PKI folder to keep the server certificate in (default: a temp folder)")
-  .action(async (o: SimOpcuaOptions) => exit(await simOpcuaCommand(o)));
+  .action(async (o: SimOpcuaOptions) =>
+    exit(await (await import("./sim-opcua.js")).simOpcuaCommand(o)),
+  );
 
 program
   .command("cloud")
@@ -166,13 +170,17 @@ program
     "--strict-sessions",
     "a shadow request needs its device's own connection or a sub-device login (520 on /ext/error otherwise)",
   )
-  .action(async (o: CloudCommandOptions) => exit(await cloudCommand(o)));
+  .action(async (o: CloudCommandOptions) =>
+    exit(await (await import("./cloud.js")).cloudCommand(o)),
+  );
 
 program
   .command("schemas")
   .description("write the JSON Schemas of the config and mapping files (for editors)")
   .option("-o, --out <dir>", "output folder", "config/schemas")
-  .action(async (o: { out: string }) => exit(await schemasCommand(o)));
+  .action(async (o: { out: string }) =>
+    exit(await (await import("./schemas.js")).schemasCommand(o)),
+  );
 
 program
   .command("sign")
@@ -200,7 +208,7 @@ program
     "--gateway <pk/dn>",
     "the device is this gateway's sub-device: print its combine/login message as well",
   )
-  .action((o: SignOptions) => exit(signCommand(o)));
+  .action(async (o: SignOptions) => exit((await import("./sign.js")).signCommand(o)));
 
 /** Long-running commands resolve undefined and keep the process alive themselves. */
 function exit(code: number | undefined): void {

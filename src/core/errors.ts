@@ -64,6 +64,11 @@ export const ErrorCodes = {
   RESTORED: "SG_RESTORED",
   POLL_OVERRUN: "SG_POLL_OVERRUN",
   SHUTDOWN_TIMEOUT: "SG_SHUTDOWN_TIMEOUT",
+  /**
+   * The V8 heap is near its cap (gateway.memory.heapMb, --max-old-space-size): above ~85% the
+   * garbage collector runs nearly all the time, and at 100% the process dies.
+   */
+  HEAP_HIGH: "SG_HEAP_HIGH",
   /** A component of the daemon (the store, a source, the cloud sync) failed to start. */
   COMPONENT_FAILED: "SG_COMPONENT_FAILED",
   /** A bug: an exception that escaped where none should; logged, and the daemon goes on. */

@@ -1,12 +1,12 @@
 import type { ReloadReply } from "../api/host.js";
-import { GatewayMetrics } from "../api/metrics.js";
+import type { GatewayMetrics } from "../api/metrics.js";
 import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { createLocalApi } from "./api-host.js";
 import { Lifecycle } from "./component.js";
 import { Gateway } from "./gateway.js";
+import { HeapWatch } from "./heap-watch.js";
 import { GatewayMetricsSource } from "./metrics-source.js";
 import { watchConfig } from "./watch.js";
 
@@ -43,18 +43,21 @@ export class Service {
   /** Told of each gateway built after the first (the local API follows the running one). */
   private readonly watchers = new Set<(gateway: Gateway) => void>();
   /**
-   * The local API, with an `api` section: one per process, it outlives reloads (its listen
-   * address and token are the ones read at start).
+   * The local API, with an `api` section, once started: one per process, it outlives reloads
+   * (its listen address and token are the ones read at start). Its modules (fastify,
+   * prom-client) are loaded only then, so a gateway without one never holds them in its heap.
    */
-  readonly api: ApiServer | undefined;
-  private readonly apiLifecycle: Lifecycle | undefined;
+  private apiServer: ApiServer | undefined;
+  private apiLifecycle: Lifecycle | undefined;
   /** Set by stop: a reload asked for after it (over the API) must not start a gateway again. */
   private stopping = false;
   /** Stops watching the config (`run --watch`); undefined when not watching. */
   private unwatch: (() => void) | undefined;
-  private readonly metrics: GatewayMetrics | undefined;
+  private metrics: GatewayMetrics | undefined;
   private supervisor: Supervisor | undefined;
   private signalledReloads = 0;
+  /** Warns when the heap nears gateway.memory.heapMb; it outlives reloads, as the process does. */
+  private readonly heap: HeapWatch;
 
   constructor(
     private readonly configFile: string,
@@ -62,33 +65,11 @@ export class Service {
     private readonly log: Logger,
   ) {
     this.gateway = this.build(config);
-    const api = config.gateway.api;
-    if (api) {
-      // Reads whichever gateway runs now; its counters start again at a rebuild.
-      const metrics = new GatewayMetrics({
-        snapshot: () => new GatewayMetricsSource(this.gateway).snapshot(),
-      });
-      this.metrics = metrics;
-      this.api = createLocalApi(
-        api,
-        {
-          current: () => this.gateway,
-          watch: (fn) => {
-            this.watchers.add(fn);
-            return () => this.watchers.delete(fn);
-          },
-          reload: () => this.reload(),
-        },
-        log,
-        () => metrics.render(),
-      );
-      // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
-      this.apiLifecycle = new Lifecycle(
-        [this.api],
-        { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
-        log,
-      );
-    }
+    this.heap = new HeapWatch({}, log.child({ component: "daemon.heap" }));
+  }
+
+  get api(): ApiServer | undefined {
+    return this.apiServer;
   }
 
   get current(): Gateway {
@@ -117,7 +98,8 @@ export class Service {
    */
   start(): Promise<void> {
     const started = (async () => {
-      await this.apiLifecycle?.start();
+      await this.heap.start();
+      await this.openApi();
       await this.gateway.start();
     })();
     this.reloading = started.catch(() => undefined);
@@ -127,6 +109,40 @@ export class Service {
   /** Whether stop() has been called (a start that finishes after it reports nothing ready). */
   get stopped(): boolean {
     return this.stopping;
+  }
+
+  private async openApi(): Promise<void> {
+    const api = this.config.gateway.api;
+    if (!api || this.apiLifecycle) return;
+    const [{ createLocalApi }, { GatewayMetrics }] = await Promise.all([
+      import("./api-host.js"),
+      import("../api/metrics.js"),
+    ]);
+    // Reads whichever gateway runs now; its counters start again at a rebuild.
+    const metrics = new GatewayMetrics({
+      snapshot: () => new GatewayMetricsSource(this.gateway).snapshot(),
+    });
+    this.metrics = metrics;
+    this.apiServer = createLocalApi(
+      api,
+      {
+        current: () => this.gateway,
+        watch: (fn) => {
+          this.watchers.add(fn);
+          return () => this.watchers.delete(fn);
+        },
+        reload: () => this.reload(),
+      },
+      this.log,
+      () => metrics.render(),
+    );
+    // Isolated as the gateway's components are: a taken port is logged, the gateway runs.
+    this.apiLifecycle = new Lifecycle(
+      [this.apiServer],
+      { startTimeoutMs: API_TIMEOUT_MS, stopTimeoutMs: API_TIMEOUT_MS },
+      this.log,
+    );
+    await this.apiLifecycle.start();
   }
 
   /** Queues a reload behind any under way; resolves when this one has been applied or refused. */
@@ -149,6 +165,7 @@ export class Service {
     await this.apiLifecycle?.stop();
     this.metrics?.stop();
     await this.gateway.stop();
+    await this.heap.stop();
   }
 
   /**

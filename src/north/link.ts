@@ -117,6 +117,10 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
       reconnectPeriod: 0,
       connectTimeout: this.opts.connectTimeoutMs ?? 10_000,
       clean: true,
+      // mqtt-packet's number cache is 65,536 two-byte Buffers (~7 MB of heap, most of a
+      // 48 MB gateway's headroom) generated at the first packet; off, it is never built and a
+      // packet id or length costs one small Buffer as it is written.
+      writeCache: false,
       ...(this.opts.username !== undefined && { username: this.opts.username }),
       ...(this.opts.password !== undefined && { password: this.opts.password }),
       ...(this.opts.tls && {

@@ -99,7 +99,7 @@ describe("shadowgate install --root", () => {
 
     const unit = await readFile(at("etc/systemd/system/shadowgate.service"), "utf8");
     expect(unit).toContain(
-      `ExecStart=${process.execPath} --max-old-space-size=128 ${prefix}/dist/cli/main.js run -c /etc/shadowgate/gateway.yaml\n`,
+      `ExecStart=${process.execPath} --max-old-space-size=128 --max-semi-space-size=4 ${prefix}/dist/cli/main.js run -c /etc/shadowgate/gateway.yaml\n`,
     );
   });
 
@@ -181,7 +181,7 @@ describe.skipIf(systemdAnalyze === undefined && process.env.CI !== "true")("the 
     // Verified by its path: `--root=` wants a whole systemd tree (sysinit.target and the rest)
     // in the root. verify checks that ExecStart's and ExecReload's binaries exist on this
     // machine, which they do (this node, /bin/kill); the script node runs is checked here.
-    const execStart = /^ExecStart=(\S+) \S+ (\S+) /m.exec(await readFile(unit, "utf8"));
+    const execStart = /^ExecStart=(\S+) (?:--\S+ )+(\S+) /m.exec(await readFile(unit, "utf8"));
     expect(execStart?.[1]).toBe(process.execPath);
     expect(execStart?.[2]).toBe(`${prefix}/dist/cli/main.js`);
     expect(existsSync(path.join(dir, execStart?.[2] ?? "-"))).toBe(true);

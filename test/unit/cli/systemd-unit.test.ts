@@ -45,7 +45,7 @@ describe("unitText", () => {
 
   it("runs the package's CLI under node with the heap cap and the config", () => {
     expect(service.ExecStart).toEqual([
-      "/usr/bin/node --max-old-space-size=192 /usr/local/lib/node_modules/shadowgate/dist/cli/main.js run -c /etc/shadowgate/gateway.yaml",
+      "/usr/bin/node --max-old-space-size=192 --max-semi-space-size=4 /usr/local/lib/node_modules/shadowgate/dist/cli/main.js run -c /etc/shadowgate/gateway.yaml",
     ]);
     expect(service.ExecReload).toEqual(["/bin/kill -HUP $MAINPID"]);
   });
