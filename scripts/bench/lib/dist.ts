@@ -3,6 +3,7 @@
  * lib/load-dist.ts). Drivers are built from their class (ModbusDriver), not through the driver
  * registry: the benchmarks measure a driver, whatever table the daemon picks it from.
  */
+import type * as SystemdUnit from "../../../src/cli/systemd-unit.js";
 import type * as ConfigLoad from "../../../src/config/load.js";
 import type * as CoreJson from "../../../src/core/json.js";
 import type * as CoreLogger from "../../../src/core/logger.js";
@@ -64,3 +65,5 @@ export const {
   decodeReply,
   gatewaySubscriptions,
 } = (await loadDist("north/dialects/alibaba/subdevices.js")) as typeof AlibabaSubDevices;
+// The service unit's node flags, for B4's capped case (run as the unit runs the gateway).
+export const { SEMI_SPACE_MB } = (await loadDist("cli/systemd-unit.js")) as typeof SystemdUnit;
