@@ -20,14 +20,14 @@ import { Store } from "./store.js";
 export const START_TIMEOUT_MS = 30_000;
 export const STOP_TIMEOUT_MS = 5000;
 
+/** What a reload applied in place, device by device. */
+export type ReloadPlan = Exclude<ApiReloadPlan, "rebuilt">;
+
 /**
  * The composition root: the only place that wires the components. Start order: the store (with
  * a cloud section), the sources, the poller, the cloud sync; stop runs in reverse. Each is
  * isolated: one that fails to start is logged and the gateway runs without it.
  */
-/** What a reload applied in place, device by device. */
-export type ReloadPlan = Exclude<ApiReloadPlan, "rebuilt">;
-
 export class Gateway {
   readonly shadow: EdgeShadow;
   readonly commands: CommandExecutor;
@@ -133,14 +133,17 @@ export class Gateway {
    */
   async apply(next: LoadedConfig): Promise<ReloadPlan> {
     const before = new Map(this.config.devices.map((d) => [d.deviceName, d]));
-    const sourceChanged = (id: string) =>
-      !same(this.config.gateway.sources[id], next.gateway.sources[id]);
+    const changedSources = new Set(
+      Object.keys(this.config.gateway.sources).filter(
+        (id) => !same(this.config.gateway.sources[id], next.gateway.sources[id]),
+      ),
+    );
     const added: string[] = [];
     const changed: string[] = [];
     for (const d of next.devices) {
       const old = before.get(d.deviceName);
       if (!old) added.push(d.deviceName);
-      else if (!same(old, d) || sourceChanged(d.sourceId)) changed.push(d.deviceName);
+      else if (!same(old, d) || changedSources.has(d.sourceId)) changed.push(d.deviceName);
     }
     const names = new Set(next.devices.map((d) => d.deviceName));
     const removed = [...before.keys()].filter((n) => !names.has(n));
@@ -171,6 +174,7 @@ export class Gateway {
         configFile: next.configFile,
       },
       fresh,
+      changedSources,
     );
     this.config = next;
     this.shadow.replace(next.devices, fresh);

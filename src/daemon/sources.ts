@@ -31,16 +31,18 @@ export class Sources implements Component {
   ) {}
 
   /**
-   * A reload: the sources whose settings changed or that no device uses any more are stopped,
-   * the channels of changed and removed devices dropped; every other connection stays up.
-   * Call `startFor` with the new devices afterwards to open what is new.
+   * A reload: the sources whose settings changed (`changedSources`, by id) or that no device
+   * uses any more are stopped, the channels of changed and removed devices dropped; every
+   * other connection stays up. Call `startFor` with the new devices afterwards to open what
+   * is new.
    */
-  async replace(next: SourcesOptions, changed: ReadonlySet<string>): Promise<void> {
+  async replace(
+    next: SourcesOptions,
+    changed: ReadonlySet<string>,
+    changedSources: ReadonlySet<string>,
+  ): Promise<void> {
     const used = new Set(next.devices.map((d) => d.sourceId));
-    const gone = [...this.opening.keys()].filter(
-      (id) =>
-        !used.has(id) || JSON.stringify(this.opts.sources[id]) !== JSON.stringify(next.sources[id]),
-    );
+    const gone = [...this.opening.keys()].filter((id) => !used.has(id) || changedSources.has(id));
     const names = new Set(next.devices.map((d) => d.deviceName));
     for (const device of this.opts.devices) {
       if (
