@@ -1,4 +1,3 @@
-import { register } from "prom-client";
 import type {
   ApiEvent,
   ApiHost,
@@ -6,7 +5,6 @@ import type {
   CommandReply,
   DeviceShadowView,
   DeviceSummary,
-  PointState,
   Readiness,
   ReloadReply,
 } from "../api/host.js";
@@ -30,16 +28,8 @@ export interface GatewaySource {
   reload(): Promise<ReloadReply>;
 }
 
-export type MetricsSource = () => Promise<{ contentType: string; body: string }>;
-
-/**
- * prom-client's process-wide registry, until the gateway's own (src/api/metrics.ts, built on
- * another branch) is passed in its place.
- */
-export const defaultRegistry: MetricsSource = async () => ({
-  contentType: register.contentType,
-  body: await register.metrics(),
-});
+/** The Prometheus exposition of the gateway (api/metrics.ts renders it). */
+export type RenderMetrics = () => Promise<{ contentType: string; body: string }>;
 
 /**
  * The running gateway as the local API sees it (api/host.ts). It reads whichever gateway the
@@ -55,7 +45,7 @@ export class GatewayApiHost implements ApiHost {
 
   constructor(
     private readonly source: GatewaySource,
-    private readonly metricsSource: MetricsSource,
+    private readonly metricsSource: RenderMetrics,
     private readonly log: Logger,
   ) {}
 
@@ -84,15 +74,6 @@ export class GatewayApiHost implements ApiHost {
     const doc = g.shadow.document(deviceName);
     if (!plan || !doc) return undefined;
     const commands = g.shadow.commands(deviceName);
-    const points: Record<string, PointState> = {};
-    for (const [name, m] of Object.entries(doc.metadata.reported)) {
-      points[name] = {
-        quality: m.quality,
-        ...(m.timestamp !== undefined && { timestamp: m.timestamp }),
-        ...(m.code !== undefined && { code: m.code }),
-        ...(m.reason !== undefined && { reason: m.reason }),
-      };
-    }
     return {
       device: deviceName,
       productKey: plan.productKey,
@@ -102,7 +83,8 @@ export class GatewayApiHost implements ApiHost {
         ...(Object.keys(commands).length > 0 && { [COMMANDS_KEY]: commands }),
       },
       desired: g.cloudSync?.sync?.desiredPending(deviceName) ?? {},
-      points,
+      // The edge shadow's metadata is already one entry per point, in the API's shape.
+      points: doc.metadata.reported,
     };
   }
 
@@ -285,7 +267,7 @@ export function createLocalApi(
   api: NonNullable<GatewayConfig["api"]>,
   source: GatewaySource,
   log: Logger,
-  metrics: MetricsSource = defaultRegistry,
+  metrics: RenderMetrics,
 ): ApiServer {
   const apiLog = log.child({ component: "api" });
   return new ApiServer(
