@@ -8,7 +8,7 @@ import type { Component } from "./component.js";
 import { Scheduler, type PollGroup } from "./scheduler.js";
 
 export interface PollerOptions {
-  /** The devices as first configured; a reload hands over the next list (update). */
+  /** The devices as first configured; a reload hands over the next list (adopt). */
   readonly devices: readonly DevicePlan[];
   /** The device's channel, once its source is open. */
   readonly channel: (deviceName: string) => DeviceChannel | undefined;

@@ -20,7 +20,6 @@ export interface SignalSource {
 }
 
 /**
-/**
  * Who supervises the daemon (systemd, through daemon/systemd.ts): told when a signal starts a
  * reload or the stop, and when the service is ready again after a reload.
  */

@@ -1,3 +1,5 @@
+// ~500 lines on purpose: gets, updates, desired clears and their replies share one in-flight
+// slot, one rate limit and one reply matcher per device; split, each part would reach into them.
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { mergeReported } from "../core/json.js";
