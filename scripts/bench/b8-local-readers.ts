@@ -49,6 +49,7 @@ import {
   type ResultRow,
 } from "./lib/common.js";
 import { until } from "../../test/helpers/until.js";
+import { writeGatewayConfig } from "./lib/gateway-config.js";
 import {
   ModbusTcpSimulator,
   Service,
@@ -249,32 +250,22 @@ async function freePort(): Promise<number> {
 async function readersThroughApi(pin: PinInfo): Promise<ReadersCase> {
   const { plc, port } = await bigPlc();
   const apiPort = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "sg-b8-api-"));
-  mkdirSync(join(dir, "mappings"));
+  const { dir } = await writeGatewayConfig("sg-b8-api", {
+    sources: { plc: { protocol: "modbus-tcp", host: "127.0.0.1", port } },
+    api: { listen: `127.0.0.1:${apiPort}` },
+    devices: [
+      {
+        productKey: PK,
+        deviceName: "big",
+        source: "plc",
+        pollInterval: "1s",
+        points: Object.fromEntries(
+          Array.from({ length: POINTS }, (_, i) => [`p${i}`, { register: 40001 + i }]),
+        ),
+      },
+    ],
+  });
   const configFile = join(dir, "gateway.yaml");
-  writeFileSync(
-    configFile,
-    JSON.stringify({
-      version: 1,
-      gateway: { name: "b8", dataDir: "./data" },
-      log: { level: "warn" },
-      sources: { plc: { protocol: "modbus-tcp", host: "127.0.0.1", port } },
-      api: { listen: `127.0.0.1:${apiPort}` },
-      mappings: "./mappings",
-    }),
-  );
-  writeFileSync(
-    join(dir, "mappings", "big.yaml"),
-    JSON.stringify({
-      version: 1,
-      device: { productKey: PK, deviceName: "big" },
-      source: "plc",
-      pollInterval: "1s",
-      points: Object.fromEntries(
-        Array.from({ length: POINTS }, (_, i) => [`p${i}`, { register: 40001 + i }]),
-      ),
-    }),
-  );
   const { command, args } = helperCommand(pin, [CLI_MAIN, "run", "-c", configFile]);
   const daemon = spawn(command, args, { stdio: ["ignore", "ignore", "inherit"] });
   const url = `http://127.0.0.1:${apiPort}/api/v1/devices/big/shadow`;

@@ -27,8 +27,10 @@ export interface DeviceSpec {
 export interface GatewaySpec {
   /** as in gateway.yaml */
   sources: Record<string, Record<string, unknown>>;
+  /** as in gateway.yaml; none: a gateway without a cloud section */
+  cloud?: Record<string, unknown>;
   /** as in gateway.yaml */
-  cloud: Record<string, unknown>;
+  api?: Record<string, unknown>;
   devices: DeviceSpec[];
 }
 
@@ -48,7 +50,8 @@ export async function writeGatewayConfig(
       gateway: { name: prefix, dataDir: "./data" },
       log: { level: "warn" },
       sources: spec.sources,
-      cloud: spec.cloud,
+      ...(spec.cloud && { cloud: spec.cloud }),
+      ...(spec.api && { api: spec.api }),
       mappings: "./mappings",
     }),
   );
