@@ -272,11 +272,18 @@ mappings: ./mappings
   const reported = (dn: string) => cloud.service.getShadow(PK, dn)?.state.reported ?? {};
   await until("both in the cloud", () => reported("keep").v === 1 && reported("going").v === 1);
 
-  // The uplink goes down; "going" reports a new value, which waits in the outbox.
+  // The uplink goes down; "going" reports a new value, which waits in the outbox. (Its first
+  // report may itself still be unconfirmed here, so the backlog alone does not show that the
+  // new value was read.)
+  let goingRead = false;
+  service.current.shadow.on("update", (u) => {
+    if (u.deviceName === "going" && u.reported.v === 9) goingRead = true;
+  });
   uplink.cut();
   plc.unit(2).holding[0] = 9;
   const cloudDevices = () =>
     service.current.status().cloud?.details.devices as Record<string, { backlog: boolean }>;
+  await until("going's new value read", () => goingRead);
   await until("going's report queued", () => cloudDevices().going?.backlog === true);
   await rm(file("going"));
   // The device stops being polled, but stays with the cloud sync until its rows are sent: the
