@@ -7,12 +7,13 @@
  * the way the gateway opens its reports connection (openDatabase(file, "NORMAL"): WAL,
  * synchronous NORMAL, the migrated schema), driven the way the gateway drives it: every report
  * of a poll cycle staged, then one flush (one transaction) per cycle.
- * Baseline, same run, same reports in the same order: one autocommit INSERT per report into the
+ * Baseline, same run, same reports in the same order: one autocommit INSERT of its JSON per report into the
  * same schema (a file of its own, opened the same way), which is what a naive store-and-forward
  * does. Reference (no target): the same batches as ours, one transaction per cycle holding only
- * the INSERTs, i.e. the cost of the rows themselves on this schema, without what the Outbox
- * adds (each report merged into its device's pending state; the latest state saved every 10 s).
- * It bounds what any design storing one row per report can reach here.
+ * the INSERTs of the rows as the Outbox encodes them (src/store/report-codec.ts), i.e. the cost
+ * of the rows themselves, without what the Outbox adds (each report merged into its device's
+ * pending state; the latest state saved every 10 s). It bounds what storing one row per report
+ * in this encoding can reach here.
  *
  * Reports: the shapes the gateway stages. A mapping is generated and compiled by loadConfig
  * (lib/gateway-config.ts), and every cycle's readings of every point go through the real
@@ -63,7 +64,7 @@ import {
   printChecks,
   type Check,
 } from "./lib/common.js";
-import { Outbox, openDatabase, silentLogger } from "./lib/dist.js";
+import { Outbox, ReportCodec, openDatabase, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import {
   ReportStream,
@@ -245,12 +246,16 @@ async function runCase(c: { id: string; devices: number; points: number; groups:
       }),
       variant("rows-only", join(data, "rows-only.db"), (db) => {
         const insert = db.prepare(INSERT);
+        const codec = new ReportCodec(db);
         const tx = db.transaction((reports: Report[], ts: number) => {
           for (const r of reports) {
-            insert.run(r.productKey, r.deviceName, ts, JSON.stringify(r.reported));
+            insert.run(r.productKey, r.deviceName, ts, codec.encode(r.reported));
           }
         });
-        return (reports, ts) => tx(reports, ts);
+        return (reports, ts) => {
+          tx(reports, ts);
+          codec.committed();
+        };
       }),
     ];
 

@@ -99,6 +99,7 @@ import {
 import {
   Gateway,
   openDatabase,
+  ReportCodec,
   openReadOnly,
   shadowUpdateTopic,
   silentLogger,
@@ -188,6 +189,7 @@ async function startNaiveForwarder(
   const ack = db.prepare(
     "UPDATE shadow_state SET acked_seq = ? WHERE product_key = ? AND device_name = ?",
   );
+  const codec = new ReportCodec(db);
   const client = await connectAsync(url, {
     clientId: "b6-naive-forwarder",
     reconnectPeriod: 200,
@@ -217,7 +219,7 @@ async function startNaiveForwarder(
   let tokenSeq = 0;
   const loop = async (dn: string) => {
     const topic = shadowUpdateTopic(pk, dn);
-    let buffer: { seq: number; reported: string }[] = [];
+    let buffer: { seq: number; reported: Buffer | string }[] = [];
     let lastSeq = 0;
     while (!stopped) {
       if (!client.connected) {
@@ -225,7 +227,7 @@ async function startNaiveForwarder(
         continue;
       }
       if (buffer.length === 0) {
-        buffer = nextRows.all(pk, dn, lastSeq) as { seq: number; reported: string }[];
+        buffer = nextRows.all(pk, dn, lastSeq) as { seq: number; reported: Buffer | string }[];
         if (buffer.length === 0) {
           await sleep(20);
           continue;
@@ -234,7 +236,8 @@ async function startNaiveForwarder(
       const row = buffer[0];
       if (row === undefined) continue;
       const token = `${dn}-${++tokenSeq}`;
-      const body = `{"method":"update","state":{"reported":${row.reported}},"clientToken":"${token}"}`;
+      const reported = JSON.stringify(codec.decode(row.reported));
+      const body = `{"method":"update","state":{"reported":${reported}},"clientToken":"${token}"}`;
       const reply: Promise<Record<string, unknown> | undefined> = new Promise((resolve) => {
         const timer = setTimeout(() => resolve(undefined), 5000);
         waiters.set(token, (m) => {

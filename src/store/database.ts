@@ -58,6 +58,12 @@ const MIGRATIONS: readonly string[] = [
    DROP INDEX reports_outbox;
    DROP INDEX reports_device_ts;
    ALTER TABLE reports DROP COLUMN acked_at;`,
+  // 4: reports.reported holds new rows in the compact encoding of report-codec.ts (a BLOB; the
+  // JSON text of older rows is read as before), whose leaf paths are numbered here.
+  `CREATE TABLE report_paths (
+     id   INTEGER PRIMARY KEY,
+     path TEXT NOT NULL UNIQUE  -- the leaf's keys from the top, as a JSON array
+   )`,
 ];
 
 /** The schema version of a file this code has opened (its `user_version`). */

@@ -5,6 +5,7 @@ import type { Logger } from "../core/logger.js";
 import { mergeInto, mergeReported } from "../core/json.js";
 import type { JsonObject } from "../core/types.js";
 import type { Db } from "./database.js";
+import { ReportCodec } from "./report-codec.js";
 
 export interface OutboxOptions {
   /** Acknowledged reports older than this are pruned. */
@@ -150,6 +151,7 @@ export class Outbox {
   private readonly stateGet;
   private readonly ackSet;
   private readonly checkpointSet;
+  private readonly codec: ReportCodec;
 
   constructor(
     private readonly db: Db,
@@ -158,13 +160,14 @@ export class Outbox {
     private readonly now: () => number = Date.now,
   ) {
     this.lastCheckpoint = now();
+    this.codec = new ReportCodec(db);
     this.insert = db.prepare(
       "INSERT INTO reports (product_key, device_name, ts, reported) VALUES (?, ?, ?, ?)",
     );
     // By rowid range: the rows after a device's watermark are few, and at the end of the table.
     this.rowsAfter = db.prepare<
       [number, string, string],
-      { seq: number; ts: number; reported: string }
+      { seq: number; ts: number; reported: Buffer | string }
     >(
       `SELECT seq, ts, reported FROM reports
        WHERE seq > ? AND product_key = ? AND device_name = ? ORDER BY seq`,
@@ -221,11 +224,15 @@ export class Outbox {
       this.db.transaction(() => {
         for (const s of batch) {
           seqs.push(
-            Number(this.insert.run(s.pk, s.dn, s.ts, JSON.stringify(s.reported)).lastInsertRowid),
+            Number(
+              this.insert.run(s.pk, s.dn, s.ts, this.codec.encode(s.reported)).lastInsertRowid,
+            ),
           );
         }
       })();
+      this.codec.committed();
     } catch (err) {
+      this.codec.rolledBack();
       this.refused(err, batch.length);
       return [];
     }
@@ -387,13 +394,22 @@ export class Outbox {
     );
     const now = this.now();
     // The devices are updated once the transaction has committed, not before.
-    const done = this.db.transaction(() =>
-      devices.map((d) => ({
-        d,
-        gone: drop.run(d.ackedSeq, d.pk, d.dn).changes,
-        seq: Number(this.insert.run(d.pk, d.dn, now, JSON.stringify(d.pending)).lastInsertRowid),
-      })),
-    )();
+    let done;
+    try {
+      done = this.db.transaction(() =>
+        devices.map((d) => ({
+          d,
+          gone: drop.run(d.ackedSeq, d.pk, d.dn).changes,
+          seq: Number(
+            this.insert.run(d.pk, d.dn, now, this.codec.encode(d.pending)).lastInsertRowid,
+          ),
+        })),
+      )();
+      this.codec.committed();
+    } catch (err) {
+      this.codec.rolledBack();
+      throw err;
+    }
     let dropped = 0;
     for (const { d, gone, seq } of done) {
       this.rows += 1 - gone;
@@ -434,7 +450,7 @@ export class Outbox {
     // A device without a saved row never had rows (its first flush saves it at once).
     if (row) {
       for (const r of this.rowsAfter.all(Math.min(d.savedSeq, d.ackedSeq), pk, dn)) {
-        const reported = JSON.parse(r.reported) as JsonObject;
+        const reported = this.codec.decode(r.reported);
         if (r.seq > d.ackedSeq) addPending(d, reported, r.ts);
         else if (r.seq > d.savedSeq) mergeInto(d.base, reported);
         d.latestSeq = Math.max(d.latestSeq, r.seq);
@@ -448,7 +464,7 @@ export class Outbox {
     d.pending = {};
     d.pendingRows = 0;
     for (const r of this.rowsAfter.all(d.ackedSeq, d.pk, d.dn))
-      addPending(d, JSON.parse(r.reported) as JsonObject, r.ts);
+      addPending(d, this.codec.decode(r.reported), r.ts);
   }
 
   /** Bytes of pages in use (freed pages are reused, so they do not count). */
@@ -493,22 +509,24 @@ export class Outbox {
  * A scan of the table: an index for it would slow every ingest for a rare query.
  */
 export function readHistory(db: Db, deviceName: string, since = 0): HistoryRow[] {
-  return db
+  const rows = db
     .prepare<
       [string, number],
-      { seq: number; pk: string; ts: number; reported: string; sent: number }
+      { seq: number; pk: string; ts: number; reported: Buffer | string; sent: number }
     >(
       `SELECT r.seq, r.product_key AS pk, r.ts, r.reported, r.seq <= coalesce(s.acked_seq, 0) AS sent
        FROM reports r LEFT JOIN shadow_state s USING (product_key, device_name)
        WHERE r.device_name = ? AND r.ts >= ? ORDER BY r.seq`,
     )
-    .all(deviceName, since)
-    .map((r) => ({
-      seq: r.seq,
-      productKey: r.pk,
-      deviceName,
-      ts: r.ts,
-      reported: JSON.parse(r.reported) as JsonObject,
-      sent: r.sent === 1,
-    }));
+    .all(deviceName, since);
+  // Loaded after the rows, so the paths they use are there (report-codec.ts).
+  const codec = new ReportCodec(db);
+  return rows.map((r) => ({
+    seq: r.seq,
+    productKey: r.pk,
+    deviceName,
+    ts: r.ts,
+    reported: codec.decode(r.reported),
+    sent: r.sent === 1,
+  }));
 }

@@ -2,6 +2,7 @@ import type { JsonObject } from "../../src/core/types.js";
 import { mergeReported } from "../../src/core/json.js";
 import type { Db } from "../../src/store/database.js";
 import type { Outbox, OutboxStats } from "../../src/store/outbox.js";
+import { ReportCodec } from "../../src/store/report-codec.js";
 
 /** What Outbox.status() keeps in counters, counted again from the tables. */
 export type Recount = Pick<OutboxStats, "rows" | "pending" | "oldestPendingAgeMs" | "devices">;
@@ -53,7 +54,7 @@ export function pendingFromRows(
   deviceName: string,
 ): { upto: number; reported: JsonObject } | undefined {
   const rows = db
-    .prepare<[string, string], { seq: number; reported: string }>(
+    .prepare<[string, string], { seq: number; reported: Buffer | string }>(
       `SELECT r.seq, r.reported FROM reports r LEFT JOIN shadow_state s USING (product_key, device_name)
        WHERE r.product_key = ? AND r.device_name = ? AND r.seq > coalesce(s.acked_seq, 0)
        ORDER BY r.seq`,
@@ -61,8 +62,9 @@ export function pendingFromRows(
     .all(productKey, deviceName);
   const last = rows.at(-1);
   if (last === undefined) return undefined;
+  const codec = new ReportCodec(db);
   const reported = rows.reduce<JsonObject>(
-    (acc, r) => mergeReported(acc, JSON.parse(r.reported) as JsonObject),
+    (acc, r) => mergeReported(acc, codec.decode(r.reported)),
     {},
   );
   return { upto: last.seq, reported };

@@ -44,6 +44,7 @@ import {
 } from "../../src/sim/cloud/index.js";
 import { ModbusTcpSimulator, type WriteEvent } from "../../src/sim/modbus/index.js";
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
+import { ReportCodec } from "../../src/store/report-codec.js";
 import { GatewayProcess } from "../helpers/gateway-process.js";
 import { seededRandom } from "../helpers/random.js";
 import { until } from "../helpers/until.js";
@@ -110,7 +111,7 @@ interface RowRecord {
   seq: number;
   device_name: string;
   ts: number;
-  reported: string;
+  reported: Buffer | string;
   /** 1 when the cloud confirmed it (at or below its device's watermark). */
   sent: number;
 }
@@ -648,14 +649,16 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
              FROM reports r JOIN shadow_state s USING (product_key, device_name) ORDER BY r.seq`,
           )
           .all() as RowRecord[];
+        const codec = new ReportCodec(db);
+        const decoded = rows.map((r) => ({ ...r, reported: codec.decode(r.reported) }));
         db.close();
-        const mine = rows.filter((r) => r.device_name === DN);
+        const mine = decoded.filter((r) => r.device_name === DN);
         const acked = mine.filter((r) => r.sent === 1);
         // Per leaf, the values rows from each seq on carried: a report coalesced into a later
         // one delivers the later value, which is as good (the shadow is state, not a log).
         const byPath = new Map<string, Array<{ seq: number; value: string }>>();
         for (const r of mine) {
-          for (const [p, v] of leaves(JSON.parse(r.reported) as JsonValue)) {
+          for (const [p, v] of leaves(r.reported)) {
             byPath.set(p, [...(byPath.get(p) ?? []), { seq: r.seq, value: v }]);
           }
         }
@@ -667,7 +670,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
         }
         const lost: string[] = [];
         for (const r of acked) {
-          for (const [p, v] of leaves(JSON.parse(r.reported) as JsonValue)) {
+          for (const [p, v] of leaves(r.reported)) {
             const later = new Set(
               (byPath.get(p) ?? []).filter((x) => x.seq >= r.seq).map((x) => x.value),
             );

@@ -22,6 +22,7 @@ import type * as RtuFrame from "../../../src/south/modbus/rtu-frame.js";
 import type * as SouthRegistry from "../../../src/south/registry.js";
 import type * as Database from "../../../src/store/database.js";
 import type * as OutboxModule from "../../../src/store/outbox.js";
+import type * as ReportCodecModule from "../../../src/store/report-codec.js";
 import { loadDist } from "./load-dist.js";
 
 export const { sourceSchema } = (await loadDist("south/registry.js")) as typeof SouthRegistry;
@@ -44,6 +45,9 @@ export const { ModbusDriver } = (await loadDist(
 export const { lineTiming } = (await loadDist("south/modbus/rtu-frame.js")) as typeof RtuFrame;
 // The store side, for the outbox benchmarks (B5, B6).
 export const { Outbox } = (await loadDist("store/outbox.js")) as typeof OutboxModule;
+export const { ReportCodec } = (await loadDist(
+  "store/report-codec.js",
+)) as typeof ReportCodecModule;
 export const { openDatabase, openReadOnly } = (await loadDist(
   "store/database.js",
 )) as typeof Database;

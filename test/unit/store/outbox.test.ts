@@ -170,6 +170,11 @@ describe("opening the database", () => {
       [4, false],
       [5, false],
     ]);
+    // The old row stays JSON text, the new one is in the compact encoding; both read back.
+    expect(
+      db.prepare("SELECT typeof(reported) AS t FROM reports WHERE device_name = 'a'").pluck().all(),
+    ).toEqual(["text", "blob"]);
+    expect(readHistory(db, "a").map((h) => h.reported)).toEqual([{ t: 3 }, { t: 4 }]);
     db.close();
   });
 
