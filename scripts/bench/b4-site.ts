@@ -39,20 +39,11 @@
  * goes to a log file, kept when a target is missed), BENCH_GATEWAY_NODE_ARGS (extra node options
  * for the gateway, space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import {
-  createWriteStream,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { createServer } from "node:net";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { clearInterval, clearTimeout, setInterval } from "node:timers";
+import { clearInterval, setInterval } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   BENCH_DIR,
@@ -63,168 +54,58 @@ import {
   median,
   pinCores,
   printChecks,
-  REPO_DIR,
   runMain,
   startWatchdog,
   type Check,
-  type PinInfo,
   type ResultRow,
 } from "./lib/common.js";
 import { startMosquitto } from "../../test/helpers/mosquitto.js";
 import { SEMI_SPACE_MB } from "./lib/dist.js";
+import {
+  CLI_MAIN,
+  CLK_TCK,
+  PK,
+  POINTS,
+  SERVERS,
+  UNITS,
+  cloudReported,
+  cpuTicks,
+  deviceName,
+  freePort,
+  freshness,
+  killAll,
+  plcName,
+  scrape,
+  siteDevices,
+  startCloud,
+  startSite,
+  statusKb,
+  stopChild,
+  track,
+  type Device,
+  type Site,
+} from "./lib/site.js";
 
 const NAME = "b4-site";
-const PK = "a1B4";
-const SERVERS = 20;
-const UNITS = 5;
-const POINTS = 100;
 const WARMUP_S = boundedInt(process.env["BENCH_WARMUP_S"], 20, 3, 600);
 const MEASURE_S = boundedInt(process.env["BENCH_MEASURE_S"], 60, 5, 1800);
 const SMALL_MEASURE_S = Math.max(5, Math.round(MEASURE_S / 2));
 const HEAP_CAP_MB = 64;
 const SCRAPE_MS = 5000;
 const RSS_SAMPLE_MS = 500;
-const FRESH_LIMIT_MS = 15_000;
 const TARGET_CPU = 15;
 const TARGET_RSS_MB = 96;
 const TARGET_LOOP_MS = 20;
 const TARGET_FRESH_MS = 3000;
 const TARGET_CAP_CPU_RATIO = 1.2;
 const TARGET_SMALL_RSS_MB = 60;
-const CLI_MAIN = join(REPO_DIR, "dist", "cli", "main.js");
-const SITE_PY = join(REPO_DIR, "scripts", "bench", "lib", "pymodbus-site.py");
 const NAIVE = join(BENCH_DIR, "lib", "naive-site-poller.js");
 /** 5 cases, each a warm-up and a window, plus start-up, freshness and stops. */
 const BUDGET_MS = (5 * (WARMUP_S + MEASURE_S) + 180) * 1000;
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-const plcName = (s: number) => `plc${String(s).padStart(2, "0")}`;
-const deviceName = (s: number, u: number) => `b4-s${String(s).padStart(2, "0")}-u${u}`;
-
-/** Every process this run started, killed on any exit (the watchdog's too). */
-const children: Set<ChildProcess> = new Set();
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once("exit", () => children.delete(child));
-  return child;
-}
-function killAll() {
-  for (const c of children) c.kill("SIGKILL");
-}
-process.on("exit", killAll);
-
-async function stopChild(child: ChildProcess, limitMs = 10_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  if (
-    (await Promise.race([exited.then(() => "ok"), sleep(limitMs).then(() => "late")])) === "late"
-  ) {
-    child.kill("SIGKILL");
-    await exited;
-  }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const address = server.address();
-  await new Promise<void>((r) => server.close(() => r()));
-  if (address === null || typeof address === "string") throw new Error("B4: no free port");
-  return address.port;
-}
-
-/** A command pinned to the helper core when pinning is on. */
-function onHelperCore(pin: PinInfo, command: string, args: string[]) {
-  if (pin.pinned && pin.helperCore !== undefined) {
-    return { command: "taskset", args: ["-c", pin.helperCore, command, ...args] };
-  }
-  return { command, args };
-}
 
 // --- the site ------------------------------------------------------------------------------
 
-type Frozen = Record<string, number[]>;
-
-class Site {
-  private readonly lines: string[] = [];
-  private waiters: Array<(line: string) => void> = [];
-  constructor(readonly child: ChildProcess) {
-    const rl = createInterface({ input: child.stdout! });
-    rl.on("line", (line) => {
-      const w = this.waiters.shift();
-      if (w) w(line);
-      else this.lines.push(line);
-    });
-  }
-  nextLine(limitMs: number, what: string): Promise<string> {
-    const queued = this.lines.shift();
-    if (queued !== undefined) return Promise.resolve(queued);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`B4: no ${what} from the site in ${limitMs} ms`)),
-        limitMs,
-      );
-      this.waiters.push((line) => {
-        clearTimeout(timer);
-        resolve(line);
-      });
-    });
-  }
-  send(line: string) {
-    this.child.stdin?.write(`${line}\n`);
-  }
-  async freeze(): Promise<Frozen> {
-    this.send("freeze");
-    const line = await this.nextLine(10_000, "frozen values");
-    if (!line.startsWith("frozen ")) throw new Error(`B4: site said ${line.slice(0, 80)}`);
-    return JSON.parse(line.slice("frozen ".length)) as Frozen;
-  }
-}
-
-async function startSite(pin: PinInfo, logDir: string): Promise<{ site: Site; ports: number[] }> {
-  const { command, args } = onHelperCore(pin, "python3", [
-    SITE_PY,
-    String(SERVERS),
-    String(UNITS),
-    String(POINTS),
-  ]);
-  const child = track(
-    spawn(command, args, {
-      env: { ...process.env, PYENV_VERSION: "system" },
-      stdio: ["pipe", "pipe", "pipe"],
-    }),
-  );
-  child.stderr?.pipe(createWriteStream(join(logDir, "site.log")));
-  const site = new Site(child);
-  const line = await site.nextLine(60_000, "ready line");
-  if (!line.startsWith("ready ")) throw new Error(`B4: site said ${line}`);
-  const ports = line.slice("ready ".length).split(",").map(Number);
-  if (ports.length !== SERVERS) throw new Error(`B4: ${ports.length} site ports`);
-  return { site, ports };
-}
-
 // --- measuring a process -------------------------------------------------------------------
-
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // After "pid (comm) ": state is field 3, utime 14, stime 15.
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function statusKb(pid: number, key: "VmRSS" | "VmHWM"): number {
-  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(
-    readFileSync(`/proc/${pid}/status`, "utf8"),
-  );
-  return m ? Number(m[1]) : NaN;
-}
 
 interface Measured {
   cpuPct: number;
@@ -238,17 +119,6 @@ interface Measured {
   heapUsedMb: number | undefined;
   survived: boolean;
   windowS: number;
-}
-
-async function scrape(apiPort: number): Promise<Record<string, number>> {
-  const res = await fetch(`http://127.0.0.1:${apiPort}/metrics`);
-  const text = await res.text();
-  const out: Record<string, number> = {};
-  for (const line of text.split("\n")) {
-    const m = /^(shadowgate_[a-z0-9_]+) ([0-9.eE+-]+|NaN)$/.exec(line);
-    if (m?.[1] !== undefined) out[m[1]] = Number(m[2]);
-  }
-  return out;
 }
 
 /**
@@ -326,100 +196,6 @@ async function measure(
 }
 
 // --- the cloud -------------------------------------------------------------------------------
-
-async function startCloud(
-  pin: PinInfo,
-  brokerUrl: string,
-  logDir: string,
-): Promise<{ url: string; child: ChildProcess }> {
-  const httpPort = await freePort();
-  const { command, args } = onHelperCore(pin, process.execPath, [
-    CLI_MAIN,
-    "cloud",
-    "--broker",
-    brokerUrl,
-    "--mqtt-port",
-    "0",
-    "--http-port",
-    String(httpPort),
-  ]);
-  const child = track(spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] }));
-  child.stderr?.pipe(createWriteStream(join(logDir, "cloud.log")));
-  const url = `http://127.0.0.1:${httpPort}`;
-  const end = Date.now() + 30_000;
-  for (;;) {
-    const ok = await fetch(`${url}/healthz`)
-      .then((r) => r.ok)
-      .catch(() => false);
-    if (ok) return { url, child };
-    if (Date.now() > end || child.exitCode !== null)
-      throw new Error("B4: the cloud service did not start");
-    await sleep(100);
-  }
-}
-
-async function cloudReported(
-  cloudUrl: string,
-  dn: string,
-): Promise<Record<string, unknown> | undefined> {
-  const res = await fetch(`${cloudUrl}/shadows/${PK}/${dn}?format=json`);
-  if (!res.ok) return undefined;
-  const doc = (await res.json()) as { state?: { reported?: Record<string, unknown> } };
-  return doc.state?.reported;
-}
-
-/** Every point equal at float32 precision. */
-function equalsPlc(reported: Record<string, unknown> | undefined, values: number[]): boolean {
-  if (reported === undefined) return false;
-  return values.every((v, k) => {
-    const r = reported[`p${k}`];
-    return typeof r === "number" && Math.fround(r) === Math.fround(v);
-  });
-}
-
-interface Device {
-  s: number;
-  u: number;
-}
-
-/** Time from `frozenAt` (performance.now()) until every device's cloud shadow equals its PLC's frozen values. */
-async function freshness(cloudUrl: string, devices: Device[], frozen: Frozen, frozenAt: number) {
-  const pending = new Set(devices);
-  const at: number[] = [];
-  const end = frozenAt + FRESH_LIMIT_MS;
-  while (pending.size > 0 && performance.now() < end) {
-    await Promise.all(
-      [...pending].map(async (d) => {
-        const values = frozen[`${d.s}.${d.u}`] ?? [];
-        const reported = await cloudReported(cloudUrl, deviceName(d.s, d.u)).catch(() => undefined);
-        if (equalsPlc(reported, values)) {
-          at.push(performance.now() - frozenAt);
-          pending.delete(d);
-        }
-      }),
-    );
-    if (pending.size > 0) await sleep(50);
-  }
-  // For a stale device, its first point that differs: what the cloud holds against the PLC.
-  let mismatch: string | undefined = undefined;
-  const first = [...pending][0];
-  if (first !== undefined) {
-    const values = frozen[`${first.s}.${first.u}`] ?? [];
-    const reported = await cloudReported(cloudUrl, deviceName(first.s, first.u)).catch(
-      () => undefined,
-    );
-    const k = values.findIndex(
-      (v, i) => Math.fround(Number(reported?.[`p${i}`])) !== Math.fround(v),
-    );
-    mismatch = `${deviceName(first.s, first.u)}.p${k}: cloud ${JSON.stringify(reported?.[`p${k}`])}, PLC ${values[k]}`;
-  }
-  return {
-    mismatch,
-    allMs: pending.size === 0 ? Math.max(...at) : NaN,
-    medianMs: median(at),
-    stale: [...pending].map((d) => deviceName(d.s, d.u)),
-  };
-}
 
 // --- the cases -------------------------------------------------------------------------------
 
@@ -614,8 +390,7 @@ async function main() {
     cleanup.push(() => stopChild(cloud.child, 5000));
     const ctx = { pin, ports, mqttUrl: mosquitto.url, cloudUrl: cloud.url, site, logDir };
 
-    const all: Device[] = [];
-    for (let s = 0; s < SERVERS; s++) for (let u = 1; u <= UNITS; u++) all.push({ s, u });
+    const all = siteDevices();
     const report = (r: GatewayResult) =>
       console.log(
         `  ${r.label}: CPU ${pct(r.cpuPct)}, RSS peak ${mb(r.rssPeakMb)} steady ${mb(r.rssSteadyMb)}, ` +

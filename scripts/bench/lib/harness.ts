@@ -3,7 +3,8 @@
  * transpiles the benchmarks into build/bench/ and calls runBenchmarks with its arguments).
  *
  * Runs every b<N>-*.js beside lib/ in the transpiled folder, in order of N, or only those named
- * (by id, or by full name: b1-coalescing). Each benchmark runs in a child process of its own,
+ * (by id, or by full name: b1-coalescing). A soak (b<N>-*-soak, B12: half an hour) runs only when
+ * named, and has a longer limit. Each benchmark runs in a child process of its own,
  * writes results/<name>.json and prints a one-line summary; this ends with the summaries and a
  * Markdown table of every result. Exit code: 1 when a benchmark failed a target or crashed, 64
  * on an unknown benchmark name.
@@ -16,6 +17,8 @@ import { BENCH_DIR, RESULTS_DIR, type BenchResult, type EnvInfo } from "./common
 
 /** A benchmark that outlives this is killed and counted as failed. */
 const BENCH_TIMEOUT_MS = 15 * 60_000;
+/** The same for a soak, which takes BENCH_SOAK_S (up to 4 h) plus its set-up and drain. */
+const SOAK_TIMEOUT_MS = 5 * 3_600_000;
 
 interface Bench {
   /** "b1" */
@@ -25,6 +28,9 @@ interface Bench {
   /** 1 */
   n: number;
   file: string;
+  /** runs only when named */
+  soak: boolean;
+  timeoutMs: number;
 }
 
 function discover(): Bench[] {
@@ -32,11 +38,14 @@ function discover(): Bench[] {
   for (const file of readdirSync(BENCH_DIR)) {
     const m = /^(b(\d+))(-[\w-]+)?\.js$/.exec(file);
     if (m === null || m[1] === undefined || m[2] === undefined) continue;
+    const soak = file.endsWith("-soak.js");
     benches.push({
       id: m[1],
       name: file.slice(0, -".js".length),
       n: Number(m[2]),
       file: join(BENCH_DIR, file),
+      soak,
+      timeoutMs: soak ? SOAK_TIMEOUT_MS : BENCH_TIMEOUT_MS,
     });
   }
   return benches.sort((a, b) => a.n - b.n || a.name.localeCompare(b.name));
@@ -51,7 +60,7 @@ function runOne(
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill("SIGKILL");
-    }, BENCH_TIMEOUT_MS);
+    }, bench.timeoutMs);
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, timedOut });
@@ -80,7 +89,9 @@ export async function runBenchmarks(wanted: readonly string[]): Promise<number> 
     return 64;
   }
   const selected =
-    wanted.length === 0 ? all : all.filter((b) => wanted.includes(b.id) || wanted.includes(b.name));
+    wanted.length === 0
+      ? all.filter((b) => !b.soak)
+      : all.filter((b) => wanted.includes(b.id) || wanted.includes(b.name));
 
   const table: string[] = [
     "| bench | case | metric | ours | baseline | ratio | target | ok |",
@@ -104,7 +115,7 @@ export async function runBenchmarks(wanted: readonly string[]): Promise<number> 
     env ??= result?.env;
     if (result === undefined) {
       const why = timedOut
-        ? `killed after ${BENCH_TIMEOUT_MS / 1000} s`
+        ? `killed after ${bench.timeoutMs / 1000} s`
         : `exit ${String(code ?? signal)}`;
       summaries.push(`${bench.id.toUpperCase()} ${bench.name}: no result (${why})`);
       table.push(`| ${bench.id.toUpperCase()} | - | - | - | - | - | - | no (${cell(why)}) |`);

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""B4's site: N pymodbus Modbus TCP servers in one Python process (not the gateway's), each
-with U unit ids of P float32 points (holding registers 0.., big-endian ABCD, 2 per point).
+"""B4's and B12's site: N pymodbus Modbus TCP servers in one Python process (not the
+gateway's), each with U unit ids of P float32 points (holding registers 0.., big-endian ABCD,
+2 per point) and one writable set point (holding register 2 * P, uint16).
 
     PYENV_VERSION=system python3 pymodbus-site.py SERVERS UNITS POINTS [PERIOD_S]
 
@@ -11,6 +12,11 @@ Prints `ready <port>,<port>,...` once every server listens on 127.0.0.1. Every P
                   every server index s (0-based) and unit id u, the values the registers hold
     thaw          change again every period
     period X      change every X seconds from now on
+    restart S X   server S goes away (its connections closed, its port refused) and comes back
+                  on the same port after X seconds, its registers kept, like a PLC restarting;
+                  answers `restarted S` once it listens again
+    writes        answers `writes <json>`: {"s.u": [every value written to the unit's set point
+                  over the wire, in order]}
 
 It exits when stdin closes (the bench died or is done), on SIGTERM or SIGINT.
 """
@@ -43,9 +49,36 @@ def values_at(tick, s, u, points):
     return list(struct.unpack(f">{points}f", struct.pack(f">{points}f", *raw)))
 
 
+class SetPointBlock(ModbusSequentialDataBlock):
+    """Holding registers that record what clients write at or past `watch` (the set point)."""
+
+    def __init__(self, address, values, watch, log):
+        super().__init__(address, values)
+        self.watch = watch
+        self.log = log
+
+    def setValues(self, address, values):
+        if address >= self.watch:
+            self.log.extend(values if isinstance(values, list) else [values])
+        super().setValues(address, values)
+
+
 def registers_of(values):
     n = len(values)
     return list(struct.unpack(f">{2 * n}H", struct.pack(f">{n}f", *values)))
+
+
+async def serve(context, port):
+    # Reusing the address lets a restarted server bind its port while the old connections close.
+    server = await StartAsyncTcpServer(
+        context=context,
+        address=("127.0.0.1", port),
+        defer_start=True,
+        allow_reuse_address=True,
+    )
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.wait_for(asyncio.ensure_future(server.serving), 10)
+    return server, task
 
 
 async def main():
@@ -58,27 +91,27 @@ async def main():
 
     # slaves[(s, u)] -> context
     slaves = {}
+    writes = {}
+    contexts_of = []
     servers = []
     tasks = []
     ports = []
     for s in range(servers_n):
         contexts = {}
         for u in range(1, units_n + 1):
+            log = writes.setdefault(f"{s}.{u}", [])
             ctx = ModbusSlaveContext(
                 di=ModbusSequentialDataBlock(0, [False] * 8),
                 co=ModbusSequentialDataBlock(0, [False] * 8),
-                hr=ModbusSequentialDataBlock(0, [0] * (2 * points)),
+                hr=SetPointBlock(0, [0] * (2 * points + 8), 2 * points, log),
                 ir=ModbusSequentialDataBlock(0, [0] * 8),
                 zero_mode=True,
             )
             contexts[u] = ctx
             slaves[(s, u)] = ctx
         context = ModbusServerContext(slaves=contexts, single=False)
-        server = await StartAsyncTcpServer(
-            context=context, address=("127.0.0.1", 0), defer_start=True
-        )
-        task = asyncio.create_task(server.serve_forever())
-        await asyncio.wait_for(asyncio.ensure_future(server.serving), 10)
+        contexts_of.append(context)
+        server, task = await serve(context, 0)
         servers.append(server)
         tasks.append(task)
         ports.append(server.server.sockets[0].getsockname()[1])
@@ -101,11 +134,22 @@ async def main():
             if not state["frozen"]:
                 update()
 
+    async def restart(s, pause):
+        await servers[s].shutdown()
+        tasks[s].cancel()
+        await asyncio.sleep(pause)
+        servers[s], tasks[s] = await serve(contexts_of[s], ports[s])
+        print(f"restarted {s}", flush=True)
+
     def command(line):
         words = line.split()
         if not words:
             return
-        if words[0] == "freeze":
+        if words[0] == "restart" and len(words) > 2:
+            asyncio.ensure_future(restart(int(words[1]), float(words[2])))
+        elif words[0] == "writes":
+            print("writes " + json.dumps(writes), flush=True)
+        elif words[0] == "freeze":
             state["frozen"] = True
             print("frozen " + json.dumps(state["current"]), flush=True)
         elif words[0] == "thaw":
