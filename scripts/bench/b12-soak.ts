@@ -361,7 +361,9 @@ async function main() {
         return m["shadowgate_outbox_pending_reports"] === 0;
       }));
     const pending = survived
-      ? ((await scrape(apiPort).catch(() => ({})))["shadowgate_outbox_pending_reports"] ?? NaN)
+      ? ((await scrape(apiPort).catch((): Record<string, number> => ({})))[
+          "shadowgate_outbox_pending_reports"
+        ] ?? NaN)
       : NaN;
     site.send("writes");
     const writesLine = await site.nextLine(10_000, "writes");

@@ -57,6 +57,7 @@ import {
   runMain,
   startWatchdog,
   type Check,
+  type PinInfo,
   type ResultRow,
 } from "./lib/common.js";
 import { startMosquitto } from "../../test/helpers/mosquitto.js";

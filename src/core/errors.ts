@@ -65,8 +65,9 @@ export const ErrorCodes = {
   POLL_OVERRUN: "SG_POLL_OVERRUN",
   SHUTDOWN_TIMEOUT: "SG_SHUTDOWN_TIMEOUT",
   /**
-   * The V8 heap is near its cap (gateway.memory.heapMb, --max-old-space-size): above ~85% the
-   * garbage collector runs nearly all the time, and at 100% the process dies.
+   * The V8 heap is near its cap (gateway.memory.heapMb, --max-old-space-size), or the garbage
+   * collector takes a large share of the time (a heap too small for the load); at 100% of the
+   * cap the process dies.
    */
   HEAP_HIGH: "SG_HEAP_HIGH",
   /** A component of the daemon (the store, a source, the cloud sync) failed to start. */

@@ -65,6 +65,39 @@ describe("HeapWatch", () => {
     expect(records).toHaveLength(3);
   });
 
+  it("warns once when the collector takes a quarter of the time, though the heap is half full", async () => {
+    const heap = scripted();
+    heap.set(24); // 50%: the ratio alone would not warn
+    let gc = 0;
+    const { logger, records } = captureLogger();
+    const watch = new HeapWatch(
+      { stats: heap.stats, intervalMs: 1000, gcMs: () => gc, now: () => Date.now() },
+      logger,
+    );
+    await watch.start();
+    gc += 50; // 5% of the next second
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(records).toEqual([]);
+
+    gc += 400; // 40%: thrashing
+    await vi.advanceTimersByTimeAsync(1000);
+    gc += 300; // 30%: still, no second warning
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ level: 40, code: ErrorCodes.HEAP_HIGH, gcPercent: 40 });
+    expect(records[0]?.msg).toMatch(/garbage collector .* raise gateway\.memory\.heapMb/);
+    expect(watch.status()).toMatchObject({ high: false, gcHigh: true, warnings: 1, gcPercent: 30 });
+
+    gc += 150; // 15%: between the thresholds, still high
+    await vi.advanceTimersByTimeAsync(1000);
+    gc += 20; // 2%
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(records).toHaveLength(2);
+    expect(records[1]).toMatchObject({ level: 30, gcPercent: 2 });
+    expect(records[1]?.msg).toMatch(/back below 10% of the time/);
+    await watch.stop();
+  });
+
   it("reads v8's own figures by default", () => {
     const { logger } = captureLogger();
     const watch = new HeapWatch({}, logger);
