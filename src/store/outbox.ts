@@ -151,6 +151,7 @@ export class Outbox {
   private readonly stateGet;
   private readonly ackSet;
   private readonly checkpointSet;
+  private readonly stateCreate;
   private readonly codec: ReportCodec;
 
   constructor(
@@ -191,6 +192,9 @@ export class Outbox {
        ON CONFLICT (product_key, device_name) DO UPDATE SET reported = excluded.reported,
          reported_seq = excluded.reported_seq, updated_at = excluded.updated_at`,
     );
+    this.stateCreate = db.prepare(
+      `INSERT OR IGNORE INTO shadow_state (product_key, device_name, updated_at) VALUES (?, ?, ?)`,
+    );
     this.rows = db.prepare<[], number>("SELECT count(*) FROM reports").pluck().get() ?? 0;
     // Every device with unconfirmed rows is loaded now, so that status() counts them all: one
     // pass over the rows after the lowest watermark (a rowid range: CROSS JOIN keeps reports
@@ -222,6 +226,9 @@ export class Outbox {
     try {
       touched = [...new Set(batch.map((s) => this.device(s.pk, s.dn)))];
       this.db.transaction(() => {
+        // A device's state row goes in with its first rows: the save that follows (below) may
+        // never happen (SIGKILL), and a device without a row is taken for one without rows.
+        for (const d of touched) if (d.savedSeq === 0) this.stateCreate.run(d.pk, d.dn, this.now());
         for (const s of batch) {
           seqs.push(
             Number(
@@ -447,7 +454,7 @@ export class Outbox {
       pendingRows: 0,
       oldestPendingTs: 0,
     };
-    // A device without a saved row never had rows (its first flush saves it at once).
+    // A device without a state row never had rows (its first flush writes the row).
     if (row) {
       for (const r of this.rowsAfter.all(Math.min(d.savedSeq, d.ackedSeq), pk, dn)) {
         const reported = this.codec.decode(r.reported);

@@ -71,6 +71,20 @@ describe("Outbox on a file", () => {
     second.db.close();
   });
 
+  it("a kill between a device's first rows and their first save loses none of them", async () => {
+    const file = await tempFile();
+    const first = reopen(file);
+    // The save that follows a device's first flush never happens, as when SIGKILL falls between.
+    first.box.checkpoint = () => undefined;
+    first.box.stage("pk", "new", { t: 1 });
+    first.box.stage("pk", "new", { u: 2 });
+    first.box.flush();
+    const second = reopen(file);
+    expect(second.box.pending("pk", "new")).toEqual({ upto: 2, reported: { t: 1, u: 2 } });
+    expect(second.box.status()).toMatchObject({ pending: 2 });
+    expect(second.box.saved("pk", "new")).toEqual({ version: 0, reported: { t: 1, u: 2 } });
+  });
+
   it("status() counts the whole file at open, a backlog of a device no mapping names too", async () => {
     const file = await tempFile();
     const first = reopen(file);
