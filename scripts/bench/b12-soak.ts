@@ -102,19 +102,29 @@ const TARGET_SLOPE_MB_H = 1;
 const SET_POINT = 2 * POINTS;
 const BUDGET_MS = (SOAK_S + 600) * 1000 + DRAIN_MS;
 
-/** Least-squares slope of (t seconds, y) in y per hour. */
-function slopePerHour(samples: ReadonlyArray<{ t: number; y: number }>): number {
+/**
+ * Least-squares slope of (t seconds, y) in y per hour, and twice its standard error: RSS moves
+ * with each collection (a sawtooth of a few MB), so a short window cannot tell a slow leak from
+ * that, and the error says how far the window can.
+ */
+function slopePerHour(samples: ReadonlyArray<{ t: number; y: number }>): {
+  slope: number;
+  twoSigma: number;
+} {
   const n = samples.length;
-  if (n < 2) return NaN;
+  if (n < 3) return { slope: NaN, twoSigma: NaN };
   const mt = samples.reduce((a, s) => a + s.t, 0) / n;
   const my = samples.reduce((a, s) => a + s.y, 0) / n;
-  let num = 0;
-  let den = 0;
+  let sxy = 0;
+  let sxx = 0;
   for (const s of samples) {
-    num += (s.t - mt) * (s.y - my);
-    den += (s.t - mt) ** 2;
+    sxy += (s.t - mt) * (s.y - my);
+    sxx += (s.t - mt) ** 2;
   }
-  return den === 0 ? NaN : (num / den) * 3600;
+  if (sxx === 0) return { slope: NaN, twoSigma: NaN };
+  const b = sxy / sxx;
+  const residuals = samples.reduce((a, s) => a + (s.y - my - b * (s.t - mt)) ** 2, 0);
+  return { slope: b * 3600, twoSigma: 2 * Math.sqrt(residuals / (n - 2) / sxx) * 3600 };
 }
 
 /** A counter from /metrics summed over its labels (the scrape keeps unlabelled series only). */
@@ -333,7 +343,7 @@ async function main() {
     uplink.restore();
     const survived = alive();
     const steady = rss.filter((s) => s.t >= WARMUP_S);
-    const slope = slopePerHour(steady);
+    const { slope, twoSigma } = slopePerHour(steady);
     const mqttReconnects = survived
       ? await counterSum(apiPort, "shadowgate_mqtt_reconnects_total").catch(() => NaN)
       : NaN;
@@ -389,7 +399,7 @@ async function main() {
     const p99Worst = p99s.length > 0 ? Math.max(...p99s) : NaN;
     const p99Median = median(p99s);
     console.log(
-      `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} MB/h; ` +
+      `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
         `loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
         `reconnects MQTT ${mqttReconnects} PLC ${plcReconnects}; ${commands.length} commands: ${lost} lost, ${doubled} doubled; ` +
         `desired cleared ${desiredCleared}; shadows fresh ${optMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
@@ -400,7 +410,7 @@ async function main() {
       {
         name: `RSS growth after warm-up < ${TARGET_SLOPE_MB_H} MB/h`,
         pass: slope < TARGET_SLOPE_MB_H,
-        detail: `${slope.toFixed(2)} MB/h over ${steady.length} samples, ${mb(rssFirst)} -> ${mb(rssLast)}`,
+        detail: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (2 sigma) over ${steady.length} samples, ${mb(rssFirst)} -> ${mb(rssLast)}`,
       },
       {
         name: "0 lost reports (none left unconfirmed, every shadow equal to its PLC)",
@@ -427,7 +437,7 @@ async function main() {
         bench: "B12",
         case: caseName,
         metric: "RSS slope after warm-up (first -> last, max)",
-        ours: `${slope.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}, ${mb(rssMax)})`,
+        ours: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}, ${mb(rssMax)})`,
         baseline: "-",
         ratio: "-",
         target: `< ${TARGET_SLOPE_MB_H} MB/h`,
@@ -470,7 +480,7 @@ async function main() {
       title: "soak",
       pass,
       summary:
-        `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}), ` +
+        `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}), ` +
         `loop p99 ${optMs(p99Worst)}, reconnects ${mqttReconnects}/${plcReconnects}, ` +
         `${lostReports} lost reports, commands ${lost} lost ${doubled} doubled of ${commands.length}, ` +
         `${internal} SG_INTERNAL: ${pass ? "PASS" : "FAIL"}`,
@@ -479,6 +489,8 @@ async function main() {
       rows,
       figures: {
         soakS: SOAK_S,
+        slopeMbPerHour: slope,
+        slopeTwoSigma: twoSigma,
         warmupS: WARMUP_S,
         heapMb: HEAP_MB,
         faults,
