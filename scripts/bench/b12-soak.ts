@@ -284,6 +284,8 @@ async function main() {
 
     // --- the soak ------------------------------------------------------------------------------
     const rss: Array<{ t: number; y: number }> = [];
+    /** V8's used heap at each scrape: a rising RSS over a flat heap is native memory. */
+    const heap: Array<{ t: number; y: number }> = [];
     const p99s: number[] = [];
     const warmP99s: number[] = [];
     let loopMax = 0;
@@ -300,6 +302,8 @@ async function main() {
         .then((m) => {
           const p99 = m["shadowgate_event_loop_delay_p99_seconds"];
           const max = m["shadowgate_event_loop_delay_max_seconds"];
+          const used = m["shadowgate_nodejs_heap_used_bytes"];
+          if (used !== undefined) heap.push({ t: elapsedS(), y: used / 2 ** 20 });
           if (p99 !== undefined) (elapsedS() >= WARMUP_S ? p99s : warmP99s).push(p99 * 1000);
           if (max !== undefined) loopMax = Math.max(loopMax, max * 1000);
         })
@@ -344,6 +348,7 @@ async function main() {
     const survived = alive();
     const steady = rss.filter((s) => s.t >= WARMUP_S);
     const { slope, twoSigma } = slopePerHour(steady);
+    const heapSlope = slopePerHour(heap.filter((s) => s.t >= WARMUP_S));
     const mqttReconnects = survived
       ? await counterSum(apiPort, "shadowgate_mqtt_reconnects_total").catch(() => NaN)
       : NaN;
@@ -400,7 +405,7 @@ async function main() {
     const p99Median = median(p99s);
     console.log(
       `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
-        `loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
+        `heap slope ${heapSlope.slope.toFixed(2)} +- ${heapSlope.twoSigma.toFixed(2)} MB/h; loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
         `reconnects MQTT ${mqttReconnects} PLC ${plcReconnects}; ${commands.length} commands: ${lost} lost, ${doubled} doubled; ` +
         `desired cleared ${desiredCleared}; shadows fresh ${optMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
         `outbox pending ${pending}; SG_INTERNAL ${internal}; ${survived ? "survived" : "DIED"}`,
@@ -491,6 +496,8 @@ async function main() {
         soakS: SOAK_S,
         slopeMbPerHour: slope,
         slopeTwoSigma: twoSigma,
+        heapSlope,
+        heap,
         warmupS: WARMUP_S,
         heapMb: HEAP_MB,
         faults,
