@@ -100,7 +100,12 @@ export type ReloadPlan =
   | "rebuilt";
 
 export type ReloadReply =
-  | { readonly status: "applied"; readonly plan: ReloadPlan }
+  | {
+      readonly status: "applied";
+      readonly plan: ReloadPlan;
+      /** Sections that changed but take effect only at the next restart (api, log, memory). */
+      readonly restartNeeded?: readonly string[];
+    }
   /**
    * Every problem as `file:line:col key.path: message`; `omitted` counts those past the
    * loader's limit (config/load.ts), when there are any.

@@ -108,6 +108,8 @@ export const ErrorCodes = {
   API_SLOW_CLIENT: "SG_API_SLOW_CLIENT",
   /** A reload asked for (SIGHUP or the API) was refused: the config has problems. */
   RELOAD_REFUSED: "SG_RELOAD_REFUSED",
+  /** A reload changed settings that only a restart applies (the api and log sections, the heap cap). */
+  RELOAD_RESTART_NEEDED: "SG_RELOAD_RESTART_NEEDED",
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -58,11 +58,15 @@ export class Service {
   /** Warns when the heap nears gateway.memory.heapMb; it outlives reloads, as the process does. */
   private readonly heap: HeapWatch;
 
+  /** The config the process started with: what the API server, the logger and node's flags use. */
+  private readonly startedWith: LoadedConfig;
+
   constructor(
     private readonly configFile: string,
     private config: LoadedConfig,
     private readonly log: Logger,
   ) {
+    this.startedWith = config;
     this.gateway = this.build(config);
     this.heap = new HeapWatch({}, log.child({ component: "daemon.heap" }));
   }
@@ -233,8 +237,17 @@ export class Service {
       );
       return { status: "refused", problems, ...(next.omitted > 0 && { omitted: next.omitted }) };
     }
-    const reply = await this.apply(next.config);
+    const restartNeeded = restartOnly(this.startedWith, next.config);
+    const applied = await this.apply(next.config);
     this.config = next.config;
+    let reply = applied;
+    if (restartNeeded.length > 0 && applied.status === "applied") {
+      this.log.warn(
+        { sections: restartNeeded, code: ErrorCodes.RELOAD_RESTART_NEEDED },
+        `reload: ${restartNeeded.join(", ")} changed, which only a restart applies (systemctl restart shadowgate); the rest is applied`,
+      );
+      reply = { ...applied, restartNeeded };
+    }
     if (this.unwatch) this.watch();
     return reply;
   }
@@ -265,4 +278,20 @@ export class Service {
     );
     return gateway;
   }
+}
+
+/**
+ * The settings a running daemon keeps until it restarts, where `after` differs from what the
+ * process started with: the API server and the logger are one per process (they outlive
+ * reloads), and the heap cap is a flag node starts with. Every reload says so until a restart.
+ */
+function restartOnly(before: LoadedConfig, after: LoadedConfig): string[] {
+  const sections: Array<[string, (c: LoadedConfig) => unknown]> = [
+    ["api", (c) => c.gateway.api],
+    ["log", (c) => c.gateway.log],
+    ["gateway.memory", (c) => c.gateway.gateway.memory],
+  ];
+  return sections
+    .filter(([, of]) => JSON.stringify(of(before)) !== JSON.stringify(of(after)))
+    .map(([name]) => name);
 }

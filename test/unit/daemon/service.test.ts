@@ -4,7 +4,7 @@
  * storm of SIGHUPs never runs two gateways at once, SIGTERM stops after the reload under way.
  */
 import { EventEmitter } from "node:events";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
@@ -91,6 +91,30 @@ it("reloads on SIGHUP, refuses a broken config keeping the running gateway, and 
   await expect(stopped).resolves.toBe("SIGTERM");
   await until("the PLC connection closed", () => sim.stats().connections.open === 0);
   expect(signals.listenerCount("SIGHUP") + signals.listenerCount("SIGTERM")).toBe(0);
+});
+
+it("says which changed sections wait for a restart, at every reload until then, and applies the rest", async () => {
+  const { logger, records } = captureLogger();
+  const { service, mappingFile } = await plant(logger);
+  const configFile = path.join(path.dirname(mappingFile), "..", "gateway.yaml");
+  await writeFile(
+    configFile,
+    `${await readFile(configFile, "utf8")}log: { level: debug }\napi: { listen: "127.0.0.1:0" }\n`,
+  );
+  await writeFile(mappingFile, mapping("int16"));
+  const reply = await service.reload();
+  expect(reply).toMatchObject({
+    status: "applied",
+    plan: { changed: ["boiler"] },
+    restartNeeded: ["api", "log"],
+  });
+  const warned = () => records.filter((r) => r.code === "SG_RELOAD_RESTART_NEEDED");
+  expect(warned()).toHaveLength(1);
+  expect(warned()[0]).toMatchObject({ level: 40, sections: ["api", "log"] });
+  expect(warned()[0]?.msg).toMatch(/only a restart applies/);
+  // Still not applied: the next reload says so again.
+  await expect(service.reload()).resolves.toMatchObject({ restartNeeded: ["api", "log"] });
+  expect(warned()).toHaveLength(2);
 });
 
 it("with watch, reloads when a mapping file is saved, and refuses a broken save", async () => {
