@@ -18,6 +18,12 @@ export const GOOD: Quality = Object.freeze({ status: "good" });
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [k: string]: JsonValue };
 export type JsonObject = { [k: string]: JsonValue };
 
+/**
+ * The reported attribute under which each point's last command outcome goes (north/desired.ts
+ * writes it; the edge shadow keeps and restores it; the local API serves it).
+ */
+export const COMMANDS_KEY = "_commands";
+
 /** An engineering value after decoding: what goes into `state.reported`. */
 export type PointValue = boolean | number | string | JsonValue[];
 

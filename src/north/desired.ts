@@ -1,13 +1,12 @@
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { isJsonObject as isObject } from "../core/json.js";
-import type { JsonObject, JsonValue } from "../core/types.js";
+import { COMMANDS_KEY, type JsonObject, type JsonValue } from "../core/types.js";
 import type { CloudShadow, Dialect, JournalRecord, ShadowDevice } from "./dialect.js";
 import type { CommandResult, SyncHooks, SyncStats } from "./hooks.js";
 import { logInternal, type LogOnce } from "./log-once.js";
 
 /** The reserved reported key under which every command's outcome is visible in the shadow. */
-export const COMMANDS_KEY = "_commands";
 
 /**
  * How far a desired value's timestamp may lie ahead of the gateway's clock. Beyond it the value

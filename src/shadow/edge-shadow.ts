@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { ErrorCodes } from "../core/errors.js";
-import type { JsonObject, PointValue, Quality } from "../core/types.js";
+import { isJsonObject } from "../core/json.js";
+import { COMMANDS_KEY, type JsonObject, type PointValue, type Quality } from "../core/types.js";
 import type { DevicePlan, PointBase, PointReading } from "../mapping/types.js";
 import { getPath, setPath } from "./document.js";
 
@@ -185,12 +186,20 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
   /**
    * Puts back the values saved before a restart, marked stale until a poll reads them again,
    * so the gateway serves its last known state from the first moment. They count as reported
-   * (the cloud had them), so an unchanged first reading sends nothing.
+   * (the cloud had them), so an unchanged first reading sends nothing. The last command outcome
+   * of each point still mapped comes back too (`_commands` is part of what was reported).
    */
   restore(deviceName: string, reported: JsonObject, now = Date.now()): void {
     const device = this.devices.get(deviceName);
     if (!device) return;
     device.revision = ++this.revisions;
+    const commands = reported[COMMANDS_KEY];
+    if (isJsonObject(commands)) {
+      for (const point of device.plan.points) {
+        const outcome = commands[point.name];
+        if (isJsonObject(outcome)) device.commands.set(point.name, outcome);
+      }
+    }
     for (const point of device.plan.points) {
       const value = getPath(reported, point.path);
       const leaf = device.leaves.get(point.name);
@@ -249,7 +258,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     this.emit("command", { deviceName, point, outcome });
   }
 
-  /** The last command outcome per point (the `_commands` object), since this process started. */
+  /** The last command outcome per point (the `_commands` object), restored after a restart. */
   commands(deviceName: string): JsonObject {
     return Object.fromEntries(this.devices.get(deviceName)?.commands ?? []);
   }

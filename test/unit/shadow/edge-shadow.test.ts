@@ -148,6 +148,18 @@ describe("EdgeShadow", () => {
     expect(counts()?.counts).toEqual({ good: 3, bad: 0, stale: 0 });
   });
 
+  it("restores each mapped point's last command outcome with the values saved before a restart", () => {
+    const { shadow } = feeder([point("x", { writable: true }), point("y", { writable: true })]);
+    const applied = { status: "applied", ts: 1700000000, version: 4, value: 5 };
+    shadow.restore("dev", {
+      x: 5,
+      _commands: { x: applied, gone: { status: "failed", ts: 1, version: 1 }, y: "not an outcome" },
+    });
+    // "gone" is no longer mapped, and y's entry is not an outcome: neither comes back.
+    expect(shadow.commands("dev")).toEqual({ x: applied });
+    expect(shadow.document("dev")?.state.reported).toEqual({ x: 5 });
+  });
+
   it("moves a device's revision with every reading, restore and command outcome, never back", () => {
     const { shadow, feed } = feeder([point("x", { writable: true })]);
     const seen = [shadow.revision("dev")];
