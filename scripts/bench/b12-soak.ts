@@ -50,14 +50,11 @@ import {
   finishBench,
   fmtMs,
   median,
-  pinCores,
   printChecks,
   runMain,
-  startWatchdog,
   type Check,
   type ResultRow,
 } from "./lib/common.js";
-import { startMosquitto } from "../../test/helpers/mosquitto.js";
 import { SEMI_SPACE_MB, TcpProxy } from "./lib/dist.js";
 import {
   CLI_MAIN,
@@ -68,12 +65,10 @@ import {
   deviceName,
   freePort,
   freshness,
-  killAll,
+  onSite,
   plcName,
   scrape,
   siteDevices,
-  startCloud,
-  startSite,
   statusKb,
   stopChild,
   track,
@@ -179,345 +174,332 @@ const optMs = (x: number | undefined) => (x === undefined || !Number.isFinite(x)
 
 async function main() {
   const startedAt = new Date();
-  const pin = pinCores();
-  const logDir = mkdtempSync(join(tmpdir(), `${NAME}-logs-`));
-  const watchdog = startWatchdog(NAME, BUDGET_MS, killAll);
-  const cleanup: Array<() => Promise<unknown>> = [];
-  let keepLogs = false;
-  console.log(
-    `  ${SOAK_S} s soak (warm-up ${WARMUP_S} s) of ${SERVERS} pymodbus servers x ${UNITS} units x ${POINTS} float32; ` +
-      `cut ${CUT_S} s every ${CUT_EVERY_S} s, PLC restart every ${RESTART_EVERY_S} s, desired every ${DESIRED_EVERY_S} s; ` +
-      `heap cap ${HEAP_MB || "none"}; pinning: ${pin.reason}; load ${envInfo([], pin).loadavg.join(" ")}`,
-  );
-  try {
-    const mosquitto = await startMosquitto();
-    cleanup.push(() => mosquitto.stop());
-    const { site, ports } = await startSite(pin, logDir);
-    cleanup.push(async () => {
-      site.child.stdin?.end();
-      await stopChild(site.child, 5000);
-    });
-    const cloud = await startCloud(pin, mosquitto.url, logDir);
-    cleanup.push(() => stopChild(cloud.child, 5000));
-    const uplink = new TcpProxy({ targetPort: Number(new URL(mosquitto.url).port) });
-    const { port: uplinkPort } = await uplink.start();
-    cleanup.push(() => uplink.stop());
+  const intro =
+    `${SOAK_S} s soak (warm-up ${WARMUP_S} s) of ${SERVERS} pymodbus servers x ${UNITS} units x ${POINTS} float32; ` +
+    `cut ${CUT_S} s every ${CUT_EVERY_S} s, PLC restart every ${RESTART_EVERY_S} s, desired every ${DESIRED_EVERY_S} s; ` +
+    `heap cap ${HEAP_MB || "none"}`;
+  await onSite(
+    NAME,
+    BUDGET_MS,
+    intro,
+    async ({ pin, logDir, site, ports, mqttUrl, cloudUrl, cleanup }) => {
+      const cloud = { url: cloudUrl };
+      const uplink = new TcpProxy({ targetPort: Number(new URL(mqttUrl).port) });
+      const { port: uplinkPort } = await uplink.start();
+      cleanup.push(() => uplink.stop());
 
-    // --- the gateway ---------------------------------------------------------------------------
-    const devices = siteDevices();
-    const dir = mkdtempSync(join(tmpdir(), `${NAME}-gw-`));
-    cleanup.push(async () => rmSync(dir, { recursive: true, force: true }));
-    mkdirSync(join(dir, "mappings"));
-    const apiPort = await freePort();
-    writeFileSync(
-      join(dir, "gateway.yaml"),
-      JSON.stringify({
-        version: 1,
-        gateway: {
-          name: "b12",
-          dataDir: "./data",
-          ...(HEAP_MB > 0 && { memory: { heapMb: HEAP_MB } }),
-        },
-        log: { level: process.env["BENCH_LOG_LEVEL"] ?? "warn" },
-        sources: Object.fromEntries(
-          ports.map((port, s) => [plcName(s), { protocol: "modbus-tcp", host: "127.0.0.1", port }]),
-        ),
-        cloud: {
-          url: `mqtt://127.0.0.1:${uplinkPort}`,
-          productKey: "a1B12Gw",
-          deviceName: "b12-gw",
-        },
-        api: { listen: `127.0.0.1:${apiPort}` },
-        mappings: "./mappings",
-      }),
-    );
-    const points = {
-      ...Object.fromEntries(
-        Array.from({ length: POINTS }, (_, k) => [
-          `p${k}`,
-          { table: "holding", offset: 2 * k, type: "float32" },
-        ]),
-      ),
-      sp: { table: "holding", offset: SET_POINT, type: "uint16", writable: true },
-    };
-    for (const d of devices) {
+      // --- the gateway ---------------------------------------------------------------------------
+      const devices = siteDevices();
+      const dir = mkdtempSync(join(tmpdir(), `${NAME}-gw-`));
+      cleanup.push(async () => rmSync(dir, { recursive: true, force: true }));
+      mkdirSync(join(dir, "mappings"));
+      const apiPort = await freePort();
       writeFileSync(
-        join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
+        join(dir, "gateway.yaml"),
         JSON.stringify({
           version: 1,
-          device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
-          source: plcName(d.s),
-          unitId: d.u,
-          pollInterval: "1s",
-          points,
+          gateway: {
+            name: "b12",
+            dataDir: "./data",
+            ...(HEAP_MB > 0 && { memory: { heapMb: HEAP_MB } }),
+          },
+          log: { level: process.env["BENCH_LOG_LEVEL"] ?? "warn" },
+          sources: Object.fromEntries(
+            ports.map((port, s) => [
+              plcName(s),
+              { protocol: "modbus-tcp", host: "127.0.0.1", port },
+            ]),
+          ),
+          cloud: {
+            url: `mqtt://127.0.0.1:${uplinkPort}`,
+            productKey: "a1B12Gw",
+            deviceName: "b12-gw",
+          },
+          api: { listen: `127.0.0.1:${apiPort}` },
+          mappings: "./mappings",
         }),
       );
-    }
-    const log = join(logDir, "gateway.log");
-    const nodeArgs = [
-      ...(HEAP_MB > 0
-        ? [`--max-old-space-size=${HEAP_MB}`, `--max-semi-space-size=${SEMI_SPACE_MB}`]
-        : []),
-      CLI_MAIN,
-      "run",
-      "-c",
-      join(dir, "gateway.yaml"),
-    ];
-    const gateway = track(
-      spawn(process.execPath, nodeArgs, { stdio: ["ignore", "ignore", "pipe"] }),
-    );
-    gateway.stderr?.pipe(createWriteStream(log));
-    cleanup.push(() => stopChild(gateway));
-    const alive = () => gateway.exitCode === null && gateway.signalCode === null;
-    const t0 = Date.now();
-    const upAt = await settle(60_000, async () => {
+      const points = {
+        ...Object.fromEntries(
+          Array.from({ length: POINTS }, (_, k) => [
+            `p${k}`,
+            { table: "holding", offset: 2 * k, type: "float32" },
+          ]),
+        ),
+        sp: { table: "holding", offset: SET_POINT, type: "uint16", writable: true },
+      };
       for (const d of devices) {
-        const r = await fetch(`${cloud.url}/shadows/${PK}/${deviceName(d.s, d.u)}?format=json`);
-        if (!r.ok) return false;
-      }
-      return true;
-    });
-    if (!upAt) throw new Error(`B12: not every device reached the cloud in 60 s; see ${log}`);
-    console.log(
-      `  every shadow in the cloud ${((Date.now() - t0) / 1000).toFixed(1)} s after start`,
-    );
-
-    // --- the soak ------------------------------------------------------------------------------
-    const rss: Array<{ t: number; y: number }> = [];
-    /** V8's used heap at each scrape: a rising RSS over a flat heap is native memory. */
-    const heap: Array<{ t: number; y: number }> = [];
-    const p99s: number[] = [];
-    const warmP99s: number[] = [];
-    let loopMax = 0;
-    const commands: Command[] = [];
-    const faults = { cuts: 0, restarts: 0, desiredRefused: 0 };
-    const soakStart = Date.now();
-    const soakEnd = soakStart + SOAK_S * 1000;
-    const elapsedS = () => (Date.now() - soakStart) / 1000;
-    await scrape(apiPort); // resets the loop-delay histogram
-    const sampler = setInterval(() => {
-      if (!alive()) return;
-      rss.push({ t: elapsedS(), y: statusKb(gateway.pid!, "VmRSS") / 1024 });
-      scrape(apiPort)
-        .then((m) => {
-          const p99 = m["shadowgate_event_loop_delay_p99_seconds"];
-          const max = m["shadowgate_event_loop_delay_max_seconds"];
-          const used = m["shadowgate_nodejs_heap_used_bytes"];
-          if (used !== undefined) heap.push({ t: elapsedS(), y: used / 2 ** 20 });
-          if (p99 !== undefined) (elapsedS() >= WARMUP_S ? p99s : warmP99s).push(p99 * 1000);
-          if (max !== undefined) loopMax = Math.max(loopMax, max * 1000);
-        })
-        .catch(() => undefined);
-    }, SAMPLE_MS);
-    const cutter = setInterval(() => {
-      faults.cuts++;
-      uplink.cut(CUT_S * 1000);
-    }, CUT_EVERY_S * 1000);
-    let nextServer = 0;
-    const restarter = setInterval(() => {
-      faults.restarts++;
-      site.send(`restart ${nextServer} ${RESTART_DOWN_S}`);
-      nextServer = (nextServer + 1) % SERVERS;
-    }, RESTART_EVERY_S * 1000);
-    const issuer = setInterval(() => {
-      const device = devices[commands.length % devices.length];
-      if (device === undefined) return;
-      const c: Command = { device, value: commands.length + 1, at: elapsedS() };
-      commands.push(c);
-      setDesired(cloud.url, deviceName(device.s, device.u), c.value).catch(() => {
-        faults.desiredRefused++;
-      });
-    }, DESIRED_EVERY_S * 1000);
-    let lastReport = Date.now();
-    while (Date.now() < soakEnd && alive()) {
-      await sleep(Math.min(1000, soakEnd - Date.now()));
-      if (Date.now() - lastReport >= 60_000) {
-        lastReport = Date.now();
-        const last = rss.at(-1);
-        console.log(
-          `  ${Math.round(elapsedS())} s: RSS ${last ? mb(last.y) : "-"}, ${commands.length} commands, ` +
-            `${faults.cuts} cuts, ${faults.restarts} restarts`,
+        writeFileSync(
+          join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
+          JSON.stringify({
+            version: 1,
+            device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
+            source: plcName(d.s),
+            unitId: d.u,
+            pollInterval: "1s",
+            points,
+          }),
         );
       }
-    }
-    clearInterval(cutter);
-    clearInterval(restarter);
-    clearInterval(issuer);
-    clearInterval(sampler);
-    uplink.restore();
-    const survived = alive();
-    const steady = rss.filter((s) => s.t >= WARMUP_S);
-    const { slope, twoSigma } = slopePerHour(steady);
-    const heapSlope = slopePerHour(heap.filter((s) => s.t >= WARMUP_S));
-    const mqttReconnects = survived
-      ? await counterSum(apiPort, "shadowgate_mqtt_reconnects_total").catch(() => NaN)
-      : NaN;
-    const plcReconnects = survived
-      ? await counterSum(apiPort, "shadowgate_source_reconnects_total").catch(() => NaN)
-      : NaN;
+      const log = join(logDir, "gateway.log");
+      const nodeArgs = [
+        ...(HEAP_MB > 0
+          ? [`--max-old-space-size=${HEAP_MB}`, `--max-semi-space-size=${SEMI_SPACE_MB}`]
+          : []),
+        CLI_MAIN,
+        "run",
+        "-c",
+        join(dir, "gateway.yaml"),
+      ];
+      const gateway = track(
+        spawn(process.execPath, nodeArgs, { stdio: ["ignore", "ignore", "pipe"] }),
+      );
+      gateway.stderr?.pipe(createWriteStream(log));
+      cleanup.push(() => stopChild(gateway));
+      const alive = () => gateway.exitCode === null && gateway.signalCode === null;
+      const t0 = Date.now();
+      const upAt = await settle(60_000, async () => {
+        for (const d of devices) {
+          const r = await fetch(`${cloud.url}/shadows/${PK}/${deviceName(d.s, d.u)}?format=json`);
+          if (!r.ok) return false;
+        }
+        return true;
+      });
+      if (!upAt) throw new Error(`B12: not every device reached the cloud in 60 s; see ${log}`);
+      console.log(
+        `  every shadow in the cloud ${((Date.now() - t0) / 1000).toFixed(1)} s after start`,
+      );
 
-    // --- the drain -----------------------------------------------------------------------------
-    const drainStart = Date.now();
-    const lastOf = new Map<string, Command>();
-    for (const c of commands) lastOf.set(deviceName(c.device.s, c.device.u), c);
-    const desiredCleared = await settle(DRAIN_MS, async () => {
-      for (const dn of lastOf.keys()) {
-        if (Object.keys(await desiredOf(cloud.url, dn)).length > 0) return false;
+      // --- the soak ------------------------------------------------------------------------------
+      const rss: Array<{ t: number; y: number }> = [];
+      /** V8's used heap at each scrape: a rising RSS over a flat heap is native memory. */
+      const heap: Array<{ t: number; y: number }> = [];
+      const p99s: number[] = [];
+      const warmP99s: number[] = [];
+      let loopMax = 0;
+      const commands: Command[] = [];
+      const faults = { cuts: 0, restarts: 0, desiredRefused: 0 };
+      const soakStart = Date.now();
+      const soakEnd = soakStart + SOAK_S * 1000;
+      const elapsedS = () => (Date.now() - soakStart) / 1000;
+      await scrape(apiPort); // resets the loop-delay histogram
+      const sampler = setInterval(() => {
+        if (!alive()) return;
+        rss.push({ t: elapsedS(), y: statusKb(gateway.pid!, "VmRSS") / 1024 });
+        scrape(apiPort)
+          .then((m) => {
+            const p99 = m["shadowgate_event_loop_delay_p99_seconds"];
+            const max = m["shadowgate_event_loop_delay_max_seconds"];
+            const used = m["shadowgate_nodejs_heap_used_bytes"];
+            if (used !== undefined) heap.push({ t: elapsedS(), y: used / 2 ** 20 });
+            if (p99 !== undefined) (elapsedS() >= WARMUP_S ? p99s : warmP99s).push(p99 * 1000);
+            if (max !== undefined) loopMax = Math.max(loopMax, max * 1000);
+          })
+          .catch(() => undefined);
+      }, SAMPLE_MS);
+      const cutter = setInterval(() => {
+        faults.cuts++;
+        uplink.cut(CUT_S * 1000);
+      }, CUT_EVERY_S * 1000);
+      let nextServer = 0;
+      const restarter = setInterval(() => {
+        faults.restarts++;
+        site.send(`restart ${nextServer} ${RESTART_DOWN_S}`);
+        nextServer = (nextServer + 1) % SERVERS;
+      }, RESTART_EVERY_S * 1000);
+      const issuer = setInterval(() => {
+        const device = devices[commands.length % devices.length];
+        if (device === undefined) return;
+        const c: Command = { device, value: commands.length + 1, at: elapsedS() };
+        commands.push(c);
+        setDesired(cloud.url, deviceName(device.s, device.u), c.value).catch(() => {
+          faults.desiredRefused++;
+        });
+      }, DESIRED_EVERY_S * 1000);
+      let lastReport = Date.now();
+      while (Date.now() < soakEnd && alive()) {
+        await sleep(Math.min(1000, soakEnd - Date.now()));
+        if (Date.now() - lastReport >= 60_000) {
+          lastReport = Date.now();
+          const last = rss.at(-1);
+          console.log(
+            `  ${Math.round(elapsedS())} s: RSS ${last ? mb(last.y) : "-"}, ${commands.length} commands, ` +
+              `${faults.cuts} cuts, ${faults.restarts} restarts`,
+          );
+        }
       }
-      return true;
-    });
-    const frozenAt = performance.now();
-    const frozen = await site.freeze();
-    const fresh = await freshness(cloud.url, devices, frozen, frozenAt);
-    const outboxEmpty =
-      survived &&
-      (await settle(Math.max(10_000, DRAIN_MS - (Date.now() - drainStart)), async () => {
-        const m = await scrape(apiPort);
-        return m["shadowgate_outbox_pending_reports"] === 0;
-      }));
-    const pending = survived
-      ? ((await scrape(apiPort).catch((): Record<string, number> => ({})))[
-          "shadowgate_outbox_pending_reports"
-        ] ?? NaN)
-      : NaN;
-    site.send("writes");
-    const writesLine = await site.nextLine(10_000, "writes");
-    if (!writesLine.startsWith("writes "))
-      throw new Error(`B12: site said ${writesLine.slice(0, 80)}`);
-    const writes = JSON.parse(writesLine.slice("writes ".length)) as Record<string, number[]>;
-    let lost = 0;
-    let doubled = 0;
-    for (const c of commands) {
-      const n = (writes[`${c.device.s}.${c.device.u}`] ?? []).filter((v) => v === c.value).length;
-      if (n === 0) lost++;
-      else if (n > 1) doubled++;
-    }
-    const internal = readFileSync(log, "utf8")
-      .split("\n")
-      .filter((l) => l.includes('"SG_INTERNAL"')).length;
-    const lostReports = (Number.isFinite(pending) ? pending : 0) + fresh.stale.length;
+      clearInterval(cutter);
+      clearInterval(restarter);
+      clearInterval(issuer);
+      clearInterval(sampler);
+      uplink.restore();
+      const survived = alive();
+      const steady = rss.filter((s) => s.t >= WARMUP_S);
+      const { slope, twoSigma } = slopePerHour(steady);
+      const heapSlope = slopePerHour(heap.filter((s) => s.t >= WARMUP_S));
+      const mqttReconnects = survived
+        ? await counterSum(apiPort, "shadowgate_mqtt_reconnects_total").catch(() => NaN)
+        : NaN;
+      const plcReconnects = survived
+        ? await counterSum(apiPort, "shadowgate_source_reconnects_total").catch(() => NaN)
+        : NaN;
 
-    // --- results -------------------------------------------------------------------------------
-    const rssFirst = steady[0]?.y ?? NaN;
-    const rssLast = steady.at(-1)?.y ?? NaN;
-    const rssMax = rss.length > 0 ? Math.max(...rss.map((s) => s.y)) : NaN;
-    const p99Worst = p99s.length > 0 ? Math.max(...p99s) : NaN;
-    const p99Median = median(p99s);
-    console.log(
-      `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
-        `heap slope ${heapSlope.slope.toFixed(2)} +- ${heapSlope.twoSigma.toFixed(2)} MB/h; loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
-        `reconnects MQTT ${mqttReconnects} PLC ${plcReconnects}; ${commands.length} commands: ${lost} lost, ${doubled} doubled; ` +
-        `desired cleared ${desiredCleared}; shadows fresh ${optMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
-        `outbox pending ${pending}; SG_INTERNAL ${internal}; ${survived ? "survived" : "DIED"}`,
-    );
-    const checks: Check[] = [
-      { name: "the gateway survived the soak", pass: survived, detail: survived ? "yes" : "died" },
-      {
-        name: `RSS growth after warm-up < ${TARGET_SLOPE_MB_H} MB/h`,
-        pass: slope < TARGET_SLOPE_MB_H,
-        detail: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (2 sigma) over ${steady.length} samples, ${mb(rssFirst)} -> ${mb(rssLast)}`,
-      },
-      {
-        name: "0 lost reports (none left unconfirmed, every shadow equal to its PLC)",
-        pass: lostReports === 0 && outboxEmpty,
-        detail: `${pending} pending, ${fresh.stale.length} stale shadows`,
-      },
-      {
-        name: "every command executed exactly once",
-        pass: lost === 0 && doubled === 0 && desiredCleared,
-        detail: `${commands.length} commands: ${lost} lost, ${doubled} doubled`,
-      },
-      {
-        name: "no escaped exception or unhandled rejection",
-        pass: internal === 0,
-        detail: `${internal} SG_INTERNAL`,
-      },
-    ];
-    printChecks(checks);
-    const pass = checks.every((c) => c.pass);
-    const caseName = `${SERVERS * UNITS} PLCs x ${POINTS} points @ 1 s, ${Math.round(SOAK_S / 60)} min`;
-    const yn = (b: boolean) => (b ? "yes" : "no");
-    const rows: ResultRow[] = [
-      {
+      // --- the drain -----------------------------------------------------------------------------
+      const drainStart = Date.now();
+      const lastOf = new Map<string, Command>();
+      for (const c of commands) lastOf.set(deviceName(c.device.s, c.device.u), c);
+      const desiredCleared = await settle(DRAIN_MS, async () => {
+        for (const dn of lastOf.keys()) {
+          if (Object.keys(await desiredOf(cloud.url, dn)).length > 0) return false;
+        }
+        return true;
+      });
+      const frozenAt = performance.now();
+      const frozen = await site.freeze();
+      const fresh = await freshness(cloud.url, devices, frozen, frozenAt);
+      const outboxEmpty =
+        survived &&
+        (await settle(Math.max(10_000, DRAIN_MS - (Date.now() - drainStart)), async () => {
+          const m = await scrape(apiPort);
+          return m["shadowgate_outbox_pending_reports"] === 0;
+        }));
+      const pending = survived
+        ? ((await scrape(apiPort).catch((): Record<string, number> => ({})))[
+            "shadowgate_outbox_pending_reports"
+          ] ?? NaN)
+        : NaN;
+      site.send("writes");
+      const writesLine = await site.nextLine(10_000, "writes");
+      if (!writesLine.startsWith("writes "))
+        throw new Error(`B12: site said ${writesLine.slice(0, 80)}`);
+      const writes = JSON.parse(writesLine.slice("writes ".length)) as Record<string, number[]>;
+      let lost = 0;
+      let doubled = 0;
+      for (const c of commands) {
+        const n = (writes[`${c.device.s}.${c.device.u}`] ?? []).filter((v) => v === c.value).length;
+        if (n === 0) lost++;
+        else if (n > 1) doubled++;
+      }
+      const internal = readFileSync(log, "utf8")
+        .split("\n")
+        .filter((l) => l.includes('"SG_INTERNAL"')).length;
+      const lostReports = (Number.isFinite(pending) ? pending : 0) + fresh.stale.length;
+
+      // --- results -------------------------------------------------------------------------------
+      const rssFirst = steady[0]?.y ?? NaN;
+      const rssLast = steady.at(-1)?.y ?? NaN;
+      const rssMax = rss.length > 0 ? Math.max(...rss.map((s) => s.y)) : NaN;
+      const p99Worst = p99s.length > 0 ? Math.max(...p99s) : NaN;
+      const p99Median = median(p99s);
+      console.log(
+        `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
+          `heap slope ${heapSlope.slope.toFixed(2)} +- ${heapSlope.twoSigma.toFixed(2)} MB/h; loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
+          `reconnects MQTT ${mqttReconnects} PLC ${plcReconnects}; ${commands.length} commands: ${lost} lost, ${doubled} doubled; ` +
+          `desired cleared ${desiredCleared}; shadows fresh ${optMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
+          `outbox pending ${pending}; SG_INTERNAL ${internal}; ${survived ? "survived" : "DIED"}`,
+      );
+      const checks: Check[] = [
+        {
+          name: "the gateway survived the soak",
+          pass: survived,
+          detail: survived ? "yes" : "died",
+        },
+        {
+          name: `RSS growth after warm-up < ${TARGET_SLOPE_MB_H} MB/h`,
+          pass: slope < TARGET_SLOPE_MB_H,
+          detail: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (2 sigma) over ${steady.length} samples, ${mb(rssFirst)} -> ${mb(rssLast)}`,
+        },
+        {
+          name: "0 lost reports (none left unconfirmed, every shadow equal to its PLC)",
+          pass: lostReports === 0 && outboxEmpty,
+          detail: `${pending} pending, ${fresh.stale.length} stale shadows`,
+        },
+        {
+          name: "every command executed exactly once",
+          pass: lost === 0 && doubled === 0 && desiredCleared,
+          detail: `${commands.length} commands: ${lost} lost, ${doubled} doubled`,
+        },
+        {
+          name: "no escaped exception or unhandled rejection",
+          pass: internal === 0,
+          detail: `${internal} SG_INTERNAL`,
+        },
+      ];
+      printChecks(checks);
+      const pass = checks.every((c) => c.pass);
+      const caseName = `${SERVERS * UNITS} PLCs x ${POINTS} points @ 1 s, ${Math.round(SOAK_S / 60)} min`;
+      const yn = (b: boolean) => (b ? "yes" : "no");
+      const row = (
+        metric: string,
+        ours: string,
+        target = "-",
+        ok: ResultRow["pass"] = "-",
+      ): ResultRow => ({
         bench: "B12",
         case: caseName,
-        metric: "RSS slope after warm-up (first -> last, max)",
-        ours: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}, ${mb(rssMax)})`,
+        metric,
+        ours,
         baseline: "-",
         ratio: "-",
-        target: `< ${TARGET_SLOPE_MB_H} MB/h`,
-        pass: yn(slope < TARGET_SLOPE_MB_H),
-      },
-      {
-        bench: "B12",
-        case: caseName,
-        metric: "event-loop p99, worst / median 5 s after warm-up",
-        ours: `${optMs(p99Worst)} / ${optMs(p99Median)}`,
-        baseline: "-",
-        ratio: "-",
-        target: "-",
-        pass: "-",
-      },
-      {
-        bench: "B12",
-        case: caseName,
-        metric: `reconnects MQTT / PLC (${faults.cuts} cuts, ${faults.restarts} restarts, ${site.restarted} back)`,
-        ours: `${mqttReconnects} / ${plcReconnects}`,
-        baseline: "-",
-        ratio: "-",
-        target: "-",
-        pass: "-",
-      },
-      {
-        bench: "B12",
-        case: caseName,
-        metric: "lost reports; commands lost / doubled",
-        ours: `${lostReports}; ${lost} / ${doubled} of ${commands.length}`,
-        baseline: "-",
-        ratio: "-",
-        target: "0; 0 / 0",
-        pass: yn(lostReports === 0 && outboxEmpty && lost === 0 && doubled === 0),
-      },
-    ];
-    finishBench({
-      id: "B12",
-      name: NAME,
-      title: "soak",
-      pass,
-      summary:
-        `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}), ` +
-        `loop p99 ${optMs(p99Worst)}, reconnects ${mqttReconnects}/${plcReconnects}, ` +
-        `${lostReports} lost reports, commands ${lost} lost ${doubled} doubled of ${commands.length}, ` +
-        `${internal} SG_INTERNAL: ${pass ? "PASS" : "FAIL"}`,
-      startedAt,
-      env: envInfo(["mqtt", "better-sqlite3"], pin),
-      rows,
-      figures: {
-        soakS: SOAK_S,
-        slopeMbPerHour: slope,
-        slopeTwoSigma: twoSigma,
-        heapSlope,
-        heap,
-        warmupS: WARMUP_S,
-        heapMb: HEAP_MB,
-        faults,
-        rss,
-        p99s,
-        warmP99s,
-        loopMaxMs: loopMax,
-        freshness: fresh,
-        commands: commands.length,
-        checks,
-      },
-    });
-    if (!pass) keepLogs = true;
-  } finally {
-    clearTimeout(watchdog);
-    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-    killAll();
-    if (keepLogs) console.log(`  logs kept in ${logDir}`);
-    else rmSync(logDir, { recursive: true, force: true });
-  }
+        target,
+        pass: ok,
+      });
+      const rows: ResultRow[] = [
+        row(
+          "RSS slope after warm-up (first -> last, max)",
+          `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}, ${mb(rssMax)})`,
+          `< ${TARGET_SLOPE_MB_H} MB/h`,
+          yn(slope < TARGET_SLOPE_MB_H),
+        ),
+        row(
+          "event-loop p99, worst / median 5 s after warm-up",
+          `${optMs(p99Worst)} / ${optMs(p99Median)}`,
+        ),
+        row(
+          `reconnects MQTT / PLC (${faults.cuts} cuts, ${faults.restarts} restarts, ${site.restarted} back)`,
+          `${mqttReconnects} / ${plcReconnects}`,
+        ),
+        row(
+          "lost reports; commands lost / doubled",
+          `${lostReports}; ${lost} / ${doubled} of ${commands.length}`,
+          "0; 0 / 0",
+          yn(lostReports === 0 && outboxEmpty && lost === 0 && doubled === 0),
+        ),
+      ];
+      finishBench({
+        id: "B12",
+        name: NAME,
+        title: "soak",
+        pass,
+        summary:
+          `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}), ` +
+          `loop p99 ${optMs(p99Worst)}, reconnects ${mqttReconnects}/${plcReconnects}, ` +
+          `${lostReports} lost reports, commands ${lost} lost ${doubled} doubled of ${commands.length}, ` +
+          `${internal} SG_INTERNAL: ${pass ? "PASS" : "FAIL"}`,
+        startedAt,
+        env: envInfo(["mqtt", "better-sqlite3"], pin),
+        rows,
+        figures: {
+          soakS: SOAK_S,
+          slopeMbPerHour: slope,
+          slopeTwoSigma: twoSigma,
+          heapSlope,
+          heap,
+          warmupS: WARMUP_S,
+          heapMb: HEAP_MB,
+          faults,
+          rss,
+          p99s,
+          warmP99s,
+          loopMaxMs: loopMax,
+          freshness: fresh,
+          commands: commands.length,
+          checks,
+        },
+      });
+      return pass;
+    },
+  );
 }
 
 runMain(NAME, main);

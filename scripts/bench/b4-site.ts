@@ -52,15 +52,11 @@ import {
   finishBench,
   fmtMs,
   median,
-  pinCores,
   printChecks,
   runMain,
-  startWatchdog,
   type Check,
-  type PinInfo,
   type ResultRow,
 } from "./lib/common.js";
-import { startMosquitto } from "../../test/helpers/mosquitto.js";
 import { SEMI_SPACE_MB } from "./lib/dist.js";
 import {
   CLI_MAIN,
@@ -74,17 +70,15 @@ import {
   deviceName,
   freePort,
   freshness,
-  killAll,
+  onSite,
   plcName,
   scrape,
   siteDevices,
-  startCloud,
-  startSite,
   statusKb,
   stopChild,
   track,
   type Device,
-  type Site,
+  type SiteRun,
 } from "./lib/site.js";
 
 const NAME = "b4-site";
@@ -221,17 +215,7 @@ interface GatewayResult extends Measured {
   log: string;
 }
 
-async function runGateway(
-  c: GatewayCase,
-  ctx: {
-    pin: PinInfo;
-    ports: number[];
-    mqttUrl: string;
-    cloudUrl: string;
-    site: Site;
-    logDir: string;
-  },
-): Promise<GatewayResult> {
+async function runGateway(c: GatewayCase, ctx: SiteRun): Promise<GatewayResult> {
   const dir = mkdtempSync(join(tmpdir(), `${NAME}-gw-`));
   mkdirSync(join(dir, "mappings"));
   mkdirSync(join(dir, "data"));
@@ -370,27 +354,11 @@ const optMs = (x: number | undefined) => (x === undefined || !Number.isFinite(x)
 
 async function main() {
   const startedAt = new Date();
-  const pin = pinCores();
-  const logDir = mkdtempSync(join(tmpdir(), `${NAME}-logs-`));
-  const watchdog = startWatchdog(NAME, BUDGET_MS, killAll);
-  const cleanup: Array<() => Promise<unknown>> = [];
-  let keepLogs = false;
-  console.log(
-    `  ${SERVERS} pymodbus servers x ${UNITS} units x ${POINTS} float32; warm-up ${WARMUP_S} s, window ${MEASURE_S} s ` +
-      `(small cases ${SMALL_MEASURE_S} s); pinning: ${pin.reason}; load ${envInfo([], pin).loadavg.join(" ")}`,
-  );
-  try {
-    const mosquitto = await startMosquitto();
-    cleanup.push(() => mosquitto.stop());
-    const { site, ports } = await startSite(pin, logDir);
-    cleanup.push(async () => {
-      site.child.stdin?.end();
-      await stopChild(site.child, 5000);
-    });
-    const cloud = await startCloud(pin, mosquitto.url, logDir);
-    cleanup.push(() => stopChild(cloud.child, 5000));
-    const ctx = { pin, ports, mqttUrl: mosquitto.url, cloudUrl: cloud.url, site, logDir };
-
+  const intro =
+    `${SERVERS} pymodbus servers x ${UNITS} units x ${POINTS} float32; warm-up ${WARMUP_S} s, window ${MEASURE_S} s ` +
+    `(small cases ${SMALL_MEASURE_S} s)`;
+  await onSite(NAME, BUDGET_MS, intro, async (ctx) => {
+    const { pin, site } = ctx;
     const all = siteDevices();
     const report = (r: GatewayResult) =>
       console.log(
@@ -624,14 +592,8 @@ async function main() {
         checks,
       },
     });
-    if (!pass) keepLogs = true;
-  } finally {
-    clearTimeout(watchdog);
-    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-    killAll();
-    if (keepLogs) console.log(`  logs kept in ${logDir}`);
-    else rmSync(logDir, { recursive: true, force: true });
-  }
+    return pass;
+  });
 }
 
 runMain(NAME, main);

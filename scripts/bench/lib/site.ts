@@ -5,12 +5,14 @@
  * benchmarks take of the gateway. Every child process is tracked and killed on any exit.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
-import { median, REPO_DIR, type PinInfo } from "./common.js";
+import { startMosquitto } from "../../../test/helpers/mosquitto.js";
+import { envInfo, median, pinCores, REPO_DIR, startWatchdog, type PinInfo } from "./common.js";
 
 export const SERVERS = 20;
 export const UNITS = 5;
@@ -274,4 +276,56 @@ export async function freshness(
     medianMs: median(at),
     stale: [...pending].map((d) => deviceName(d.s, d.u)),
   };
+}
+
+/** What a benchmark on the site gets from onSite. */
+export interface SiteRun {
+  readonly pin: PinInfo;
+  /** Where the children's logs go (kept when a target is missed). */
+  readonly logDir: string;
+  readonly site: Site;
+  readonly ports: number[];
+  readonly mqttUrl: string;
+  readonly cloudUrl: string;
+  /** Run when the benchmark ends, the last added first. */
+  readonly cleanup: Array<() => Promise<unknown>>;
+}
+
+/**
+ * A benchmark on the site (B4, B12): pins the cores when they are free, starts mosquitto, the
+ * pymodbus site and the cloud service, runs `body`, and stops everything whatever happens. The
+ * logs are kept when `body` says a target was missed (false) or throws; after `budgetMs` a
+ * watchdog kills every child and exits 2. `intro` is printed first, with the pinning and load.
+ */
+export async function onSite(
+  name: string,
+  budgetMs: number,
+  intro: string,
+  body: (run: SiteRun) => Promise<boolean>,
+): Promise<void> {
+  const pin = pinCores();
+  const logDir = mkdtempSync(join(tmpdir(), `${name}-logs-`));
+  const watchdog = startWatchdog(name, budgetMs, killAll);
+  const cleanup: Array<() => Promise<unknown>> = [];
+  let keepLogs = true;
+  console.log(`  ${intro}; pinning: ${pin.reason}; load ${envInfo([], pin).loadavg.join(" ")}`);
+  try {
+    const mosquitto = await startMosquitto();
+    cleanup.push(() => mosquitto.stop());
+    const { site, ports } = await startSite(pin, logDir);
+    cleanup.push(async () => {
+      site.child.stdin?.end();
+      await stopChild(site.child, 5000);
+    });
+    const cloud = await startCloud(pin, mosquitto.url, logDir);
+    cleanup.push(() => stopChild(cloud.child, 5000));
+    const run = { pin, logDir, site, ports, mqttUrl: mosquitto.url, cloudUrl: cloud.url, cleanup };
+    keepLogs = !(await body(run));
+  } finally {
+    clearTimeout(watchdog);
+    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+    killAll();
+    if (keepLogs) console.log(`  logs kept in ${logDir}`);
+    else rmSync(logDir, { recursive: true, force: true });
+  }
 }
