@@ -247,15 +247,12 @@ async function runCase(c: { id: string; devices: number; points: number; groups:
       variant("rows-only", join(data, "rows-only.db"), (db) => {
         const insert = db.prepare(INSERT);
         const codec = new ReportCodec(db);
-        const tx = db.transaction((reports: Report[], ts: number) => {
-          for (const r of reports) {
-            insert.run(r.productKey, r.deviceName, ts, codec.encode(r.reported));
-          }
-        });
-        return (reports, ts) => {
-          tx(reports, ts);
-          codec.committed();
-        };
+        return (reports, ts) =>
+          codec.transaction(() => {
+            for (const r of reports) {
+              insert.run(r.productKey, r.deviceName, ts, codec.encode(r.reported));
+            }
+          });
       }),
     ];
 

@@ -225,7 +225,7 @@ export class Outbox {
     let touched: Device[];
     try {
       touched = [...new Set(batch.map((s) => this.device(s.pk, s.dn)))];
-      this.db.transaction(() => {
+      this.codec.transaction(() => {
         // A device's state row goes in with its first rows: the save that follows (below) may
         // never happen (SIGKILL), and a device without a row is taken for one without rows.
         for (const d of touched) if (d.savedSeq === 0) this.stateCreate.run(d.pk, d.dn, this.now());
@@ -236,10 +236,8 @@ export class Outbox {
             ),
           );
         }
-      })();
-      this.codec.committed();
+      });
     } catch (err) {
-      this.codec.rolledBack();
       this.refused(err, batch.length);
       return [];
     }
@@ -401,22 +399,13 @@ export class Outbox {
     );
     const now = this.now();
     // The devices are updated once the transaction has committed, not before.
-    let done;
-    try {
-      done = this.db.transaction(() =>
-        devices.map((d) => ({
-          d,
-          gone: drop.run(d.ackedSeq, d.pk, d.dn).changes,
-          seq: Number(
-            this.insert.run(d.pk, d.dn, now, this.codec.encode(d.pending)).lastInsertRowid,
-          ),
-        })),
-      )();
-      this.codec.committed();
-    } catch (err) {
-      this.codec.rolledBack();
-      throw err;
-    }
+    const done = this.codec.transaction(() =>
+      devices.map((d) => ({
+        d,
+        gone: drop.run(d.ackedSeq, d.pk, d.dn).changes,
+        seq: Number(this.insert.run(d.pk, d.dn, now, this.codec.encode(d.pending)).lastInsertRowid),
+      })),
+    );
     let dropped = 0;
     for (const { d, gone, seq } of done) {
       this.rows += 1 - gone;

@@ -65,7 +65,7 @@ export class ReportCodec {
   private readonly paths: Array<readonly string[]> = [];
   /** Numbered inside the current write transaction: forgotten if it rolls back. */
   private fresh: PathNode[] = [];
-  /** The highest path number known here, and what it was before the current transaction. */
+  /** The highest path number known here, and what it was when the transaction began. */
   private maxId = 0;
   private maxBefore = 0;
   /** Grows to the largest report seen and is reused: SQLite copies what it is given. */
@@ -76,7 +76,7 @@ export class ReportCodec {
   private readonly pathsAfter;
 
   /** `db` may be read-only, and may predate schema 4 (then every row is JSON). */
-  constructor(db: Db) {
+  constructor(private readonly db: Db) {
     const hasTable =
       db
         .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'report_paths'")
@@ -96,8 +96,8 @@ export class ReportCodec {
   }
 
   /**
-   * The report's row value. Call inside the write transaction that stores it, and `committed()`
-   * or `rolledBack()` after. The Buffer is reused by the next call.
+   * The report's row value. Call inside `transaction`, which stores it. The Buffer is reused by
+   * the next call.
    */
   encode(reported: JsonObject): Buffer {
     this.buf[0] = FORMAT;
@@ -106,19 +106,26 @@ export class ReportCodec {
     return this.buf.subarray(0, this.pos);
   }
 
-  /** The write transaction committed: the paths it numbered stay. */
-  committed(): void {
+  /**
+   * Runs `write` in a transaction of the codec's database (the rows it encodes are stored
+   * there): if it rolls back, the paths it numbered are not in the file, and are forgotten.
+   */
+  transaction<T>(write: () => T): T {
     this.fresh = [];
-  }
-
-  /** The write transaction rolled back: the paths it numbered are not in the file. */
-  rolledBack(): void {
-    for (const n of this.fresh) {
-      delete this.paths[n.id];
-      n.id = -1;
+    this.maxBefore = this.maxId;
+    try {
+      const result = this.db.transaction(write)();
+      this.fresh = [];
+      return result;
+    } catch (err) {
+      for (const n of this.fresh) {
+        delete this.paths[n.id];
+        n.id = -1;
+      }
+      this.maxId = this.maxBefore;
+      this.fresh = [];
+      throw err;
     }
-    if (this.fresh.length > 0) this.maxId = this.maxBefore;
-    this.fresh = [];
   }
 
   /** A row's `reported` value back as the report: a Buffer (schema 4) or JSON text (before). */
@@ -292,7 +299,6 @@ export class ReportCodec {
     // RETURNING the existing number if another writer on the file numbered the path first.
     const id = this.addPath.get(JSON.stringify(keys))?.id;
     if (id === undefined) throw new Error("report_paths returned no id");
-    if (this.fresh.length === 0) this.maxBefore = this.maxId;
     this.paths[id] = keys;
     this.maxId = Math.max(this.maxId, id);
     at.id = id;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { JsonObject, JsonValue } from "../../../src/core/types.js";
-import { openDatabase, type Db } from "../../../src/store/database.js";
+import { openDatabase } from "../../../src/store/database.js";
 import { ReportCodec } from "../../../src/store/report-codec.js";
 import { seededRandom } from "../../helpers/random.js";
 
@@ -8,10 +8,8 @@ import { seededRandom } from "../../helpers/random.js";
 const asJson = (r: JsonObject): JsonObject => JSON.parse(JSON.stringify(r)) as JsonObject;
 
 /** Encodes in a write transaction, as the Outbox does, and returns a copy of the row value. */
-function write(db: Db, codec: ReportCodec, r: JsonObject): Buffer {
-  const row = db.transaction(() => Buffer.from(codec.encode(r)))();
-  codec.committed();
-  return row;
+function write(codec: ReportCodec, r: JsonObject): Buffer {
+  return codec.transaction(() => Buffer.from(codec.encode(r)));
 }
 
 const mixed: JsonObject = {
@@ -62,7 +60,7 @@ describe("report codec", () => {
   it("reads back every kind of leaf as JSON would carry it", () => {
     const db = openDatabase(":memory:");
     const codec = new ReportCodec(db);
-    const row = write(db, codec, mixed);
+    const row = write(codec, mixed);
     expect(codec.decode(row)).toEqual(asJson(mixed));
     // A second codec on the same file (a restart, `shadowgate history`) reads it too.
     expect(new ReportCodec(db).decode(row)).toEqual(asJson(mixed));
@@ -74,7 +72,7 @@ describe("report codec", () => {
     const rand = seededRandom(0xc0dec);
     for (let i = 0; i < 500; i++) {
       const r = randomReport(rand);
-      expect(codec.decode(write(db, codec, r)), `report ${i}`).toEqual(asJson(r));
+      expect(codec.decode(write(codec, r)), `report ${i}`).toEqual(asJson(r));
     }
   });
 
@@ -88,7 +86,7 @@ describe("report codec", () => {
     const r: JsonObject = Object.fromEntries(
       Array.from({ length: 10 }, (_, g) => [`line${g}`, group(g)]),
     );
-    write(db, codec, r); // numbers the paths
+    write(codec, r); // numbers the paths
     expect(codec.encode(r).length * 3).toBeLessThan(JSON.stringify(r).length);
   });
 
@@ -100,15 +98,14 @@ describe("report codec", () => {
   it("forgets the paths a rolled-back transaction numbered, and numbers them again", () => {
     const db = openDatabase(":memory:");
     const codec = new ReportCodec(db);
-    write(db, codec, { kept: 1 });
+    write(codec, { kept: 1 });
     expect(() =>
-      db.transaction(() => {
+      codec.transaction(() => {
         codec.encode({ kept: 2, gone: { away: 3 } });
         throw new Error("disk full");
-      })(),
+      }),
     ).toThrow("disk full");
-    codec.rolledBack();
-    const row = write(db, codec, { gone: { away: 4 }, kept: 5 });
+    const row = write(codec, { gone: { away: 4 }, kept: 5 });
     expect(new ReportCodec(db).decode(row)).toEqual({ gone: { away: 4 }, kept: 5 });
     const paths = db.prepare("SELECT path FROM report_paths ORDER BY id").pluck().all();
     expect(paths).toEqual(['["kept"]', '["gone","away"]']);
@@ -118,14 +115,14 @@ describe("report codec", () => {
     const db = openDatabase(":memory:");
     const reader = new ReportCodec(db);
     const writer = new ReportCodec(db);
-    const row = write(db, writer, { late: { leaf: 7 } });
+    const row = write(writer, { late: { leaf: 7 } });
     expect(reader.decode(row)).toEqual({ late: { leaf: 7 } });
   });
 
   it("says what is wrong with a row it cannot read", () => {
     const db = openDatabase(":memory:");
     const codec = new ReportCodec(db);
-    const row = write(db, codec, { a: 1.5, b: "text" });
+    const row = write(codec, { a: 1.5, b: "text" });
     expect(() => codec.decode(Buffer.from([9, 0]))).toThrow("report row in unknown format 9");
     expect(() => codec.decode(row.subarray(0, row.length - 2))).toThrow("report row truncated");
     // Path 999 (head 999 * 16 + 3, an integer: varint bytes 243 124), value 0.
