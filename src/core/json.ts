@@ -26,3 +26,8 @@ export function mergeInto(target: JsonObject, b: JsonObject): void {
     } else target[k] = v;
   }
 }
+
+/** Values read from YAML or JSON (plain objects, arrays and scalars) compared as data. */
+export function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}

@@ -1,6 +1,7 @@
 import path from "node:path";
 import type { ReloadPlan as ApiReloadPlan } from "../api/host.js";
 import type { LoadedConfig } from "../config/load.js";
+import { sameJson } from "../core/json.js";
 import type { Logger } from "../core/logger.js";
 import type { Quality } from "../core/types.js";
 import type { DevicePlan } from "../mapping/types.js";
@@ -120,7 +121,7 @@ export class Gateway {
     const b = next.gateway;
     return (
       this.config.dataDir === next.dataDir &&
-      same(a.gateway.history, b.gateway.history) &&
+      sameJson(a.gateway.history, b.gateway.history) &&
       (a.cloud === undefined) === (b.cloud === undefined)
     );
   }
@@ -135,7 +136,7 @@ export class Gateway {
     const before = new Map(this.config.devices.map((d) => [d.deviceName, d]));
     const changedSources = new Set(
       Object.keys(this.config.gateway.sources).filter(
-        (id) => !same(this.config.gateway.sources[id], next.gateway.sources[id]),
+        (id) => !sameJson(this.config.gateway.sources[id], next.gateway.sources[id]),
       ),
     );
     const added: string[] = [];
@@ -143,7 +144,7 @@ export class Gateway {
     for (const d of next.devices) {
       const old = before.get(d.deviceName);
       if (!old) added.push(d.deviceName);
-      else if (!same(old, d) || changedSources.has(d.sourceId)) changed.push(d.deviceName);
+      else if (!sameJson(old, d) || changedSources.has(d.sourceId)) changed.push(d.deviceName);
     }
     const names = new Set(next.devices.map((d) => d.deviceName));
     const removed = [...before.keys()].filter((n) => !names.has(n));
@@ -161,8 +162,8 @@ export class Gateway {
         .sort((a, b) => (a.join("/") < b.join("/") ? -1 : 1));
     const reconnected =
       this.cloud !== undefined &&
-      (!same(this.config.gateway.cloud, next.gateway.cloud) ||
-        !same(identity(this.cloudDevices), identity(cloudDevices)));
+      (!sameJson(this.config.gateway.cloud, next.gateway.cloud) ||
+        !sameJson(identity(this.cloudDevices), identity(cloudDevices)));
 
     // Off the grid first, so that no poll runs on a connection about to close.
     await this.poller.release(next.devices, fresh);
@@ -314,9 +315,4 @@ export class Gateway {
         );
     }
   }
-}
-
-/** Config values compared as data (they come from YAML: plain objects, arrays and scalars). */
-function same(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
 }

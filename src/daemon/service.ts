@@ -3,6 +3,7 @@ import type { GatewayMetrics } from "../api/metrics.js";
 import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
 import { ErrorCodes } from "../core/errors.js";
+import { sameJson } from "../core/json.js";
 import type { Logger } from "../core/logger.js";
 import { Lifecycle } from "./component.js";
 import { Gateway } from "./gateway.js";
@@ -291,7 +292,5 @@ function restartOnly(before: LoadedConfig, after: LoadedConfig): string[] {
     ["log", (c) => c.gateway.log],
     ["gateway.memory", (c) => c.gateway.gateway.memory],
   ];
-  return sections
-    .filter(([, of]) => JSON.stringify(of(before)) !== JSON.stringify(of(after)))
-    .map(([name]) => name);
+  return sections.filter(([, of]) => !sameJson(of(before), of(after))).map(([name]) => name);
 }

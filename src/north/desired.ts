@@ -6,8 +6,6 @@ import type { CloudShadow, Dialect, JournalRecord, ShadowDevice } from "./dialec
 import type { CommandResult, SyncHooks, SyncStats } from "./hooks.js";
 import { logInternal, type LogOnce } from "./log-once.js";
 
-/** The reserved reported key under which every command's outcome is visible in the shadow. */
-
 /**
  * How far a desired value's timestamp may lie ahead of the gateway's clock. Beyond it the value
  * is bad input and refused: taken as it stands, its timestamp would outrank every real command
