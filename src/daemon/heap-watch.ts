@@ -33,6 +33,28 @@ export interface HeapWatchOptions {
   readonly now?: () => number;
 }
 
+/** A figure watched with two thresholds: it rises at `warnAt`, and falls back below `clearAt`. */
+class Level {
+  high = false;
+  constructor(
+    private readonly warnAt: number,
+    private readonly clearAt: number,
+  ) {}
+
+  /** "rose" or "fell" when `value` crossed a threshold; undefined otherwise. */
+  cross(value: number): "rose" | "fell" | undefined {
+    if (!this.high && value >= this.warnAt) {
+      this.high = true;
+      return "rose";
+    }
+    if (this.high && value < this.clearAt) {
+      this.high = false;
+      return "fell";
+    }
+    return undefined;
+  }
+}
+
 const MB = 1024 * 1024;
 const mb = (bytes: number): number => Math.round(bytes / MB);
 const percent = (ratio: number): number => Math.round(ratio * 100);
@@ -55,18 +77,17 @@ export class HeapWatch implements Component {
   private readonly warnAt: number;
   private readonly clearAt: number;
   private timer: NodeJS.Timeout | undefined;
-  private high = false;
+  private readonly heapLevel: Level;
   private readonly gcMs: () => number;
-  private readonly gcWarnAt: number;
   private readonly gcClearAt: number;
+  private readonly gcLevel: Level;
   private readonly now: () => number;
-  private gcHigh = false;
   private gcObserver: PerformanceObserver | undefined;
   private gcTotal = 0;
   private gcLast: { at: number; ms: number } | undefined;
   private lastGcShare: number | undefined;
   private last: HeapFigures | undefined;
-  /** Times it went above `warnAt`. */
+  /** Warnings logged: the heap or the collector rose past its threshold. */
   private warnings = 0;
 
   constructor(
@@ -78,8 +99,9 @@ export class HeapWatch implements Component {
     this.warnAt = opts.warnAt ?? 0.85;
     this.clearAt = opts.clearAt ?? 0.7;
     this.gcMs = opts.gcMs ?? (() => this.gcTotal);
-    this.gcWarnAt = opts.gcWarnAt ?? 0.25;
     this.gcClearAt = opts.gcClearAt ?? 0.1;
+    this.heapLevel = new Level(this.warnAt, this.clearAt);
+    this.gcLevel = new Level(opts.gcWarnAt ?? 0.25, this.gcClearAt);
     this.now = opts.now ?? (() => performance.now());
   }
 
@@ -115,24 +137,19 @@ export class HeapWatch implements Component {
       limitMb: mb(s.heap_size_limit),
       percent: percent(ratio),
     };
-    if (!this.high && ratio >= this.warnAt) {
-      this.high = true;
-      this.warnings++;
-      this.log.warn(
-        { ...fields, code: ErrorCodes.HEAP_HIGH },
-        `heap above ${percent(this.warnAt)}% of its cap: raise gateway.memory.heapMb, or serve fewer points`,
-      );
-    } else if (this.high && ratio < this.clearAt) {
-      this.high = false;
-      this.log.info(fields, `heap back below ${percent(this.clearAt)}% of its cap`);
-    }
+    this.tell(
+      this.heapLevel.cross(ratio),
+      fields,
+      `heap above ${percent(this.warnAt)}% of its cap: raise gateway.memory.heapMb, or serve fewer points`,
+      `heap back below ${percent(this.clearAt)}% of its cap`,
+    );
   }
 
   status(): Record<string, unknown> {
     const s = this.last;
     return {
-      high: this.high,
-      gcHigh: this.gcHigh,
+      high: this.heapLevel.high,
+      gcHigh: this.gcLevel.high,
       warnings: this.warnings,
       ...(s && { usedMb: mb(s.used_heap_size), limitMb: mb(s.heap_size_limit) }),
       ...(this.lastGcShare !== undefined && { gcPercent: percent(this.lastGcShare) }),
@@ -148,19 +165,24 @@ export class HeapWatch implements Component {
     const share = (now.ms - prev.ms) / (now.at - prev.at);
     this.lastGcShare = share;
     const fields = { gcPercent: percent(share), seconds: Math.round((now.at - prev.at) / 1000) };
-    if (!this.gcHigh && share >= this.gcWarnAt) {
-      this.gcHigh = true;
+    this.tell(
+      this.gcLevel.cross(share),
+      fields,
+      "the garbage collector takes a large share of the time: the heap is too small for this load; raise gateway.memory.heapMb, or serve fewer points",
+      `garbage collection back below ${percent(this.gcClearAt)}% of the time`,
+    );
+  }
+
+  /** A warning (SG_HEAP_HIGH) when a level rose, an info line when it fell back. */
+  private tell(
+    crossed: "rose" | "fell" | undefined,
+    fields: Record<string, unknown>,
+    rose: string,
+    fell: string,
+  ): void {
+    if (crossed === "rose") {
       this.warnings++;
-      this.log.warn(
-        { ...fields, code: ErrorCodes.HEAP_HIGH },
-        "the garbage collector takes a large share of the time: the heap is too small for this load; raise gateway.memory.heapMb, or serve fewer points",
-      );
-    } else if (this.gcHigh && share < this.gcClearAt) {
-      this.gcHigh = false;
-      this.log.info(
-        fields,
-        `garbage collection back below ${percent(this.gcClearAt)}% of the time`,
-      );
-    }
+      this.log.warn({ ...fields, code: ErrorCodes.HEAP_HIGH }, rose);
+    } else if (crossed === "fell") this.log.info(fields, fell);
   }
 }
