@@ -48,12 +48,14 @@ import {
   boundedInt,
   envInfo,
   finishBench,
-  fmtMs,
+  fmtMb,
+  fmtOptMs,
   median,
   printChecks,
   runMain,
   type Check,
   type ResultRow,
+  yesNo,
 } from "./lib/common.js";
 import { SEMI_SPACE_MB, TcpProxy } from "./lib/dist.js";
 import {
@@ -168,9 +170,6 @@ interface Command {
   value: number;
   at: number;
 }
-
-const mb = (x: number) => `${x.toFixed(1)} MB`;
-const optMs = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "-" : fmtMs(x));
 
 async function main() {
   const startedAt = new Date();
@@ -323,7 +322,7 @@ async function main() {
           lastReport = Date.now();
           const last = rss.at(-1);
           console.log(
-            `  ${Math.round(elapsedS())} s: RSS ${last ? mb(last.y) : "-"}, ${commands.length} commands, ` +
+            `  ${Math.round(elapsedS())} s: RSS ${last ? fmtMb(last.y) : "-"}, ${commands.length} commands, ` +
               `${faults.cuts} cuts, ${faults.restarts} restarts`,
           );
         }
@@ -392,10 +391,10 @@ async function main() {
       const p99Worst = p99s.length > 0 ? Math.max(...p99s) : NaN;
       const p99Median = median(p99s);
       console.log(
-        `  RSS after warm-up ${mb(rssFirst)} -> ${mb(rssLast)} (max ${mb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
-          `heap slope ${heapSlope.slope.toFixed(2)} +- ${heapSlope.twoSigma.toFixed(2)} MB/h; loop p99 worst ${optMs(p99Worst)} median ${optMs(p99Median)} max ${optMs(loopMax)}; ` +
+        `  RSS after warm-up ${fmtMb(rssFirst)} -> ${fmtMb(rssLast)} (max ${fmtMb(rssMax)}), slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h; ` +
+          `heap slope ${heapSlope.slope.toFixed(2)} +- ${heapSlope.twoSigma.toFixed(2)} MB/h; loop p99 worst ${fmtOptMs(p99Worst)} median ${fmtOptMs(p99Median)} max ${fmtOptMs(loopMax)}; ` +
           `reconnects MQTT ${mqttReconnects} PLC ${plcReconnects}; ${commands.length} commands: ${lost} lost, ${doubled} doubled; ` +
-          `desired cleared ${desiredCleared}; shadows fresh ${optMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
+          `desired cleared ${desiredCleared}; shadows fresh ${fmtOptMs(fresh.allMs)}${fresh.stale.length > 0 ? ` (${fresh.stale.length} stale: ${fresh.mismatch})` : ""}; ` +
           `outbox pending ${pending}; SG_INTERNAL ${internal}; ${survived ? "survived" : "DIED"}`,
       );
       const checks: Check[] = [
@@ -407,7 +406,7 @@ async function main() {
         {
           name: `RSS growth after warm-up < ${TARGET_SLOPE_MB_H} MB/h`,
           pass: slope < TARGET_SLOPE_MB_H,
-          detail: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (2 sigma) over ${steady.length} samples, ${mb(rssFirst)} -> ${mb(rssLast)}`,
+          detail: `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (2 sigma) over ${steady.length} samples, ${fmtMb(rssFirst)} -> ${fmtMb(rssLast)}`,
         },
         {
           name: "0 lost reports (none left unconfirmed, every shadow equal to its PLC)",
@@ -428,7 +427,6 @@ async function main() {
       printChecks(checks);
       const pass = checks.every((c) => c.pass);
       const caseName = `${SERVERS * UNITS} PLCs x ${POINTS} points @ 1 s, ${Math.round(SOAK_S / 60)} min`;
-      const yn = (b: boolean) => (b ? "yes" : "no");
       const row = (
         metric: string,
         ours: string,
@@ -447,13 +445,13 @@ async function main() {
       const rows: ResultRow[] = [
         row(
           "RSS slope after warm-up (first -> last, max)",
-          `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}, ${mb(rssMax)})`,
+          `${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${fmtMb(rssFirst)} -> ${fmtMb(rssLast)}, ${fmtMb(rssMax)})`,
           `< ${TARGET_SLOPE_MB_H} MB/h`,
-          yn(slope < TARGET_SLOPE_MB_H),
+          yesNo(slope < TARGET_SLOPE_MB_H),
         ),
         row(
           "event-loop p99, worst / median 5 s after warm-up",
-          `${optMs(p99Worst)} / ${optMs(p99Median)}`,
+          `${fmtOptMs(p99Worst)} / ${fmtOptMs(p99Median)}`,
         ),
         row(
           `reconnects MQTT / PLC (${faults.cuts} cuts, ${faults.restarts} restarts, ${site.restarted} back)`,
@@ -463,7 +461,7 @@ async function main() {
           "lost reports; commands lost / doubled",
           `${lostReports}; ${lost} / ${doubled} of ${commands.length}`,
           "0; 0 / 0",
-          yn(lostReports === 0 && outboxEmpty && lost === 0 && doubled === 0),
+          yesNo(lostReports === 0 && outboxEmpty && lost === 0 && doubled === 0),
         ),
       ];
       finishBench({
@@ -472,8 +470,8 @@ async function main() {
         title: "soak",
         pass,
         summary:
-          `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${mb(rssFirst)} -> ${mb(rssLast)}), ` +
-          `loop p99 ${optMs(p99Worst)}, reconnects ${mqttReconnects}/${plcReconnects}, ` +
+          `B12 soak ${Math.round(SOAK_S / 60)} min: RSS slope ${slope.toFixed(2)} +- ${twoSigma.toFixed(2)} MB/h (${fmtMb(rssFirst)} -> ${fmtMb(rssLast)}), ` +
+          `loop p99 ${fmtOptMs(p99Worst)}, reconnects ${mqttReconnects}/${plcReconnects}, ` +
           `${lostReports} lost reports, commands ${lost} lost ${doubled} doubled of ${commands.length}, ` +
           `${internal} SG_INTERNAL: ${pass ? "PASS" : "FAIL"}`,
         startedAt,

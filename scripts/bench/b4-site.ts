@@ -50,12 +50,14 @@ import {
   boundedInt,
   envInfo,
   finishBench,
-  fmtMs,
+  fmtMb,
+  fmtOptMs,
   median,
   printChecks,
   runMain,
   type Check,
   type ResultRow,
+  yesNo,
 } from "./lib/common.js";
 import { SEMI_SPACE_MB } from "./lib/dist.js";
 import {
@@ -348,9 +350,7 @@ async function runNaive(
 
 // --- main ------------------------------------------------------------------------------------
 
-const mb = (x: number) => `${x.toFixed(1)} MB`;
 const pct = (x: number) => `${x.toFixed(1)}%`;
-const optMs = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "-" : fmtMs(x));
 
 async function main() {
   const startedAt = new Date();
@@ -362,9 +362,9 @@ async function main() {
     const all = siteDevices();
     const report = (r: GatewayResult) =>
       console.log(
-        `  ${r.label}: CPU ${pct(r.cpuPct)}, RSS peak ${mb(r.rssPeakMb)} steady ${mb(r.rssSteadyMb)}, ` +
-          `loop p99 worst ${optMs(r.loopP99WorstMs)} median ${optMs(r.loopP99MedianMs)} max ${optMs(r.loopMaxMs)}, ` +
-          `heap used ${r.heapUsedMb?.toFixed(1) ?? "-"} MB, fresh ${optMs(r.freshAllMs)}` +
+        `  ${r.label}: CPU ${pct(r.cpuPct)}, RSS peak ${fmtMb(r.rssPeakMb)} steady ${fmtMb(r.rssSteadyMb)}, ` +
+          `loop p99 worst ${fmtOptMs(r.loopP99WorstMs)} median ${fmtOptMs(r.loopP99MedianMs)} max ${fmtOptMs(r.loopMaxMs)}, ` +
+          `heap used ${r.heapUsedMb?.toFixed(1) ?? "-"} MB, fresh ${fmtOptMs(r.freshAllMs)}` +
           `${r.stale.length > 0 ? ` (${r.stale.length} stale; ${r.mismatch})` : ""}, ${r.survived ? "survived" : "DIED"}`,
       );
 
@@ -394,7 +394,7 @@ async function main() {
     report(siteCap);
     const naive = await runNaive(ctx, MEASURE_S);
     console.log(
-      `  naive poller: CPU ${pct(naive.cpuPct)}, RSS peak ${mb(naive.rssPeakMb)} steady ${mb(naive.rssSteadyMb)}, ${naive.survived ? "survived" : "DIED"}`,
+      `  naive poller: CPU ${pct(naive.cpuPct)}, RSS peak ${fmtMb(naive.rssPeakMb)} steady ${fmtMb(naive.rssSteadyMb)}, ${naive.survived ? "survived" : "DIED"}`,
     );
     const small = await runGateway(
       {
@@ -430,57 +430,42 @@ async function main() {
       fresh: r.freshAllMs !== undefined && r.freshAllMs <= TARGET_FRESH_MS,
       survived: r.survived,
     });
-    const t1 = siteTargets(site1);
-    const t2 = siteTargets(siteCap);
     const capRatio = siteCap.cpuPct / site1.cpuPct;
+    /** The same targets for the site, uncapped and capped. */
+    const caseChecks = (label: string, r: GatewayResult): Check[] => {
+      const t = siteTargets(r);
+      return [
+        { name: `${label}: CPU <= ${TARGET_CPU}% of one core`, pass: t.cpu, detail: pct(r.cpuPct) },
+        {
+          name: `${label}: RSS peak <= ${TARGET_RSS_MB} MB`,
+          pass: t.rss,
+          detail: fmtMb(r.rssPeakMb),
+        },
+        {
+          name: `${label}: event-loop p99 < ${TARGET_LOOP_MS} ms`,
+          pass: t.loop,
+          detail: `worst 5 s p99 ${fmtOptMs(r.loopP99WorstMs)}`,
+        },
+        {
+          name: `${label}: every shadow fresh within ${TARGET_FRESH_MS / 1000} s`,
+          pass: t.fresh,
+          detail: fmtOptMs(r.freshAllMs),
+        },
+        { name: `${label}: the gateway survived`, pass: t.survived, detail: yesNo(r.survived) },
+      ];
+    };
     const checks: Check[] = [
-      { name: `site: CPU <= ${TARGET_CPU}% of one core`, pass: t1.cpu, detail: pct(site1.cpuPct) },
-      { name: `site: RSS peak <= ${TARGET_RSS_MB} MB`, pass: t1.rss, detail: mb(site1.rssPeakMb) },
-      {
-        name: `site: event-loop p99 < ${TARGET_LOOP_MS} ms`,
-        pass: t1.loop,
-        detail: `worst 5 s p99 ${optMs(site1.loopP99WorstMs)}`,
-      },
-      {
-        name: `site: every shadow fresh within ${TARGET_FRESH_MS / 1000} s`,
-        pass: t1.fresh,
-        detail: optMs(site1.freshAllMs),
-      },
-      {
-        name: "site: the gateway survived",
-        pass: t1.survived,
-        detail: site1.survived ? "yes" : "no",
-      },
-      { name: `capped: CPU <= ${TARGET_CPU}%`, pass: t2.cpu, detail: pct(siteCap.cpuPct) },
+      ...caseChecks("site", site1),
+      ...caseChecks("capped", siteCap),
       {
         name: `capped: CPU within +20% of uncapped`,
         pass: capRatio <= TARGET_CAP_CPU_RATIO,
         detail: `${((capRatio - 1) * 100).toFixed(0)}%`,
       },
       {
-        name: `capped: RSS peak <= ${TARGET_RSS_MB} MB`,
-        pass: t2.rss,
-        detail: mb(siteCap.rssPeakMb),
-      },
-      {
-        name: `capped: event-loop p99 < ${TARGET_LOOP_MS} ms`,
-        pass: t2.loop,
-        detail: optMs(siteCap.loopP99WorstMs),
-      },
-      {
-        name: `capped: every shadow fresh within ${TARGET_FRESH_MS / 1000} s`,
-        pass: t2.fresh,
-        detail: optMs(siteCap.freshAllMs),
-      },
-      {
-        name: "capped: the gateway survived",
-        pass: t2.survived,
-        detail: siteCap.survived ? "yes" : "no",
-      },
-      {
         name: `1 device x 100 points: RSS peak <= ${TARGET_SMALL_RSS_MB} MB`,
         pass: small.rssPeakMb <= TARGET_SMALL_RSS_MB,
-        detail: mb(small.rssPeakMb),
+        detail: fmtMb(small.rssPeakMb),
       },
       {
         name: "small cases: the gateway survived",
@@ -490,7 +475,6 @@ async function main() {
     ];
     printChecks(checks);
     const pass = checks.every((c) => c.pass);
-    const yn = (b: boolean): "yes" | "no" => (b ? "yes" : "no");
 
     const siteCase = `${SERVERS * UNITS} PLCs x ${POINTS} float32 @ 1 s (10k points/s)`;
     const rowsOf = (r: GatewayResult, caseName: string, capped: boolean): ResultRow[] => {
@@ -506,37 +490,37 @@ async function main() {
           target: capped
             ? `<= ${TARGET_CPU}%, <= +20% of uncapped (${((capRatio - 1) * 100).toFixed(0)}%)`
             : `<= ${TARGET_CPU}%`,
-          pass: yn(t.cpu && (!capped || capRatio <= TARGET_CAP_CPU_RATIO)),
+          pass: yesNo(t.cpu && (!capped || capRatio <= TARGET_CAP_CPU_RATIO)),
         },
         {
           bench: "B4",
           case: caseName,
           metric: "RSS peak / steady",
-          ours: `${mb(r.rssPeakMb)} / ${mb(r.rssSteadyMb)}`,
-          baseline: `${mb(naive.rssPeakMb)} / ${mb(naive.rssSteadyMb)}`,
+          ours: `${fmtMb(r.rssPeakMb)} / ${fmtMb(r.rssSteadyMb)}`,
+          baseline: `${fmtMb(naive.rssPeakMb)} / ${fmtMb(naive.rssSteadyMb)}`,
           ratio: "-",
           target: `peak <= ${TARGET_RSS_MB} MB`,
-          pass: yn(t.rss),
+          pass: yesNo(t.rss),
         },
         {
           bench: "B4",
           case: caseName,
           metric: "event-loop p99, worst / median 5 s (max)",
-          ours: `${optMs(r.loopP99WorstMs)} / ${optMs(r.loopP99MedianMs)} (${optMs(r.loopMaxMs)})`,
+          ours: `${fmtOptMs(r.loopP99WorstMs)} / ${fmtOptMs(r.loopP99MedianMs)} (${fmtOptMs(r.loopMaxMs)})`,
           baseline: "-",
           ratio: "-",
           target: `< ${TARGET_LOOP_MS} ms`,
-          pass: yn(t.loop),
+          pass: yesNo(t.loop),
         },
         {
           bench: "B4",
           case: caseName,
           metric: "freeze -> all 100 shadows equal (median device)",
-          ours: `${optMs(r.freshAllMs)} (${optMs(r.freshMedianMs)})${r.survived ? "" : ", gateway died"}`,
+          ours: `${fmtOptMs(r.freshAllMs)} (${fmtOptMs(r.freshMedianMs)})${r.survived ? "" : ", gateway died"}`,
           baseline: "-",
           ratio: "-",
           target: `<= ${TARGET_FRESH_MS / 1000} s, survives`,
-          pass: yn(t.fresh && t.survived),
+          pass: yesNo(t.fresh && t.survived),
         },
       ];
     };
@@ -544,7 +528,7 @@ async function main() {
       bench: "B4",
       case: r.label,
       metric: "CPU; RSS peak / steady; loop p99 worst",
-      ours: `${pct(r.cpuPct)}; ${mb(r.rssPeakMb)} / ${mb(r.rssSteadyMb)}; ${optMs(r.loopP99WorstMs)}`,
+      ours: `${pct(r.cpuPct)}; ${fmtMb(r.rssPeakMb)} / ${fmtMb(r.rssSteadyMb)}; ${fmtOptMs(r.loopP99WorstMs)}`,
       baseline: "-",
       ratio: "-",
       target,
@@ -556,14 +540,14 @@ async function main() {
       smallRow(
         small,
         `RSS <= ${TARGET_SMALL_RSS_MB} MB`,
-        yn(small.rssPeakMb <= TARGET_SMALL_RSS_MB && small.survived),
+        yesNo(small.rssPeakMb <= TARGET_SMALL_RSS_MB && small.survived),
       ),
       smallRow(fast, "- (values change every 100 ms)", "-"),
     ];
     const summary =
       `B4 site: ${SERVERS * UNITS} PLCs x ${POINTS} points @ 1 s: CPU ${pct(site1.cpuPct)} (capped ${pct(siteCap.cpuPct)}; naive ${pct(naive.cpuPct)}), ` +
-      `RSS peak ${mb(site1.rssPeakMb)} (capped ${mb(siteCap.rssPeakMb)}; naive ${mb(naive.rssPeakMb)}), loop p99 ${optMs(site1.loopP99WorstMs)}, ` +
-      `fresh ${optMs(site1.freshAllMs)} (capped ${optMs(siteCap.freshAllMs)}); 1x100 RSS ${mb(small.rssPeakMb)}: ${pass ? "PASS" : "FAIL"}`;
+      `RSS peak ${fmtMb(site1.rssPeakMb)} (capped ${fmtMb(siteCap.rssPeakMb)}; naive ${fmtMb(naive.rssPeakMb)}), loop p99 ${fmtOptMs(site1.loopP99WorstMs)}, ` +
+      `fresh ${fmtOptMs(site1.freshAllMs)} (capped ${fmtOptMs(siteCap.freshAllMs)}); 1x100 RSS ${fmtMb(small.rssPeakMb)}: ${pass ? "PASS" : "FAIL"}`;
     finishBench({
       id: "B4",
       name: NAME,

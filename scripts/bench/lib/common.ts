@@ -221,6 +221,21 @@ export function fmtMs(ms: number): string {
   return `${ms.toFixed(2)} ms`;
 }
 
+/** Milliseconds as fmtMs does, "-" for none or not a number. */
+export function fmtOptMs(ms: number | undefined): string {
+  return ms === undefined || !Number.isFinite(ms) ? "-" : fmtMs(ms);
+}
+
+/** Megabytes with one decimal: "121.5 MB". */
+export function fmtMb(mb: number): string {
+  return `${mb.toFixed(1)} MB`;
+}
+
+/** A check's outcome as a result row's `pass`. */
+export function yesNo(ok: boolean): "yes" | "no" {
+  return ok ? "yes" : "no";
+}
+
 export function fmtRatio(x: number): string {
   if (!Number.isFinite(x)) return "-";
   return x >= 10 ? `${x.toFixed(0)}x` : `${x.toFixed(2)}x`;
