@@ -60,6 +60,7 @@ import {
 import { SEMI_SPACE_MB, TcpProxy } from "./lib/dist.js";
 import {
   CLI_MAIN,
+  cloudState,
   PK,
   POINTS,
   SERVERS,
@@ -146,13 +147,6 @@ async function setDesired(cloudUrl: string, dn: string, value: number): Promise<
     }),
   });
   if (!res.ok) throw new Error(`B12: desired ${dn}.sp=${value} refused: ${await res.text()}`);
-}
-
-async function desiredOf(cloudUrl: string, dn: string): Promise<Record<string, unknown>> {
-  const res = await fetch(`${cloudUrl}/shadows/${PK}/${dn}?format=json`);
-  if (!res.ok) return {};
-  const doc = (await res.json()) as { state?: { desired?: Record<string, unknown> } };
-  return doc.state?.desired ?? {};
 }
 
 /** Polls `cond` every 500 ms until it holds or `limitMs` passes; returns whether it held. */
@@ -259,8 +253,7 @@ async function main() {
       const t0 = Date.now();
       const upAt = await settle(60_000, async () => {
         for (const d of devices) {
-          const r = await fetch(`${cloud.url}/shadows/${PK}/${deviceName(d.s, d.u)}?format=json`);
-          if (!r.ok) return false;
+          if ((await cloudState(cloud.url, deviceName(d.s, d.u))) === undefined) return false;
         }
         return true;
       });
@@ -349,7 +342,8 @@ async function main() {
       for (const c of commands) lastOf.set(deviceName(c.device.s, c.device.u), c);
       const desiredCleared = await settle(DRAIN_MS, async () => {
         for (const dn of lastOf.keys()) {
-          if (Object.keys(await desiredOf(cloud.url, dn)).length > 0) return false;
+          if (Object.keys((await cloudState(cloud.url, dn, "desired")) ?? {}).length > 0)
+            return false;
         }
         return true;
       });

@@ -67,7 +67,7 @@ import {
   POINTS,
   SERVERS,
   UNITS,
-  cloudReported,
+  cloudState,
   cpuTicks,
   deviceName,
   freePort,
@@ -285,9 +285,8 @@ async function runGateway(c: GatewayCase, ctx: SiteRun): Promise<GatewayResult> 
     const syncEnd = startedAt + Math.max(WARMUP_S, 30) * 1000;
     for (const d of c.devices) {
       while (
-        (await cloudReported(ctx.cloudUrl, deviceName(d.s, d.u)).catch(() => undefined))?.[
-          "p99"
-        ] === undefined
+        (await cloudState(ctx.cloudUrl, deviceName(d.s, d.u)).catch(() => undefined))?.["p99"] ===
+        undefined
       ) {
         if (Date.now() > syncEnd)
           throw new Error(`B4 ${c.label}: ${deviceName(d.s, d.u)} never reached the cloud`);

@@ -212,14 +212,16 @@ export async function startCloud(
   }
 }
 
-export async function cloudReported(
+/** One section of a device's shadow in the cloud service; undefined when it has no shadow. */
+export async function cloudState(
   cloudUrl: string,
   dn: string,
+  section: "reported" | "desired" = "reported",
 ): Promise<Record<string, unknown> | undefined> {
   const res = await fetch(`${cloudUrl}/shadows/${PK}/${dn}?format=json`);
   if (!res.ok) return undefined;
-  const doc = (await res.json()) as { state?: { reported?: Record<string, unknown> } };
-  return doc.state?.reported;
+  const doc = (await res.json()) as { state?: Record<string, Record<string, unknown>> };
+  return doc.state?.[section];
 }
 
 /** Every point equal at float32 precision. */
@@ -248,7 +250,7 @@ export async function freshness(
     await Promise.all(
       [...pending].map(async (d) => {
         const values = frozen[`${d.s}.${d.u}`] ?? [];
-        const reported = await cloudReported(cloudUrl, deviceName(d.s, d.u)).catch(() => undefined);
+        const reported = await cloudState(cloudUrl, deviceName(d.s, d.u)).catch(() => undefined);
         if (equalsPlc(reported, values)) {
           at.push(performance.now() - frozenAt);
           pending.delete(d);
@@ -262,7 +264,7 @@ export async function freshness(
   const first = [...pending][0];
   if (first !== undefined) {
     const values = frozen[`${first.s}.${first.u}`] ?? [];
-    const reported = await cloudReported(cloudUrl, deviceName(first.s, first.u)).catch(
+    const reported = await cloudState(cloudUrl, deviceName(first.s, first.u)).catch(
       () => undefined,
     );
     const k = values.findIndex(
