@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { ErrorCodes, ExitCodes, ShadowgateError } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
+import { startAwsCloudService } from "../sim/cloud/aws/index.js";
 import { startCloudService, type DeviceSecret } from "../sim/cloud/index.js";
 
 export interface CloudCommandOptions {
@@ -10,6 +12,11 @@ export interface CloudCommandOptions {
   deviceSecret: string[];
   secrets?: string;
   strictSessions?: boolean;
+  dialect: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  replyDelay?: string;
 }
 
 function port(flag: string, text: string): number | undefined {
@@ -38,6 +45,11 @@ export async function cloudCommand(o: CloudCommandOptions): Promise<number | und
   if (mqttPort === undefined || httpPort === undefined) return ExitCodes.USAGE;
   if (o.broker !== undefined && !/^mqtts?:\/\//.test(o.broker)) {
     process.stderr.write(`--broker ${o.broker} is not an mqtt:// or mqtts:// URL\n`);
+    return ExitCodes.USAGE;
+  }
+  if (o.dialect === "aws") return awsCloud(o, mqttPort, httpPort);
+  if (o.dialect !== "alibaba") {
+    process.stderr.write(`--dialect ${o.dialect}: alibaba or aws\n`);
     return ExitCodes.USAGE;
   }
   const secrets: DeviceSecret[] = [];
@@ -90,6 +102,72 @@ export async function cloudCommand(o: CloudCommandOptions): Promise<number | und
       `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{pk}/{dn}, GET /devices/{pk}/{dn}, POST .../disable|enable, GET /healthz)`,
       `  data  ${o.db ?? "in memory"}`,
       `  sessions  ${sessions}`,
+      "",
+    ].join("\n"),
+  );
+  const stop = (): void => {
+    void running.close().then(() => process.exit(ExitCodes.OK));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return undefined;
+}
+
+/** `shadowgate cloud --dialect aws`: the AWS IoT Device Shadow service, optionally over mTLS. */
+async function awsCloud(
+  o: CloudCommandOptions,
+  mqttPort: number,
+  httpPort: number,
+): Promise<number | undefined> {
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    process.stderr.write("--tls-cert and --tls-key go together\n");
+    return ExitCodes.USAGE;
+  }
+  if (o.tlsCa !== undefined && o.tlsCert === undefined) {
+    process.stderr.write("--tls-ca needs --tls-cert and --tls-key: the broker must speak TLS\n");
+    return ExitCodes.USAGE;
+  }
+  const delay = o.replyDelay === undefined ? 0 : Number(o.replyDelay);
+  if (!Number.isInteger(delay) || delay < 0) {
+    process.stderr.write(`--reply-delay ${o.replyDelay ?? ""} is not a whole number of ms\n`);
+    return ExitCodes.USAGE;
+  }
+  let tls: { cert: Buffer; key: Buffer; ca?: Buffer } | undefined;
+  try {
+    if (o.tlsCert !== undefined && o.tlsKey !== undefined) {
+      tls = {
+        cert: await readFile(o.tlsCert),
+        key: await readFile(o.tlsKey),
+        ...(o.tlsCa !== undefined && { ca: await readFile(o.tlsCa) }),
+      };
+    }
+  } catch (e) {
+    process.stderr.write(`cannot read a TLS file: ${(e as Error).message}\n`);
+    return ExitCodes.CONFIG;
+  }
+  let running;
+  try {
+    running = await startAwsCloudService({
+      mqttPort,
+      httpPort,
+      ...(o.broker !== undefined && { brokerUrl: o.broker }),
+      ...(tls && { tls }),
+      replyDelayMs: delay,
+      logger: createLogger(),
+    });
+  } catch (e) {
+    if (e instanceof ShadowgateError) {
+      process.stderr.write(`${e.message}\n`);
+      return ExitCodes.RUNTIME;
+    }
+    throw e;
+  }
+  process.stdout.write(
+    [
+      "Cloud shadow service (AWS IoT Device Shadow)",
+      `  MQTT  ${running.mqttUrl}  (${o.broker !== undefined ? "client of an external broker" : tls?.ca ? "mutual TLS: client certificates checked" : "any client accepted"})`,
+      `  HTTP  ${running.httpUrl}  (GET|POST /things/{thing}/shadow[?name=shadow], GET /healthz)`,
+      "  data  in memory",
       "",
     ].join("\n"),
   );

@@ -40,7 +40,9 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
   }
   const gw = example.config.gateway.cloud;
   const secrets = [
-    ...(gw ? [{ productKey: gw.productKey, deviceName: gw.deviceName }] : []),
+    ...(gw?.dialect === "alibaba"
+      ? [{ productKey: gw.productKey, deviceName: gw.deviceName }]
+      : []),
     ...example.config.devices,
   ].map((d) => ({
     productKey: d.productKey,
@@ -66,7 +68,7 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     PLC_PORT: String(sim.port),
     CLOUD_URL: cloud.mqttUrl,
   });
-  if (!loaded.ok || !loaded.config.gateway.cloud) {
+  if (!loaded.ok || loaded.config.gateway.cloud?.dialect !== "alibaba") {
     if (!loaded.ok) printProblems(loaded);
     await close();
     return ExitCodes.CONFIG;

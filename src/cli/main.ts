@@ -154,7 +154,10 @@ sim
 
 program
   .command("cloud")
-  .description("the local cloud shadow service (Alibaba shadow protocol): MQTT broker + HTTP API")
+  .description(
+    "the local cloud shadow service (Alibaba's shadow protocol, or AWS IoT's): MQTT broker + HTTP API",
+  )
+  .option("--dialect <name>", "alibaba or aws", "alibaba")
   .option("--mqtt-port <n>", "embedded broker port (0 picks a free one)", "1883")
   .option("--http-port <n>", "HTTP API port (0 picks a free one)", "8080")
   .option("--broker <url>", "use an external broker (mqtt://host:port) instead of the embedded one")
@@ -169,6 +172,13 @@ program
   .option(
     "--strict-sessions",
     "a shadow request needs its device's own connection or a sub-device login (520 on /ext/error otherwise)",
+  )
+  .option("--tls-cert <file>", "aws: serve MQTT over TLS with this certificate (PEM)")
+  .option("--tls-key <file>", "aws: the certificate's private key (PEM)")
+  .option("--tls-ca <file>", "aws: take only clients whose certificate this CA signed (mutual TLS)")
+  .option(
+    "--reply-delay <ms>",
+    "aws: answer requests after this long (the 11th in flight gets 429)",
   )
   .action(async (o: CloudCommandOptions) =>
     exit(await (await import("./cloud.js")).cloudCommand(o)),

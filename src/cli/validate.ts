@@ -9,7 +9,8 @@ export async function validateCommand(o: { config: string }): Promise<number> {
     process.stderr.write(`${total} problem${total === 1 ? "" : "s"} found\n`);
     return ExitCodes.CONFIG;
   }
-  const { devices, gateway } = result.config;
+  const { devices, gateway, warnings = [] } = result.config;
+  for (const w of warnings) process.stderr.write(`warning: ${formatProblem(w)}\n`);
   const points = devices.reduce((n, d) => n + d.points.length, 0);
   process.stdout.write(
     `ok: ${Object.keys(gateway.sources).length} source(s), ${devices.length} device(s), ${points} point(s)\n`,

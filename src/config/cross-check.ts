@@ -38,7 +38,7 @@ export function crossCheck(
     // nest points with dots.
     const attributes = new Set(d.plan.points.map((p) => p.path[0]));
     const maxAttributes = gateway.cloud && dialectFor(gateway.cloud.dialect).limits.maxAttributes;
-    if (maxAttributes && attributes.size + 1 > maxAttributes) {
+    if (maxAttributes !== undefined && attributes.size + 1 > maxAttributes) {
       found.push({
         src: d.src,
         path: ["points"],
@@ -64,7 +64,7 @@ export function crossCheck(
       found.push({
         src: d.src,
         path: ["device"],
-        message: `deviceName ${id} is already described by ${file}:${pos.line}; one mapping file per device`,
+        message: `${d.plan.addressing === "aws" ? "shadow" : "deviceName"} ${id} is already described by ${file}:${pos.line}; one mapping file per device`,
       });
     } else seen.set(id, d);
   }

@@ -32,6 +32,8 @@ export interface LoadedConfig {
   /** Absolute. */
   readonly dataDir: string;
   readonly devices: readonly DevicePlan[];
+  /** What works but is worth knowing (an AWS shadow that could outgrow 8 KB). */
+  readonly warnings?: readonly Problem[];
 }
 
 export type LoadResult =
@@ -323,13 +325,14 @@ export async function loadConfig(
   // The cloud dialect's own rules (Alibaba: a deviceSecret unless another broker's URL is given,
   // and a way to each sub-device's secret, reported in that device's mapping file).
   const cloud = gateway?.cloud;
+  const warnings: Problem[] = [];
   if (src && cloud) {
     const context = { devices: devices.map((d) => d.plan), configDir: path.dirname(file) };
     for (const p of dialectFor(cloud.dialect).check(cloud, context)) {
       const device = p.device === undefined ? undefined : devices[p.device];
       const keyPath = device ? p.path : ["cloud", ...p.path];
-      problems.push({
-        code: ErrorCodes.CONFIG_CROSS,
+      (p.warning ? warnings : problems).push({
+        code: p.warning ? ErrorCodes.CONFIG_WARNING : ErrorCodes.CONFIG_CROSS,
         position: (device?.src ?? src).positionOf(keyPath, true),
         keyPath: keyPathOf(keyPath),
         message: p.message,
@@ -349,6 +352,7 @@ export async function loadConfig(
       gateway,
       dataDir: path.resolve(path.dirname(file), gateway.gateway.dataDir),
       devices: devices.map((d) => d.plan),
+      ...(warnings.length > 0 && { warnings: sortProblems(warnings) }),
     },
   };
 }

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { duration } from "../core/duration.js";
 import { NARROW_BYTE_ORDERS, POINT_TYPES, WIDE_BYTE_ORDERS } from "../mapping/types.js";
+import { SHADOW_NAME, THING_NAME } from "../core/shadow-identity.js";
 
 /**
  * The mapping file schema: the single source of the TypeScript type, the runtime validation and
@@ -70,8 +71,8 @@ export const mappingFileSchema = z
     version: z.literal(1).describe("Mapping file format version"),
     device: z
       .object({
-        productKey: z.string().min(1),
-        deviceName: z.string().min(1),
+        productKey: z.string().min(1).describe("Alibaba: the device's productKey").optional(),
+        deviceName: z.string().min(1).describe("Alibaba: the device's deviceName").optional(),
         deviceSecret: z
           .string()
           .min(1)
@@ -79,9 +80,52 @@ export const mappingFileSchema = z
             "Alibaba sub-device: signs its topology entry and login; write ${ENV_NAME}, never the secret itself",
           )
           .optional(),
+        thingName: z
+          .string()
+          .regex(THING_NAME, "a thing name is 1-128 of a-z A-Z 0-9 : _ -")
+          .describe("AWS: the thing whose shadow this device is")
+          .optional(),
+        shadowName: z
+          .string()
+          .regex(SHADOW_NAME, "a shadow name is 1-64 of a-z A-Z 0-9 : _ -")
+          .describe("AWS: a named shadow of the thing (the classic shadow without it)")
+          .optional(),
       })
       .strict()
-      .describe("The shadow device this file describes"),
+      .superRefine((d, ctx) => {
+        const alibaba = d.productKey !== undefined || d.deviceName !== undefined;
+        const aws = d.thingName !== undefined || d.shadowName !== undefined;
+        if (alibaba && aws) {
+          ctx.addIssue({
+            code: "custom",
+            message:
+              "name either an Alibaba device (productKey, deviceName) or an AWS thing (thingName, shadowName), not both",
+          });
+        } else if (aws) {
+          if (d.thingName === undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: ["thingName"],
+              message: "shadowName needs thingName",
+            });
+          if (d.deviceSecret !== undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: ["deviceSecret"],
+              message: "an AWS thing logs in by certificate; deviceSecret is Alibaba's",
+            });
+        } else {
+          for (const key of ["productKey", "deviceName"] as const) {
+            if (d[key] === undefined)
+              ctx.addIssue({
+                code: "custom",
+                path: [key],
+                message: `${key} is required (or thingName, for AWS)`,
+              });
+          }
+        }
+      })
+      .describe("The shadow this file describes: an Alibaba device or an AWS thing"),
     source: z.string().min(1).describe("A source id from the gateway config"),
     unitId: z.number().int().min(0).max(255).default(1).describe("Modbus unit (slave) id"),
     pollInterval: duration(

@@ -9,6 +9,8 @@ export const ErrorCodes = {
   CONFIG_SCHEMA: "SG_CONFIG_SCHEMA",
   CONFIG_ENV: "SG_CONFIG_ENV",
   CONFIG_CROSS: "SG_CONFIG_CROSS",
+  /** Not a problem: the config works, but something in it is worth knowing (a warning). */
+  CONFIG_WARNING: "SG_CONFIG_WARNING",
   // Codec (encode/decode between words and engineering values)
   CODEC_RANGE: "SG_CODEC_RANGE",
   CODEC_TYPE: "SG_CODEC_TYPE",

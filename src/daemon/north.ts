@@ -13,7 +13,7 @@ import { SyncEngine } from "../north/sync.js";
  * or a plain broker login), the TLS files read relative to the config file.
  */
 export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.now()): LinkOptions {
-  const { url, ...login } = dialectFor(cloud.dialect).connection(cloud, now);
+  const { url, alpn, ...login } = dialectFor(cloud.dialect).connection(cloud, now);
   const file = (f: string | undefined): Buffer | undefined =>
     f === undefined ? undefined : readFileSync(path.resolve(configDir, f));
   const tls = cloud.tls;
@@ -30,6 +30,7 @@ export function linkOptions(cloud: CloudConfig, configDir: string, now = Date.no
         ...(tls?.ca !== undefined && { ca: file(tls.ca) }),
         ...(tls?.cert !== undefined && { cert: file(tls.cert) }),
         ...(tls?.key !== undefined && { key: file(tls.key) }),
+        ...(alpn && { alpn }),
       },
     }),
   };

@@ -102,6 +102,7 @@ export class Service {
    */
   start(): Promise<void> {
     const started = (async () => {
+      this.warn(this.config);
       await this.heap.start();
       await this.openApi();
       await this.gateway.start();
@@ -238,6 +239,7 @@ export class Service {
       );
       return { status: "refused", problems, ...(next.omitted > 0 && { omitted: next.omitted }) };
     }
+    this.warn(next.config);
     const restartNeeded = restartOnly(this.startedWith, next.config);
     const applied = await this.apply(next.config);
     this.config = next.config;
@@ -251,6 +253,12 @@ export class Service {
     }
     if (this.unwatch) this.watch();
     return reply;
+  }
+
+  /** The config's warnings, each logged as `validate` prints it. */
+  private warn(config: LoadedConfig): void {
+    for (const w of config.warnings ?? [])
+      this.log.warn({ code: w.code }, `config warning: ${formatProblem(w)}`);
   }
 
   private async apply(config: LoadedConfig): Promise<ReloadReply> {

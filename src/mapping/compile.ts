@@ -1,3 +1,4 @@
+import { localShadowName } from "../core/shadow-identity.js";
 import type { ModbusTable } from "../core/types.js";
 import type { DevicePlan, PlanCommon, PointBase, PointType, SourcePosition } from "./types.js";
 
@@ -32,7 +33,13 @@ export interface PointFields {
 }
 
 export interface MappingFields {
-  device: { productKey: string; deviceName: string; deviceSecret?: string | undefined };
+  device: {
+    productKey?: string | undefined;
+    deviceName?: string | undefined;
+    deviceSecret?: string | undefined;
+    thingName?: string | undefined;
+    shadowName?: string | undefined;
+  };
   source: string;
   unitId: number;
   pollInterval: number;
@@ -143,11 +150,31 @@ export function compileMapping(
 
   const common: PlanCommon = {
     file,
-    productKey: m.device.productKey,
-    deviceName: m.device.deviceName,
-    ...(m.device.deviceSecret !== undefined && { deviceSecret: m.device.deviceSecret }),
+    ...deviceIdentity(m.device),
     sourceId: m.source,
     pollIntervalMs: m.pollInterval,
   };
   return { plan: kind.plan(common, m, points, found), problems: found };
+}
+
+/**
+ * The shadow identity a mapping's device names (the schema has made sure it names one): an
+ * Alibaba triple, or an AWS thing, known locally as the thing, or `thing.shadow` for a named
+ * shadow.
+ */
+function deviceIdentity(
+  d: MappingFields["device"],
+): Pick<PlanCommon, "addressing" | "productKey" | "deviceName" | "deviceSecret"> {
+  if (d.thingName !== undefined) {
+    return {
+      addressing: "aws",
+      productKey: d.thingName,
+      deviceName: localShadowName(d.thingName, d.shadowName),
+    };
+  }
+  return {
+    productKey: d.productKey ?? "",
+    deviceName: d.deviceName ?? "",
+    ...(d.deviceSecret !== undefined && { deviceSecret: d.deviceSecret }),
+  };
 }

@@ -104,7 +104,14 @@ export interface NodePoint extends PointBase {
 /** What every device plan has, whatever its points are. */
 export interface PlanCommon {
   readonly file: string;
+  /**
+   * How the mapping names its cloud shadow: an Alibaba triple (absent), or an AWS thing.
+   * The identity below is the same pair either way: AWS's productKey is the thing name and its
+   * deviceName the local name (the thing's, or `thing.shadow` for a named shadow).
+   */
+  readonly addressing?: "aws";
   readonly productKey: string;
+  /** The device's name in the gateway (logs, API, CLI, store): unique. */
   readonly deviceName: string;
   /** An Alibaba sub-device's own secret, when its mapping file gives it (never logged). */
   readonly deviceSecret?: string;

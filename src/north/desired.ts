@@ -23,9 +23,15 @@ export interface DesiredHost {
   flush(): void;
   /**
    * A batch is done: desired is to be cleared once its outcomes are in the cloud. `version` is
-   * the push's (exact) or the get's (not: the document's version, not the change's).
+   * the push's (exact) or the get's (not: the document's version, not the change's); `points`
+   * are the batch's, executed or not, for a dialect that clears desired point by point.
    */
-  settled(device: ShadowDevice, version: number, versionIsExact: boolean): void;
+  settled(
+    device: ShadowDevice,
+    version: number,
+    versionIsExact: boolean,
+    points: readonly string[],
+  ): void;
 }
 
 interface DeviceCommands extends ShadowDevice {
@@ -118,7 +124,12 @@ export class DesiredRunner {
       } finally {
         c.batches--;
       }
-      this.host.settled(c, version, versionIsExact);
+      this.host.settled(
+        c,
+        version,
+        versionIsExact,
+        entries.map((e) => e.point),
+      );
     };
     // A batch that throws must not break the chain: every later command would wait on it.
     c.executing = c.executing
@@ -169,8 +180,10 @@ export class DesiredRunner {
   private flatten(c: DeviceCommands, shadow: CloudShadow): Entry[] {
     const points = new Set(this.hooks.pointNames(c.deviceName));
     const out: Entry[] = [];
-    const walk = (prefix: string, value: JsonValue, ts: number): void => {
+    const walk = (prefix: string, value: JsonValue, inherited: number): void => {
       if (value === null) return; // cleared
+      const own = Object.hasOwn(shadow.desiredTimestamps, prefix);
+      const ts = (own && shadow.desiredTimestamps[prefix]) || inherited;
       if (!points.has(prefix) && isObject(value)) {
         for (const [k, v] of Object.entries(value)) walk(`${prefix}.${k}`, v, ts);
       } else out.push({ point: prefix, value, ts });

@@ -20,13 +20,18 @@ export type Inbound =
       readonly version?: number;
       readonly clientToken?: string;
     }
-  | { readonly kind: "control"; readonly version: number; readonly shadow: CloudShadow };
+  | { readonly kind: "control"; readonly version: number; readonly shadow: CloudShadow }
+  /** Someone deleted the shadow (AWS /delete/accepted): the gateway reconciles from scratch. */
+  | { readonly kind: "gone" };
 
 /** The parts of a cloud shadow the gateway acts on. */
 export interface CloudShadow {
   /** Desired values; null marks a cleared attribute. */
   readonly desired: JsonObject;
-  /** Per top-level desired attribute, its timestamp in the dialect's unit (Alibaba: seconds). */
+  /**
+   * Desired timestamps in the dialect's unit (seconds on both clouds), by top-level attribute
+   * (Alibaba) or by dotted leaf path (AWS); a leaf without its own takes its attribute's.
+   */
   readonly desiredTimestamps: Readonly<Record<string, number>>;
   readonly reported: JsonObject;
 }
@@ -68,10 +73,19 @@ export interface JournalRecord {
   readonly value: string;
 }
 
+/**
+ * How the cloud checks a request's version: `above` (Alibaba) takes one greater than its own
+ * and stores it; `equal` (AWS) takes only its current one and adds one itself, and requests
+ * without a version are not checked. Under `equal` the desired clear names the version at which
+ * the gateway saw every desired value, so the engine re-reads the shadow whenever the version
+ * moved by more than its own requests explain.
+ */
+export type VersionRule = "above" | "equal";
+
 /** What the cloud accepts, checked before a request goes (and by the config check). */
 export interface DialectLimits {
-  /** Top-level attributes in `reported` (Alibaba: 128, error 408 beyond). */
-  readonly maxAttributes: number;
+  /** Top-level attributes in `reported` (Alibaba: 128, error 408 beyond); none if unlimited. */
+  readonly maxAttributes?: number;
   /** Bytes of desired plus reported state in the stored document (AWS: 8 KB); none if unknown. */
   readonly maxDocumentBytes?: number;
   /** Nesting depth of the state (AWS: 6); none if unknown. */
@@ -90,6 +104,8 @@ export interface ConnectionIdentity {
   readonly clientId: string;
   readonly username?: string;
   readonly password?: string;
+  /** TLS ALPN protocols (AWS IoT on port 443: x-amzn-mqtt-ca). */
+  readonly alpn?: readonly string[];
 }
 
 /**
@@ -101,11 +117,28 @@ export interface CloudConfigProblem {
   readonly path: readonly (string | number)[];
   readonly message: string;
   readonly device?: number;
+  /** Worth knowing, but the config works: `validate` shows it, and the gateway starts. */
+  readonly warning?: boolean;
+}
+
+/** A point as the config check sees it (mapping/types.ts PointBase has these and more). */
+export interface CheckedPoint {
+  readonly name: string;
+  /** The path below `state.reported`. */
+  readonly path: readonly string[];
+  readonly writable: boolean;
+}
+
+/** A mapping's device as the config check sees it (a compiled DevicePlan). */
+export interface CheckedDevice extends ShadowDevice {
+  /** How the mapping named its shadow: absent for an Alibaba triple, "aws" for a thing. */
+  readonly addressing?: "aws";
+  readonly points: readonly CheckedPoint[];
 }
 
 /** What a dialect's config check sees besides the cloud section. */
 export interface CloudCheckContext {
-  readonly devices: readonly ShadowDevice[];
+  readonly devices: readonly CheckedDevice[];
   /** Files the cloud section names are relative to it. */
   readonly configDir: string;
 }
@@ -186,11 +219,21 @@ export interface Dialect<C = unknown> {
    */
   check(cloud: C, context: CloudCheckContext): CloudConfigProblem[];
   readonly limits: DialectLimits;
+  readonly versionRule: VersionRule;
   /** Where a device's requests go and where its replies and pushes come from. */
   topics(productKey: string, deviceName: string): ShadowTopics;
   encodeReport(reported: JsonObject, version: number, clientToken: string): string;
-  /** The request that clears desired once its commands ran (Alibaba: the string "null"). */
-  encodeClearDesired(version: number, clientToken: string): string;
+  /**
+   * Splits a report the cloud could not take in one request (AWS: over 8 KB) into parts that
+   * each fit, in order; absent when the dialect has no size limit.
+   */
+  splitReport?(reported: JsonObject): JsonObject[];
+  /**
+   * The request that clears desired once its commands ran: the points offered since the last
+   * clear (dotted names), or the whole section (Alibaba: the string "null"; AWS: each point
+   * set to JSON null).
+   */
+  encodeClearDesired(points: readonly string[], version: number, clientToken: string): string;
   encodeGet(clientToken: string): string;
   decode(
     topic: string,
@@ -204,13 +247,29 @@ export interface Dialect<C = unknown> {
   timestampMs(ts: number): number;
   /**
    * Whether an offered desired value is a command not executed yet, given the point's last
-   * execution (Alibaba: by whole-second timestamp, then value; AWS: by version alone).
+   * execution (both clouds: by whole-second timestamp, then value: isNewByTimestamp).
    */
   isNewCommand(last: JournalRecord | undefined, offered: JournalRecord): boolean;
-  classify(code: number): ReplyClass;
+  /** What an error code means for a request of this kind (AWS: 404 on a get is "no shadow yet"). */
+  classify(code: number, kind: RequestKind): ReplyClass;
   /**
    * The per-device session step over the gateway's link, when the cloud and this config have
    * one (Alibaba: sub-devices); undefined when every device may use its topics at once.
    */
   session?(context: SessionContext<C>): DeviceSession | undefined;
+}
+
+/**
+ * The new-command rule of clouds that stamp each desired value with the whole second it was
+ * set and say nothing else of which change set it (Alibaba, AWS): a get reply carries the
+ * document's current version (every report raises it), and a push carries the latest change's
+ * version with all of desired, so a value set earlier and not cleared yet comes again with a
+ * later version. So a value is a new command when its timestamp is later than the last
+ * execution's, or, within the same second, when the value differs. The same value within the
+ * same second is the same command (and writing an equal value again would change nothing).
+ */
+export function isNewByTimestamp(last: JournalRecord | undefined, offered: JournalRecord): boolean {
+  if (last === undefined || offered.ts > last.ts) return true;
+  if (offered.ts < last.ts) return false;
+  return offered.value !== last.value;
 }

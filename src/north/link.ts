@@ -14,7 +14,13 @@ export interface LinkOptions {
   readonly keepaliveSeconds: number;
   /** 4 = MQTT 3.1.1 (default), 5 = MQTT 5. */
   readonly protocolVersion: 4 | 5;
-  readonly tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean };
+  readonly tls?: {
+    ca?: Buffer;
+    cert?: Buffer;
+    key?: Buffer;
+    rejectUnauthorized: boolean;
+    alpn?: readonly string[];
+  };
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
   readonly connectTimeoutMs?: number;
@@ -128,6 +134,7 @@ export class MqttLink extends EventEmitter<LinkEvents> implements Link {
         ...(this.opts.tls.ca && { ca: this.opts.tls.ca }),
         ...(this.opts.tls.cert && { cert: this.opts.tls.cert }),
         ...(this.opts.tls.key && { key: this.opts.tls.key }),
+        ...(this.opts.tls.alpn && { ALPNProtocols: [...this.opts.tls.alpn] }),
       }),
     };
     const client = connect(this.opts.url, options);

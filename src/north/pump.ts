@@ -1,8 +1,10 @@
 // ~500 lines on purpose: gets, updates, desired clears and their replies share one in-flight
 // slot, one rate limit and one reply matcher per device; split, each part would reach into them.
+import { randomBytes } from "node:crypto";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { mergeReported } from "../core/json.js";
+import type { JsonObject } from "../core/types.js";
 import type {
   CloudShadow,
   Dialect,
@@ -51,6 +53,8 @@ interface InFlight {
   readonly full?: boolean;
   /** A get that only learns the cloud's version (after a control push), not a reconnect's. */
   readonly refresh?: boolean;
+  /** The desired points a clear sets to null (AWS; Alibaba clears the whole section). */
+  readonly points?: readonly string[];
   readonly timer: NodeJS.Timeout;
 }
 
@@ -69,6 +73,15 @@ export interface DeviceSync extends ShadowDevice {
   /** The whole current reported state is due (after a get: local wins). */
   fullPush: boolean;
   clearDesired: boolean;
+  /** The desired points offered since the last clear went out: the next clear's. */
+  readonly clearPoints: Set<string>;
+  /**
+   * The rest of a report the dialect split (AWS: over 8 KB), sent one part after another before
+   * anything else; the last part carries the backlog row and the full-push mark.
+   */
+  parts: JsonObject[];
+  partsUpto?: number;
+  partsFull: boolean;
   /** The newest pushed version whose desired values a clear was already asked for. */
   clearRequestedFor: number;
   /**
@@ -91,7 +104,7 @@ export interface DeviceSync extends ShadowDevice {
   wakeTimer?: NodeJS.Timeout;
 }
 
-type Reply = Exclude<Inbound, { kind: "control" }>;
+type Reply = Extract<Inbound, { kind: "reply" }>;
 
 /**
  * The request pump: per device one request in flight (so versions go up in order), reported
@@ -105,6 +118,8 @@ export class RequestPump {
   private readonly maxInFlight: number;
   private inFlight = 0;
   private tokenSeq = 0;
+  /** Tokens differ between processes, so a late reply to a dead one matches no request here. */
+  private readonly tokenPrefix = `${randomBytes(3).toString("hex")}-`;
   private stopped = false;
 
   constructor(
@@ -130,6 +145,9 @@ export class RequestPump {
         refresh: false,
         fullPush: false,
         clearDesired: false,
+        clearPoints: new Set(),
+        parts: [],
+        partsFull: false,
         clearRequestedFor: -1,
         clearAfterRow: 0,
         ackedRow: 0,
@@ -174,10 +192,19 @@ export class RequestPump {
     this.redo(d, f);
   }
 
-  /** A report's rows stay in the backlog until acknowledged, so only a full push is redone. */
+  /**
+   * A report's rows stay in the backlog until acknowledged, so only a full push is redone, and
+   * a split report starts again whole.
+   */
   private redo(d: DeviceSync, f: InFlight): void {
     if (f.full) d.fullPush = true;
-    if (f.kind === "clear") d.clearDesired = true;
+    if (f.kind === "report") d.parts = [];
+    if (f.kind === "clear") this.requeueClear(d, f);
+  }
+
+  private requeueClear(d: DeviceSync, f: InFlight): void {
+    d.clearDesired = true;
+    for (const p of f.points ?? []) d.clearPoints.add(p);
   }
 
   wake(d: DeviceSync, delayMs: number): void {
@@ -227,24 +254,47 @@ export class RequestPump {
     const report = reported !== undefined && Object.keys(reported).length > 0;
     // No clear while desired batches are queued: it would remove commands received but not
     // executed yet, and a SIGKILL before their turn would lose them. The last batch pumps.
-    const clearDue = d.clearDesired && !this.peers.desiredBusy(d.deviceName);
-    if (d.synced && !d.refresh && !report && !clearDue) return;
+    const clearDue =
+      d.clearDesired && d.clearPoints.size > 0 && !this.peers.desiredBusy(d.deviceName);
+    const part = d.synced && !d.refresh && d.parts.length > 0;
+    if (d.synced && !d.refresh && !report && !clearDue && !part) return;
     // Once the outcomes are in the cloud, the clear goes before any further report.
     const clearFirst = clearDue && d.ackedRow >= d.clearAfterRow;
     const wait = this.waitFor(d);
     if (wait > 0) return this.wake(d, wait);
-    const token = this.token(d);
+    const token = this.token();
     const version = this.dialect.nextVersion(d.version);
     if (!d.synced || d.refresh) {
       const refresh = d.synced;
       this.send(d, { token, kind: "get", refresh }, this.dialect.encodeGet(token));
-    } else if (report && !clearFirst) {
+    } else if (part || (report && !clearFirst)) {
       // Reports go before a desired clear, so a command's read-back reaches the cloud first.
-      const full = d.fullPush;
-      d.fullPush = false;
+      let next: JsonObject;
+      let full: boolean;
+      let upto: number | undefined;
+      if (part) {
+        next = d.parts.shift() as JsonObject;
+        const last = d.parts.length === 0;
+        full = d.partsFull;
+        upto = last ? d.partsUpto : undefined;
+      } else {
+        full = d.fullPush;
+        d.fullPush = false;
+        upto = backlog?.upto;
+        const whole = reported ?? {}; // a report is due: the backlog or the full push has some
+        const parts = this.dialect.splitReport?.(whole) ?? [whole];
+        next = parts[0] ?? whole;
+        if (parts.length > 1) {
+          // The backlog's rows leave it with the last part; until then they are not acknowledged.
+          d.parts = parts.slice(1);
+          d.partsUpto = upto;
+          d.partsFull = full;
+          upto = undefined;
+        }
+      }
       let body: string;
       try {
-        body = this.dialect.encodeReport(reported, version, token);
+        body = this.dialect.encodeReport(next, version, token);
       } catch (err) {
         // The cloud could never take it (the dialect's own limits): it leaves the outbox, said
         // once, rather than stopping the device's sync for good.
@@ -255,22 +305,21 @@ export class RequestPump {
             "a report cannot be sent; dropped",
           ),
         );
-        if (backlog) this.acked(d, backlog.upto);
+        this.acked(d, upto);
         return;
       }
       this.send(
         d,
-        { token, kind: "report", version, full, ...(backlog && { upto: backlog.upto }) },
+        { token, kind: "report", version, full, ...(upto !== undefined && { upto }) },
         body,
       );
     } else {
       if (!report) d.fullPush = false; // an empty full push is done; a real one goes next
+      const points = [...d.clearPoints];
+      const body = this.dialect.encodeClearDesired(points, version, token);
       d.clearDesired = false;
-      this.send(
-        d,
-        { token, kind: "clear", version },
-        this.dialect.encodeClearDesired(version, token),
-      );
+      d.clearPoints.clear();
+      this.send(d, { token, kind: "clear", version, points }, body);
     }
   }
 
@@ -284,9 +333,9 @@ export class RequestPump {
     return d.tokens >= 1 ? 0 : Math.ceil((1 - d.tokens) / perMs);
   }
 
-  private token(d: DeviceSync): string {
+  private token(): string {
     this.tokenSeq = (this.tokenSeq + 1) % Number.MAX_SAFE_INTEGER;
-    return `${d.productKey}.${d.deviceName}-${this.tokenSeq}`;
+    return `${this.tokenPrefix}${this.tokenSeq.toString(36)}`;
   }
 
   private send(d: DeviceSync, request: Omit<InFlight, "timer">, body: string): void {
@@ -314,7 +363,9 @@ export class RequestPump {
 
   /** A control push: its desired values run; its version is not taken (see DeviceSync.version). */
   control(d: DeviceSync, topic: string, m: Extract<Inbound, { kind: "control" }>): void {
-    if (m.version < d.version) {
+    // AWS delivers a delta and the reply to a later update in either order, so a lower version
+    // is no sign of trouble there; its values go through the journal like any others.
+    if (m.version < d.version && this.dialect.versionRule === "above") {
       // Not trusted as it stands (a reset shadow, or a replay); a get finds out the truth.
       this.stats.badMessages++;
       this.once.run(`backwards:${topic}`, () =>
@@ -336,8 +387,18 @@ export class RequestPump {
     this.peers.runDesired(d.deviceName, m.shadow, m.version, true);
   }
 
+  /** The shadow was deleted: it is read again, and the whole reported state goes up. */
+  gone(d: DeviceSync, topic: string): void {
+    this.log.info({ device: d.deviceName, topic }, "the cloud shadow was deleted; re-creating it");
+    this.abandon(d);
+    d.synced = false;
+    this.pump(d);
+  }
+
   reply(d: DeviceSync, topic: string, m: Reply): void {
-    const cls = m.status === "error" ? this.dialect.classify(m.code) : "success";
+    const f0 = d.inFlight;
+    const kind = f0 && m.clientToken === f0.token ? f0.kind : "report";
+    const cls = m.status === "error" ? this.dialect.classify(m.code, kind) : "success";
     // A session error is about the device, not one request: it may come without a token.
     if (cls === "session") return this.sessionLost(d, topic, m);
     const f = d.inFlight;
@@ -376,7 +437,7 @@ export class RequestPump {
     this.stats.conflicts++;
     d.conflicts++;
     // The report's rows stay in the backlog; the get reconciles and they go again.
-    if (f.kind === "clear") d.clearDesired = true;
+    this.redo(d, f);
     d.synced = false; // get, merge, resend with the fresh version
     this.log.info(
       {
@@ -458,6 +519,11 @@ export class RequestPump {
 
   /** A report or clear succeeded: its rows leave the backlog, and the version is saved. */
   private confirmed(d: DeviceSync, f: InFlight, version: number | undefined): void {
+    // Under the equality rule each update adds one; more means someone else changed the shadow
+    // (a desired value set meanwhile, perhaps), and a clear naming this version could remove
+    // what the gateway never saw: a get first, whose desired values run through the journal.
+    if (this.dialect.versionRule === "equal" && version !== undefined && version > d.version + 1)
+      d.refresh = true;
     d.version = Math.max(d.version, version ?? f.version ?? d.version);
     this.acked(d, f.upto);
   }
@@ -481,6 +547,10 @@ export class RequestPump {
     d.clearRequestedFor = Math.min(d.clearRequestedFor, d.version);
     if (f.refresh) {
       this.hooks.backlog.ack(d.productKey, d.deviceName, undefined, d.version);
+      // Under the equality rule the next clear names this version, so every desired value it
+      // holds must have had its turn first (already executed ones are duplicates).
+      if (shadow && this.dialect.versionRule === "equal")
+        this.peers.runDesired(d.deviceName, shadow, d.version, false);
       return;
     }
     d.synced = true;
@@ -491,9 +561,15 @@ export class RequestPump {
   }
 
   /** A desired batch is done: the clear waits until every row queued now is acknowledged. */
-  settled(deviceName: string, version: number, versionIsExact: boolean): void {
+  settled(
+    deviceName: string,
+    version: number,
+    versionIsExact: boolean,
+    points: readonly string[],
+  ): void {
     const d = this.devices.get(deviceName);
     if (!d) return;
+    for (const p of points) d.clearPoints.add(p);
     const queued = this.hooks.backlog.pending(d.productKey, d.deviceName)?.upto ?? 0;
     d.clearAfterRow = Math.max(d.clearAfterRow, queued);
     // Desired is cleared whenever it holds values, executed now or earlier (a clear that was

@@ -75,8 +75,8 @@ export class SyncEngine {
       hooks,
       {
         flush: () => this.flush(),
-        settled: ({ deviceName }, version, exact) => {
-          this.pump.settled(deviceName, version, exact);
+        settled: ({ deviceName }, version, exact, points) => {
+          this.pump.settled(deviceName, version, exact, points);
           // The outcomes and read-backs go at once.
           this.flush(0);
           this.withDevice(deviceName, (d) => this.pump.pump(d));
@@ -257,8 +257,10 @@ export class SyncEngine {
       );
       return;
     }
-    if (decoded.message.kind === "control") this.pump.control(d, topic, decoded.message);
-    else this.pump.reply(d, topic, decoded.message);
+    const m = decoded.message;
+    if (m.kind === "control") this.pump.control(d, topic, m);
+    else if (m.kind === "gone") this.pump.gone(d, topic);
+    else this.pump.reply(d, topic, m);
   }
 
   private withDevice(deviceName: string, fn: (d: DeviceSync) => void): void {

@@ -1,8 +1,6 @@
-import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { createServer as createTlsServer, type Server } from "node:tls";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { Aedes } from "aedes";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +10,7 @@ import { linkOptions } from "../../src/daemon/north.js";
 import { MqttLink, type LinkOptions } from "../../src/north/link.js";
 import { closeCloudTestResources, connectTestClient, startTestCloud } from "../helpers/cloud.js";
 import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { makeCertificates } from "../helpers/tls.js";
 
 const links: MqttLink[] = [];
 afterEach(async () => {
@@ -122,55 +121,7 @@ describe("MqttLink", () => {
     let url: string;
     let ca: Buffer;
     beforeAll(async () => {
-      // A throwaway CA and a server certificate for 127.0.0.1, made with Debian's openssl.
-      dir = await mkdtemp(path.join(tmpdir(), "sg-tls-"));
-      const run = (...args: string[]) =>
-        execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
-      run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-      );
-      run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-      );
-      await writeFile(path.join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1\n");
-      run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-      );
+      dir = await makeCertificates();
       ca = await readFile(path.join(dir, "ca.pem"));
       broker = await Aedes.createBroker();
       server = createTlsServer(

@@ -1,4 +1,5 @@
-import { createServer, type AddressInfo, type Server } from "node:net";
+import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
 import { ErrorCodes, ShadowgateError } from "../../core/errors.js";
 import type { Logger } from "../../core/logger.js";
@@ -19,6 +20,13 @@ export interface EmbeddedBrokerOptions {
    * the device's secret; otherwise any client is accepted.
    */
   readonly secretOf?: (productKey: string, deviceName: string) => string | undefined;
+  /** What the service serves (default: Alibaba's SERVICE_FILTERS). */
+  readonly filters?: readonly string[];
+  /**
+   * MQTT over TLS with this server certificate; with `ca`, every client must present a
+   * certificate that CA signed (AWS IoT's mutual TLS), or its handshake fails.
+   */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
 /** CONNACK return codes (MQTT 3.1.1 table 3.1); aedes declares them as an ambient const enum. */
@@ -111,7 +119,7 @@ export class EmbeddedBroker implements ShadowTransport {
     this.track(aedes, onClosed);
     // Attached before the socket opens, so no request can arrive unheard. Every filter names
     // requests only, never the service's own replies, so nothing it publishes comes back.
-    for (const filter of SERVICE_FILTERS) {
+    for (const filter of this.opts.filters ?? SERVICE_FILTERS) {
       await new Promise<void>((resolve) => {
         aedes.subscribe(
           filter,
@@ -128,11 +136,22 @@ export class EmbeddedBroker implements ShadowTransport {
         );
       });
     }
-    const server = createServer((socket) => {
+    const handle = (socket: Socket | TLSSocket): void => {
       // Replies are small and latency-bound; Nagle plus delayed ACKs would add ~40 ms to each.
       socket.setNoDelay(true);
       aedes.handle(socket);
-    });
+    };
+    const tls = this.opts.tls;
+    const server = tls
+      ? createTlsServer(
+          {
+            cert: tls.cert,
+            key: tls.key,
+            ...(tls.ca && { ca: tls.ca, requestCert: true, rejectUnauthorized: true }),
+          },
+          handle,
+        ).on("tlsClientError", (e) => this.log.warn({ err: e.message }, "TLS handshake refused"))
+      : createServer(handle);
     this.server = server;
     try {
       await new Promise<void>((resolve, reject) => {

@@ -8,6 +8,8 @@ export interface ExternalBrokerOptions {
   /** mqtt://host:port (credentials in the URL are passed on, never logged). */
   readonly url: string;
   readonly logger: Logger;
+  /** What the service serves (default: Alibaba's SERVICE_FILTERS). */
+  readonly filters?: readonly string[];
 }
 
 /** The URL without user and password, for logs and the console. */
@@ -69,7 +71,9 @@ export class ExternalBroker implements ShadowTransport {
     try {
       // Resubscribed by mqtt.js after each reconnect (clean session).
       // Requests only (no `_reply` topic matches): nothing the service publishes comes back.
-      const granted = await client.subscribeAsync([...SERVICE_FILTERS], { qos: 1 });
+      const granted = await client.subscribeAsync([...(this.opts.filters ?? SERVICE_FILTERS)], {
+        qos: 1,
+      });
       const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
       if (refused.length > 0) throw new Error(`the broker refused ${refused.join(", ")}`);
     } catch (e) {

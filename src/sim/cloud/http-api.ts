@@ -26,7 +26,7 @@ export interface CloudHttpApiOptions {
 
 type Body = Record<string, unknown>;
 
-class HttpFailure {
+export class HttpFailure {
   constructor(
     readonly status: number,
     readonly code: string,
@@ -55,16 +55,12 @@ class HttpFailure {
  * shadow error code ("400".."409") where one applies, otherwise NotFound, MethodNotAllowed,
  * PayloadTooLarge or InvalidParameter.
  */
-export class CloudHttpApi {
-  private readonly service: ShadowService;
-  private readonly log: Logger;
+/** A JSON HTTP server on loopback: listen, port, stop; the routes are the subclass's. */
+export abstract class JsonHttpServer {
   private server: Server | undefined;
   private boundPort = 0;
 
-  constructor(opts: CloudHttpApiOptions) {
-    this.service = opts.service;
-    this.log = opts.logger;
-  }
+  constructor(protected readonly log: Logger) {}
 
   get port(): number {
     return this.boundPort;
@@ -102,7 +98,18 @@ export class CloudHttpApi {
     await closed;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected abstract handle(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}
+
+export class CloudHttpApi extends JsonHttpServer {
+  private readonly service: ShadowService;
+
+  constructor(opts: CloudHttpApiOptions) {
+    super(opts.logger);
+    this.service = opts.service;
+  }
+
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomUUID();
     try {
       send(res, 200, await this.route(req, requestId));
@@ -254,7 +261,7 @@ function stored(doc: CloudShadowDocument): CloudShadowDocument {
   };
 }
 
-function send(
+export function send(
   res: ServerResponse,
   status: number,
   body: unknown,
@@ -269,7 +276,7 @@ function send(
   res.end(text);
 }
 
-function allow(req: IncomingMessage, methods: readonly string[]): void {
+export function allow(req: IncomingMessage, methods: readonly string[]): void {
   if (!methods.includes(req.method ?? "")) {
     throw new HttpFailure(
       405,
@@ -281,7 +288,7 @@ function allow(req: IncomingMessage, methods: readonly string[]): void {
 }
 
 /** A productKey or deviceName from the path: it becomes an MQTT topic level, so no wildcards. */
-function segment(raw: string, name: string): string {
+export function segment(raw: string, name: string): string {
   let value: string;
   try {
     value = decodeURIComponent(raw);
@@ -298,14 +305,14 @@ function segment(raw: string, name: string): string {
   return value;
 }
 
-const pathOf = (req: IncomingMessage): string => (req.url ?? "").split("?")[0] ?? "";
+export const pathOf = (req: IncomingMessage): string => (req.url ?? "").split("?")[0] ?? "";
 
 /**
  * Reads the body up to MAX_BODY_BYTES. Past it the rest is drained before the 413 goes out:
  * closing a socket with unread data makes the kernel send a reset, and the client would see
  * ECONNRESET instead of the error.
  */
-function readBody(req: IncomingMessage): Promise<string> {
+export function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -17,7 +17,8 @@ const SESSION_ERROR = 520;
 function withSession() {
   const dialect: Dialect = {
     ...alibabaDialect,
-    classify: (code) => (code === SESSION_ERROR ? "session" : alibabaDialect.classify(code)),
+    classify: (code, kind) =>
+      code === SESSION_ERROR ? "session" : alibabaDialect.classify(code, kind),
   };
   const pending: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   let events: string[] = [];

@@ -2,7 +2,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { isNewAlibabaCommand as isNewCommand } from "../../../src/north/dialects/alibaba/index.js";
+import { isNewByTimestamp as isNewCommand } from "../../../src/north/dialect.js";
 import { SCHEMA_VERSION, openDatabase } from "../../../src/store/database.js";
 import { DesiredJournal } from "../../../src/store/desired-journal.js";
 

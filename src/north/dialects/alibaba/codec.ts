@@ -11,6 +11,7 @@ import {
   type ShadowState,
 } from "./messages.js";
 import { parseShadowTopic } from "./topics.js";
+import { findUnencodable, parseJsonObject } from "../../payload.js";
 
 /**
  * The gateway side of the Alibaba shadow codec (shadow-protocol.md 1.3). Encoders produce the
@@ -249,32 +250,9 @@ function decode(topic: string, payload: Buffer | Uint8Array, options: DecodeOpti
   if (!where || where.kind !== "get") {
     return fail(`topic "${String(topic)}" is not /shadow/get/{productKey}/{deviceName}`);
   }
-  if (!(payload instanceof Uint8Array)) return fail("payload is not a byte buffer");
-  const maxBytes = options.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  if (payload.byteLength > maxBytes) {
-    return fail(`payload is ${payload.byteLength} bytes, over the ${maxBytes}-byte limit`);
-  }
-
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
-  } catch {
-    return fail("payload is not valid UTF-8");
-  }
-  let raw: unknown;
-  let protoKey = false;
-  try {
-    raw = JSON.parse(text, (key, value: unknown) => {
-      // JSON.parse makes "__proto__" an own key, but any later copy by assignment would set a
-      // prototype instead; no shadow attribute needs the name.
-      if (key === "__proto__") protoKey = true;
-      return value;
-    });
-  } catch (e) {
-    return fail(`payload is not JSON: ${(e as Error).message}`);
-  }
-  if (protoKey) return fail('payload contains a "__proto__" key');
-  if (!isObject(raw)) return fail("payload is not a JSON object");
+  const parsed = parseJsonObject(payload, options.maxBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  if (!parsed.ok) return fail(parsed.reason);
+  const raw = parsed.value;
 
   const method = raw["method"];
   if (method === undefined) return fail("method missing");
@@ -464,29 +442,6 @@ function checkClientToken(token: string): void {
   if (bytes > MAX_CLIENT_TOKEN_BYTES) {
     throw encodeError(`clientToken is ${bytes} bytes; at most ${MAX_CLIENT_TOKEN_BYTES}`);
   }
-}
-
-/** JSON.stringify would turn NaN into null and drop undefined: the cloud would get other data. */
-function findUnencodable(v: unknown, path: string): string | undefined {
-  if (v === null || typeof v === "string" || typeof v === "boolean") return undefined;
-  if (typeof v === "number") {
-    return Number.isFinite(v) ? undefined : `${path} is ${v}, which JSON cannot carry`;
-  }
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const bad = findUnencodable(v[i], `${path}[${i}]`);
-      if (bad) return bad;
-    }
-    return undefined;
-  }
-  if (typeof v === "object") {
-    for (const [k, child] of Object.entries(v)) {
-      const bad = findUnencodable(child, `${path}.${k}`);
-      if (bad) return bad;
-    }
-    return undefined;
-  }
-  return `${path} is a ${typeof v}, which JSON cannot carry`;
 }
 
 function encodeError(message: string): ShadowgateError {

@@ -82,6 +82,15 @@ export function checkAlibabaCloud(
   { devices, configDir }: CloudCheckContext,
 ): CloudConfigProblem[] {
   const found: CloudConfigProblem[] = [];
+  devices.forEach((d, i) => {
+    if (d.addressing === "aws")
+      found.push({
+        device: i,
+        path: ["device"],
+        message:
+          "the device names an AWS thing, but cloud.dialect is alibaba (the default): give productKey and deviceName, or set cloud.dialect: aws",
+      });
+  });
   if (cloud.url === undefined && cloud.deviceSecret === undefined) {
     found.push({
       path: [],
@@ -99,7 +108,7 @@ export function checkAlibabaCloud(
   }
   if (sub.register === "dynamic") return found;
   devices.forEach((d, i) => {
-    if (isGatewayItself(cloud, d) || d.deviceSecret !== undefined) return;
+    if (d.addressing === "aws" || isGatewayItself(cloud, d) || d.deviceSecret !== undefined) return;
     if (fromFile.has(deviceKey(d))) return;
     found.push({
       device: i,

@@ -1,4 +1,4 @@
-import type { Dialect, Inbound, JournalRecord } from "../../dialect.js";
+import { isNewByTimestamp, type Dialect, type Inbound } from "../../dialect.js";
 import {
   decodeShadowMessage,
   encodeClearDesired,
@@ -24,25 +24,6 @@ function timestamps(meta: MetadataSection | undefined): Record<string, number> {
 }
 
 /**
- * Whether an offered desired value is a command not yet executed. Alibaba stamps each desired
- * attribute with the whole second it was set, and no message says which version set it: a get
- * reply carries the document's current version (every report raises it), and a control push
- * carries the version of the latest change together with the whole desired state, so an
- * attribute set earlier and not cleared yet comes again with a later version. So a value is a
- * new command when its timestamp is later than the last execution's, or, within the same
- * second, when the value differs. The same value within the same second is the same command
- * (and writing an equal value again would change nothing anyway).
- */
-export function isNewAlibabaCommand(
-  last: JournalRecord | undefined,
-  offered: JournalRecord,
-): boolean {
-  if (last === undefined || offered.ts > last.ts) return true;
-  if (offered.ts < last.ts) return false;
-  return offered.value !== last.value;
-}
-
-/**
  * The Alibaba Cloud IoT shadow dialect (shadow-protocol.md 1): requests on /shadow/update,
  * replies and control pushes on /shadow/get, versions strictly greater than the cloud's,
  * desired cleared with the string "null", 407 counted as success as iotkit-embedded does. The
@@ -64,13 +45,15 @@ export const alibabaDialect: Dialect<AlibabaCloudConfig> = {
       requests: { get: request, report: request, clear: request },
     };
   },
+  versionRule: "above",
   encodeReport: encodeUpdate,
-  encodeClearDesired,
+  // Alibaba clears the whole section: "desired":"null".
+  encodeClearDesired: (_points, version, clientToken) => encodeClearDesired(version, clientToken),
   encodeGet,
   nextVersion: (lastKnown) => lastKnown + 1,
   // Alibaba's metadata timestamps are whole seconds.
   timestampMs: (ts) => ts * 1000,
-  isNewCommand: isNewAlibabaCommand,
+  isNewCommand: isNewByTimestamp,
   classify: (code) =>
     isSuccessCode(code)
       ? "success"

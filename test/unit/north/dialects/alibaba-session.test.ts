@@ -17,7 +17,7 @@ import {
   type SessionEvents,
   type ShadowDevice,
 } from "../../../../src/north/dialect.js";
-import { cloudSchema } from "../../../../src/north/dialects/index.js";
+import { alibabaCloudSchema as cloudSchema } from "../../../../src/north/dialects/alibaba/config.js";
 import { alibabaSession } from "../../../../src/north/dialects/alibaba/session.js";
 import {
   readRegisteredSecrets,

@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { alibabaDialect } from "../../../../src/north/dialects/alibaba/index.js";
+import { alibabaCloudSchema } from "../../../../src/north/dialects/alibaba/config.js";
 import { DIALECT_NAMES, cloudSchema, dialectFor } from "../../../../src/north/dialects/index.js";
 
 const triple = { productKey: "a1Gateway", deviceName: "edge-01" };
 
 describe("the dialect table", () => {
   it("names Alibaba, the default when the cloud section names no dialect", () => {
-    expect(DIALECT_NAMES).toEqual(["alibaba"]);
+    expect(DIALECT_NAMES).toEqual(["alibaba", "aws"]);
     const cloud = cloudSchema.parse(triple);
     expect(cloud.dialect).toBe("alibaba");
     expect(dialectFor(cloud.dialect)).toBe(alibabaDialect);
@@ -16,7 +17,7 @@ describe("the dialect table", () => {
 
   it("Alibaba asks for a deviceSecret only without a broker URL", () => {
     const check = (extra: object) =>
-      alibabaDialect.check(cloudSchema.parse({ ...triple, ...extra }), {
+      alibabaDialect.check(alibabaCloudSchema.parse({ ...triple, ...extra }), {
         devices: [],
         configDir: ".",
       });
@@ -33,7 +34,7 @@ describe("the dialect table", () => {
 
   it("Alibaba connects to its regional endpoint with signed credentials, or plainly to a given broker", () => {
     const signed = alibabaDialect.connection(
-      cloudSchema.parse({ ...triple, deviceSecret: "s", region: "eu-central-1" }),
+      alibabaCloudSchema.parse({ ...triple, deviceSecret: "s", region: "eu-central-1" }),
       1_700_000_000_000,
     );
     expect(signed).toMatchObject({
@@ -44,7 +45,12 @@ describe("the dialect table", () => {
     expect(signed.password).toMatch(/^[0-9a-f]{64}$/);
     expect(
       alibabaDialect.connection(
-        cloudSchema.parse({ ...triple, url: "mqtt://broker:1883", username: "u", password: "p" }),
+        alibabaCloudSchema.parse({
+          ...triple,
+          url: "mqtt://broker:1883",
+          username: "u",
+          password: "p",
+        }),
         0,
       ),
     ).toEqual({
