@@ -304,6 +304,36 @@ ${points}
     expect(p.config.warnings?.[0]?.message).toMatch(/press-07 could reach about \d+ bytes/);
   });
 
+  it("ignores malformed messages and refuses desired for unmapped or read-only points, writing nothing", async () => {
+    const p = await plant(undefined);
+    await until("in sync", () => p.gateway.sync?.deviceState(THING)?.synced === true);
+    const side = await connectTestClient(p.cloud.mqttUrl);
+    const T = `$aws/things/${THING}/shadow`;
+    const bad = p.gateway.sync?.stats.badMessages ?? 0;
+    const garbage: Array<[string, string | Buffer]> = [
+      [`${T}/update/delta`, "{not json"],
+      [`${T}/update/delta`, JSON.stringify({ state: { targetTemperature: 99 }, version: "7" })],
+      [`${T}/get/accepted`, JSON.stringify({ state: [], version: 1 })],
+      [`${T}/update/rejected`, JSON.stringify({ message: "no code" })],
+      [`${T}/update/delta`, Buffer.alloc(70 * 1024, 0x20)],
+      [`${T}/update/delta`, Buffer.from([0xff, 0xfe, 0x7b])],
+    ];
+    for (const [topic, payload] of garbage)
+      await side.mqtt.publishAsync(topic, payload, { qos: 1 });
+    await until(
+      "each malformed message counted",
+      () => (p.gateway.sync?.stats.badMessages ?? 0) - bad === garbage.length,
+    );
+    // Desired for a point the mapping lacks, for a read-only one, and an object for a boolean.
+    await p.setDesired({ nosuch: 1, temperature: 5, running: { a: { b: { c: 1 } } } });
+    await until("desired cleared", () => p.doc()?.state.desired === undefined);
+    expect(outcome(p, "nosuch")).toMatchObject({ status: "rejected" });
+    expect(outcome(p, "temperature")).toMatchObject({ status: "rejected" });
+    expect(outcome(p, "running")).toMatchObject({ status: "rejected", reason: /true or false/ });
+    expect(p.writes).toEqual([]);
+    expect(p.sim.sim.unit(1).coil[0]).toBe(1);
+  });
+
   it("keeps at most 10 requests in flight on its connection with 50 things", async () => {
     const things = Object.fromEntries(
       Array.from({ length: 50 }, (_, i) => [

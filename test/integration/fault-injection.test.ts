@@ -37,11 +37,8 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import type { JsonObject, JsonValue } from "../../src/core/types.js";
-import {
-  startCloudService,
-  type AppliedEvent,
-  type RunningCloudService,
-} from "../../src/sim/cloud/index.js";
+import { AwsShadowStore, startAwsCloudService } from "../../src/sim/cloud/aws/index.js";
+import { startCloudService, type AppliedEvent } from "../../src/sim/cloud/index.js";
 import { ModbusTcpSimulator, type WriteEvent } from "../../src/sim/modbus/index.js";
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
 import { ReportCodec } from "../../src/store/report-codec.js";
@@ -116,13 +113,103 @@ interface RowRecord {
   sent: number;
 }
 
+/** What the run needs of the cloud, in either dialect. */
+interface RunningCloud {
+  readonly mqttUrl: string;
+  readonly httpUrl: string;
+  close(): Promise<void>;
+}
+
+interface CloudHooks {
+  /** An update carrying reported values was applied, at this version. */
+  accepted(version: number, reported: JsonObject): void;
+  /** The service pushed desired to the device (Alibaba: a control; AWS: a delta). */
+  pushed(): void;
+}
+
+interface CloudUnderTest {
+  /** Started again on the same ports after a "broker restart"; shadows survive it. */
+  start(mqttPort: number, httpPort: number, hooks: CloudHooks): Promise<RunningCloud>;
+  shadow(): { state: { reported?: JsonObject; desired?: JsonObject } } | undefined;
+  setDesired(point: string, value: number): Promise<void>;
+  /** The gateway config's cloud section, but for its url. */
+  readonly cloudSection: JsonObject;
+  /** The mapping file's device. */
+  readonly device: JsonObject;
+}
+
+function alibabaCloud(dir: string): CloudUnderTest {
+  let current: Awaited<ReturnType<typeof startCloudService>> | undefined;
+  return {
+    async start(mqttPort, httpPort, hooks) {
+      const c = await startCloudService({ mqttPort, httpPort, dbFile: path.join(dir, "cloud.db") });
+      c.service.on("applied", (e: AppliedEvent) => {
+        if (e.deviceName !== DN || e.request.method !== "update") return;
+        const reported = e.request.reported;
+        if (reported === undefined || reported === "clear") return;
+        hooks.accepted(e.version, reported);
+      });
+      c.service.on("control", (e) => {
+        if (e.deviceName === DN) hooks.pushed();
+      });
+      current = c;
+      return c;
+    },
+    shadow: () => current?.service.getShadow(PK, DN),
+    async setDesired(point, value) {
+      const res = await fetch(`${current?.httpUrl ?? ""}/shadows/${PK}/${DN}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          ShadowMessage: { method: "update", state: { desired: { [point]: value } } },
+          DeltaUpdate: true,
+        }),
+      });
+      const body = (await res.json()) as { Success?: boolean };
+      if (body.Success !== true) throw new Error(`desired update refused: ${JSON.stringify(body)}`);
+    },
+    cloudSection: { productKey: "a1FaultGw", deviceName: "fault-gw" },
+    device: { productKey: PK, deviceName: DN },
+  };
+}
+
+function awsCloud(): CloudUnderTest {
+  // AWS keeps shadows whatever happens to a connection: the store outlives the restarts.
+  const store = new AwsShadowStore();
+  let current: Awaited<ReturnType<typeof startAwsCloudService>> | undefined;
+  return {
+    async start(mqttPort, httpPort, hooks) {
+      const c = await startAwsCloudService({ mqttPort, httpPort, store });
+      c.service.on("updated", (e) => {
+        if (e.thingName !== DN) return;
+        const { reported, desired } = e.request;
+        if (reported) hooks.accepted(e.document.version, reported);
+        if (desired && Object.values(desired).some((v) => v !== null)) hooks.pushed();
+      });
+      current = c;
+      return c;
+    },
+    shadow: () => current?.service.getShadow(DN),
+    async setDesired(point, value) {
+      const res = await fetch(`${current?.httpUrl ?? ""}/things/${DN}/shadow`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ state: { desired: { [point]: value } } }),
+      });
+      if (res.status !== 200) throw new Error(`desired update refused: ${await res.text()}`);
+    },
+    cloudSection: { dialect: "aws", clientId: "fault-gw" },
+    device: { thingName: DN },
+  };
+}
+
 /** Everything the run starts, so afterAll can stop it whatever happened. */
 const cleanups: Array<() => Promise<unknown>> = [];
 afterAll(async () => {
   for (const fn of cleanups.splice(0).reverse()) await fn().catch(() => undefined);
 });
 
-describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () => {
+describe.each(["alibaba", "aws"] as const)("fault injection (%s dialect)", (dialect) => {
   it(
     "keeps the cloud equal to the PLC, loses no acknowledged report and runs every command exactly once",
     async () => {
@@ -133,7 +220,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
         log.push(`${((Date.now() - t0) / 1000).toFixed(2).padStart(7)}s ${what}`);
       };
       console.log(
-        `fault-injection seed ${SEED} (replay: FAULT_SEED=${SEED} npx vitest run test/integration/fault-injection.test.ts)`,
+        `fault-injection (${dialect}) seed ${SEED} (replay: FAULT_SEED=${SEED} npx vitest run test/integration/fault-injection.test.ts -t ${dialect})`,
       );
       const faultRng = seededRandom(SEED);
       const commandRng = seededRandom(SEED ^ 0x5bd1e995);
@@ -191,30 +278,26 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
 
       // --- the cloud -------------------------------------------------------------------------
       const accepted: Accepted[] = [];
-      const cloudDb = path.join(dir, "cloud.db");
+      const under = dialect === "aws" ? awsCloud() : alibabaCloud(dir);
       let mqttPort = 0;
       let httpPort = 0;
-      let cloud: RunningCloudService | undefined;
-      /** Called at each control push the service makes for the device. */
+      let cloud: RunningCloud | undefined;
+      /** Called at each desired push the service makes for the device. */
       let onControl: (() => void) | undefined;
-      const startCloud = async (): Promise<RunningCloudService> => {
+      const hooks: CloudHooks = {
+        accepted: (version, reported) =>
+          accepted.push({ at: Date.now(), version, leaves: leaves(reported) }),
+        pushed: () => {
+          const hook = onControl;
+          onControl = undefined;
+          hook?.();
+        },
+      };
+      const startCloud = async (): Promise<RunningCloud> => {
         // The ports were free a moment ago; another process could take one in between.
         for (let attempt = 1; ; attempt++) {
           try {
-            const c = await startCloudService({ mqttPort, httpPort, dbFile: cloudDb });
-            c.service.on("applied", (e: AppliedEvent) => {
-              if (e.deviceName !== DN || e.request.method !== "update") return;
-              const reported = e.request.reported;
-              if (reported === undefined || reported === "clear") return;
-              accepted.push({ at: Date.now(), version: e.version, leaves: leaves(reported) });
-            });
-            c.service.on("control", (e) => {
-              if (e.deviceName !== DN) return;
-              const hook = onControl;
-              onControl = undefined;
-              hook?.();
-            });
-            return c;
+            return await under.start(mqttPort, httpPort, hooks);
           } catch (err) {
             if (attempt >= 5) throw err;
             await sleep(200);
@@ -226,7 +309,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
       httpPort = Number(new URL(cloud.httpUrl).port);
       cleanups.push(async () => cloud?.close());
       const cloudLock = new Mutex();
-      const shadow = () => cloud?.service.getShadow(PK, DN);
+      const shadow = () => (cloud ? under.shadow() : undefined);
 
       // --- the link --------------------------------------------------------------------------
       const proxy = new TcpProxy({ targetPort: mqttPort });
@@ -254,8 +337,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
           },
           cloud: {
             url: `mqtt://127.0.0.1:${proxyPort}`,
-            productKey: "a1FaultGw",
-            deviceName: "fault-gw",
+            ...under.cloudSection,
             sendWindow: "50ms",
             replyTimeout: "1s",
             reconnect: { min: "100ms", max: "1s" },
@@ -267,7 +349,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
         path.join(dir, "mappings", `${DN}.yaml`),
         JSON.stringify({
           version: 1,
-          device: { productKey: PK, deviceName: DN },
+          device: under.device,
           source: "plc",
           unitId: 1,
           pollInterval: "100ms",
@@ -374,17 +456,7 @@ describe("fault injection: link cuts, restarts and SIGKILL of the gateway", () =
               value: valueOf(commands.length),
               issuedAt: Date.now(),
             };
-            const res = await fetch(`${cloud.httpUrl}/shadows/${PK}/${DN}`, {
-              method: "POST",
-              headers: { "content-type": "application/json" },
-              body: JSON.stringify({
-                ShadowMessage: { method: "update", state: { desired: { [point]: c.value } } },
-                DeltaUpdate: true,
-              }),
-            });
-            const body = (await res.json()) as { Success?: boolean };
-            if (body.Success !== true)
-              throw new Error(`desired update refused: ${JSON.stringify(body)}`);
+            await under.setDesired(point, c.value);
             commands.push(c);
             outstanding.set(point, c);
             note(`desired ${point} = ${c.value} (#${c.i})`);

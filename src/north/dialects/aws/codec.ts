@@ -287,8 +287,10 @@ function decode(topic: string, payload: Buffer | Uint8Array): DecodeResult {
   const shadow: CloudShadow | undefined =
     where.operation === "get"
       ? {
-          // The commands are where desired differs from reported: AWS's own delta.
-          desired: m.state?.delta ?? {},
+          // All of desired, not only the delta: a value the gateway executed and reported before
+          // it died unacknowledged equals reported, so it is in no delta, yet it must still be
+          // cleared. The journal tells executed values from new ones either way.
+          desired: m.state?.desired ?? {},
           desiredTimestamps: leafTimestamps(m.metadata?.desired ?? undefined),
           reported: m.state?.reported ?? {},
         }

@@ -4,9 +4,14 @@ import { EmbeddedBroker } from "../embedded-broker.js";
 import { ExternalBroker, displayUrl } from "../external-broker.js";
 import type { ShadowTransport } from "../transport.js";
 import { AwsHttpApi } from "./http-api.js";
-import { AWS_SERVICE_FILTERS, AwsShadowService } from "./service.js";
+import { AWS_SERVICE_FILTERS, AwsShadowService, type AwsShadowStore } from "./service.js";
 
-export { AwsShadowService, AWS_SERVICE_FILTERS } from "./service.js";
+export {
+  AwsShadowService,
+  AwsShadowStore,
+  AWS_SERVICE_FILTERS,
+  type UpdatedEvent,
+} from "./service.js";
 export { AwsErrors, deltaOf, type AwsShadowDocument } from "./document.js";
 
 const HOST = "127.0.0.1";
@@ -26,6 +31,8 @@ export interface AwsCloudServiceOptions {
   readonly replyDelayMs?: number;
   /** When given, only these things exist. */
   readonly things?: readonly string[];
+  /** Where the shadows live: pass one to keep them across a stop and start. */
+  readonly store?: AwsShadowStore;
   /** Bytes of state a document may hold (default 8 KB; one request carries at most 8 KB). */
   readonly maxDocumentBytes?: number;
   readonly logger?: Logger;
@@ -84,6 +91,7 @@ export async function startAwsCloudService(
       ...(opts.now && { now: opts.now }),
       ...(opts.replyDelayMs !== undefined && { replyDelayMs: opts.replyDelayMs }),
       ...(opts.things && { things: opts.things }),
+      ...(opts.store && { store: opts.store }),
       ...(opts.maxDocumentBytes !== undefined && { maxDocumentBytes: opts.maxDocumentBytes }),
     });
     stops.push(() => transport.stop());

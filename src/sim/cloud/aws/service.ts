@@ -14,6 +14,7 @@ import {
   parseUpdate,
   type AwsError,
   type AwsShadowDocument,
+  type UpdateRequest,
 } from "./document.js";
 
 /** Where requests arrive: the classic and the named shadows' operation topics, nothing else. */
@@ -34,6 +35,8 @@ export interface AwsShadowServiceOptions {
   readonly replyDelayMs?: number;
   /** When given, only these things exist; a request for another is answered 404. */
   readonly things?: readonly string[];
+  /** Where the shadows live (default: a store of this service's own). */
+  readonly store?: AwsShadowStore;
   /**
    * Bytes of state a stored document may hold (default AWS's 8 KB; AWS may raise it for an
    * account). One request still carries at most 8 KB.
@@ -42,8 +45,8 @@ export interface AwsShadowServiceOptions {
 }
 
 export interface AwsShadowServiceEvents {
-  /** An update was accepted (by MQTT or HTTP), with the document after it. */
-  updated: [thingName: string, shadowName: string | undefined, document: AwsShadowDocument];
+  /** An update was accepted (by MQTT or HTTP): what it asked for and the document after it. */
+  updated: [event: UpdatedEvent];
   /**
    * A request is about to be served (after the reply delay): a test may change the shadow
    * here, between the gateway's sending and the service's deciding.
@@ -53,10 +56,26 @@ export interface AwsShadowServiceEvents {
   rejected: [topic: string, error: AwsError];
 }
 
+export interface UpdatedEvent {
+  readonly thingName: string;
+  readonly shadowName: string | undefined;
+  readonly request: UpdateRequest;
+  readonly document: AwsShadowDocument;
+}
+
 /** One shadow: its document, or the version a deleted one reached (AWS keeps counting). */
 interface Slot {
   document?: AwsShadowDocument;
   lastVersion: number;
+}
+
+/**
+ * The shadows, in memory. Apart from the service so that one store can outlive a service that
+ * is stopped and started again (a test restarting the broker, as AWS's shadows outlive a
+ * connection).
+ */
+export class AwsShadowStore {
+  readonly slots = new Map<string, Slot>();
 }
 
 /**
@@ -66,7 +85,7 @@ interface Slot {
  * memory: the service is a test peer and a demo, not a store.
  */
 export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
-  private readonly shadows = new Map<string, Slot>();
+  private readonly shadows: Map<string, Slot>;
   private readonly inFlight = new Map<string, number>();
   private readonly log: Logger;
   private readonly now: () => number;
@@ -77,6 +96,7 @@ export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
     this.log = opts.logger.child({ dialect: "aws" });
     this.now = opts.now ?? Date.now;
     this.things = opts.things && new Set(opts.things);
+    this.shadows = (opts.store ?? new AwsShadowStore()).slots;
   }
 
   /** The shadow's document, if it has one. */
@@ -202,7 +222,7 @@ export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
   private apply(
     thingName: string,
     shadowName: string | undefined,
-    request: Parameters<typeof applyUpdate>[2],
+    request: UpdateRequest,
     token: string | undefined,
   ): { ok: true; accepted: JsonObject } | { ok: false; error: AwsError } {
     const k = key(thingName, shadowName);
@@ -222,7 +242,7 @@ export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
     this.publish(`${prefix}/update/accepted`, accepted);
     if (delta) this.publish(`${prefix}/update/delta`, delta);
     this.publish(`${prefix}/update/documents`, documents);
-    this.emit("updated", thingName, shadowName, document);
+    this.emit("updated", { thingName, shadowName, request, document });
     return { ok: true, accepted };
   }
 

@@ -118,7 +118,7 @@ describe("AWS encoders", () => {
 describe("AWS decoder", () => {
   const T = "$aws/things/plc-01/shadow";
 
-  it("reads a get reply's delta as the commands, with per-leaf timestamps", () => {
+  it("reads a get reply's desired as the commands, with per-leaf timestamps", () => {
     const r = decodeShadowMessage(
       `${T}/get/accepted`,
       buf({
@@ -145,7 +145,7 @@ describe("AWS decoder", () => {
         version: 12,
         clientToken: "c-1",
         shadow: {
-          desired: { sp: 80, cfg: { b: 2 } },
+          desired: { sp: 80, cfg: { a: 1, b: 2 } },
           desiredTimestamps: { sp: 100, "cfg.a": 90, "cfg.b": 120, cfg: 120 },
           reported: { sp: 60, cfg: { a: 1, b: 3 } },
         },
