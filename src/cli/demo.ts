@@ -2,12 +2,15 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../config/load.js";
+import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { ExitCodes } from "../core/errors.js";
-import { createLogger } from "../core/logger.js";
+import { createLogger, type Logger } from "../core/logger.js";
 import { Gateway } from "../daemon/gateway.js";
+import type { DevicePlan } from "../mapping/types.js";
+import { cloudSchema } from "../north/dialects/index.js";
+import { startAwsCloudService } from "../sim/cloud/aws/index.js";
 import { startCloudService } from "../sim/cloud/index.js";
-import { startSimulator } from "../sim/modbus/index.js";
+import { startSimulator, type RunningSimulator } from "../sim/modbus/index.js";
 import { printProblems } from "./validate.js";
 
 /** The demo's device secrets: known to the demo's own cloud service only. */
@@ -23,7 +26,14 @@ const EXAMPLE_CONFIG = fileURLToPath(new URL("../../config/gateway.yaml", import
  * on a free loopback port. The screen shows the PLC's set point, the
  * edge shadow and the cloud shadow, and how to set a desired value over HTTP.
  */
-export async function demoCommand(o: { once?: boolean }): Promise<number | undefined> {
+export async function demoCommand(o: {
+  once?: boolean;
+  dialect?: string;
+}): Promise<number | undefined> {
+  if (o.dialect !== undefined && o.dialect !== "alibaba" && o.dialect !== "aws") {
+    process.stderr.write(`--dialect ${o.dialect}: alibaba or aws\n`);
+    return ExitCodes.USAGE;
+  }
   const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
   const sim = await startSimulator({ port: 0 });
   // The cloud service is loaded before it starts (its address goes into the config), so the
@@ -38,6 +48,7 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     await sim.close();
     return ExitCodes.CONFIG;
   }
+  if (o.dialect === "aws") return awsDemo(sim, example.config, o.once === true, log);
   const gw = example.config.gateway.cloud;
   const secrets = [
     ...(gw?.dialect === "alibaba"
@@ -95,13 +106,8 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
   );
 
   const state = () => ({
-    plc: {
-      targetTemperature: (sim.sim.unit(1).holding[9] ?? 0) / 10,
-      running: sim.sim.unit(1).coil[0] === 1,
-    },
-    edge: Object.fromEntries(
-      devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
-    ),
+    plc: plcState(sim),
+    edge: edgeState(gateway, devices),
     cloud: Object.fromEntries(
       devices.map((d) => {
         const doc = cloud.service.getShadow(d.productKey, d.deviceName);
@@ -113,19 +119,11 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     ),
   });
 
-  if (o.once) {
-    await gateway.pollOnce();
-    process.stdout.write(`${JSON.stringify(state().edge, null, 2)}\n`);
-    await gateway.stop();
-    await close();
-    return ExitCodes.OK;
-  }
-
   const [first] = devices;
   const target = first
     ? `${cloud.httpUrl}/shadows/${first.productKey}/${first.deviceName}`
     : cloud.httpUrl;
-  const header = [
+  return show(gateway, state, close, o.once === true, [
     `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
     `Cloud shadow       ${cloud.mqttUrl} (MQTT), ${cloud.httpUrl} (HTTP)`,
     `Gateway config     ${EXAMPLE_CONFIG}`,
@@ -134,9 +132,94 @@ export async function demoCommand(o: { once?: boolean }): Promise<number | undef
     `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
     `    -d '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}'`,
     `Read the cloud shadow:  curl -s '${target}?format=json'`,
-    "Ctrl-C stops.",
+  ]);
+}
+
+const plcState = (sim: RunningSimulator) => ({
+  targetTemperature: (sim.sim.unit(1).holding[9] ?? 0) / 10,
+  running: sim.sim.unit(1).coil[0] === 1,
+});
+
+const edgeState = (gateway: Gateway, devices: readonly DevicePlan[]) =>
+  Object.fromEntries(
+    devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
+  );
+
+/**
+ * `demo --dialect aws`: the same plant with the local AWS IoT shadow service; the example's
+ * devices become things of the same names.
+ */
+async function awsDemo(
+  sim: RunningSimulator,
+  example: LoadedConfig,
+  once: boolean,
+  log: Logger,
+): Promise<number | undefined> {
+  const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0, logger: log });
+  const close = async (): Promise<void> => {
+    await cloud.close();
+    await sim.close();
+  };
+  const dataDir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
+  const devices = example.devices.map((d) => ({
+    ...d,
+    addressing: "aws" as const,
+    productKey: d.deviceName,
+  }));
+  const gateway = new Gateway(
+    {
+      ...example,
+      dataDir,
+      devices,
+      gateway: {
+        ...example.gateway,
+        cloud: cloudSchema.parse({ dialect: "aws", url: cloud.mqttUrl, clientId: "edge-01" }),
+      },
+    },
+    log,
+  );
+  const state = () => ({
+    plc: plcState(sim),
+    edge: edgeState(gateway, devices),
+    cloud: Object.fromEntries(
+      devices.map((d) => {
+        const doc = cloud.service.getShadow(d.deviceName);
+        return [
+          d.deviceName,
+          { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
+        ];
+      }),
+    ),
+  });
+  const target = `${cloud.httpUrl}/things/${devices[0]?.deviceName ?? "boiler-01"}/shadow`;
+  return show(gateway, state, close, once, [
+    `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
+    `Cloud shadow       ${cloud.mqttUrl} (MQTT, AWS IoT Device Shadow), ${cloud.httpUrl} (HTTP)`,
+    `Gateway config     ${EXAMPLE_CONFIG} (its devices as AWS things)`,
     "",
-  ].join("\n");
+    "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
+    `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
+    `    -d '{"state":{"desired":{"targetTemperature":80}}}'`,
+    `Read the cloud shadow:  curl -s '${target}'`,
+  ]);
+}
+
+/** Runs the gateway and shows the plant: once, or redrawn until Ctrl-C. */
+async function show(
+  gateway: Gateway,
+  state: () => { edge: unknown },
+  close: () => Promise<void>,
+  once: boolean,
+  lines: readonly string[],
+): Promise<number | undefined> {
+  if (once) {
+    await gateway.pollOnce();
+    process.stdout.write(`${JSON.stringify(state().edge, null, 2)}\n`);
+    await gateway.stop();
+    await close();
+    return ExitCodes.OK;
+  }
+  const header = [...lines, "Ctrl-C stops.", ""].join("\n");
   const tty = process.stdout.isTTY;
   if (!tty) process.stdout.write(`${header}\n`);
   let last = "";

@@ -121,7 +121,10 @@ program
   .command("demo")
   .description("a simulated PLC and the gateway in one process, showing the live shadow")
   .option("--once", "print the shadow once after the first poll and exit")
-  .action(async (o: { once?: boolean }) => exit(await (await import("./demo.js")).demoCommand(o)));
+  .option("--dialect <name>", "the cloud: alibaba (default) or aws")
+  .action(async (o: { once?: boolean; dialect?: string }) =>
+    exit(await (await import("./demo.js")).demoCommand(o)),
+  );
 
 const sim = program.command("sim").description("simulators for tests and demos");
 

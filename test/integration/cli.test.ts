@@ -279,52 +279,61 @@ describe("shadowgate CLI", () => {
     expect(typeof shadow["boiler-01"]?.temperature).toBe("number");
   });
 
-  it("demo: a desired value set over HTTP arrives in the simulated PLC and its read-back in the cloud shadow", async () => {
-    let posted = false;
-    let seen: unknown;
-    const child = spawn(process.execPath, [main, "demo"], {
-      cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    const done = new Promise<void>((resolve, reject) => {
-      child.on("error", reject);
-      child.on("close", () => resolve());
-    });
-    child.stdout.on("data", (b: Buffer) => {
-      out += b.toString();
-      const url = /curl -s -X POST (\S+)/.exec(out)?.[1];
-      if (url && !posted) {
-        posted = true;
-        void fetch(url, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({
-            ShadowMessage: { method: "update", state: { desired: { targetTemperature: 80 } } },
-            DeltaUpdate: true,
-          }),
-        });
-      }
-      for (const line of out.split("\n")) {
-        if (!line.startsWith("{")) continue;
-        const s = JSON.parse(line) as {
-          plc: { targetTemperature: number };
-          cloud: Record<string, { reported?: Record<string, unknown> }>;
-        };
-        const reported = s.cloud["boiler-01"]?.reported;
-        if (
-          s.plc.targetTemperature === 80 &&
-          reported?.targetTemperature === 80 &&
-          seen === undefined
-        ) {
-          seen = reported._commands;
-          child.kill("SIGTERM");
+  it.each([
+    [
+      "alibaba",
+      {
+        ShadowMessage: { method: "update", state: { desired: { targetTemperature: 80 } } },
+        DeltaUpdate: true,
+      },
+    ],
+    ["aws", { state: { desired: { targetTemperature: 80 } } }],
+  ])(
+    "demo --dialect %s: a desired value set over HTTP arrives in the simulated PLC and its read-back in the cloud shadow",
+    async (dialect, desired) => {
+      let posted = false;
+      let seen: unknown;
+      const child = spawn(process.execPath, [main, "demo", "--dialect", dialect], {
+        cwd: root,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      const done = new Promise<void>((resolve, reject) => {
+        child.on("error", reject);
+        child.on("close", () => resolve());
+      });
+      child.stdout.on("data", (b: Buffer) => {
+        out += b.toString();
+        const url = /curl -s -X POST (\S+)/.exec(out)?.[1];
+        if (url && !posted) {
+          posted = true;
+          void fetch(url, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(desired),
+          });
         }
-      }
-    });
-    await done;
-    expect(seen).toMatchObject({ targetTemperature: { status: "applied", value: 80 } });
-  });
+        for (const line of out.split("\n")) {
+          if (!line.startsWith("{")) continue;
+          const s = JSON.parse(line) as {
+            plc: { targetTemperature: number };
+            cloud: Record<string, { reported?: Record<string, unknown> }>;
+          };
+          const reported = s.cloud["boiler-01"]?.reported;
+          if (
+            s.plc.targetTemperature === 80 &&
+            reported?.targetTemperature === 80 &&
+            seen === undefined
+          ) {
+            seen = reported._commands;
+            child.kill("SIGTERM");
+          }
+        }
+      });
+      await done;
+      expect(seen).toMatchObject({ targetTemperature: { status: "applied", value: 80 } });
+    },
+  );
 
   it("has --help on every command, --version, and exit 64 for a bad command line", async () => {
     for (const args of [
