@@ -57,11 +57,12 @@ import {
 } from "./lib/common.js";
 import { seededRandom } from "../../test/helpers/random.js";
 import { until } from "../../test/helpers/until.js";
-import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
+import { DIALECT, cloudSection, named, naiveUpdate } from "./lib/dialect.js";
+import { Gateway, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient } from "./lib/host-client.js";
 
-const NAME = "b3-latency";
+const NAME = named("b3-latency");
 const HOST = "127.0.0.1";
 const UNIT_ID = 1;
 const POINTS = 100;
@@ -114,9 +115,7 @@ async function startGateway(
   const { dir, config } = await writeGatewayConfig(NAME, {
     sources: { plc1: { protocol: "modbus-tcp", host: HOST, port } },
     cloud: {
-      url: mqttUrl,
-      productKey: "a1Gateway",
-      deviceName: `gw-${deviceName}`,
+      ...cloudSection(mqttUrl, `gw-${deviceName}`),
       ...(sendWindowMs !== undefined && { sendWindow: sendWindowMs }),
     },
     devices: [{ productKey: PK, deviceName, source: "plc1", pollInterval: `${POLL_MS}ms`, points }],
@@ -167,7 +166,6 @@ async function startNaive(
   await modbus.connectTCP(HOST, { port });
   modbus.setID(UNIT_ID);
   const mq = await connectAsync(mqttUrl, { clientId: `naive-${deviceName}`, reconnectPeriod: 0 });
-  const topic = shadowUpdateTopic(PK, deviceName);
   let stopped = false;
   let running: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -178,8 +176,8 @@ async function startNaive(
   const scan = async () => {
     for (let k = 0; k < POINTS && !stopped; k++) {
       const { data } = await modbus.readHoldingRegisters(k, 1);
-      const body = { method: "update", state: { reported: { [pointName(k)]: data[0] } } };
-      mq.publish(topic, JSON.stringify(body), { qos: 1 }, (err) => {
+      const { topic, body } = naiveUpdate(PK, deviceName, { [pointName(k)]: data[0] });
+      mq.publish(topic, body, { qos: 1 }, (err) => {
         if (err) errors++;
       });
       published++;
@@ -302,6 +300,8 @@ async function main() {
 
   try {
     const { ports, mqttUrl } = (await plant.call("start", {
+      dialect: DIALECT,
+      productKey: PK,
       slaves: 1,
       fill: "uint16",
       points: POINTS,

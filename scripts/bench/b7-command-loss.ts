@@ -67,10 +67,16 @@ import {
   type Check,
 } from "./lib/common.js";
 import { seededRandom } from "../../test/helpers/random.js";
-import { ModbusTcpSimulator, TcpProxy, startCloudService } from "./lib/dist.js";
+import { DIALECT, cloudSection, named } from "./lib/dialect.js";
+import {
+  ModbusTcpSimulator,
+  TcpProxy,
+  startAwsCloudService,
+  startCloudService,
+} from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 
-const NAME = "b7-command-loss";
+const NAME = named("b7-command-loss");
 const PK = "a1B7";
 const COMMANDS = boundedInt(process.env["BENCH_COMMANDS"], 1000, 10, 5000);
 const SEED = boundedInt(process.env["BENCH_SEED"], 0xb7, 0, 2 ** 31 - 1);
@@ -206,6 +212,53 @@ function faultSchedule(random: () => number, horizonMs: number) {
   return events.sort((a, b) => a.at - b.at);
 }
 
+/** The local cloud service of the run's dialect, as B7 uses it. */
+async function startCloud() {
+  const json = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v);
+  if (DIALECT === "aws") {
+    const c = await startAwsCloudService({ mqttPort: 0, httpPort: 0 });
+    return {
+      mqttUrl: c.mqttUrl,
+      broker: c.broker,
+      close: () => c.close(),
+      /** Where the gateway (a gateway subscribes `+/accepted` too) and the naive one listen. */
+      pushTopic: (dn: string) => `$aws/things/${dn}/shadow/update/delta`,
+      shadow: (dn: string) => c.service.getShadow(dn),
+      onReported: (fn: (dn: string, reported: Record<string, unknown>) => void) =>
+        c.service.on("updated", (e) => {
+          if (json(e.request.reported)) fn(e.thingName, e.request.reported);
+        }),
+      setDesired: async (dn: string, point: string, value: number) => {
+        const r = c.service.update(dn, undefined, { state: { desired: { [point]: value } } });
+        if (!r.ok) throw new Error(`desired update refused: ${r.error.code} ${r.error.message}`);
+      },
+    };
+  }
+  const c = await startCloudService({ mqttPort: 0, httpPort: 0 });
+  return {
+    mqttUrl: c.mqttUrl,
+    broker: c.broker,
+    close: () => c.close(),
+    pushTopic: (dn: string) => `/shadow/get/${PK}/${dn}`,
+    shadow: (dn: string) => c.service.getShadow(PK, dn),
+    onReported: (fn: (dn: string, reported: Record<string, unknown>) => void) =>
+      c.service.on("applied", (e) => {
+        if (e.request.method !== "update" || !json(e.request.reported)) return;
+        fn(e.deviceName, e.request.reported);
+      }),
+    setDesired: async (dn: string, point: string, value: number) => {
+      const r = await c.service.updateDesired(
+        PK,
+        dn,
+        { method: "update", state: { desired: { [point]: value } } },
+        { delta: true },
+      );
+      if (!r.ok) throw new Error(`desired update refused: ${r.code} ${r.message}`);
+    },
+  };
+}
+
 async function main() {
   const startedAt = new Date();
   const pin = pinCores();
@@ -218,7 +271,7 @@ async function main() {
   let keepDir = false;
 
   try {
-    const cloud = await startCloudService({ mqttPort: 0, httpPort: 0 });
+    const cloud = await startCloud();
     cleanup.push(() => cloud.close());
     const mqttPort = Number(new URL(cloud.mqttUrl).port);
 
@@ -290,9 +343,7 @@ async function main() {
           },
         },
         cloud: {
-          url: `mqtt://127.0.0.1:${proxyPort}`,
-          productKey: "a1B7Gw",
-          deviceName: "b7-gw",
+          ...cloudSection(`mqtt://127.0.0.1:${proxyPort}`, "b7-gw"),
           sendWindow: "50ms",
           replyTimeout: "1s",
           reconnect: { min: "100ms", max: "1s" },
@@ -318,6 +369,7 @@ async function main() {
         productKey: PK,
         deviceName,
         points,
+        dialect: DIALECT,
       };
       return new Executor(
         "naive",
@@ -327,10 +379,8 @@ async function main() {
       );
     });
 
-    cloud.service.on("applied", (e) => {
-      if (e.deviceName !== gatewayLane.deviceName || e.request.method !== "update") return;
-      const reported = e.request.reported;
-      if (typeof reported !== "object") return;
+    cloud.onReported((deviceName, reported) => {
+      if (deviceName !== gatewayLane.deviceName) return;
       const cmds = reported["_commands"];
       if (typeof cmds !== "object" || cmds === null || Array.isArray(cmds)) return;
       for (const o of Object.values(cmds)) {
@@ -358,7 +408,7 @@ async function main() {
     });
     for (const l of lanes) l.executor.start();
     const upEnd = Date.now() + 30_000;
-    while (!lanes.every((l) => subscribed.has(`/shadow/get/${PK}/${l.deviceName}`))) {
+    while (!lanes.every((l) => subscribed.has(cloud.pushTopic(l.deviceName)))) {
       if (Date.now() > upEnd) throw new Error("the executors did not subscribe within 30 s");
       await sleep(50);
     }
@@ -390,7 +440,7 @@ async function main() {
     })();
 
     const desiredOf = (l: Lane) =>
-      (cloud.service.getShadow(PK, l.deviceName)?.state.desired ?? {}) as Record<string, unknown>;
+      (cloud.shadow(l.deviceName)?.state.desired ?? {}) as Record<string, unknown>;
     const settle = (l: Lane) => {
       const desired = desiredOf(l);
       for (const [k, c] of l.outstanding) {
@@ -422,13 +472,7 @@ async function main() {
         superseded: false,
         clearedAt: undefined,
       };
-      const r = await cloud.service.updateDesired(
-        PK,
-        l.deviceName,
-        { method: "update", state: { desired: { [pointName(point)]: c.value } } },
-        { delta: true },
-      );
-      if (!r.ok) throw new Error(`desired update refused: ${r.code} ${r.message}`);
+      await cloud.setDesired(l.deviceName, pointName(point), c.value);
       l.commands.push(c);
       l.outstanding.set(point, c);
       if (l.commands.length >= COMMANDS) l.doneIssuingAt = Date.now();

@@ -74,12 +74,13 @@ import {
 } from "./lib/common.js";
 import { seededRandom } from "../../test/helpers/random.js";
 import { until } from "../../test/helpers/until.js";
-import { Gateway, shadowUpdateTopic, silentLogger } from "./lib/dist.js";
+import { DIALECT, cloudSection, named, naiveUpdate } from "./lib/dialect.js";
+import { Gateway, silentLogger } from "./lib/dist.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import { HostClient, calibrateClock, wallNow } from "./lib/host-client.js";
 import type { CommandTimes } from "./lib/plant-host.js";
 
-const NAME = "b9-command-path";
+const NAME = named("b9-command-path");
 const HOST = "127.0.0.1";
 const UNIT_ID = 1;
 const PK = "a1Bench";
@@ -167,6 +168,8 @@ async function main() {
   const cleanup: (() => Promise<void>)[] = [];
   try {
     const { ports, mqttUrl } = (await plant.call("start", {
+      dialect: DIALECT,
+      productKey: PK,
       slaves: SLAVES,
       fill: "float32",
       points: POINTS,
@@ -189,12 +192,7 @@ async function main() {
       sources: Object.fromEntries(
         ports.map((port, i) => [plcName(i), { protocol: "modbus-tcp", host: HOST, port }]),
       ),
-      cloud: {
-        url: mqttUrl,
-        productKey: "a1Gateway",
-        deviceName: "gw-b9",
-        sendWindow: SEND_WINDOW_MS,
-      },
+      cloud: { ...cloudSection(mqttUrl, "gw-b9"), sendWindow: SEND_WINDOW_MS },
       devices: ports.map((_, i) => ({
         productKey: PK,
         deviceName: deviceName(i),
@@ -239,7 +237,6 @@ async function main() {
     // The baseline is the direct path at its best: no Nagle on its MQTT socket either.
     (mq.stream as { setNoDelay?: (noDelay?: boolean) => unknown }).setNoDelay?.(true);
     cleanup.push(() => mq.endAsync());
-    const scriptTopic = shadowUpdateTopic(PK, BASELINE_DN);
     for (let i = 0; i < SLAVES; i++) {
       await plant.call("track", { productKey: PK, deviceName: BASELINE_DN, path: plcName(i) });
     }
@@ -311,8 +308,8 @@ async function main() {
       await c.writeRegister(SCRATCH, value);
       const rtt = wallNow() - t0;
       const { data } = await c.readHoldingRegisters(SCRATCH, 1);
-      const body = { method: "update", state: { reported: { [plcName(slave)]: data[0] } } };
-      await mq.publishAsync(scriptTopic, JSON.stringify(body), { qos: 1 });
+      const { topic, body } = naiveUpdate(PK, BASELINE_DN, { [plcName(slave)]: data[0] });
+      await mq.publishAsync(topic, body, { qos: 1 });
       scratchWrites[slave] = (scratchWrites[slave] ?? 0) + 1;
       const w = (await plant.call("lastWrite", { slave, address: SCRATCH })) as {
         at: number;

@@ -318,3 +318,15 @@ export function runMain(name: string, main: () => Promise<void>) {
     process.exit(2);
   });
 }
+
+/**
+ * The cloud dialect a benchmark runs in: BENCH_DIALECT=aws for AWS IoT's shadow (the local AWS
+ * service, things named as the devices), Alibaba's otherwise. B3, B7 and B9 run in either
+ * (lib/dialect.ts); their results carry the dialect in their name (b3-latency-aws), so that
+ * both stay side by side.
+ */
+export const DIALECT: "alibaba" | "aws" =
+  process.env["BENCH_DIALECT"] === "aws" ? "aws" : "alibaba";
+
+/** A benchmark's name with the dialect, when it is not the default. */
+export const named = (name: string): string => (DIALECT === "aws" ? `${name}-aws` : name);

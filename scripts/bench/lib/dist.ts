@@ -14,6 +14,8 @@ import type * as AlibabaSign from "../../../src/north/dialects/alibaba/sign.js";
 import type * as AlibabaSubDevices from "../../../src/north/dialects/alibaba/subdevices.js";
 import type * as EdgeShadowModule from "../../../src/shadow/edge-shadow.js";
 import type * as CloudService from "../../../src/sim/cloud/index.js";
+import type * as AwsCloudService from "../../../src/sim/cloud/aws/index.js";
+import type * as AwsTopics from "../../../src/north/dialects/aws/topics.js";
 import type * as ModbusSim from "../../../src/sim/modbus/index.js";
 import type * as TcpProxyModule from "../../../src/sim/tcp-proxy.js";
 import type * as ModbusDriverModule from "../../../src/south/modbus/modbus-driver.js";
@@ -34,6 +36,13 @@ export const { ModbusTcpSimulator } = (await loadDist("sim/modbus/index.js")) as
 export const { startCloudService } = (await loadDist("sim/cloud/index.js")) as typeof CloudService;
 export const { SHADOW_GET_WILDCARD, SHADOW_UPDATE_WILDCARD, shadowUpdateTopic, parseShadowTopic } =
   (await loadDist("north/dialects/alibaba/topics.js")) as typeof AlibabaTopics;
+// The AWS dialect's service and topics, for the benchmarks that run in either dialect.
+export const { startAwsCloudService } = (await loadDist(
+  "sim/cloud/aws/index.js",
+)) as typeof AwsCloudService;
+export const { parseShadowTopic: parseAwsTopic, shadowPrefix } = (await loadDist(
+  "north/dialects/aws/topics.js",
+)) as typeof AwsTopics;
 export const { loadConfig, formatProblem } = (await loadDist(
   "config/load.js",
 )) as typeof ConfigLoad;

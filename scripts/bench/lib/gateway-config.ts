@@ -7,6 +7,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DIALECT } from "./common.js";
 import { formatProblem, loadConfig } from "./dist.js";
 import type { LoadedConfig } from "../../../src/config/load.js";
 
@@ -60,11 +61,15 @@ export async function writeGatewayConfig(
       join(dir, "mappings", `${d.deviceName}.yaml`),
       JSON.stringify({
         version: 1,
-        device: {
-          productKey: d.productKey,
-          deviceName: d.deviceName,
-          ...(d.deviceSecret !== undefined && { deviceSecret: d.deviceSecret }),
-        },
+        // In the AWS dialect the device is the thing of its deviceName.
+        device:
+          DIALECT === "aws"
+            ? { thingName: d.deviceName }
+            : {
+                productKey: d.productKey,
+                deviceName: d.deviceName,
+                ...(d.deviceSecret !== undefined && { deviceSecret: d.deviceSecret }),
+              },
         source: d.source,
         unitId: d.unitId ?? 1,
         pollInterval: d.pollInterval,

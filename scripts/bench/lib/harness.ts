@@ -13,7 +13,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { clearTimeout, setTimeout } from "node:timers";
-import { BENCH_DIR, RESULTS_DIR, type BenchResult, type EnvInfo } from "./common.js";
+import { BENCH_DIR, RESULTS_DIR, named, type BenchResult, type EnvInfo } from "./common.js";
 
 /** A benchmark that outlives this is killed and counted as failed. */
 const BENCH_TIMEOUT_MS = 15 * 60_000;
@@ -103,13 +103,14 @@ export async function runBenchmarks(wanted: readonly string[]): Promise<number> 
 
   for (const bench of selected) {
     console.log(`\n== ${bench.name} ==`);
-    const resultFile = join(RESULTS_DIR, `${bench.name}.json`);
+    // A bench that runs in either dialect names its result after it (BENCH_DIALECT=aws).
+    const files = [named(bench.name), bench.name].map((n) => join(RESULTS_DIR, `${n}.json`));
     // A result left from an earlier run must not pass for this one.
-    rmSync(resultFile, { force: true });
+    for (const f of files) rmSync(f, { force: true });
     const t0 = Date.now();
     const { code, signal, timedOut } = await runOne(bench);
     const secs = ((Date.now() - t0) / 1000).toFixed(1);
-    const result = readResult(resultFile);
+    const result = files.map(readResult).find((r) => r !== undefined);
     const ok = code === 0 && result !== undefined && result.pass;
     if (!ok) failed++;
     env ??= result?.env;

@@ -14,6 +14,10 @@
  * the gateway's journal, but not persistent. It keeps nothing across restarts, never sends a
  * `get` (what was pushed while it was offline stays unseen until a later push carries it along),
  * and ignores replies (a refused clear leaves desired in place).
+ *
+ * With `"dialect":"aws"` the same, AWS-shaped: deltas on `$aws/things/{dn}/shadow/update/delta`
+ * (per-leaf metadata), and desired cleared whole with `{"state":{"desired":null}}` and no
+ * version, the pattern AWS's documentation shows after applying desired.
  */
 import Modbus from "modbus-serial";
 import { connect } from "mqtt";
@@ -25,11 +29,17 @@ export interface NaiveConfig {
   deviceName: string;
   /** attribute -> 0-based holding register */
   points: Record<string, number>;
+  dialect?: "alibaba" | "aws";
 }
 
 const config = JSON.parse(process.argv[2] ?? "{}") as NaiveConfig;
-const getTopic = `/shadow/get/${config.productKey}/${config.deviceName}`;
-const updateTopic = `/shadow/update/${config.productKey}/${config.deviceName}`;
+const aws = config.dialect === "aws";
+const getTopic = aws
+  ? `$aws/things/${config.deviceName}/shadow/update/delta`
+  : `/shadow/get/${config.productKey}/${config.deviceName}`;
+const updateTopic = aws
+  ? `$aws/things/${config.deviceName}/shadow/update`
+  : `/shadow/update/${config.productKey}/${config.deviceName}`;
 
 const plc = new Modbus.default();
 plc.setTimeout(1000);
@@ -69,15 +79,18 @@ async function handle(payload: Buffer) {
       state?: { desired?: Record<string, unknown> };
       metadata?: { desired?: Record<string, { timestamp?: number }> };
     };
+    // AWS's delta
+    state?: Record<string, unknown>;
+    metadata?: Record<string, { timestamp?: number }>;
   };
   try {
     msg = JSON.parse(payload.toString("utf8"));
   } catch {
     return;
   }
-  if (msg.method !== "control") return;
-  const desired = msg.payload?.state?.desired ?? {};
-  const meta = msg.payload?.metadata?.desired ?? {};
+  if (!aws && msg.method !== "control") return;
+  const desired = (aws ? msg.state : msg.payload?.state?.desired) ?? {};
+  const meta = (aws ? msg.metadata : msg.payload?.metadata?.desired) ?? {};
   for (const [name, value] of Object.entries(desired)) {
     const address = config.points[name];
     if (address === undefined || typeof value !== "number") continue;
@@ -91,6 +104,8 @@ async function handle(payload: Buffer) {
       // No journal, no retry: the value is gone unless a later push carries it again.
     }
   }
-  const clear = { method: "update", state: { desired: "null" }, version: (msg.version ?? 0) + 1 };
+  const clear = aws
+    ? { state: { desired: null } }
+    : { method: "update", state: { desired: "null" }, version: (msg.version ?? 0) + 1 };
   client.publish(updateTopic, JSON.stringify(clear), { qos: 0 });
 }

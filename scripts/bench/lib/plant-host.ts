@@ -17,12 +17,15 @@
  * registers a request covers, without changing what the simulator answers.
  *
  * Commands (times are this process's wallNow(), see lib/host-client.ts):
- * - start { slaves, points, fill: "uint16" (default) | "float32", groups, logRequests }: one
+ * - start { slaves, points, fill: "uint16" (default) | "float32", groups, logRequests, dialect }: one
  *   simulator per PLC on 127.0.0.1 hosting unit 1, holding registers 0.. filled with `points`
  *   values (uint16: 1000 + k + 7 * slave; float32: 20 + slave + k / 100 at registers 2k, 2k+1,
  *   ABCD); the cloud service; and the gate. `groups`: how the mapping names the points
  *   (groupedName, lib/report-gen.ts), for probes and verify. `logRequests`: keep every update
- *   request for `log`. Replies { ports, mqttUrl (direct), httpUrl, gateUrl (through the gate) }.
+ *   request for `log`. `dialect`: "alibaba" (default) or "aws": which local service and topics
+ *   (AWS: the device's thing is its deviceName; AWS topics name no productKey, so the plant
+ *   files them under the start's `productKey`, default a1Bench, and the callers' pk/dn keys
+ *   hold in both; a push is the delta, a clear sets the point to null). Replies { ports, mqttUrl (direct), httpUrl, gateUrl (through the gate) }.
  * - clock: wallNow().
  * - churn { perTick, tickMs, seed, points }: every tickMs, `perTick` random points among the
  *   first `points` of every PLC get a new random value (memory writes, not over the wire), as
@@ -79,7 +82,9 @@ import {
   ModbusTcpSimulator,
   SHADOW_GET_WILDCARD,
   SHADOW_UPDATE_WILDCARD,
+  parseAwsTopic,
   parseShadowTopic,
+  startAwsCloudService,
   startCloudService,
 } from "./dist.js";
 import { wallNow } from "./host-client.js";
@@ -95,7 +100,8 @@ type Message = Record<string, unknown>;
 interface Watcher {
   /** requests to the service, or its replies and pushes */
   kind: "update" | "get";
-  match: (pk: string, dn: string, msg: Message) => boolean;
+  /** `push`: a control (Alibaba) or delta (AWS) message from the service. */
+  match: (pk: string, dn: string, msg: Message, push: boolean) => boolean;
   fire: (at: number) => void;
 }
 
@@ -129,7 +135,37 @@ const slaves: { sim: ModbusSim; port: number }[] = [];
 let fill: Fill = "uint16";
 let points = 0;
 let groups = 1;
-let cloud: Awaited<ReturnType<typeof startCloudService>> | undefined;
+type Cloud =
+  | { dialect: "alibaba"; c: Awaited<ReturnType<typeof startCloudService>> }
+  | { dialect: "aws"; c: Awaited<ReturnType<typeof startAwsCloudService>> };
+let cloud: Cloud | undefined;
+/** The productKey AWS requests are filed under (see start). */
+let awsProductKey = "a1Bench";
+
+/** A stored shadow, in either dialect (AWS: the classic shadow of the thing `dn`). */
+function shadowOf(pk: string, dn: string) {
+  if (cloud?.dialect === "aws") return cloud.c.service.getShadow(dn);
+  return cloud?.c.service.getShadow(pk, dn);
+}
+
+/** A request (update) or a service message (get) on a shadow topic, in the plant's dialect. */
+function topicOf(
+  topic: string,
+): { pk: string; dn: string; kind: "update" | "get"; get: boolean; push: boolean } | undefined {
+  if (cloud?.dialect === "aws") {
+    const t = parseAwsTopic(topic);
+    if (t === undefined || t.shadowName !== undefined) return undefined;
+    return {
+      pk: awsProductKey,
+      dn: t.thingName,
+      kind: t.stub === undefined ? "update" : "get",
+      get: t.operation === "get" && t.stub === undefined,
+      push: t.stub === "delta",
+    };
+  }
+  const t = parseShadowTopic(topic);
+  return t && { pk: t.productKey, dn: t.deviceName, kind: t.kind, get: false, push: false };
+}
 let gate: Server | undefined;
 let gateOpen = true;
 const gateSockets = new Set<Socket>();
@@ -231,9 +267,7 @@ function watch(
  */
 function appliedInStore(pk: string, dn: string, path: string[], value: unknown): Promise<boolean> {
   return new Promise((resolve) =>
-    setImmediate(() =>
-      resolve(at(cloud?.service.getShadow(pk, dn)?.state.reported, path) === value),
-    ),
+    setImmediate(() => resolve(at(shadowOf(pk, dn)?.state.reported, path) === value)),
   );
 }
 
@@ -263,9 +297,9 @@ function stampReads(slave: number, starts: number[], address: number, n: number)
 function onPacket(packet: { topic: string; payload: string | Buffer }, cb: () => void): void {
   const t = wallNow();
   try {
-    const target = parseShadowTopic(packet.topic);
+    const target = topicOf(packet.topic);
     if (target === undefined) return;
-    const key = `${target.productKey}/${target.deviceName}`;
+    const key = `${target.pk}/${target.dn}`;
     const isUpdate = target.kind === "update";
     if (isUpdate) {
       lastRequestAt = t;
@@ -275,9 +309,10 @@ function onPacket(packet: { topic: string; payload: string | Buffer }, cb: () =>
     if (!readMessage) return;
     const text =
       typeof packet.payload === "string" ? packet.payload : packet.payload.toString("utf8");
-    const msg = JSON.parse(text) as Message;
+    const msg = (text === "" ? {} : JSON.parse(text)) as Message;
+    if (msg["method"] === "control") target.push = true;
     for (const w of [...watchers]) {
-      if (w.kind === target.kind && w.match(target.productKey, target.deviceName, msg)) w.fire(t);
+      if (w.kind === target.kind && w.match(target.pk, target.dn, msg, target.push)) w.fire(t);
     }
     if (!isUpdate) return;
     const reported = stateOf(msg)?.["reported"];
@@ -287,7 +322,7 @@ function onPacket(packet: { topic: string; payload: string | Buffer }, cb: () =>
       if (v !== undefined) tracked.set(k, { at: t, value: v });
     }
     if (!logRequests) return;
-    const kind = msg["method"] === "get" ? 0 : reported !== undefined ? 1 : 2;
+    const kind = msg["method"] === "get" || target.get ? 0 : reported !== undefined ? 1 : 2;
     let log = requests.get(key);
     if (log === undefined) requests.set(key, (log = []));
     log.push([t, kind, kind === 1 ? leafCount(reported) : 0, Buffer.byteLength(text)]);
@@ -368,17 +403,25 @@ async function start(msg: HostMessage) {
     const { port } = await sim.start({ host: HOST, port: 0 });
     slaves.push({ sim, port });
   }
-  cloud = await startCloudService({ mqttPort: 0, httpPort: 0 });
-  const broker = cloud.broker;
+  awsProductKey = String(msg["productKey"] ?? awsProductKey);
+  cloud =
+    msg["dialect"] === "aws"
+      ? { dialect: "aws", c: await startAwsCloudService({ mqttPort: 0, httpPort: 0 }) }
+      : { dialect: "alibaba", c: await startCloudService({ mqttPort: 0, httpPort: 0 }) };
+  const broker = cloud.c.broker;
   if (broker === undefined) throw new Error("the cloud service has no embedded broker");
-  for (const filter of [SHADOW_UPDATE_WILDCARD, SHADOW_GET_WILDCARD]) {
+  const filters =
+    cloud.dialect === "aws"
+      ? ["$aws/things/+/shadow/+", "$aws/things/+/shadow/+/+"]
+      : [SHADOW_UPDATE_WILDCARD, SHADOW_GET_WILDCARD];
+  for (const filter of filters) {
     await new Promise((resolve) => broker.subscribe(filter, onPacket, () => resolve(null)));
   }
-  gate = await startGate(Number(new URL(cloud.mqttUrl).port));
+  gate = await startGate(Number(new URL(cloud.c.mqttUrl).port));
   return {
     ports: slaves.map((s) => s.port),
-    mqttUrl: cloud.mqttUrl,
-    httpUrl: cloud.httpUrl,
+    mqttUrl: cloud.c.mqttUrl,
+    httpUrl: cloud.c.httpUrl,
     gateUrl: `mqtt://${HOST}:${(gate.address() as AddressInfo).port}`,
   };
 }
@@ -450,8 +493,8 @@ async function change(msg: HostMessage) {
 }
 
 async function command(msg: HostMessage) {
-  const service = cloud?.service;
-  if (service === undefined) throw new Error("not started");
+  const plantCloud = cloud;
+  if (plantCloud === undefined) throw new Error("not started");
   const slave = Number(msg["slave"]);
   const address = Number(msg["address"]);
   const pk = String(msg["productKey"]);
@@ -464,19 +507,16 @@ async function command(msg: HostMessage) {
   if (sim === undefined) throw new Error(`no slave ${slave}`);
 
   const t: CommandTimes = { api: 0 };
-  const pushed = watch(
-    (p, d, m) => p === pk && d === dn && m["method"] === "control",
-    timeoutMs,
-    "get",
-  );
+  const pushed = watch((p, d, _m, push) => p === pk && d === dn && push, timeoutMs, "get");
   const reported = watch(
     (p, d, m) => p === pk && d === dn && at(stateOf(m)?.["reported"], path) === value,
     timeoutMs,
   );
-  const cleared = watch(
-    (p, d, m) => p === pk && d === dn && stateOf(m)?.["desired"] === "null",
-    timeoutMs,
-  );
+  const cleared = watch((p, d, m) => {
+    const desired = stateOf(m)?.["desired"];
+    const clear = plantCloud.dialect === "aws" ? at(desired, path) === null : desired === "null";
+    return p === pk && d === dn && clear;
+  }, timeoutMs);
   const outcome = watch(
     (p, d, m) =>
       p === pk && d === dn && at(stateOf(m)?.["reported"], ["_commands", ...path]) !== undefined,
@@ -502,27 +542,34 @@ async function command(msg: HostMessage) {
     }
     sim.on("write", onWrite);
   });
-  service.on("control", onControl);
+  // AWS's service has no event of its own for the push: the delta on the wire is the start.
+  if (plantCloud.dialect === "alibaba") plantCloud.c.service.on("control", onControl);
   try {
     t.api = wallNow();
-    const r = await service.updateDesired(
-      pk,
-      dn,
-      { method: "update", state: { desired: { [name]: value } } },
-      { delta: true },
-    );
-    if (!r.ok) throw new Error(`updateDesired refused: ${r.code} ${r.message}`);
+    if (plantCloud.dialect === "aws") {
+      const r = plantCloud.c.service.update(dn, undefined, {
+        state: { desired: { [name]: value } },
+      });
+      if (!r.ok) throw new Error(`update refused: ${r.error.code} ${r.error.message}`);
+    } else {
+      const r = await plantCloud.c.service.updateDesired(
+        pk,
+        dn,
+        { method: "update", state: { desired: { [name]: value } } },
+        { delta: true },
+      );
+      if (!r.ok) throw new Error(`updateDesired refused: ${r.code} ${r.message}`);
+    }
     await written;
     t.pushed = await pushed.promise;
     t.reported = await reported.promise;
     if (t.reported !== undefined) t.applied = await appliedInStore(pk, dn, path, value);
     t.cleared = await cleared.promise;
     t.outcome = await outcome.promise;
-    const doc = service.getShadow(pk, dn);
-    t.status = at(doc?.state.reported, ["_commands", ...path, "status"]);
+    t.status = at(shadowOf(pk, dn)?.state.reported, ["_commands", ...path, "status"]);
     return t;
   } finally {
-    service.off("control", onControl);
+    if (plantCloud.dialect === "alibaba") plantCloud.c.service.off("control", onControl);
     pushed.cancel();
     reported.cancel();
     cleared.cancel();
@@ -534,7 +581,7 @@ const trackKey = (msg: HostMessage) =>
   `${String(msg["productKey"])}/${String(msg["deviceName"])}/${String(msg["path"])}`;
 
 function shadowInfo(msg: HostMessage) {
-  const doc = cloud?.service.getShadow(String(msg["productKey"]), String(msg["deviceName"]));
+  const doc = shadowOf(String(msg["productKey"]), String(msg["deviceName"]));
   return doc === undefined
     ? null
     : {
@@ -647,7 +694,7 @@ function verify(msg: HostMessage) {
   const pk = String(msg["pk"]);
   const names = msg["deviceNames"] as string[];
   return names.map((dn, i) => {
-    const doc = cloud?.service.getShadow(pk, dn);
+    const doc = shadowOf(pk, dn);
     const holding = slaves[i]?.sim.unit(UNIT_ID).holding;
     let mismatches = 0;
     let missing = 0;
@@ -682,7 +729,7 @@ async function stopAll(): Promise<void> {
   if (g !== undefined) await new Promise((resolve) => g.close(() => resolve(null)));
   const c = cloud;
   cloud = undefined;
-  await c?.close();
+  await c?.c.close();
   await Promise.all(slaves.map((s) => s.sim.stop()));
 }
 
