@@ -95,16 +95,18 @@ export async function cloudCommand(o: CloudCommandOptions): Promise<number | und
   const sessions = o.strictSessions
     ? "strict: a shadow needs its device's connection or a sub-device login"
     : "sub-device requests answered; shadows served without a login";
-  process.stdout.write(
-    [
-      "Cloud shadow service",
-      `  MQTT  ${running.mqttUrl}  (${broker})`,
-      `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{pk}/{dn}, GET /devices/{pk}/{dn}, POST .../disable|enable, GET /healthz)`,
-      `  data  ${o.db ?? "in memory"}`,
-      `  sessions  ${sessions}`,
-      "",
-    ].join("\n"),
-  );
+  return serve(running, [
+    "Cloud shadow service",
+    `  MQTT  ${running.mqttUrl}  (${broker})`,
+    `  HTTP  ${running.httpUrl}  (GET|POST /shadows/{pk}/{dn}, GET /devices/{pk}/{dn}, POST .../disable|enable, GET /healthz)`,
+    `  data  ${o.db ?? "in memory"}`,
+    `  sessions  ${sessions}`,
+  ]);
+}
+
+/** Prints what runs where, and closes it on SIGINT or SIGTERM. */
+function serve(running: { close(): Promise<void> }, lines: readonly string[]): undefined {
+  process.stdout.write(`${lines.join("\n")}\n`);
   const stop = (): void => {
     void running.close().then(() => process.exit(ExitCodes.OK));
   };
@@ -162,19 +164,10 @@ async function awsCloud(
     }
     throw e;
   }
-  process.stdout.write(
-    [
-      "Cloud shadow service (AWS IoT Device Shadow)",
-      `  MQTT  ${running.mqttUrl}  (${o.broker !== undefined ? "client of an external broker" : tls?.ca ? "mutual TLS: client certificates checked" : "any client accepted"})`,
-      `  HTTP  ${running.httpUrl}  (GET|POST /things/{thing}/shadow[?name=shadow], GET /healthz)`,
-      "  data  in memory",
-      "",
-    ].join("\n"),
-  );
-  const stop = (): void => {
-    void running.close().then(() => process.exit(ExitCodes.OK));
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return undefined;
+  return serve(running, [
+    "Cloud shadow service (AWS IoT Device Shadow)",
+    `  MQTT  ${running.mqttUrl}  (${o.broker !== undefined ? "client of an external broker" : tls?.ca ? "mutual TLS: client certificates checked" : "any client accepted"})`,
+    `  HTTP  ${running.httpUrl}  (GET|POST /things/{thing}/shadow[?name=shadow], GET /healthz)`,
+    "  data  in memory",
+  ]);
 }

@@ -105,19 +105,8 @@ export async function demoCommand(o: {
     log,
   );
 
-  const state = () => ({
-    plc: plcState(sim),
-    edge: edgeState(gateway, devices),
-    cloud: Object.fromEntries(
-      devices.map((d) => {
-        const doc = cloud.service.getShadow(d.productKey, d.deviceName);
-        return [
-          d.deviceName,
-          { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
-        ];
-      }),
-    ),
-  });
+  const state = () =>
+    plantState(sim, gateway, devices, (d) => cloud.service.getShadow(d.productKey, d.deviceName));
 
   const [first] = devices;
   const target = first
@@ -135,15 +124,34 @@ export async function demoCommand(o: {
   ]);
 }
 
-const plcState = (sim: RunningSimulator) => ({
-  targetTemperature: (sim.sim.unit(1).holding[9] ?? 0) / 10,
-  running: sim.sim.unit(1).coil[0] === 1,
-});
-
-const edgeState = (gateway: Gateway, devices: readonly DevicePlan[]) =>
-  Object.fromEntries(
-    devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
-  );
+/** What the screen shows: the PLC's set point, the edge shadows and the cloud shadows. */
+function plantState(
+  sim: RunningSimulator,
+  gateway: Gateway,
+  devices: readonly DevicePlan[],
+  cloudShadow: (
+    d: DevicePlan,
+  ) => { version: number; state: { desired?: unknown; reported?: unknown } } | undefined,
+) {
+  return {
+    plc: {
+      targetTemperature: (sim.sim.unit(1).holding[9] ?? 0) / 10,
+      running: sim.sim.unit(1).coil[0] === 1,
+    },
+    edge: Object.fromEntries(
+      devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
+    ),
+    cloud: Object.fromEntries(
+      devices.map((d) => {
+        const doc = cloudShadow(d);
+        return [
+          d.deviceName,
+          { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
+        ];
+      }),
+    ),
+  };
+}
 
 /**
  * `demo --dialect aws`: the same plant with the local AWS IoT shadow service; the example's
@@ -178,19 +186,8 @@ async function awsDemo(
     },
     log,
   );
-  const state = () => ({
-    plc: plcState(sim),
-    edge: edgeState(gateway, devices),
-    cloud: Object.fromEntries(
-      devices.map((d) => {
-        const doc = cloud.service.getShadow(d.deviceName);
-        return [
-          d.deviceName,
-          { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
-        ];
-      }),
-    ),
-  });
+  const state = () =>
+    plantState(sim, gateway, devices, (d) => cloud.service.getShadow(d.deviceName));
   const target = `${cloud.httpUrl}/things/${devices[0]?.deviceName ?? "boiler-01"}/shadow`;
   return show(gateway, state, close, once, [
     `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,

@@ -1,3 +1,4 @@
+import { ErrorCodes, ShadowgateError } from "../core/errors.js";
 import { isJsonObject } from "../core/json.js";
 import type { JsonObject, JsonValue } from "../core/types.js";
 
@@ -62,4 +63,16 @@ export function findUnencodable(v: unknown, path: string): string | undefined {
     return undefined;
   }
   return `${path} is a ${typeof v}, which JSON cannot carry`;
+}
+
+/** A request the gateway could not send as it stands (SG_SHADOW_ENCODE). */
+export function encodeError(message: string): ShadowgateError {
+  return new ShadowgateError(ErrorCodes.SHADOW_ENCODE, message);
+}
+
+/** A clientToken: not empty, and at most the dialect's bytes (Alibaba 128, AWS 64). */
+export function checkClientToken(token: string, maxBytes: number): void {
+  if (typeof token !== "string" || token === "") throw encodeError("clientToken is empty");
+  const bytes = Buffer.byteLength(token, "utf8");
+  if (bytes > maxBytes) throw encodeError(`clientToken is ${bytes} bytes; at most ${maxBytes}`);
 }

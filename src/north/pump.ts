@@ -380,7 +380,11 @@ export class RequestPump {
     }
     // A later version means the cloud moved on (this desired change, or reports from
     // elsewhere): the next request learns the version with a get instead of taking the push's.
-    if (m.version > d.version) {
+    // Under the equality rule a push one above the known version is this change alone, whose
+    // values run now: its version is taken (a wrong one costs a 409 and a get, nothing more).
+    if (m.version === d.version + 1 && d.synced && this.dialect.versionRule === "equal") {
+      d.version = m.version;
+    } else if (m.version > d.version) {
       d.refresh = true;
       this.pump(d);
     }

@@ -7,6 +7,7 @@ import { CloudHttpApi } from "./http-api.js";
 import { loadSecretsFile } from "./secrets-file.js";
 import type { DeviceSecret } from "./sessions.js";
 import { ShadowService, type ShadowTransport } from "./shadow-service.js";
+import { stopsInReverse } from "./stops.js";
 import { ShadowStore } from "./store.js";
 
 export { CloudHttpApi, MAX_BODY_BYTES } from "./http-api.js";
@@ -108,16 +109,9 @@ export async function startCloudService(
       `cannot open the shadow database ${opts.dbFile ?? ":memory:"}: ${(e as Error).message}`,
     );
   }
-  const stops: Array<() => Promise<void>> = [async () => store.close()];
-  const close = async (): Promise<void> => {
-    for (const stop of stops.splice(0).reverse()) {
-      try {
-        await stop();
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, "error while stopping");
-      }
-    }
-  };
+  const stops = stopsInReverse(log);
+  stops.push(async () => store.close());
+  const close = stops.close;
 
   try {
     let transport: ShadowTransport;

@@ -1,5 +1,4 @@
 import { z } from "zod";
-import { ErrorCodes, ShadowgateError } from "../../../core/errors.js";
 import type { JsonObject, JsonValue } from "../../../core/types.js";
 import {
   MAX_ATTRIBUTES,
@@ -11,7 +10,7 @@ import {
   type ShadowState,
 } from "./messages.js";
 import { parseShadowTopic } from "./topics.js";
-import { findUnencodable, parseJsonObject } from "../../payload.js";
+import { checkClientToken, encodeError, findUnencodable, parseJsonObject } from "../../payload.js";
 
 /**
  * The gateway side of the Alibaba shadow codec (shadow-protocol.md 1.3). Encoders produce the
@@ -57,7 +56,7 @@ export function encodeClearDesired(version: number, clientToken: string): string
 
 /** `{"method":"get","clientToken":T}`: no version, as the Link SDK sends it. */
 export function encodeGet(clientToken: string): string {
-  checkClientToken(clientToken);
+  checkClientToken(clientToken, MAX_CLIENT_TOKEN_BYTES);
   return encode({ method: "get", clientToken });
 }
 
@@ -433,17 +432,5 @@ function checkRequest(version: number, clientToken: string): void {
   if (!Number.isSafeInteger(version) || version < 0) {
     throw encodeError(`version ${String(version)} is not a non-negative integer`);
   }
-  checkClientToken(clientToken);
-}
-
-function checkClientToken(token: string): void {
-  if (typeof token !== "string" || token === "") throw encodeError("clientToken is empty");
-  const bytes = Buffer.byteLength(token, "utf8");
-  if (bytes > MAX_CLIENT_TOKEN_BYTES) {
-    throw encodeError(`clientToken is ${bytes} bytes; at most ${MAX_CLIENT_TOKEN_BYTES}`);
-  }
-}
-
-function encodeError(message: string): ShadowgateError {
-  return new ShadowgateError(ErrorCodes.SHADOW_ENCODE, message);
+  checkClientToken(clientToken, MAX_CLIENT_TOKEN_BYTES);
 }

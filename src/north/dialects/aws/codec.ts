@@ -1,9 +1,8 @@
 import { z } from "zod";
-import { ErrorCodes, ShadowgateError } from "../../../core/errors.js";
 import { isJsonObject } from "../../../core/json.js";
 import type { JsonObject, JsonValue } from "../../../core/types.js";
 import type { CheckedPoint, CloudShadow, Inbound } from "../../dialect.js";
-import { findUnencodable, parseJsonObject } from "../../payload.js";
+import { checkClientToken, encodeError, findUnencodable, parseJsonObject } from "../../payload.js";
 import { localShadowName } from "../../../core/shadow-identity.js";
 import { parseShadowTopic } from "./topics.js";
 
@@ -47,7 +46,7 @@ export const AwsErrorCodes = {
 
 /** `{"state":{"reported":R},"clientToken":T}`: no version, so never a conflict. */
 export function encodeReport(reported: JsonObject, clientToken: string): string {
-  checkClientToken(clientToken);
+  checkClientToken(clientToken, MAX_CLIENT_TOKEN_BYTES);
   if (!isJsonObject(reported)) throw encodeError("reported must be a JSON object");
   if (Object.keys(reported).length === 0) throw encodeError("reported is empty");
   const bad = findUnencodable(reported, "reported") ?? findAwsProblem(reported, "reported", 1);
@@ -65,7 +64,7 @@ export function encodeClearDesired(
   version: number,
   clientToken: string,
 ): string {
-  checkClientToken(clientToken);
+  checkClientToken(clientToken, MAX_CLIENT_TOKEN_BYTES);
   if (!Number.isSafeInteger(version) || version < 0) {
     throw encodeError(`version ${String(version)} is not a non-negative integer`);
   }
@@ -77,7 +76,7 @@ export function encodeClearDesired(
 
 /** `{"clientToken":T}` on /get: the payload's only use is the token. */
 export function encodeGet(clientToken: string): string {
-  checkClientToken(clientToken);
+  checkClientToken(clientToken, MAX_CLIENT_TOKEN_BYTES);
   return JSON.stringify({ clientToken });
 }
 
@@ -152,18 +151,6 @@ function findAwsProblem(v: JsonValue, path: string, depth: number): string | und
     if (bad) return bad;
   }
   return undefined;
-}
-
-function checkClientToken(token: string): void {
-  if (typeof token !== "string" || token === "") throw encodeError("clientToken is empty");
-  const bytes = Buffer.byteLength(token, "utf8");
-  if (bytes > MAX_CLIENT_TOKEN_BYTES) {
-    throw encodeError(`clientToken is ${bytes} bytes; at most ${MAX_CLIENT_TOKEN_BYTES}`);
-  }
-}
-
-function encodeError(message: string): ShadowgateError {
-  return new ShadowgateError(ErrorCodes.SHADOW_ENCODE, message);
 }
 
 /**

@@ -2,6 +2,7 @@ import type { Aedes } from "aedes";
 import { silentLogger, type Logger } from "../../../core/logger.js";
 import { EmbeddedBroker } from "../embedded-broker.js";
 import { ExternalBroker, displayUrl } from "../external-broker.js";
+import { stopsInReverse } from "../stops.js";
 import type { ShadowTransport } from "../transport.js";
 import { AwsHttpApi } from "./http-api.js";
 import { AWS_SERVICE_FILTERS, AwsShadowService, type AwsShadowStore } from "./service.js";
@@ -56,16 +57,8 @@ export async function startAwsCloudService(
   opts: AwsCloudServiceOptions = {},
 ): Promise<RunningAwsCloudService> {
   const log = (opts.logger ?? silentLogger()).child({ component: "sim.cloud" });
-  const stops: Array<() => Promise<void>> = [];
-  const close = async (): Promise<void> => {
-    for (const stop of stops.splice(0).reverse()) {
-      try {
-        await stop();
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, "error while stopping");
-      }
-    }
-  };
+  const stops = stopsInReverse(log);
+  const close = stops.close;
   try {
     let transport: ShadowTransport;
     let embedded: EmbeddedBroker | undefined;
