@@ -78,6 +78,33 @@ describe("shadowgate CLI", () => {
     expect(r).toMatchObject({ code: 0, stdout: "ok: 1 source(s), 1 device(s), 7 point(s)\n" });
   });
 
+  it("validate prints an AWS config's warnings and exits 0", async () => {
+    const dir = await copyExample();
+    const config = path.join(dir, "config", "gateway.yaml");
+    const text = await readFile(config, "utf8");
+    await writeFile(
+      config,
+      text.replace(
+        /cloud:[\s\S]*?(?=mappings:)/,
+        'cloud: { dialect: aws, url: "mqtt://127.0.0.1:1883", clientId: edge-01 }\n',
+      ),
+    );
+    const points = Array.from(
+      { length: 200 },
+      (_, i) => `  register_number_${i}: { register: ${40101 + i}, writable: true }\n`,
+    ).join("");
+    await writeFile(
+      path.join(dir, "mappings", "boiler-01.yaml"),
+      `version: 1\ndevice: { thingName: boiler-01 }\nsource: plc1\npoints:\n${points}`,
+    );
+    const r = await cli(["validate", "-c", config]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("ok: 1 source(s), 1 device(s), 200 point(s)\n");
+    expect(r.stderr).toMatch(
+      /^warning: \S*mappings\/boiler-01\.yaml:4:1 points: the reported document of boiler-01 could reach about \d+ bytes/,
+    );
+  });
+
   it("read --json prints one object keyed by deviceName with the simulator's values", async () => {
     const s = await quietBoiler();
     const r = await cli(["read", "-c", exampleConfig, "--json"], { PLC_PORT: String(s.port) });

@@ -430,3 +430,71 @@ describe("JSON Schemas", () => {
     }
   });
 });
+
+describe("loadConfig with an AWS cloud", () => {
+  const gateway = (extra = "") =>
+    "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1 }\n" +
+    `cloud: { dialect: aws, url: "mqtt://127.0.0.1:1883", clientId: edge-01${extra} }\nmappings: mappings\n`;
+  const thing = (device: string, points: string) =>
+    `version: 1\ndevice: ${device}\nsource: plc1\npoints:\n${points}`;
+
+  it("compiles things and named shadows to their local names", async () => {
+    const config = await workspace(
+      {
+        "a.yaml": thing("{ thingName: plc-01 }", "  t: { register: 40001 }\n"),
+        "b.yaml": thing("{ thingName: plc-01, shadowName: boiler }", "  t: { register: 40002 }\n"),
+      },
+      gateway(),
+    );
+    const r = await loadConfig(config, {});
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config.devices.map((d) => [d.addressing, d.productKey, d.deviceName])).toEqual([
+      ["aws", "plc-01", "plc-01"],
+      ["aws", "plc-01", "plc-01.boiler"],
+    ]);
+  });
+
+  it("names each bad device by file and line: names, mixed forms, the wrong dialect, depth", async () => {
+    const config = await workspace(
+      {
+        "a.yaml": thing("{ thingName: plc.01 }", "  t: { register: 40001 }\n"),
+        "b.yaml": thing("{ thingName: plc-02, productKey: pk }", "  t: { register: 40001 }\n"),
+        "c.yaml": thing("{ productKey: pk, deviceName: dn }", "  t: { register: 40001 }\n"),
+        "d.yaml": thing("{ thingName: plc-04 }", "  a.b.c.d.e.f.g: { register: 40001 }\n"),
+        "e.yaml": thing("{ thingName: plc-05, shadowName: x/y }", "  t: { register: 40001 }\n"),
+      },
+      gateway(),
+    );
+    expect(await problemsOf(config)).toEqual([
+      expect.stringMatching(/^mappings\/a\.yaml:2:\d+ device\.thingName: a thing name is 1-128 of/),
+      expect.stringMatching(/^mappings\/b\.yaml:2:\d+ device: name either an Alibaba device/),
+      expect.stringMatching(
+        /^mappings\/c\.yaml:2:\d+ device: cloud\.dialect is aws: the device needs thingName/,
+      ),
+      expect.stringMatching(
+        /^mappings\/d\.yaml:5:\d+ points\.a\.b\.c\.d\.e\.f\.g: a\.b\.c\.d\.e\.f\.g nests 7 deep/,
+      ),
+      expect.stringMatching(
+        /^mappings\/e\.yaml:2:\d+ device\.shadowName: a shadow name is 1-64 of/,
+      ),
+    ]);
+  });
+
+  it("warns, with its estimate, about a device whose document could outgrow 8 KB, and still loads", async () => {
+    const points = Array.from(
+      { length: 200 },
+      (_, i) => `  register_number_${i}: { register: ${40001 + i}, writable: true }\n`,
+    ).join("");
+    const config = await workspace({ "big.yaml": thing("{ thingName: big }", points) }, gateway());
+    const r = await loadConfig(config, {});
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config.warnings?.map((w) => formatProblem(w, path.dirname(config)))).toEqual([
+      expect.stringMatching(
+        /^mappings\/big\.yaml:4:1 points: the reported document of big could reach about \d+ bytes/,
+      ),
+    ]);
+    expect(r.config.warnings?.[0]?.code).toBe("SG_CONFIG_WARNING");
+  });
+});
