@@ -25,7 +25,8 @@
  *   request for `log`. `dialect`: "alibaba" (default) or "aws": which local service and topics
  *   (AWS: the device's thing is its deviceName; AWS topics name no productKey, so the plant
  *   files them under the start's `productKey`, default a1Bench, and the callers' pk/dn keys
- *   hold in both; a push is the delta, a clear sets the point to null). Replies { ports, mqttUrl (direct), httpUrl, gateUrl (through the gate) }.
+ *   hold in both; a push is the delta, a clear sets the point to null; `maxDocumentBytes`: the
+ *   AWS service's document limit, default AWS's 8 KB). Replies { ports, mqttUrl (direct), httpUrl, gateUrl (through the gate) }.
  * - clock: wallNow().
  * - churn { perTick, tickMs, seed, points }: every tickMs, `perTick` random points among the
  *   first `points` of every PLC get a new random value (memory writes, not over the wire), as
@@ -406,7 +407,16 @@ async function start(msg: HostMessage) {
   awsProductKey = String(msg["productKey"] ?? awsProductKey);
   cloud =
     msg["dialect"] === "aws"
-      ? { dialect: "aws", c: await startAwsCloudService({ mqttPort: 0, httpPort: 0 }) }
+      ? {
+          dialect: "aws",
+          c: await startAwsCloudService({
+            mqttPort: 0,
+            httpPort: 0,
+            ...(msg["maxDocumentBytes"] !== undefined && {
+              maxDocumentBytes: Number(msg["maxDocumentBytes"]),
+            }),
+          }),
+        }
       : { dialect: "alibaba", c: await startCloudService({ mqttPort: 0, httpPort: 0 }) };
   const broker = cloud.c.broker;
   if (broker === undefined) throw new Error("the cloud service has no embedded broker");
@@ -562,6 +572,8 @@ async function command(msg: HostMessage) {
     }
     await written;
     t.pushed = await pushed.promise;
+    // AWS's service has no "control" event: the delta on the wire is both the push and its proof.
+    if (plantCloud.dialect === "aws") t.published = t.pushed !== undefined;
     t.reported = await reported.promise;
     if (t.reported !== undefined) t.applied = await appliedInStore(pk, dn, path, value);
     t.cleared = await cleared.promise;
