@@ -39,9 +39,10 @@ export interface CloudShadow {
 /**
  * What an error reply means for the request: `conflict` gets the shadow and resends,
  * `permanent` drops it, `retry` sends it again later, `session` says the device has no session
- * on the connection (it logs in again, then gets and resends; see DeviceSession).
+ * on the connection (it logs in again, then gets and resends; see DeviceSession), `too-large`
+ * sends the report again in smaller parts (AWS 413).
  */
-export type ReplyClass = "success" | "conflict" | "permanent" | "retry" | "session";
+export type ReplyClass = "success" | "conflict" | "permanent" | "retry" | "session" | "too-large";
 
 /** The requests the sync engine sends. */
 export type RequestKind = "get" | "report" | "clear";
@@ -224,10 +225,11 @@ export interface Dialect<C = unknown> {
   topics(productKey: string, deviceName: string): ShadowTopics;
   encodeReport(reported: JsonObject, version: number, clientToken: string): string;
   /**
-   * Splits a report the cloud could not take in one request (AWS: over 8 KB) into parts that
-   * each fit, in order; absent when the dialect has no size limit.
+   * Splits a report the cloud could not take in one request (AWS: over 8 KB, or `maxBytes`
+   * after the cloud refused a part as too large) into parts that each fit, in order; absent
+   * when the dialect has no size limit.
    */
-  splitReport?(reported: JsonObject): JsonObject[];
+  splitReport?(reported: JsonObject, maxBytes?: number): JsonObject[];
   /**
    * The request that clears desired once its commands ran: the points offered since the last
    * clear (dotted names), or the whole section (Alibaba: the string "null"; AWS: each point

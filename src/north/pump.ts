@@ -19,6 +19,11 @@ import type { LogOnce } from "./log-once.js";
 
 /** Requests a device may send back to back before the rate limit spaces them. */
 const RATE_BURST = 3;
+/**
+ * A report refused as too large goes again in parts of half the size, down to this: smaller,
+ * the cloud's refusal is about the document as a whole (or one value), which parts cannot cure.
+ */
+const MIN_PART_BYTES = 1024;
 
 export interface SyncOptions {
   /** Reported changes are gathered this long before one update goes out. */
@@ -82,6 +87,8 @@ export interface DeviceSync extends ShadowDevice {
   parts: JsonObject[];
   partsUpto?: number;
   partsFull: boolean;
+  /** Set once the cloud refused a report as too large: the size its parts keep to from then. */
+  partBytes?: number;
   /** The newest pushed version whose desired values a clear was already asked for. */
   clearRequestedFor: number;
   /**
@@ -282,7 +289,7 @@ export class RequestPump {
         d.fullPush = false;
         upto = backlog?.upto;
         const whole = reported ?? {}; // a report is due: the backlog or the full push has some
-        const parts = this.dialect.splitReport?.(whole) ?? [whole];
+        const parts = this.dialect.splitReport?.(whole, d.partBytes) ?? [whole];
         next = parts[0] ?? whole;
         if (parts.length > 1) {
           // The backlog's rows leave it with the last part; until then they are not acknowledged.
@@ -428,6 +435,7 @@ export class RequestPump {
       else this.confirmed(d, f, m.version);
     } else if (m.status === "error") {
       if (cls === "conflict") this.conflict(d, topic, f);
+      else if (cls === "too-large") this.tooLarge(d, topic, f, m);
       else if (cls === "permanent") this.refused(d, topic, f, m);
       else {
         this.redo(d, f);
@@ -461,6 +469,23 @@ export class RequestPump {
       d.conflicts = 0;
       d.pausedUntil = this.now() + this.opts.replyTimeoutMs;
     }
+  }
+
+  /** A report refused as too large goes again in parts of half the size, while that can help. */
+  private tooLarge(
+    d: DeviceSync,
+    topic: string,
+    f: InFlight,
+    m: Extract<Reply, { status: "error" }>,
+  ): void {
+    const bytes = Math.floor((d.partBytes ?? this.dialect.limits.maxDocumentBytes ?? 0) / 2);
+    if (bytes < MIN_PART_BYTES) return this.refused(d, topic, f, m);
+    d.partBytes = bytes;
+    this.log.info(
+      { device: d.deviceName, topic, partBytes: bytes, code: ErrorCodes.SHADOW_REJECTED },
+      "the cloud refused a report as too large; sending it again in smaller parts",
+    );
+    this.redo(d, f);
   }
 
   private refused(

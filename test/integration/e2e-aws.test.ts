@@ -334,6 +334,26 @@ ${points}
     expect(p.sim.sim.unit(1).coil[0]).toBe(1);
   });
 
+  it("sends a report refused as too large (413) again in smaller parts", async () => {
+    const points = Array.from(
+      { length: 300 },
+      (_, i) => `  register_with_a_rather_long_name_${i}: { register: ${40101 + i}, type: uint16 }`,
+    ).join("\n");
+    const big = `version: 1\ndevice: { thingName: press-07 }\nsource: plc1\npollInterval: 100ms\npoints:\n${points}\n`;
+    // A cloud that takes at most 2.5 KB an update: the 8 KB parts are refused, then 4 KB
+    // ones, and 2 KB parts go through.
+    const p = await plant(undefined, {
+      cloud: { maxDocumentBytes: 32 * 1024, maxRequestBytes: 2500 },
+      mappings: { press: big },
+    });
+    await until(
+      "every register in the cloud",
+      () => Object.keys(p.cloud.service.getShadow("press-07")?.state.reported ?? {}).length === 300,
+    );
+    expect(p.rejected.filter((e) => e.code === 413).length).toBe(2);
+    expect(p.rejected.filter((e) => e.code !== 404 && e.code !== 413)).toEqual([]);
+  });
+
   it("keeps at most 10 requests in flight on its connection with 50 things", async () => {
     const things = Object.fromEntries(
       Array.from({ length: 50 }, (_, i) => [

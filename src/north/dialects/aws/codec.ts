@@ -102,8 +102,9 @@ function setNull(obj: JsonObject, path: readonly string[]): void {
  * fit and the leaves of an attribute too large alone otherwise; a single value too large for
  * any part goes alone (the cloud refuses it, and only it).
  */
-export function splitReport(reported: JsonObject): JsonObject[] {
-  return jsonBytes(reported) <= MAX_REPORT_BYTES ? [reported] : split(reported, MAX_REPORT_BYTES);
+export function splitReport(reported: JsonObject, maxBytes = MAX_REPORT_BYTES): JsonObject[] {
+  const budget = Math.min(maxBytes, MAX_REPORT_BYTES);
+  return jsonBytes(reported) <= budget ? [reported] : split(reported, budget);
 }
 
 function split(obj: JsonObject, budget: number): JsonObject[] {

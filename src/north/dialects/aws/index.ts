@@ -52,12 +52,14 @@ export const awsDialect: Dialect<AwsCloudConfig> = {
 
 /**
  * 409 re-reads (reported: local wins, desired: cloud wins, as Greengrass's shadow manager
- * merges); 404 on a get means no shadow yet, which the full report after it creates; 429 and
- * 5xx go again after a pause; the rest (400, 401, 403, 404, 413, 415) cannot succeed as sent.
+ * merges); 404 on a get means no shadow yet, which the full report after it creates; 413 on a
+ * report sends it again in smaller parts; 429 and 5xx go again after a pause; the rest (400,
+ * 401, 403, 404, 413 on a clear, 415) cannot succeed as sent.
  */
 export function classifyAws(code: number, kind: "get" | "report" | "clear"): ReplyClass {
   if (code === AwsErrorCodes.VERSION_CONFLICT) return "conflict";
   if (code === AwsErrorCodes.NOT_FOUND && kind === "get") return "success";
+  if (code === AwsErrorCodes.TOO_LARGE && kind === "report") return "too-large";
   if (code === AwsErrorCodes.TOO_MANY_REQUESTS || code >= AwsErrorCodes.INTERNAL) return "retry";
   return "permanent";
 }

@@ -96,8 +96,11 @@ export function parseRequest(payload: Buffer): Parsed<JsonObject> {
   return { ok: true, value: raw };
 }
 
-/** The update request's parts, checked as AWS checks them. */
-export function parseUpdate(body: JsonObject): { ok: true; value: UpdateRequest } | AwsFail {
+/** The update request's parts, checked as AWS checks them (state up to `maxBytes`). */
+export function parseUpdate(
+  body: JsonObject,
+  maxBytes = MAX_DOCUMENT_BYTES,
+): { ok: true; value: UpdateRequest } | AwsFail {
   const version = body["version"];
   if (version !== undefined && !(Number.isSafeInteger(version) && (version as number) >= 0))
     return fail(AwsErrors.version);
@@ -110,8 +113,7 @@ export function parseUpdate(body: JsonObject): { ok: true; value: UpdateRequest 
     return fail(AwsErrors.desired);
   if (reported !== undefined && reported !== null && !isJsonObject(reported))
     return fail(AwsErrors.reported);
-  if (Buffer.byteLength(JSON.stringify(state)) > MAX_DOCUMENT_BYTES)
-    return fail(AwsErrors.tooLarge);
+  if (Buffer.byteLength(JSON.stringify(state)) > maxBytes) return fail(AwsErrors.tooLarge);
   for (const section of [desired, reported]) {
     if (!isJsonObject(section)) continue;
     const problem = checkNode(section, 1);

@@ -36,6 +36,8 @@ export interface AwsCloudServiceOptions {
   readonly store?: AwsShadowStore;
   /** Bytes of state a document may hold (default 8 KB; one request carries at most 8 KB). */
   readonly maxDocumentBytes?: number;
+  /** Bytes of state one update may carry (default 8 KB). */
+  readonly maxRequestBytes?: number;
   readonly logger?: Logger;
   readonly now?: () => number;
 }
@@ -86,6 +88,7 @@ export async function startAwsCloudService(
       ...(opts.things && { things: opts.things }),
       ...(opts.store && { store: opts.store }),
       ...(opts.maxDocumentBytes !== undefined && { maxDocumentBytes: opts.maxDocumentBytes }),
+      ...(opts.maxRequestBytes !== undefined && { maxRequestBytes: opts.maxRequestBytes }),
     });
     stops.push(() => transport.stop());
     await transport.start(service.handleMessage, service.connectionClosed);

@@ -42,6 +42,8 @@ export interface AwsShadowServiceOptions {
    * account). One request still carries at most 8 KB.
    */
   readonly maxDocumentBytes?: number;
+  /** Bytes of state one update may carry (default 8 KB); a larger one is answered 413. */
+  readonly maxRequestBytes?: number;
 }
 
 export interface AwsShadowServiceEvents {
@@ -161,7 +163,7 @@ export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
   ): { ok: true; accepted: JsonObject } | { ok: false; error: AwsError } {
     if (this.things && !this.things.has(thingName))
       return { ok: false, error: AwsErrors.noShadow(shadowName ?? thingName) };
-    const request = parseUpdate(body);
+    const request = parseUpdate(body, this.opts.maxRequestBytes);
     if (!request.ok) return request;
     const r = this.apply(thingName, shadowName, request.value, undefined);
     return r.ok ? { ok: true, accepted: r.accepted } : r;
@@ -206,7 +208,7 @@ export class AwsShadowService extends EventEmitter<AwsShadowServiceEvents> {
           ...(token !== undefined && { clientToken: token }),
         });
       }
-      const request = parseUpdate(parsed.value);
+      const request = parseUpdate(parsed.value, this.opts.maxRequestBytes);
       if (!request.ok) return reject(request.error);
       const r = this.apply(thingName, shadowName, request.value, token);
       if (!r.ok) return reject(r.error);

@@ -206,8 +206,9 @@ describe("AWS replies and config", () => {
     expect(classifyAws(409, "clear")).toBe("conflict");
     expect(classifyAws(404, "get")).toBe("success");
     expect(classifyAws(404, "report")).toBe("permanent");
-    for (const code of [400, 401, 403, 413, 415])
-      expect(classifyAws(code, "report")).toBe("permanent");
+    expect(classifyAws(413, "report")).toBe("too-large");
+    expect(classifyAws(413, "clear")).toBe("permanent");
+    for (const code of [400, 401, 403, 415]) expect(classifyAws(code, "report")).toBe("permanent");
     for (const code of [429, 500, 503]) expect(classifyAws(code, "report")).toBe("retry");
   });
 
