@@ -6,6 +6,7 @@ import { LOG_FORMATS, type LogFormat } from "../core/logger.js";
 // Each command's module is loaded when it runs, so that `run` (the daemon, under its heap cap)
 // never loads the simulators, the cloud service's broker or the installer.
 import type { CloudCommandOptions } from "./cloud.js";
+import type { ScanCommandOptions } from "./scan.js";
 import type { InstallOptions } from "./install.js";
 import type { SignOptions } from "./sign.js";
 import type { SimModbusOptions } from "./sim.js";
@@ -58,6 +59,26 @@ program
   .action(async (o: { config: string; device?: string; json?: boolean; raw?: string }) =>
     exit(await (await import("./read.js")).readCommand(o)),
   );
+
+program
+  .command("scan")
+  .description(
+    "find the Modbus units that answer and their readable registers; print a draft mapping per unit",
+  )
+  .option("--host <host>", "Modbus TCP device or gateway")
+  .option("--port <n>", "Modbus TCP port", "502")
+  .option("--rtu <path>", "serial device of an RS-485 line")
+  .option("--baud <n>", "the line's baud rate (with --rtu)", "9600")
+  .option("--parity <p>", "none, even or odd (with --rtu)", "even")
+  .option("--stop-bits <n>", "1 or 2 (with --rtu)", "1")
+  .option("--units <list>", "unit ids to try, as 1-247 or 1,3,5-9", "1-247")
+  .option("--registers <range>", "register addresses (0-based) to probe", "0-9999")
+  .option("--timeout <ms>", "how long a unit may take to answer", "300")
+  .option("--max-requests <n>", "requests per unit at most", "2000")
+  .option("--source <id>", "the source id the drafts name", "plc1")
+  .option("--out <dir>", "write one draft mapping file per unit there")
+  .option("--json", "print what was found as JSON")
+  .action(async (o: ScanCommandOptions) => exit(await (await import("./scan.js")).scanCommand(o)));
 
 program
   .command("history")
