@@ -87,4 +87,22 @@ export default tseslint.config(
   // internals (frames, the Alibaba wire format), but nothing but the CLI imports them.
   layer("sim", SIM),
   layer("sim/opcua", SIM, [], true),
+  // The console runs in the browser: plain ES modules, served as they are (console/).
+  {
+    files: ["console/**/*.js"],
+    languageOptions: {
+      globals: {
+        document: "readonly",
+        location: "readonly",
+        sessionStorage: "readonly",
+        fetch: "readonly",
+        confirm: "readonly",
+        addEventListener: "readonly",
+        removeEventListener: "readonly",
+        setTimeout: "readonly",
+        AbortController: "readonly",
+        TextDecoderStream: "readonly",
+      },
+    },
+  },
 );

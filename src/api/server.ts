@@ -1,3 +1,4 @@
+import { consoleFiles } from "./console.js";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
@@ -122,6 +123,8 @@ export class ApiServer {
     app.addHook("onRequest", async (req, reply) => {
       this.counts.requests++;
       if (expected === undefined || req.routeOptions.url === "/healthz") return;
+      // The console's files hold no data; the page asks for the token before it calls the API.
+      if (consoleFiles().has(req.url.split("?")[0] ?? "")) return;
       const presented = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
       // Equal-length digests: the comparison takes the same time whatever the token's length.
       if (presented !== undefined && timingSafeEqual(sha256(presented), expected)) return;
@@ -183,6 +186,13 @@ export class ApiServer {
     });
 
     app.get("/healthz", async () => ({ status: "alive" }));
+
+    // The field engineer's console (console/): its page, its script and style, its modules.
+    for (const [url, file] of consoleFiles()) {
+      app.get(url, async (_req, reply) =>
+        reply.header("content-type", file.type).header("cache-control", "no-cache").send(file.body),
+      );
+    }
 
     app.get("/readyz", async (_req, reply) => {
       const r = this.host.readiness();
