@@ -1,35 +1,15 @@
-import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { runCli, type Finished } from "../helpers/run.js";
 
-// Runs the built CLI: `npm run build` first (npm test does).
 const root = path.resolve(import.meta.dirname, "../..");
-const main = path.join(root, "dist/cli/main.js");
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
   // The secret must come from the test alone, never from the shell that runs it.
   const inherited = { ...process.env };
   delete inherited["SHADOWGATE_DEVICE_SECRET"];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [main, ...args], {
-      cwd: root,
-      env: { ...inherited, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { cwd: root, env: { ...inherited, ...env } });
 }
 
 const PK = "a1Boiler";

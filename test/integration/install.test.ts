@@ -4,7 +4,7 @@
  * nothing, the staged tree has its files and modes, an existing config is never overwritten and
  * its heap cap goes into the unit, and systemd-analyze verifies the unit.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,7 +12,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { unitText } from "../../src/cli/systemd-unit.js";
 import { findExecutable } from "../helpers/executables.js";
-import { CLI_MAIN } from "../helpers/gateway-process.js";
+import { runCli } from "../helpers/run.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const version = (
@@ -21,25 +21,7 @@ const version = (
   }
 ).version;
 
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => runCli(args);
 
 const stage = () => mkdtemp(path.join(tmpdir(), "sg-install-"));
 const mode = (file: string) => (statSync(file).mode & 0o777).toString(8);

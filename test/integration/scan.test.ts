@@ -6,6 +6,7 @@ import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { findSocat, openPtyPair } from "../helpers/pty.js";
+import { runCli } from "../helpers/run.js";
 
 /**
  * `shadowgate scan` (the built CLI) against our simulator over TCP, with a hole and a silent
@@ -14,7 +15,6 @@ import { findSocat, openPtyPair } from "../helpers/pty.js";
  */
 
 const root = path.resolve(import.meta.dirname, "../..");
-const main = path.join(root, "dist/cli/main.js");
 const PYTHON = "/usr/bin/python3";
 const SERVER = path.join(root, "test/fixtures/pymodbus/server.py");
 
@@ -23,17 +23,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]) => runCli(args);
 
 /** A gateway config with one source `plc1` beside the drafts in `dir`/mappings. */
 async function gatewayBeside(dir: string, source: string): Promise<string> {

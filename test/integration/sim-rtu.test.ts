@@ -19,6 +19,7 @@ import {
 import { lineTiming, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
 import { findExecutable } from "../helpers/executables.js";
 import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { run, type Finished } from "../helpers/run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -53,26 +54,8 @@ async function rtuSimulator(
   return sim;
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(file: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 /** mbpoll as an RTU master, once; addresses are 1-based (-r 1 is PDU address 0). */
-const mbpoll = (device: string, args: string[], writeValues: string[] = []): Promise<Run> =>
+const mbpoll = (device: string, args: string[], writeValues: string[] = []): Promise<Finished> =>
   run(mbpollBin ?? "mbpoll", ["-m", "rtu", "-P", "none", "-1", ...args, device, ...writeValues]);
 
 /** mbpoll's values per polled slave: "-- Polling slave N..." then "[ref]: \tvalue" lines. */
