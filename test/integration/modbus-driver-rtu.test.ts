@@ -3,12 +3,8 @@
  * pymodbus's RTU server (an implementation we did not write), our simulator (several units on
  * one line, timing-true at a baud), or a hand-made slave that answers with broken frames.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { createInterface } from "node:readline";
 import { SerialPort } from "serialport";
 import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
@@ -18,10 +14,8 @@ import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { crc16, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
 import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { pymodbusRtuMissing, startPymodbusRtu } from "../helpers/pymodbus.js";
 import { until } from "../helpers/until.js";
-
-const PYTHON = "/usr/bin/python3";
-const SERVER = path.resolve(import.meta.dirname, "../fixtures/pymodbus/server.py");
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -81,44 +75,19 @@ const reg = (key: string, address: number, count = 1): RawPoint => ({
 const codeOf = (s: RawSample | undefined): string =>
   s === undefined ? "missing" : s.quality.status === "good" ? "good" : s.quality.code;
 
-const pymodbusMissing =
-  spawnSync(PYTHON, ["-c", "import pymodbus.server, serial_asyncio"]).status !== 0;
+const pymodbusMissing = pymodbusRtuMissing();
 
 describe("ModbusDriver on an RTU line", () => {
   it.skipIf(pymodbusMissing && process.env.CI !== "true")(
     "reads and writes pymodbus's RTU slave (an implementation we did not write)",
     async () => {
       const line = await pty();
-      const dir = await mkdtemp(path.join(tmpdir(), "sg-rtu-"));
-      const spec = path.join(dir, "spec.json");
-      await writeFile(
-        spec,
-        JSON.stringify([
-          { table: "holding", address: 0, words: [11, 22, 33] },
-          { table: "holding", address: 100, type: "float32", byteOrder: "ABCD", value: 21.5 },
-          { table: "coil", address: 3, value: true },
-        ]),
-      );
-      const child = spawn(
-        PYTHON,
-        [SERVER, "--stop-on-stdin-eof", "--rtu", line.a, "--baud", "115200", "0", spec],
-        { stdio: ["pipe", "pipe", "pipe"] },
-      );
-      cleanups.push(
-        () =>
-          new Promise((resolve) => {
-            child.once("exit", resolve);
-            child.kill("SIGTERM");
-          }),
-      );
-      let stderr = "";
-      child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: child.stdout }).on("line", (l) => {
-          if (l === "ready rtu") resolve();
-        });
-        child.once("exit", (code) => reject(new Error(`server.py exited ${code}: ${stderr}`)));
-      });
+      const server = await startPymodbusRtu(line.a, [
+        { table: "holding", address: 0, words: [11, 22, 33] },
+        { table: "holding", address: 100, type: "float32", byteOrder: "ABCD", value: 21.5 },
+        { table: "coil", address: 3, value: true },
+      ]);
+      cleanups.push(server.stop);
 
       const d = driver(line.b);
       await d.start();

@@ -1,11 +1,10 @@
-import { spawn, spawnSync } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { findSocat, openPtyPair } from "../helpers/pty.js";
+import { pymodbusRtuMissing, startPymodbusRtu } from "../helpers/pymodbus.js";
 import { runCli } from "../helpers/run.js";
 
 /**
@@ -13,10 +12,6 @@ import { runCli } from "../helpers/run.js";
  * unit, and against pymodbus's RTU slave on a pty: the units that answer, their readable
  * ranges, and draft mappings that `validate` takes and `read` reads the device's values with.
  */
-
-const root = path.resolve(import.meta.dirname, "../..");
-const PYTHON = "/usr/bin/python3";
-const SERVER = path.join(root, "test/fixtures/pymodbus/server.py");
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -109,38 +104,17 @@ describe("shadowgate scan", () => {
     expect(r.stdout).toBe("");
   });
 
-  const pymodbusMissing =
-    spawnSync(PYTHON, ["-c", "import pymodbus.server, serial_asyncio"]).status !== 0 ||
-    findSocat() === undefined;
+  const pymodbusMissing = pymodbusRtuMissing() || findSocat() === undefined;
   it.skipIf(pymodbusMissing && process.env.CI !== "true")(
     "scans pymodbus's RTU slave on a pty (an implementation we did not write)",
     async () => {
       const line = await openPtyPair();
       cleanups.push(() => line.close());
+      const server = await startPymodbusRtu(line.a, [
+        { table: "holding", address: 0, words: [11, 22, 33] },
+      ]);
+      cleanups.push(server.stop);
       const dir = await mkdtemp(path.join(tmpdir(), "sg-scan-rtu-"));
-      const spec = path.join(dir, "spec.json");
-      await writeFile(
-        spec,
-        JSON.stringify([{ table: "holding", address: 0, words: [11, 22, 33] }]),
-      );
-      const child = spawn(
-        PYTHON,
-        [SERVER, "--stop-on-stdin-eof", "--rtu", line.a, "--baud", "115200", "0", spec],
-        { stdio: ["pipe", "pipe", "pipe"] },
-      );
-      cleanups.push(
-        () =>
-          new Promise((resolve) => {
-            child.once("exit", resolve);
-            child.kill("SIGTERM");
-          }),
-      );
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: child.stdout }).on("line", (l) => {
-          if (l === "ready rtu") resolve();
-        });
-        child.once("exit", (code) => reject(new Error(`server.py exited ${code}`)));
-      });
       const rtu = ["--rtu", line.b, "--baud", "115200", "--parity", "none"];
       const r = await cli([
         "scan",
