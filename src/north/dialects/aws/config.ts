@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { cloudUrl, connectionKeys, syncKeys } from "../../cloud-config.js";
+import { cloudUrl, connectionKeys, isTlsUrl, syncKeys } from "../../cloud-config.js";
 import type {
   CheckedDevice,
   CloudCheckContext,
@@ -68,7 +68,7 @@ export function checkAwsCloud(
         "AWS IoT takes only mutual TLS: give tls.cert and tls.key (the thing's certificate and private key) and tls.ca (AmazonRootCA1.pem)",
     });
   }
-  if (!/^(mqtts|wss):/.test(cloud.url) && isAwsEndpoint(cloud.url)) {
+  if (!isTlsUrl(cloud.url) && isAwsEndpoint(cloud.url)) {
     found.push({ path: ["url"], message: "AWS IoT needs TLS: write mqtts://…:8883" });
   }
   devices.forEach((d, i) => found.push(...checkDevice(d, i)));
