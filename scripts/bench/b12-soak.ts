@@ -72,9 +72,11 @@ import {
   plcName,
   scrape,
   siteDevices,
+  sitePoints,
   statusKb,
   stopChild,
   track,
+  writeSiteMappings,
   type Device,
 } from "./lib/site.js";
 
@@ -212,28 +214,15 @@ async function main() {
           mappings: "./mappings",
         }),
       );
-      const points = {
-        ...Object.fromEntries(
-          Array.from({ length: POINTS }, (_, k) => [
-            `p${k}`,
-            { table: "holding", offset: 2 * k, type: "float32" },
-          ]),
-        ),
-        sp: { table: "holding", offset: SET_POINT, type: "uint16", writable: true },
-      };
-      for (const d of devices) {
-        writeFileSync(
-          join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
-          JSON.stringify({
-            version: 1,
-            device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
-            source: plcName(d.s),
-            unitId: d.u,
-            pollInterval: "1s",
-            points,
-          }),
-        );
-      }
+      writeSiteMappings(
+        dir,
+        devices,
+        {
+          ...sitePoints(),
+          sp: { table: "holding", offset: SET_POINT, type: "uint16", writable: true },
+        },
+        "1s",
+      );
       const log = join(logDir, "gateway.log");
       const nodeArgs = [
         ...(HEAP_MB > 0

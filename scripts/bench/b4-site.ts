@@ -76,9 +76,11 @@ import {
   plcName,
   scrape,
   siteDevices,
+  sitePoints,
   statusKb,
   stopChild,
   track,
+  writeSiteMappings,
   type Device,
   type SiteRun,
 } from "./lib/site.js";
@@ -244,25 +246,7 @@ async function runGateway(c: GatewayCase, ctx: SiteRun): Promise<GatewayResult> 
       mappings: "./mappings",
     }),
   );
-  const points = Object.fromEntries(
-    Array.from({ length: POINTS }, (_, k) => [
-      `p${k}`,
-      { table: "holding", offset: 2 * k, type: "float32" },
-    ]),
-  );
-  for (const d of c.devices) {
-    writeFileSync(
-      join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
-      JSON.stringify({
-        version: 1,
-        device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
-        source: plcName(d.s),
-        unitId: d.u,
-        pollInterval: `${c.pollMs}ms`,
-        points,
-      }),
-    );
-  }
+  writeSiteMappings(dir, c.devices, sitePoints(), `${c.pollMs}ms`);
   const log = join(ctx.logDir, `gateway-${c.label.replace(/[^\w]+/g, "_")}.log`);
   const nodeArgs = [
     // Capped as the service unit caps it (src/cli/systemd-unit.ts): the young generation is

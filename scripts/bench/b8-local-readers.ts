@@ -29,7 +29,6 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, get } from "node:http";
-import { createServer } from "node:net";
 import Modbus from "modbus-serial";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -50,6 +49,7 @@ import {
   type PinInfo,
   type ResultRow,
 } from "./lib/common.js";
+import { freePort } from "../../test/helpers/ports.js";
 import { until } from "../../test/helpers/until.js";
 import { writeGatewayConfig } from "./lib/gateway-config.js";
 import {
@@ -236,14 +236,6 @@ async function bigPlc(): Promise<{ plc: InstanceType<typeof ModbusTcpSimulator>;
 }
 
 /** A free TCP port on 127.0.0.1, for the daemon's API (it runs in its own process). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("B8: no free port");
-  return address.port;
-}
 
 /**
  * The gateway as it runs on a box: `shadowgate run` in its own process (pinned to the helper

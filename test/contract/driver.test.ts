@@ -9,7 +9,6 @@
  */
 import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -23,6 +22,7 @@ import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import type { DeviceChannel, Source } from "../../src/south/protocol.js";
 import { protocolOf, type SourceConfig } from "../../src/south/registry.js";
 import { findSocat, openPtyPair } from "../helpers/pty.js";
+import { freePort } from "../helpers/ports.js";
 import { until } from "../helpers/until.js";
 
 /** A peer device with one writable numeric point, `level`, and the means to take it away. */
@@ -52,14 +52,6 @@ const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 const modbusMapping = `unitId: 3
 pollInterval: 100ms

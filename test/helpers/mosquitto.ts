@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connectAsync } from "mqtt";
 import { findExecutable } from "./executables.js";
+import { freePort } from "./ports.js";
 
 /**
  * A real mosquitto for interop tests: started on a free 127.0.0.1 port with a throw-away
@@ -155,16 +155,4 @@ async function connectable(
   throw new Error(
     `mosquitto on port ${port} never accepted a connection: ${String(last)}\n${output()}`,
   );
-}
-
-/** A port that was free a moment ago; the caller retries if it is taken in between. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import path from "node:path";
 import type { Client } from "aedes";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
 import { MAX_ATTRIBUTES } from "../../src/north/dialects/alibaba/messages.js";
 import { alibabaCredentials } from "../../src/north/dialects/alibaba/sign.js";
@@ -24,7 +24,7 @@ import {
   startTestCloud,
   type TestClient,
 } from "../helpers/cloud.js";
-import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { describeWithMosquitto } from "../helpers/mosquitto-suite.js";
 
 afterEach(closeCloudTestResources);
 
@@ -459,35 +459,20 @@ describe("cloud service with the embedded broker (aedes), over a real connection
   });
 });
 
-const mosquittoBin = findMosquitto();
+describeWithMosquitto("cloud service as a client of mosquitto", (broker) => {
+  const start = (): Promise<RunningCloudService> =>
+    startTestCloud({ now, brokerUrl: broker().url });
 
-// Skipped only on a developer machine without mosquitto; under CI its absence is a failure.
-describe.skipIf(mosquittoBin === undefined && process.env.CI !== "true")(
-  "cloud service as a client of mosquitto",
-  () => {
-    let mosquitto: RunningMosquitto | undefined;
-    beforeAll(async () => {
-      mosquitto = await startMosquitto();
-    });
-    afterAll(async () => {
-      await mosquitto?.stop();
-    });
-    const start = (): Promise<RunningCloudService> => {
-      if (mosquitto === undefined) throw new Error("mosquitto did not start");
-      return startTestCloud({ now, brokerUrl: mosquitto.url });
-    };
+  coreConformance(start);
 
-    coreConformance(start);
-
-    it("publishes control even to a device nobody listens for (it cannot see subscriptions)", async () => {
-      const cloud = await start();
-      expect(cloud.broker).toBeUndefined();
-      const event = nextControl(cloud.service);
-      await setDesired(cloud, nextDevice(), { sp: 1 });
-      expect(await event).toMatchObject({ online: undefined, published: true });
-    });
-  },
-);
+  it("publishes control even to a device nobody listens for (it cannot see subscriptions)", async () => {
+    const cloud = await start();
+    expect(cloud.broker).toBeUndefined();
+    const event = nextControl(cloud.service);
+    await setDesired(cloud, nextDevice(), { sp: 1 });
+    expect(await event).toMatchObject({ online: undefined, published: true });
+  });
+});
 
 describe("shadowgate cloud (the CLI)", () => {
   const main = path.resolve(import.meta.dirname, "../../dist/cli/main.js");

@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
 import { alibabaCredentials } from "../../src/north/dialects/alibaba/sign.js";
 import {
@@ -30,7 +30,7 @@ import {
   subDeviceRequest,
   type TestClient,
 } from "../helpers/cloud.js";
-import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { describeWithMosquitto } from "../helpers/mosquitto-suite.js";
 import { until } from "../helpers/until.js";
 
 /**
@@ -291,40 +291,25 @@ describe("restarts", () => {
   });
 });
 
-const mosquittoBin = findMosquitto();
+describeWithMosquitto("over mosquitto (external broker: the publisher is unknown)", (broker) => {
+  it("tells the device's topology gateway, serves after login, refuses after logout", async () => {
+    const d = nextSub();
+    const { cloud, gw } = await rig([d], { brokerUrl: broker().url });
+    expect(cloud.broker).toBeUndefined();
+    expect(await refused(gw, d)).toEqual(sessionError(d));
+    expect(cloud.service.getShadow(d.productKey, d.deviceName)).toBeUndefined();
+    expect((await login(gw, d)).message.code).toBe(200);
+    expect((await report(gw, d, 1)).message.payload.status).toBe("success");
+    const out = await subDeviceRequest(gw, GW, "combine.logout", key(d));
+    expect(out.message.code).toBe(200);
+    expect(await refused(gw, d)).toEqual(sessionError(d));
 
-// Skipped only on a developer machine without mosquitto; under CI its absence is a failure.
-describe.skipIf(mosquittoBin === undefined && process.env.CI !== "true")(
-  "over mosquitto (external broker: the publisher is unknown)",
-  () => {
-    let mosquitto: RunningMosquitto | undefined;
-    beforeAll(async () => {
-      mosquitto = await startMosquitto();
-    });
-    afterAll(async () => {
-      await mosquitto?.stop();
-    });
-
-    it("tells the device's topology gateway, serves after login, refuses after logout", async () => {
-      if (mosquitto === undefined) throw new Error("mosquitto did not start");
-      const d = nextSub();
-      const { cloud, gw } = await rig([d], { brokerUrl: mosquitto.url });
-      expect(cloud.broker).toBeUndefined();
-      expect(await refused(gw, d)).toEqual(sessionError(d));
-      expect(cloud.service.getShadow(d.productKey, d.deviceName)).toBeUndefined();
-      expect((await login(gw, d)).message.code).toBe(200);
-      expect((await report(gw, d, 1)).message.payload.status).toBe("success");
-      const out = await subDeviceRequest(gw, GW, "combine.logout", key(d));
-      expect(out.message.code).toBe(200);
-      expect(await refused(gw, d)).toEqual(sessionError(d));
-
-      // A device in no topology is taken for a directly connected one: the service cannot see.
-      const direct = nextSub();
-      await gw.subscribe(shadowGetTopic(direct.productKey, direct.deviceName));
-      expect((await report(gw, direct, 1)).message.payload.status).toBe("success");
-    });
-  },
-);
+    // A device in no topology is taken for a directly connected one: the service cannot see.
+    const direct = nextSub();
+    await gw.subscribe(shadowGetTopic(direct.productKey, direct.deviceName));
+    expect((await report(gw, direct, 1)).message.payload.status).toBe("success");
+  });
+});
 
 describe("shadowgate cloud --secrets FILE --strict-sessions", () => {
   const main = path.resolve(import.meta.dirname, "../../dist/cli/main.js");

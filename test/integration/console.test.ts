@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -10,6 +9,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { Service } from "../../src/daemon/service.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
+import { freePort } from "../helpers/ports.js";
 
 /**
  * The console in a real browser (Debian's chromium, driven by playwright-core) against a running
@@ -35,16 +35,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
 });
-
-/** A port free a moment ago, so that the API can be stopped and started again on it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function plant(): Promise<{ sim: RunningSimulator; url: string; service: Service }> {
   const sim = await startSimulator({ port: 0 });

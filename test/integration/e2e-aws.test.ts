@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { connectAsync } from "mqtt";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/core/logger.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import type { LoadedConfig } from "../../src/config/load.js";
@@ -16,7 +16,7 @@ import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/inde
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
 import { closeCloudTestResources, connectTestClient, httpJson } from "../helpers/cloud.js";
 import { startGateway } from "../helpers/gateway.js";
-import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { describeWithMosquitto } from "../helpers/mosquitto-suite.js";
 import { makeCertificates } from "../helpers/tls.js";
 import { until } from "../helpers/until.js";
 
@@ -382,15 +382,4 @@ points:
   });
 });
 
-const mosquittoBin = findMosquitto();
-// Skipped only on a developer machine without mosquitto; under CI its absence is a failure.
-describe.skipIf(mosquittoBin === undefined && process.env.CI !== "true")("with mosquitto", () => {
-  let mosquitto: RunningMosquitto | undefined;
-  beforeAll(async () => {
-    mosquitto = await startMosquitto();
-  });
-  afterAll(async () => {
-    await mosquitto?.stop();
-  });
-  suite("mosquitto", () => mosquitto?.url);
-});
+describeWithMosquitto("with mosquitto", (broker) => suite("mosquitto", () => broker().url));

@@ -1,7 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, beforeAll, afterAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
@@ -15,7 +15,7 @@ import {
   startTestCloud,
 } from "../helpers/cloud.js";
 import { until } from "../helpers/until.js";
-import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { describeWithMosquitto } from "../helpers/mosquitto-suite.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const PK = "a1Boiler";
@@ -181,15 +181,4 @@ function suite(name: string, brokerUrl: () => string | undefined) {
 
 suite("aedes", () => undefined);
 
-const mosquittoBin = findMosquitto();
-// Skipped only on a developer machine without mosquitto; under CI its absence is a failure.
-describe.skipIf(mosquittoBin === undefined && process.env.CI !== "true")("with mosquitto", () => {
-  let mosquitto: RunningMosquitto | undefined;
-  beforeAll(async () => {
-    mosquitto = await startMosquitto();
-  });
-  afterAll(async () => {
-    await mosquitto?.stop();
-  });
-  suite("mosquitto", () => mosquitto?.url);
-});
+describeWithMosquitto("with mosquitto", (broker) => suite("mosquitto", () => broker().url));

@@ -9,7 +9,7 @@ import { silentLogger } from "../../src/core/logger.js";
 import { linkOptions } from "../../src/daemon/north.js";
 import { MqttLink, type LinkOptions } from "../../src/north/link.js";
 import { closeCloudTestResources, connectTestClient, startTestCloud } from "../helpers/cloud.js";
-import { findMosquitto, startMosquitto, type RunningMosquitto } from "../helpers/mosquitto.js";
+import { describeWithMosquitto } from "../helpers/mosquitto-suite.js";
 import { makeCertificates } from "../helpers/tls.js";
 
 const links: MqttLink[] = [];
@@ -166,19 +166,9 @@ describe("MqttLink", () => {
     });
   });
 
-  const mosquittoBin = findMosquitto();
-  // Skipped only on a developer machine without mosquitto; under CI its absence is a failure.
-  describe.skipIf(mosquittoBin === undefined && process.env.CI !== "true")("with mosquitto", () => {
-    let mosquitto: RunningMosquitto | undefined;
-    beforeAll(async () => {
-      mosquitto = await startMosquitto();
-    });
-    afterAll(async () => {
-      await mosquitto?.stop();
-    });
-
+  describeWithMosquitto("with mosquitto", (broker) => {
     it("speaks MQTT 5 when configured to", async () => {
-      const l = link({ url: mosquitto?.url ?? "", protocolVersion: 5 });
+      const l = link({ url: broker().url, protocolVersion: 5 });
       const got = new Promise<string>((resolve) =>
         l.on("message", (_t, p) => resolve(p.toString())),
       );
@@ -188,7 +178,7 @@ describe("MqttLink", () => {
       await l.publish("t/v5", "five");
       expect(await got).toBe("five");
       // mosquitto logs each client's protocol level: p5 is MQTT 5.
-      expect(mosquitto?.output()).toMatch(/as test-[0-9a-f]+ \(p5,/);
+      expect(broker().output()).toMatch(/as test-[0-9a-f]+ \(p5,/);
     });
   });
 });

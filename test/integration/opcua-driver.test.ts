@@ -1,7 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -33,6 +32,7 @@ import type { NodeRef, ValueSample } from "../../src/core/samples.js";
 import type { NodeDevicePlan } from "../../src/mapping/types.js";
 import { protocolOf, sourceSchema } from "../../src/south/registry.js";
 import { OpcuaDriver, type OpcuaDriverOptions } from "../../src/south/opcua/opcua-driver.js";
+import { freePort } from "../helpers/ports.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -43,17 +43,6 @@ const root = await mkdtemp(join(tmpdir(), "sg-opcua-"));
 afterAll(() => rm(root, { recursive: true, force: true }));
 let dirs = 0;
 const tempDir = () => join(root, `t${++dirs}`);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 // ---- a small OPC UA server ----------------------------------------------------------------
 

@@ -5,13 +5,13 @@
  * benchmarks take of the gateway. Every child process is tracked and killed on any exit.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { startMosquitto } from "../../../test/helpers/mosquitto.js";
+import { freePort } from "../../../test/helpers/ports.js";
 import { envInfo, median, pinCores, REPO_DIR, startWatchdog, type PinInfo } from "./common.js";
 
 export const SERVERS = 20;
@@ -37,6 +37,39 @@ export function siteDevices(): Device[] {
   for (let s = 0; s < SERVERS; s++) for (let u = 1; u <= UNITS; u++) all.push({ s, u });
   return all;
 }
+
+/** What every site device maps: POINTS float32 readings p0.. at registers 0, 2, 4... */
+export const sitePoints = (): Record<string, Record<string, unknown>> =>
+  Object.fromEntries(
+    Array.from({ length: POINTS }, (_, k) => [
+      `p${k}`,
+      { table: "holding", offset: 2 * k, type: "float32" },
+    ]),
+  );
+
+/** One mapping file per device under `dir`/mappings, each of these points. */
+export function writeSiteMappings(
+  dir: string,
+  devices: readonly Device[],
+  points: Record<string, Record<string, unknown>>,
+  pollInterval: string,
+): void {
+  for (const d of devices) {
+    writeFileSync(
+      join(dir, "mappings", `${deviceName(d.s, d.u)}.yaml`),
+      JSON.stringify({
+        version: 1,
+        device: { productKey: PK, deviceName: deviceName(d.s, d.u) },
+        source: plcName(d.s),
+        unitId: d.u,
+        pollInterval,
+        points,
+      }),
+    );
+  }
+}
+
+export { freePort };
 
 export const CLK_TCK = (() => {
   try {
@@ -68,15 +101,6 @@ export async function stopChild(child: ChildProcess, limitMs = 10_000): Promise<
     child.kill("SIGKILL");
     await exited;
   }
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const address = server.address();
-  await new Promise<void>((r) => server.close(() => r()));
-  if (address === null || typeof address === "string") throw new Error("no free port");
-  return address.port;
 }
 
 /** A command pinned to the helper core when pinning is on. */
