@@ -30,6 +30,10 @@ export interface DeviceSummary {
   readonly cloud?: CloudState;
   /** Reports the cloud has not confirmed yet; absent while there is no store. */
   readonly outbox?: number;
+  /** Its source's connection state; `not open` when it could not be opened. */
+  readonly connection: ConnectionState | "not open";
+  /** Polls skipped because the one before still ran (its poll group's); absent when monitored. */
+  readonly overruns?: number;
 }
 
 export interface PointState {
@@ -114,8 +118,62 @@ export type ReloadReply =
   /** The config was fine but applying it threw (a bug): logged. */
   | { readonly status: "failed"; readonly reason: string };
 
+/** A reload's outcome, kept until the next one. */
+export interface ReloadRecord {
+  /** When it was applied or refused (ms since the epoch). */
+  readonly at: number;
+  /** SIGHUP (systemctl reload), the API, or `run --watch` seeing a file change. */
+  readonly trigger: "signal" | "api" | "watch";
+  readonly reply: ReloadReply;
+}
+
+/** A point as its mapping defines it, for people (the console). */
+export interface PointDefinition {
+  readonly name: string;
+  /** Where it is read: "40010 (holding 9), int16 AB, scale 0.1", or an OPC UA node. */
+  readonly where: string;
+  readonly unit?: string;
+  readonly writable: boolean;
+  readonly min?: number;
+  readonly max?: number;
+  readonly deadband?: number;
+  /** False: reported only on heartbeat. */
+  readonly onChange: boolean;
+  readonly heartbeatMs?: number;
+  /** Its line in the mapping file: `file:line`. */
+  readonly defined?: string;
+}
+
+export interface DeviceDetail extends DeviceSummary {
+  /** The mapping file it comes from. */
+  readonly file: string;
+  readonly definitions: readonly PointDefinition[];
+}
+
+/** A point's raw words and its value under each byte order (`shadowgate read --raw`). */
+export type RawReply =
+  | { readonly status: "ok"; readonly raw: JsonObject }
+  | { readonly status: "not-found"; readonly reason: string }
+  /** The point has no raw words (a bit, an OPC UA variable). */
+  | { readonly status: "no-raw"; readonly reason: string }
+  /** The device did not answer, or answered with an error. */
+  | { readonly status: "failed"; readonly reason: string };
+
+/** A cloud shadow as the gateway last read it. */
+export interface CloudShadowView {
+  readonly version: number;
+  readonly reported: JsonObject;
+  readonly desired: JsonObject;
+  /** When it was read (ms since the epoch). */
+  readonly readAt: number;
+  /** Whether it was read for this request (false: the last one read, the cloud not reachable). */
+  readonly fresh: boolean;
+}
+
 export interface ApiHost {
   devices(): DeviceSummary[];
+  /** Undefined for an unknown device. */
+  device(deviceName: string): DeviceDetail | undefined;
   /** Undefined for an unknown device. */
   shadow(deviceName: string): DeviceShadowView | undefined;
   /**
@@ -127,8 +185,34 @@ export interface ApiHost {
   command(deviceName: string, point: string, value: JsonValue): Promise<CommandReply>;
   /** Calls `listener` with every event until the returned function is called. */
   subscribe(listener: (event: ApiEvent) => void): () => void;
+  /** Reads the point's raw words from the device now (through the source's queue). */
+  raw(deviceName: string, point: string): Promise<RawReply>;
+  /**
+   * The point's latest values from the history, oldest first; a string says why there are
+   * none to give (unknown device or point: not-found; no store: the reason).
+   */
+  history(
+    deviceName: string,
+    point: string,
+    max: number,
+  ):
+    | { readonly status: "ok"; readonly values: ReadonlyArray<{ ts: number; value: JsonValue }> }
+    | { readonly status: "not-found" | "unavailable"; readonly reason: string };
+  /**
+   * The cloud shadow as the gateway last read it, read again first when `fresh`; a string
+   * says why there is none (unknown device: not-found; no cloud or never read: unavailable).
+   */
+  cloud(
+    deviceName: string,
+    fresh: boolean,
+  ): Promise<
+    | { readonly status: "ok"; readonly shadow: CloudShadowView }
+    | { readonly status: "not-found" | "unavailable"; readonly reason: string }
+  >;
   readiness(): Readiness;
   reload(): Promise<ReloadReply>;
+  /** The last reload since the process started, if any. */
+  lastReload(): ReloadRecord | undefined;
   /** The Prometheus exposition. */
   metrics(): Promise<{ contentType: string; body: string }>;
 }

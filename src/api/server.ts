@@ -14,6 +14,9 @@ export const BODY_LIMIT_BYTES = 64 * 1024;
 /** What an event-stream client may leave unread before it is dropped. */
 export const SSE_BUFFER_BYTES = 256 * 1024;
 export const SSE_HEARTBEAT_MS = 15_000;
+/** A point's history: values given when the request names no `max`, and the most it may. */
+const HISTORY_DEFAULT = 120;
+const HISTORY_MAX = 1000;
 
 export interface ApiOptions {
   /** host:port, as in the config's `api.listen` (port 0: any free port). */
@@ -212,6 +215,73 @@ export class ApiServer {
     app.get("/api/v1/devices", async () => ({ devices: this.host.devices() }));
 
     app.get<{ Params: { deviceName: string } }>(
+      "/api/v1/devices/:deviceName",
+      async (req, reply) => {
+        const detail = this.host.device(req.params.deviceName);
+        return (
+          detail ??
+          this.refuse(
+            req,
+            reply,
+            404,
+            ErrorCodes.API_NOT_FOUND,
+            `no device ${req.params.deviceName}`,
+          )
+        );
+      },
+    );
+
+    app.get<{ Params: { deviceName: string; point: string } }>(
+      "/api/v1/devices/:deviceName/points/:point/raw",
+      async (req, reply) => {
+        const r = await this.host.raw(req.params.deviceName, req.params.point);
+        switch (r.status) {
+          case "ok":
+            return r.raw;
+          case "not-found":
+            return this.refuse(req, reply, 404, ErrorCodes.API_NOT_FOUND, r.reason);
+          case "no-raw":
+            return this.refuse(req, reply, 422, ErrorCodes.API_NO_RAW, r.reason);
+          case "failed":
+            return this.refuse(req, reply, 502, ErrorCodes.API_DEVICE_FAILED, r.reason);
+        }
+      },
+    );
+
+    app.get<{ Params: { deviceName: string; point: string }; Querystring: { max?: string } }>(
+      "/api/v1/devices/:deviceName/points/:point/history",
+      async (req, reply) => {
+        const { deviceName, point } = req.params;
+        const max = req.query.max === undefined ? HISTORY_DEFAULT : Number(req.query.max);
+        if (!Number.isInteger(max) || max < 1 || max > HISTORY_MAX)
+          return this.refuse(
+            req,
+            reply,
+            400,
+            ErrorCodes.API_BAD_REQUEST,
+            `max must be a whole number from 1 to ${HISTORY_MAX}`,
+          );
+        const r = this.host.history(deviceName, point, max);
+        if (r.status === "ok") return { device: deviceName, point, values: r.values };
+        return r.status === "not-found"
+          ? this.refuse(req, reply, 404, ErrorCodes.API_NOT_FOUND, r.reason)
+          : this.refuse(req, reply, 503, ErrorCodes.API_UNAVAILABLE, r.reason);
+      },
+    );
+
+    app.get<{ Params: { deviceName: string }; Querystring: { fresh?: string } }>(
+      "/api/v1/devices/:deviceName/cloud",
+      async (req, reply) => {
+        const { deviceName } = req.params;
+        const r = await this.host.cloud(deviceName, req.query.fresh === "1");
+        if (r.status === "ok") return { device: deviceName, ...r.shadow };
+        return r.status === "not-found"
+          ? this.refuse(req, reply, 404, ErrorCodes.API_NOT_FOUND, r.reason)
+          : this.refuse(req, reply, 503, ErrorCodes.API_UNAVAILABLE, r.reason);
+      },
+    );
+
+    app.get<{ Params: { deviceName: string } }>(
       "/api/v1/devices/:deviceName/shadow",
       async (req, reply) => {
         const { deviceName } = req.params;
@@ -273,6 +343,8 @@ export class ApiServer {
       reply.hijack();
       events.add(reply.raw, `${req.ip}:${req.socket.remotePort ?? 0}`);
     });
+
+    app.get("/api/v1/reload", async () => ({ last: this.host.lastReload() ?? null }));
 
     app.post("/api/v1/reload", async (req, reply) => {
       const r = await this.host.reload();

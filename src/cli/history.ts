@@ -3,7 +3,7 @@ import path from "node:path";
 import { parseDuration } from "../core/duration.js";
 import { ExitCodes } from "../core/errors.js";
 import type { JsonValue } from "../core/types.js";
-import { getPath } from "../shadow/document.js";
+import { getPath } from "../core/json.js";
 import { openReadOnly } from "../store/database.js";
 import { readHistory } from "../store/outbox.js";
 import { loadOrReport } from "./validate.js";

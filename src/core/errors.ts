@@ -106,6 +106,10 @@ export const ErrorCodes = {
   API_NOT_READY: "SG_API_NOT_READY",
   /** The gateway cannot take the request now (e.g. a command while the journal is closed). */
   API_UNAVAILABLE: "SG_API_UNAVAILABLE",
+  /** The point has no raw words to show (a bit, an OPC UA variable the server types). */
+  API_NO_RAW: "SG_API_NO_RAW",
+  /** A read the API asked of a device (its raw words) failed: the device's own reason follows. */
+  API_DEVICE_FAILED: "SG_API_DEVICE_FAILED",
   /** An event-stream client that did not keep up: its buffer passed the bound, it was dropped. */
   API_SLOW_CLIENT: "SG_API_SLOW_CLIENT",
   /** A reload asked for (SIGHUP or the API) was refused: the config has problems. */

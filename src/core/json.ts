@@ -31,3 +31,16 @@ export function mergeInto(target: JsonObject, b: JsonObject): void {
 export function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
+
+/** Reads the value at a nested path, or undefined. */
+export function getPath(
+  source: JsonValue | undefined,
+  path: readonly string[],
+): JsonValue | undefined {
+  let node: JsonValue | undefined = source;
+  for (const key of path) {
+    if (typeof node !== "object" || node === null || Array.isArray(node)) return undefined;
+    node = node[key];
+  }
+  return node;
+}

@@ -3,9 +3,12 @@ import type {
   ApiHost,
   CloudState,
   CommandReply,
+  DeviceDetail,
   DeviceShadowView,
   DeviceSummary,
+  RawReply,
   Readiness,
+  ReloadRecord,
   ReloadReply,
 } from "../api/host.js";
 import { ApiServer } from "../api/server.js";
@@ -15,7 +18,10 @@ import type { Logger } from "../core/logger.js";
 import { COMMANDS_KEY, type JsonObject, type JsonValue } from "../core/types.js";
 import { LOCAL_SOURCE } from "../north/desired.js";
 import type { SyncEngine } from "../north/sync.js";
+import type { DevicePlan } from "../mapping/types.js";
 import type { CommandNote, ReportedUpdate } from "../shadow/edge-shadow.js";
+import type { SourceHealth } from "../south/driver.js";
+import { protocolOfKind } from "../south/registry.js";
 import type { LinkChange } from "./cloud-sync.js";
 import type { Gateway } from "./gateway.js";
 
@@ -26,6 +32,7 @@ export interface GatewaySource {
   /** Calls `fn` with each gateway built from now on (a reload builds one); returns the undo. */
   watch(fn: (gateway: Gateway) => void): () => void;
   reload(): Promise<ReloadReply>;
+  lastReload(): ReloadRecord | undefined;
 }
 
 /** The Prometheus exposition of the gateway (api/metrics.ts renders it). */
@@ -53,19 +60,73 @@ export class GatewayApiHost implements ApiHost {
     const g = this.source.current();
     const health = g.sourceHealth();
     const outbox = g.outboxPending();
-    return g.devices.map((d) => {
-      const lastPoll = g.shadow.readAt(d.deviceName);
+    return g.devices.map((d) => summary(g, d, health, outbox));
+  }
+
+  device(deviceName: string): DeviceDetail | undefined {
+    const g = this.source.current();
+    const d = g.devices.find((x) => x.deviceName === deviceName);
+    if (!d) return undefined;
+    const { points } = protocolOfKind(d.kind);
+    return {
+      ...summary(g, d, g.sourceHealth(), g.outboxPending()),
+      file: d.file,
+      definitions: d.points.map((p) => ({
+        name: p.name,
+        where: points.describe(p),
+        writable: p.writable,
+        onChange: p.onChange,
+        ...(p.unit !== undefined && { unit: p.unit }),
+        ...(p.min !== undefined && { min: p.min }),
+        ...(p.max !== undefined && { max: p.max }),
+        ...(p.deadband !== undefined && { deadband: p.deadband }),
+        ...(p.heartbeatMs !== undefined && { heartbeatMs: p.heartbeatMs }),
+        ...(p.position && { defined: `${p.position.file}:${p.position.line}` }),
+      })),
+    };
+  }
+
+  async raw(deviceName: string, point: string): Promise<RawReply> {
+    const g = this.source.current();
+    const d = g.devices.find((x) => x.deviceName === deviceName);
+    if (!d) return { status: "not-found", reason: `no device ${deviceName}` };
+    if (!d.points.some((p) => p.name === point))
+      return { status: "not-found", reason: `${deviceName} has no point ${point}` };
+    const probe = await g.probe(deviceName, point);
+    if (probe.ok) return { status: "ok", raw: probe.json };
+    return { status: probe.usage ? "no-raw" : "failed", reason: probe.message };
+  }
+
+  history(deviceName: string, point: string, max: number): ReturnType<ApiHost["history"]> {
+    const g = this.source.current();
+    const d = g.devices.find((x) => x.deviceName === deviceName);
+    if (!d) return { status: "not-found", reason: `no device ${deviceName}` };
+    const p = d.points.find((x) => x.name === point);
+    if (!p) return { status: "not-found", reason: `${deviceName} has no point ${point}` };
+    const values = g.history(d, p, max);
+    if (!values)
       return {
-        name: d.deviceName,
-        productKey: d.productKey,
-        source: d.sourceId,
-        online: health[d.sourceId]?.state === "online",
-        points: d.points.length,
-        ...(lastPoll !== undefined && { lastPoll }),
-        ...(g.hasCloud && { cloud: cloudState(g, d.deviceName) }),
-        ...(outbox && { outbox: outbox.get(d.deviceName) ?? 0 }),
+        status: "unavailable",
+        reason: g.hasCloud
+          ? "the store is not open"
+          : "no history: the gateway keeps it in its store, which only a cloud section opens",
       };
-    });
+    return { status: "ok", values };
+  }
+
+  async cloud(deviceName: string, fresh: boolean): ReturnType<ApiHost["cloud"]> {
+    const g = this.source.current();
+    if (!g.devices.some((x) => x.deviceName === deviceName))
+      return { status: "not-found", reason: `no device ${deviceName}` };
+    const sync = g.cloudSync?.sync;
+    if (!sync)
+      return {
+        status: "unavailable",
+        reason: g.hasCloud ? "the cloud sync is not running" : "the config has no cloud section",
+      };
+    const shadow = await sync.cloudShadow(deviceName, fresh);
+    if (!shadow) return { status: "unavailable", reason: "the cloud shadow has not been read yet" };
+    return { status: "ok", shadow };
   }
 
   shadow(deviceName: string): DeviceShadowView | undefined {
@@ -169,6 +230,10 @@ export class GatewayApiHost implements ApiHost {
     return this.source.reload();
   }
 
+  lastReload(): ReloadRecord | undefined {
+    return this.source.lastReload();
+  }
+
   metrics(): Promise<{ contentType: string; body: string }> {
     return this.metricsSource();
   }
@@ -238,6 +303,29 @@ export class GatewayApiHost implements ApiHost {
       }
     }
   }
+}
+
+function summary(
+  g: Gateway,
+  d: DevicePlan,
+  health: Record<string, SourceHealth>,
+  outbox: Map<string, number> | undefined,
+): DeviceSummary {
+  const lastPoll = g.shadow.readAt(d.deviceName);
+  const connection = health[d.sourceId]?.state ?? "not open";
+  const overruns = g.overruns(d);
+  return {
+    name: d.deviceName,
+    productKey: d.productKey,
+    source: d.sourceId,
+    online: connection === "online",
+    connection,
+    points: d.points.length,
+    ...(lastPoll !== undefined && { lastPoll }),
+    ...(overruns !== undefined && { overruns }),
+    ...(g.hasCloud && { cloud: cloudState(g, d.deviceName) }),
+    ...(outbox && { outbox: outbox.get(d.deviceName) ?? 0 }),
+  };
 }
 
 /** A device's cloud state, from the link, its session and its sync figures. */

@@ -3,8 +3,8 @@ import type { ReloadPlan as ApiReloadPlan } from "../api/host.js";
 import type { LoadedConfig } from "../config/load.js";
 import { sameJson } from "../core/json.js";
 import type { Logger } from "../core/logger.js";
-import type { Quality } from "../core/types.js";
-import type { DevicePlan } from "../mapping/types.js";
+import type { JsonValue, Quality } from "../core/types.js";
+import type { DevicePlan, PointBase } from "../mapping/types.js";
 import type { SyncEngine } from "../north/sync.js";
 import { EdgeShadow } from "../shadow/edge-shadow.js";
 import type { SourceHealth } from "../south/driver.js";
@@ -233,6 +233,23 @@ export class Gateway {
   outboxPending(): Map<string, number> | undefined {
     const outbox = this.store?.open?.outbox;
     return outbox && new Map(outbox.status().devices.map((d) => [d.deviceName, d.pending]));
+  }
+
+  /** The device's poll group's skipped ticks (see Poller.overruns). */
+  overruns(device: DevicePlan): number | undefined {
+    return this.poller.overruns(device);
+  }
+
+  /**
+   * A point's latest values from the store's history, oldest first (at most `max`); undefined
+   * while there is no open store (no cloud section: no history is kept).
+   */
+  history(
+    device: DevicePlan,
+    point: PointBase,
+    max: number,
+  ): Array<{ ts: number; value: JsonValue }> | undefined {
+    return this.store?.open?.outbox.recent(device.deviceName, point.path, max);
   }
 
   /** Per opened source: its connection state and counters. */

@@ -110,6 +110,15 @@ export class Poller implements Component {
     await Promise.all(devices.map((d) => this.poll(d)));
   }
 
+  /**
+   * Ticks the device's poll group skipped because its previous poll still ran (shared by the
+   * devices polled alike); undefined for a monitored device or one not on the grid.
+   */
+  overruns(device: DevicePlan): number | undefined {
+    const id = groupId(device);
+    return this.scheduler?.stats().find((g) => g.id === id)?.overruns;
+  }
+
   status(): Record<string, unknown> {
     return {
       groups: this.scheduler?.stats() ?? [],

@@ -1,4 +1,4 @@
-import type { ReloadReply } from "../api/host.js";
+import type { ReloadRecord, ReloadReply } from "../api/host.js";
 import type { GatewayMetrics } from "../api/metrics.js";
 import type { ApiServer } from "../api/server.js";
 import { formatProblem, loadConfig, type LoadedConfig } from "../config/load.js";
@@ -56,6 +56,8 @@ export class Service {
   private metrics: GatewayMetrics | undefined;
   private supervisor: Supervisor | undefined;
   private signalledReloads = 0;
+  /** The last reload's outcome, since the process started (the console shows it). */
+  private lastReload: ReloadRecord | undefined;
   /** Warns when the heap nears gateway.memory.heapMb; it outlives reloads, as the process does. */
   private readonly heap: HeapWatch;
 
@@ -90,7 +92,7 @@ export class Service {
     this.unwatch = watchConfig(
       this.configFile,
       this.config.gateway.mappings,
-      () => void this.reload(),
+      () => void this.reload("watch"),
       this.log,
     );
   }
@@ -136,7 +138,8 @@ export class Service {
           this.watchers.add(fn);
           return () => this.watchers.delete(fn);
         },
-        reload: () => this.reload(),
+        reload: () => this.reload("api"),
+        lastReload: () => this.lastReload,
       },
       this.log,
       () => metrics.render(),
@@ -150,13 +153,20 @@ export class Service {
     await this.apiLifecycle.start();
   }
 
-  /** Queues a reload behind any under way; resolves when this one has been applied or refused. */
-  reload(): Promise<ReloadReply> {
+  /**
+   * Queues a reload behind any under way; resolves when this one has been applied or refused.
+   * `trigger` says who asked, for the console's view of the last one.
+   */
+  reload(trigger: ReloadRecord["trigger"] = "signal"): Promise<ReloadReply> {
     const next = this.reloading
       .then(() => this.reloadNow())
       .catch((err: unknown): ReloadReply => {
         this.log.error({ err }, "reload failed");
         return { status: "failed", reason: err instanceof Error ? err.message : String(err) };
+      })
+      .then((reply) => {
+        this.lastReload = { at: Date.now(), trigger, reply };
+        return reply;
       });
     this.reloading = next;
     return next;
@@ -215,7 +225,7 @@ export class Service {
   private async supervisedReload(): Promise<void> {
     this.signalledReloads++;
     if (this.signalledReloads === 1) this.supervisor?.reloading();
-    const reply = await this.reload();
+    const reply = await this.reload("signal");
     if (--this.signalledReloads > 0) return;
     this.supervisor?.ready(
       reply.status === "applied"

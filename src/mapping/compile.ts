@@ -87,6 +87,11 @@ export interface MappingKind<P extends PointBase = PointBase> {
     points: readonly P[],
     problems: MappingProblem[],
   ): DevicePlan;
+  /**
+   * Where a point is read, for people (the console): "40010 (holding 9), int16 AB, scale 0.1",
+   * "ns=2;s=Boiler.Temperature".
+   */
+  describe(point: P): string;
 }
 
 /** The fields every point has, whatever carries it. */

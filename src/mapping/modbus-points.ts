@@ -1,6 +1,6 @@
 import { ShadowgateError } from "../core/errors.js";
 import { isBitTable, type PointValue, type Quality } from "../core/types.js";
-import { parseBitNumber, parseRegister, type ResolvedAddress } from "./address.js";
+import { formatAddress, parseBitNumber, parseRegister, type ResolvedAddress } from "./address.js";
 import { decodeBit, decodeRegisters, isWide, registerCount, resolveByteOrder } from "./codec.js";
 import {
   labels,
@@ -186,6 +186,18 @@ export const modbusPoints: MappingKind<CompiledPoint> = {
         message: "mode is for OPC UA devices; Modbus devices are polled",
       });
     return { ...common, kind: "modbus", unitId: m.unitId, points };
+  },
+  describe(point) {
+    const at = `${formatAddress(point.table, point.address)} (${point.table} ${point.address})`;
+    if (isBitTable(point.table)) return at;
+    const c = point.codec;
+    return [
+      at,
+      `${c.type}${c.type === "string" ? `[${c.length ?? point.count}]` : ""} ${c.byteOrder}`,
+      ...(c.bit !== undefined ? [`bit ${c.bit}`] : []),
+      ...(c.scale !== undefined ? [`scale ${c.scale}`] : []),
+      ...(c.offset !== undefined ? [`offset ${c.offset}`] : []),
+    ].join(", ");
   },
 };
 

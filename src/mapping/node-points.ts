@@ -60,6 +60,12 @@ export const nodePoints: MappingKind<NodePoint> = {
     mode: m.mode ?? "subscribe",
     points,
   }),
+  describe: (point) =>
+    [
+      point.node,
+      ...(point.scale !== undefined ? [`scale ${point.scale}`] : []),
+      ...(point.valueOffset !== undefined ? [`offset ${point.valueOffset}`] : []),
+    ].join(", "),
 };
 
 /** What an OPC UA driver is asked for, for one point. The deadband goes to the server in raw units. */

@@ -110,6 +110,19 @@ export interface DeviceSync extends ShadowDevice {
   pausedUntil: number;
   conflicts: number;
   wakeTimer?: NodeJS.Timeout;
+  /** The shadow as the last get read it (for the console: the cloud beside the edge). */
+  cloud?: CloudSnapshot;
+  /** Callers of readCloud waiting for the next get's reply (true) or the link's loss (false). */
+  cloudWaiters: Array<(read: boolean) => void>;
+}
+
+/** A cloud shadow as a get read it. */
+export interface CloudSnapshot {
+  readonly version: number;
+  readonly reported: JsonObject;
+  readonly desired: JsonObject;
+  /** When the reply came (ms since the epoch). */
+  readonly readAt: number;
 }
 
 type Reply = Extract<Inbound, { kind: "reply" }>;
@@ -163,6 +176,7 @@ export class RequestPump {
         tokensAt: now(),
         pausedUntil: -Infinity,
         conflicts: 0,
+        cloudWaiters: [],
       };
       this.devices.set(deviceName, state);
       this.byTopicKey.set(`${productKey}/${deviceName}`, state);
@@ -179,6 +193,7 @@ export class RequestPump {
     for (const d of this.devices.values()) {
       clearTimeout(d.wakeTimer);
       if (d.inFlight) clearTimeout(d.inFlight.timer);
+      settleWaiters(d, false);
     }
   }
 
@@ -187,7 +202,22 @@ export class RequestPump {
     for (const d of this.devices.values()) {
       this.abandon(d);
       d.synced = false;
+      settleWaiters(d, false);
     }
+  }
+
+  /**
+   * Reads the cloud shadow again (a get, as after a control push: it learns the version, and
+   * under the equality rule runs desired through the journal as every refresh does). Resolves
+   * true once the reply is in `d.cloud`, false when the link is or goes down first.
+   */
+  readCloud(d: DeviceSync): Promise<boolean> {
+    if (this.stopped || !this.link.online) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      d.cloudWaiters.push(resolve);
+      if (d.synced) d.refresh = true; // unsynced, the reconnect's get is on its way
+      this.pump(d);
+    });
   }
 
   /** Drops the request in flight, keeping what it carried for the next one. */
@@ -572,6 +602,14 @@ export class RequestPump {
     // The get reply is the cloud's word on the version, even when it went down (a reset).
     d.version = version ?? d.version;
     d.refresh = false;
+    // No shadow yet (a 404 or an empty one) reads as an empty document.
+    d.cloud = {
+      version: d.version,
+      reported: shadow?.reported ?? {},
+      desired: shadow?.desired ?? {},
+      readAt: this.now(),
+    };
+    settleWaiters(d, true);
     // A clear asked for a push's version above the cloud's own (a forged or garbled one) must
     // not keep the next real push from asking for its clear.
     d.clearRequestedFor = Math.min(d.clearRequestedFor, d.version);
@@ -610,4 +648,8 @@ export class RequestPump {
       d.clearRequestedFor = Math.max(d.clearRequestedFor, version);
     }
   }
+}
+
+function settleWaiters(d: DeviceSync, read: boolean): void {
+  for (const resolve of d.cloudWaiters.splice(0)) resolve(read);
 }

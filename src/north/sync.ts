@@ -6,7 +6,7 @@ import type { DeviceSession, Dialect, SessionEvents, ShadowDevice } from "./dial
 import type { SyncHooks, SyncStats } from "./hooks.js";
 import type { Link } from "./link.js";
 import { LogOnce, logInternal } from "./log-once.js";
-import { RequestPump, type DeviceSync, type SyncOptions } from "./pump.js";
+import { RequestPump, type CloudSnapshot, type DeviceSync, type SyncOptions } from "./pump.js";
 import { DeviceSessions, type SessionStatus } from "./sessions.js";
 
 /** The longest wait between two logins of a device that keep failing. */
@@ -183,6 +183,31 @@ export class SyncEngine {
   /** Each device's session (for a dialect with a session step; else empty). */
   sessionStatus(): Record<string, SessionStatus> {
     return this.sessions.enabled ? this.sessions.status() : {};
+  }
+
+  /**
+   * The device's cloud shadow as the last get read it; `fresh` reads it again first, waiting at
+   * most two reply timeouts (on a timeout or a lost link the last one read is returned, with
+   * `fresh: false`). Undefined for an unknown device, or when it was never read.
+   */
+  async cloudShadow(
+    deviceName: string,
+    fresh: boolean,
+  ): Promise<(CloudSnapshot & { fresh: boolean }) | undefined> {
+    const d = this.pump.devices.get(deviceName);
+    if (!d) return undefined;
+    let read = false;
+    if (fresh) {
+      let timer: NodeJS.Timeout | undefined;
+      read = await Promise.race([
+        this.pump.readCloud(d),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), 2 * this.opts.replyTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    return d.cloud && { ...d.cloud, fresh: read };
   }
 
   /** Resolves when every device's queued desired executions (and logouts) have finished. */

@@ -17,16 +17,3 @@ export function setPath(target: JsonObject, path: readonly string[], value: Json
   const leaf = path[path.length - 1];
   if (leaf !== undefined) node[leaf] = value;
 }
-
-/** Reads the value at a nested path, or undefined. */
-export function getPath(
-  source: JsonValue | undefined,
-  path: readonly string[],
-): JsonValue | undefined {
-  let node: JsonValue | undefined = source;
-  for (const key of path) {
-    if (typeof node !== "object" || node === null || Array.isArray(node)) return undefined;
-    node = node[key];
-  }
-  return node;
-}

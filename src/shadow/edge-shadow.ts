@@ -3,7 +3,8 @@ import { ErrorCodes } from "../core/errors.js";
 import { isJsonObject } from "../core/json.js";
 import { COMMANDS_KEY, type JsonObject, type PointValue, type Quality } from "../core/types.js";
 import type { DevicePlan, PointBase, PointReading } from "../mapping/types.js";
-import { getPath, setPath } from "./document.js";
+import { getPath } from "../core/json.js";
+import { setPath } from "./document.js";
 
 interface Leaf {
   value?: PointValue;

@@ -2,10 +2,13 @@
 // of prepared statements and one transaction discipline; split, each half would reach into the other.
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
-import { mergeInto, mergeReported } from "../core/json.js";
-import type { JsonObject } from "../core/types.js";
+import { getPath, mergeInto, mergeReported } from "../core/json.js";
+import type { JsonObject, JsonValue } from "../core/types.js";
 import type { Db } from "./database.js";
 import { ReportCodec } from "./report-codec.js";
+
+/** How far back (in rows of the whole table) `recent` looks for a point's values. */
+const RECENT_SCAN_ROWS = 20_000;
 
 export interface OutboxOptions {
   /** Acknowledged reports older than this are pruned. */
@@ -349,6 +352,32 @@ export class Outbox {
       ...(pending > 0 && { oldestPendingAgeMs: Math.max(0, now - oldest) }),
       devices,
     };
+  }
+
+  /**
+   * A point's latest values in the history, oldest first, for the console's sparkline: at most
+   * `max` of them, from the table's last RECENT_SCAN_ROWS rows (a rowid range, so the API's
+   * thread spends a bounded time here however large the file).
+   */
+  recent(
+    deviceName: string,
+    path: readonly string[],
+    max: number,
+  ): Array<{ ts: number; value: JsonValue }> {
+    const rows = this.db
+      .prepare<[number, string], { ts: number; reported: Buffer | string }>(
+        `SELECT ts, reported FROM reports
+         WHERE seq > (SELECT coalesce(max(seq), 0) FROM reports) - ? AND device_name = ?
+         ORDER BY seq DESC`,
+      )
+      .all(RECENT_SCAN_ROWS, deviceName);
+    const out: Array<{ ts: number; value: JsonValue }> = [];
+    for (const row of rows) {
+      const value = getPath(this.codec.decode(row.reported), path);
+      if (value !== undefined) out.push({ ts: row.ts, value });
+      if (out.length >= max) break;
+    }
+    return out.reverse();
   }
 
   /** Retention: age first, then size (see the class comment). */

@@ -287,6 +287,96 @@ describe("local API against a running gateway, with the cloud and a token", () =
   });
 });
 
+describe("the console's views: a device's definitions, raw words, history, cloud shadow and last reload", () => {
+  it("serves them from the running gateway, its store and its cloud sync", async () => {
+    const p = await plant({ cloud: true, token: TOKEN });
+    await until(
+      "the device synced",
+      async () => (await p.api("/api/v1/devices")).body.devices[0].cloud?.state === "synced",
+    );
+    const detail = (await p.api(`/api/v1/devices/${DN}`)).body;
+    expect(detail).toMatchObject({ name: DN, connection: "online", overruns: 0 });
+    expect(detail.file).toMatch(/boiler-01\.yaml$/);
+    const target = detail.definitions.find((d: { name: string }) => d.name === "targetTemperature");
+    expect(target).toEqual({
+      name: "targetTemperature",
+      where: "40010 (holding 9), int16 AB, scale 0.1",
+      unit: "degC",
+      writable: true,
+      onChange: true,
+      min: 0,
+      max: 120,
+      defined: expect.stringMatching(/boiler-01\.yaml:\d+$/),
+    });
+
+    // The point's words, read from the PLC now, and their value under each byte order.
+    p.sim.sim.unit(1).holding[9] = 0x0102;
+    const raw = (await p.api(`/api/v1/devices/${DN}/points/targetTemperature/raw`)).body;
+    expect(raw.words).toEqual([0x0102]);
+    expect(raw.values).toEqual([
+      { byteOrder: "AB", value: 25.8, configured: true },
+      { byteOrder: "BA", value: 51.3, configured: false },
+    ]);
+    const bit = await p.api(`/api/v1/devices/${DN}/points/running/raw`);
+    expect(bit).toMatchObject({ status: 422, body: { error: { code: "SG_API_NO_RAW" } } });
+
+    // History: the values the outbox recorded, oldest first.
+    await until("25.8 reported", async () => {
+      const h = (await p.api(`/api/v1/devices/${DN}/points/targetTemperature/history`)).body;
+      return h.values.some((v: { value: unknown }) => v.value === 25.8);
+    });
+    const history = (await p.api(`/api/v1/devices/${DN}/points/targetTemperature/history`)).body;
+    expect(history.values.map((v: { value: unknown }) => v.value)).toEqual([60, 25.8]);
+
+    // The cloud shadow, read again on request: what the cloud holds, at its version.
+    await until(
+      "25.8 in the cloud",
+      () => p.cloud?.service.getShadow(PK, DN)?.state.reported?.targetTemperature === 25.8,
+    );
+    const cloud = (await p.api(`/api/v1/devices/${DN}/cloud?fresh=1`)).body;
+    expect(cloud).toMatchObject({
+      device: DN,
+      fresh: true,
+      version: p.cloud?.service.getShadow(PK, DN)?.version,
+      reported: { targetTemperature: 25.8 },
+      desired: {},
+    });
+
+    // The last reload, refused with the problem's file:line:col.
+    expect((await p.api("/api/v1/reload")).body).toEqual({ last: null });
+    await writeFile(p.mappingFile, p.mapping.replace("type: float32", "type: float99"));
+    await p.api("/api/v1/reload", { method: "POST" });
+    const last = (await p.api("/api/v1/reload")).body.last;
+    expect(last).toMatchObject({ trigger: "api", reply: { status: "refused" } });
+    expect(last.reply.problems[0]).toMatch(/boiler-01\.yaml:\d+:\d+ .*type/);
+
+    // With the link down, the last shadow read is served, marked not fresh.
+    await p.cloud?.close();
+    await until(
+      "offline",
+      async () => (await p.api("/api/v1/devices")).body.devices[0].cloud.state === "offline",
+    );
+    expect((await p.api(`/api/v1/devices/${DN}/cloud?fresh=1`)).body).toMatchObject({
+      fresh: false,
+      reported: { targetTemperature: 25.8 },
+    });
+  });
+
+  it("says why there is no history or cloud shadow without a cloud section", async () => {
+    const p = await plant({ cloud: false });
+    await until("ready", async () => (await p.api("/readyz")).status === 200);
+    expect(await p.api(`/api/v1/devices/${DN}/points/temperature/history`)).toMatchObject({
+      status: 503,
+      body: { error: { code: "SG_API_UNAVAILABLE", message: /only a cloud section opens/ } },
+    });
+    expect(await p.api(`/api/v1/devices/${DN}/cloud`)).toMatchObject({
+      status: 503,
+      body: { error: { message: "the config has no cloud section" } },
+    });
+    expect((await p.api(`/api/v1/devices/${DN}/points/nope/history`)).status).toBe(404);
+  });
+});
+
 describe("local API without a cloud section (no store, no journal)", () => {
   it("still guards, writes and reads back; the outcome lives in the edge shadow's _commands", async () => {
     const p = await plant({ cloud: false });

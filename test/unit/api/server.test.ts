@@ -9,7 +9,10 @@ import type {
   ApiEvent,
   ApiHost,
   CommandReply,
+  DeviceDetail,
+  RawReply,
   Readiness,
+  ReloadRecord,
   ReloadReply,
 } from "../../../src/api/host.js";
 import { ApiServer, BODY_LIMIT_BYTES } from "../../../src/api/server.js";
@@ -39,7 +42,50 @@ class TestHost implements ApiHost {
   private readonly listeners = new Set<(e: ApiEvent) => void>();
 
   devices() {
-    return [{ name: "boiler", productKey: "pk", source: "plc", online: true, points: 2 }];
+    return [
+      {
+        name: "boiler",
+        productKey: "pk",
+        source: "plc",
+        online: true,
+        connection: "online" as const,
+        points: 2,
+      },
+    ];
+  }
+  device(name: string): DeviceDetail | undefined {
+    const [summary] = this.devices();
+    if (name !== "boiler" || !summary) return undefined;
+    return {
+      ...summary,
+      file: "mappings/boiler.yaml",
+      definitions: [
+        { name: "setpoint", where: "40010 (holding 9), int16 AB", writable: true, onChange: true },
+      ],
+    };
+  }
+  rawReply: RawReply = { status: "ok", raw: { words: [0x1234] } };
+  async raw(device: string, point: string): Promise<RawReply> {
+    if (device !== "boiler") return { status: "not-found", reason: `no device ${device}` };
+    if (point !== "setpoint")
+      return { status: "not-found", reason: `boiler has no point ${point}` };
+    return this.rawReply;
+  }
+  historyAsked: number[] = [];
+  history(device: string, _point: string, max: number): ReturnType<ApiHost["history"]> {
+    this.historyAsked.push(max);
+    if (device !== "boiler") return { status: "not-found", reason: `no device ${device}` };
+    return { status: "ok", values: [{ ts: 1, value: 20 }] };
+  }
+  freshAsked: boolean[] = [];
+  async cloud(device: string, fresh: boolean): ReturnType<ApiHost["cloud"]> {
+    this.freshAsked.push(fresh);
+    if (device !== "boiler") return { status: "not-found", reason: `no device ${device}` };
+    return { status: "unavailable", reason: "the config has no cloud section" };
+  }
+  lastReloadRecord: ReloadRecord | undefined;
+  lastReload() {
+    return this.lastReloadRecord;
   }
   temperature = 21.5;
   revision = 1;
@@ -132,6 +178,56 @@ describe("local API routes", () => {
       status: 404,
       body: { error: { code: "SG_API_NOT_FOUND", message: "no route GET /nothing" } },
     });
+  });
+
+  it("serves a device's point definitions, raw words, history, cloud shadow and the last reload", async () => {
+    const { url, host } = await serve();
+    const get = (p: string) => httpJson(`${url}${p}`);
+    expect((await get("/api/v1/devices/boiler")).body.definitions[0]).toMatchObject({
+      name: "setpoint",
+      where: "40010 (holding 9), int16 AB",
+    });
+    expect((await get("/api/v1/devices/nope")).status).toBe(404);
+    expect((await get("/api/v1/devices/boiler/points/setpoint/raw")).body).toEqual({
+      words: [0x1234],
+    });
+    expect((await get("/api/v1/devices/boiler/points/nope/raw")).body.error.code).toBe(
+      "SG_API_NOT_FOUND",
+    );
+    host.rawReply = { status: "no-raw", reason: "setpoint is a coil: one bit" };
+    expect(await get("/api/v1/devices/boiler/points/setpoint/raw")).toMatchObject({
+      status: 422,
+      body: { error: { code: "SG_API_NO_RAW", message: "setpoint is a coil: one bit" } },
+    });
+    host.rawReply = { status: "failed", reason: "boiler setpoint: timeout" };
+    expect(await get("/api/v1/devices/boiler/points/setpoint/raw")).toMatchObject({
+      status: 502,
+      body: { error: { code: "SG_API_DEVICE_FAILED", message: "boiler setpoint: timeout" } },
+    });
+    expect((await get("/api/v1/devices/boiler/points/setpoint/history?max=5")).body).toEqual({
+      device: "boiler",
+      point: "setpoint",
+      values: [{ ts: 1, value: 20 }],
+    });
+    await get("/api/v1/devices/boiler/points/setpoint/history");
+    for (const bad of ["0", "1001", "2.5", "x"]) {
+      const r = await get(`/api/v1/devices/boiler/points/setpoint/history?max=${bad}`);
+      expect(r.status, bad).toBe(400);
+    }
+    expect(host.historyAsked).toEqual([5, 120]);
+    expect(await get("/api/v1/devices/boiler/cloud?fresh=1")).toMatchObject({
+      status: 503,
+      body: { error: { code: "SG_API_UNAVAILABLE", message: "the config has no cloud section" } },
+    });
+    expect((await get("/api/v1/devices/nope/cloud")).status).toBe(404);
+    expect(host.freshAsked).toEqual([true, false]);
+    expect((await get("/api/v1/reload")).body).toEqual({ last: null });
+    host.lastReloadRecord = {
+      at: 5,
+      trigger: "api",
+      reply: { status: "refused", problems: ["m.yaml:3:7 points.x: bad"] },
+    };
+    expect((await get("/api/v1/reload")).body.last).toEqual(host.lastReloadRecord);
   });
 
   it("serves a shadow made once per revision to every reader, and anew when it changes", async () => {
