@@ -1,13 +1,13 @@
-import { mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseDocument } from "yaml";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
 import { ExitCodes } from "../core/errors.js";
-import { createLogger, type Logger } from "../core/logger.js";
-import { Gateway } from "../daemon/gateway.js";
+import { createLogger } from "../core/logger.js";
+import { Service } from "../daemon/service.js";
 import type { DevicePlan } from "../mapping/types.js";
-import { cloudSchema } from "../north/dialects/index.js";
 import { startAwsCloudService } from "../sim/cloud/aws/index.js";
 import { startCloudService } from "../sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../sim/modbus/index.js";
@@ -20,11 +20,29 @@ const demoSecret = (d: { productKey: string; deviceName: string }): string =>
 /** The embedded defaults: the example config and mappings shipped with the package. */
 const EXAMPLE_CONFIG = fileURLToPath(new URL("../../config/gateway.yaml", import.meta.url));
 
+/** The local cloud service the demo runs, whichever dialect. */
+interface DemoCloud {
+  readonly mqttUrl: string;
+  /** The example config's cloud section for this cloud. */
+  readonly section: Record<string, unknown>;
+  /** How a mapping file names its device to this cloud. */
+  device(d: DevicePlan): Record<string, unknown>;
+  /** The cloud's copy of a device's shadow. */
+  shadow(
+    d: DevicePlan,
+  ): { version: number; state: { desired?: unknown; reported?: unknown } } | undefined;
+  /** What the screen says about the cloud: its addresses, how to set a desired value. */
+  readonly lines: readonly string[];
+  close(): Promise<void>;
+}
+
 /**
- * The whole plant on one laptop: a simulated boiler PLC, the local cloud shadow service (strict
- * sessions: the boiler is a sub-device the gateway logs in) and the gateway between them, each
- * on a free loopback port. The screen shows the PLC's set point, the
- * edge shadow and the cloud shadow, and how to set a desired value over HTTP.
+ * The whole plant on one laptop: a simulated boiler PLC, the local cloud shadow service and the
+ * daemon between them, each on a free loopback port, the daemon with its local API and web
+ * console. The example config and mappings are written into a folder of their own (the demo's
+ * addresses and secrets in place), which the daemon watches: edit a mapping there and it
+ * reloads, and the console shows the outcome. The screen shows the PLC's set point, the edge
+ * shadow and the cloud shadow, and how to set a desired value over HTTP.
  */
 export async function demoCommand(o: {
   once?: boolean;
@@ -36,8 +54,7 @@ export async function demoCommand(o: {
   }
   const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "warn" });
   const sim = await startSimulator({ port: 0 });
-  // The cloud service is loaded before it starts (its address goes into the config), so the
-  // devices it must know come from the example config read with a placeholder URL first.
+  // The cloud service must know the example's devices before the site's config can name it.
   const example = await loadConfig(EXAMPLE_CONFIG, {
     ...process.env,
     PLC_HOST: "127.0.0.1",
@@ -48,90 +65,166 @@ export async function demoCommand(o: {
     await sim.close();
     return ExitCodes.CONFIG;
   }
-  if (o.dialect === "aws") return awsDemo(sim, example.config, o.once === true, log);
-  const gw = example.config.gateway.cloud;
-  const secrets = [
-    ...(gw?.dialect === "alibaba"
-      ? [{ productKey: gw.productKey, deviceName: gw.deviceName }]
-      : []),
-    ...example.config.devices,
-  ].map((d) => ({
-    productKey: d.productKey,
-    deviceName: d.deviceName,
-    deviceSecret: demoSecret(d),
-  }));
-  // Strict sessions, as on Alibaba itself: the gateway signs its CONNECT, adds the boiler to its
-  // topology and logs it in before the boiler's shadow is taken.
-  const cloud = await startCloudService({
-    mqttPort: 0,
-    httpPort: 0,
-    logger: log,
-    deviceSecrets: secrets,
-    strictSessions: true,
-  });
+  const cloud =
+    o.dialect === "aws" ? await awsCloud(example.config) : await alibabaCloud(example.config);
   const close = async (): Promise<void> => {
     await cloud.close();
     await sim.close();
   };
-  const loaded = await loadConfig(EXAMPLE_CONFIG, {
-    ...process.env,
-    PLC_HOST: "127.0.0.1",
-    PLC_PORT: String(sim.port),
-    CLOUD_URL: cloud.mqttUrl,
-  });
-  if (!loaded.ok || loaded.config.gateway.cloud?.dialect !== "alibaba") {
-    if (!loaded.ok) printProblems(loaded);
+  const site = await writeSite(example.config, sim.port, cloud);
+  const loaded = await loadConfig(site.configFile);
+  if (!loaded.ok) {
+    printProblems(loaded);
     await close();
     return ExitCodes.CONFIG;
   }
-  // The demo keeps its journal out of the working tree.
-  const dataDir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
-  const cloudConfig = loaded.config.gateway.cloud;
-  const devices = loaded.config.devices.map((d) => ({ ...d, deviceSecret: demoSecret(d) }));
-  const gateway = new Gateway(
-    {
-      ...loaded.config,
-      dataDir,
-      devices,
-      gateway: {
-        ...loaded.config.gateway,
-        cloud: {
-          ...cloudConfig,
-          deviceSecret: demoSecret(cloudConfig),
-          subDevices: { register: "static", login: "batch" },
-        },
-      },
-    },
-    log,
+  const service = new Service(site.configFile, loaded.config, log);
+  const devices = loaded.config.devices;
+  const state = () => plantState(sim, service, devices, cloud);
+  if (o.once) {
+    await service.current.pollOnce();
+    process.stdout.write(`${JSON.stringify(state().edge, null, 2)}\n`);
+    await service.current.stop();
+    await close();
+    return ExitCodes.OK;
+  }
+  await service.start();
+  service.watch();
+  const port = service.api?.address?.port;
+  return show(
+    service,
+    state,
+    close,
+    [
+      `Web console        ${port === undefined ? "(the API did not start; see the log)" : `http://127.0.0.1:${port}/`}`,
+      `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
+      ...cloud.lines,
+      `Gateway config     ${site.configFile}`,
+      `                   (edit its mappings/ there: the gateway reloads them, the console shows the outcome)`,
+    ],
+    site.dir,
   );
+}
 
-  const state = () =>
-    plantState(sim, gateway, devices, (d) => cloud.service.getShadow(d.productKey, d.deviceName));
+/**
+ * The example config and its mappings in a folder of the demo's own, with the demo's addresses
+ * (the PLC, the cloud, the API on a free port) and secrets in place of the placeholders.
+ */
+async function writeSite(
+  example: LoadedConfig,
+  plcPort: number,
+  cloud: DemoCloud,
+): Promise<{ dir: string; configFile: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
+  await mkdir(path.join(dir, "mappings"));
+  // The example's header comment (its schema path, its placeholders) does not hold for the copy.
+  const config = parseDocument(dropHeader(await readFile(EXAMPLE_CONFIG, "utf8")));
+  config.setIn(["gateway", "dataDir"], "./data");
+  for (const id of Object.keys(example.gateway.sources)) {
+    config.setIn(["sources", id, "host"], "127.0.0.1");
+    config.setIn(["sources", id, "port"], plcPort);
+  }
+  config.set("cloud", config.createNode(cloud.section));
+  config.set("api", config.createNode({ listen: "127.0.0.1:0" }));
+  config.set("mappings", "./mappings");
+  config.commentBefore =
+    " The demo's copy of config/gateway.yaml (shadowgate demo): its addresses and secrets in place.\n" +
+    " The daemon watches this file and mappings/: a change is reloaded, or refused and named.";
+  const configFile = path.join(dir, "gateway.yaml");
+  // The files hold the demo's device secrets: the owner's alone, as real ones must be.
+  await writeFile(configFile, config.toString(), { mode: 0o600 });
+  for (const d of example.devices) {
+    const mapping = parseDocument(dropHeader(await readFile(d.file, "utf8")));
+    mapping.set("device", mapping.createNode(cloud.device(d)));
+    mapping.commentBefore = ` The demo's copy of ${path.basename(d.file)}, named to the demo's cloud.`;
+    await writeFile(path.join(dir, "mappings", path.basename(d.file)), mapping.toString(), {
+      mode: 0o600,
+    });
+  }
+  return { dir, configFile };
+}
 
-  const [first] = devices;
+const dropHeader = (yaml: string): string => yaml.replace(/^(#.*\n)+/, "");
+
+/**
+ * Alibaba with strict sessions, as on the platform itself: the gateway signs its CONNECT, adds
+ * the boiler to its topology and logs it in before the boiler's shadow is taken.
+ */
+async function alibabaCloud(example: LoadedConfig): Promise<DemoCloud> {
+  const gw = example.gateway.cloud;
+  const gateway =
+    gw?.dialect === "alibaba" ? gw : { productKey: "a1Gateway", deviceName: "edge-01" };
+  const secrets = [gateway, ...example.devices].map((d) => ({
+    productKey: d.productKey,
+    deviceName: d.deviceName,
+    deviceSecret: demoSecret(d),
+  }));
+  const cloud = await startCloudService({
+    mqttPort: 0,
+    httpPort: 0,
+    deviceSecrets: secrets,
+    strictSessions: true,
+  });
+  const [first] = example.devices;
   const target = first
     ? `${cloud.httpUrl}/shadows/${first.productKey}/${first.deviceName}`
     : cloud.httpUrl;
-  return show(gateway, state, close, o.once === true, [
-    `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
-    `Cloud shadow       ${cloud.mqttUrl} (MQTT), ${cloud.httpUrl} (HTTP)`,
-    `Gateway config     ${EXAMPLE_CONFIG}`,
-    "",
-    "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
-    `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
-    `    -d '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}'`,
-    `Read the cloud shadow:  curl -s '${target}?format=json'`,
-  ]);
+  return {
+    mqttUrl: cloud.mqttUrl,
+    section: {
+      url: cloud.mqttUrl,
+      productKey: gateway.productKey,
+      deviceName: gateway.deviceName,
+      deviceSecret: demoSecret(gateway),
+      subDevices: { register: "static", login: "batch" },
+    },
+    device: (d) => ({
+      productKey: d.productKey,
+      deviceName: d.deviceName,
+      deviceSecret: demoSecret(d),
+    }),
+    shadow: (d) => cloud.service.getShadow(d.productKey, d.deviceName),
+    lines: [
+      `Cloud shadow       ${cloud.mqttUrl} (MQTT), ${cloud.httpUrl} (HTTP)`,
+      "",
+      "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
+      `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
+      `    -d '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}'`,
+      `Read the cloud shadow:  curl -s '${target}?format=json'`,
+      "",
+    ],
+    close: () => cloud.close(),
+  };
+}
+
+/** `demo --dialect aws`: the local AWS IoT shadow service; the devices become things. */
+async function awsCloud(example: LoadedConfig): Promise<DemoCloud> {
+  const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0 });
+  const target = `${cloud.httpUrl}/things/${example.devices[0]?.deviceName ?? "boiler-01"}/shadow`;
+  return {
+    mqttUrl: cloud.mqttUrl,
+    section: { dialect: "aws", url: cloud.mqttUrl, clientId: "edge-01" },
+    device: (d) => ({ thingName: d.deviceName }),
+    shadow: (d) => cloud.service.getShadow(d.deviceName),
+    lines: [
+      `Cloud shadow       ${cloud.mqttUrl} (MQTT, AWS IoT Device Shadow), ${cloud.httpUrl} (HTTP)`,
+      "",
+      "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
+      `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
+      `    -d '{"state":{"desired":{"targetTemperature":80}}}'`,
+      `Read the cloud shadow:  curl -s '${target}'`,
+      "",
+    ],
+    close: () => cloud.close(),
+  };
 }
 
 /** What the screen shows: the PLC's set point, the edge shadows and the cloud shadows. */
 function plantState(
   sim: RunningSimulator,
-  gateway: Gateway,
+  service: Service,
   devices: readonly DevicePlan[],
-  cloudShadow: (
-    d: DevicePlan,
-  ) => { version: number; state: { desired?: unknown; reported?: unknown } } | undefined,
+  cloud: DemoCloud,
 ) {
   return {
     plc: {
@@ -139,11 +232,14 @@ function plantState(
       running: sim.sim.unit(1).coil[0] === 1,
     },
     edge: Object.fromEntries(
-      devices.map((d) => [d.deviceName, gateway.shadow.document(d.deviceName)?.state.reported]),
+      devices.map((d) => [
+        d.deviceName,
+        service.current.shadow.document(d.deviceName)?.state.reported,
+      ]),
     ),
     cloud: Object.fromEntries(
       devices.map((d) => {
-        const doc = cloudShadow(d);
+        const doc = cloud.shadow(d);
         return [
           d.deviceName,
           { version: doc?.version, desired: doc?.state.desired, reported: doc?.state.reported },
@@ -153,69 +249,14 @@ function plantState(
   };
 }
 
-/**
- * `demo --dialect aws`: the same plant with the local AWS IoT shadow service; the example's
- * devices become things of the same names.
- */
-async function awsDemo(
-  sim: RunningSimulator,
-  example: LoadedConfig,
-  once: boolean,
-  log: Logger,
-): Promise<number | undefined> {
-  const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0, logger: log });
-  const close = async (): Promise<void> => {
-    await cloud.close();
-    await sim.close();
-  };
-  const dataDir = await mkdtemp(path.join(tmpdir(), "shadowgate-demo-"));
-  const devices = example.devices.map((d) => ({
-    ...d,
-    addressing: "aws" as const,
-    productKey: d.deviceName,
-  }));
-  const gateway = new Gateway(
-    {
-      ...example,
-      dataDir,
-      devices,
-      gateway: {
-        ...example.gateway,
-        cloud: cloudSchema.parse({ dialect: "aws", url: cloud.mqttUrl, clientId: "edge-01" }),
-      },
-    },
-    log,
-  );
-  const state = () =>
-    plantState(sim, gateway, devices, (d) => cloud.service.getShadow(d.deviceName));
-  const target = `${cloud.httpUrl}/things/${devices[0]?.deviceName ?? "boiler-01"}/shadow`;
-  return show(gateway, state, close, once, [
-    `Simulated PLC      modbus-tcp://127.0.0.1:${sim.port}`,
-    `Cloud shadow       ${cloud.mqttUrl} (MQTT, AWS IoT Device Shadow), ${cloud.httpUrl} (HTTP)`,
-    `Gateway config     ${EXAMPLE_CONFIG} (its devices as AWS things)`,
-    "",
-    "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
-    `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
-    `    -d '{"state":{"desired":{"targetTemperature":80}}}'`,
-    `Read the cloud shadow:  curl -s '${target}'`,
-  ]);
-}
-
-/** Runs the gateway and shows the plant: once, or redrawn until Ctrl-C. */
-async function show(
-  gateway: Gateway,
-  state: () => { edge: unknown },
+/** Shows the plant, redrawn on every change until Ctrl-C. */
+function show(
+  service: Service,
+  state: () => unknown,
   close: () => Promise<void>,
-  once: boolean,
   lines: readonly string[],
-): Promise<number | undefined> {
-  if (once) {
-    await gateway.pollOnce();
-    process.stdout.write(`${JSON.stringify(state().edge, null, 2)}\n`);
-    await gateway.stop();
-    await close();
-    return ExitCodes.OK;
-  }
+  dir: string,
+): undefined {
   const header = [...lines, "Ctrl-C stops.", ""].join("\n");
   const tty = process.stdout.isTTY;
   if (!tty) process.stdout.write(`${header}\n`);
@@ -233,13 +274,15 @@ async function show(
     else process.stdout.write(`${line}\n`);
   };
   const timer = setInterval(render, 250);
-  await gateway.start();
   const stop = (): void => {
     clearInterval(timer);
-    void gateway
+    void service
       .stop()
       .then(close)
-      .then(() => process.exit(ExitCodes.OK));
+      .then(() => {
+        process.stderr.write(`The demo's config and data stay in ${dir}\n`);
+        process.exit(ExitCodes.OK);
+      });
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);

@@ -320,6 +320,8 @@ describe("shadowgate CLI", () => {
     async (dialect, desired) => {
       let posted = false;
       let seen: unknown;
+      // The console the demo prints serves its page and the plant's devices.
+      let consoleCheck: Promise<{ page: string; devices: unknown }> | undefined;
       const child = spawn(process.execPath, [main, "demo", "--dialect", dialect], {
         cwd: root,
         stdio: ["ignore", "pipe", "pipe"],
@@ -331,6 +333,12 @@ describe("shadowgate CLI", () => {
       });
       child.stdout.on("data", (b: Buffer) => {
         out += b.toString();
+        const consoleUrl = /Web console +(http\S+)/.exec(out)?.[1];
+        if (consoleUrl && !consoleCheck)
+          consoleCheck = Promise.all([
+            fetch(consoleUrl).then((r) => r.text()),
+            fetch(`${consoleUrl}api/v1/devices`).then((r) => r.json()),
+          ]).then(([page, devices]) => ({ page, devices }));
         const url = /curl -s -X POST (\S+)/.exec(out)?.[1];
         if (url && !posted) {
           posted = true;
@@ -353,12 +361,15 @@ describe("shadowgate CLI", () => {
             seen === undefined
           ) {
             seen = reported._commands;
-            child.kill("SIGTERM");
+            void (consoleCheck ?? Promise.resolve()).finally(() => child.kill("SIGTERM"));
           }
         }
       });
       await done;
       expect(seen).toMatchObject({ targetTemperature: { status: "applied", value: 80 } });
+      const shown = await consoleCheck;
+      expect(shown?.page).toContain("<title>Shadowgate console</title>");
+      expect(shown?.devices).toMatchObject({ devices: [{ name: "boiler-01", online: true }] });
     },
   );
 
