@@ -100,6 +100,8 @@ export default tseslint.config(
         addEventListener: "readonly",
         removeEventListener: "readonly",
         setTimeout: "readonly",
+        setInterval: "readonly",
+        clearInterval: "readonly",
         AbortController: "readonly",
         TextDecoderStream: "readonly",
       },

@@ -1,103 +1,24 @@
-// The field engineer's console: the devices, one device's points live, setting a point. Served by
-// the local API as static files (no build step, no CDN), it calls the same API with the token
-// the engineer types in (kept for the browser session only).
+// The field engineer's console: the devices and the last config reload; one device's points
+// live, each with its raw words under every byte order, its history and a form to set it; the
+// edge shadow beside the cloud's. Served by the local API as static files (no build step, no
+// CDN), it calls the same API with the token the engineer types in (kept for the browser
+// session only).
 import { h, render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
+import { api, enc, saveToken, streamEvents, useApi, useNow } from "./api.js";
+import { CloudCompare } from "./cloud.js";
+import { deepMerge, fmtAge, fmtTime, fmtValue, leaves, seconds } from "./format.js";
+import { PointDetail } from "./point.js";
 
 const html = htm.bind(h);
-const TOKEN_KEY = "shadowgate.token";
-
-/** A refused API call, with the API's own error message. */
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function headers() {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  return token ? { authorization: `Bearer ${token}` } : {};
-}
-
-async function api(path, init = {}) {
-  const res = await fetch(path, {
-    ...init,
-    headers: { ...headers(), ...(init.body ? { "content-type": "application/json" } : {}) },
-  });
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new ApiError(res.status, body?.error?.message ?? `HTTP ${res.status}`);
-  return body;
-}
-
-/**
- * The API's event stream, read with fetch (EventSource cannot send the token), reconnecting
- * after a second when it drops. Calls onEvent(type, data) and onState("live" | "reconnecting").
- */
-function streamEvents(onEvent, onState) {
-  let stopped = false;
-  let controller;
-  const run = async () => {
-    while (!stopped) {
-      controller = new AbortController();
-      try {
-        const res = await fetch("/api/v1/events", {
-          headers: headers(),
-          signal: controller.signal,
-        });
-        if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
-        onState("live");
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const type = /^event: (.*)$/m.exec(block)?.[1];
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            if (type && data) onEvent(type, JSON.parse(data));
-          }
-        }
-      } catch {
-        // dropped or refused: say so and try again
-      }
-      if (stopped) return;
-      onState("reconnecting");
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  };
-  void run();
-  return () => {
-    stopped = true;
-    controller?.abort();
-  };
-}
-
-/** Leaves of a reported object as dotted names, `_commands` apart. */
-function leaves(obj, prefix = "", out = {}) {
-  for (const [k, v] of Object.entries(obj ?? {})) {
-    const name = prefix ? `${prefix}.${k}` : k;
-    if (!prefix && k === "_commands") continue;
-    if (v !== null && typeof v === "object" && !Array.isArray(v)) leaves(v, name, out);
-    else out[name] = v;
-  }
-  return out;
-}
-
-const fmtAge = (ms) =>
-  ms === undefined ? "-" : ms < 1000 ? "now" : `${Math.round(ms / 1000)} s ago`;
 
 function TokenForm({ onToken, message }) {
   const [value, setValue] = useState("");
   return html`<form
     onSubmit=${(e) => {
       e.preventDefault();
-      sessionStorage.setItem(TOKEN_KEY, value);
+      saveToken(value);
       onToken();
     }}
   >
@@ -108,9 +29,14 @@ function TokenForm({ onToken, message }) {
   </form>`;
 }
 
-function Devices({ devices }) {
+function cloudText(c) {
+  if (!c) return "no cloud";
+  return `${c.state}${c.reason ? `: ${c.reason}` : ""}`;
+}
+
+function Devices({ devices, now }) {
   return html`<table>
-    <caption class="muted" style="text-align:left">
+    <caption>
       Devices
     </caption>
     <thead>
@@ -120,74 +46,95 @@ function Devices({ devices }) {
         <th scope="col">Cloud</th>
         <th scope="col" class="wide">Outbox</th>
         <th scope="col" class="wide">Last poll</th>
+        <th scope="col" class="wide">Overruns</th>
       </tr>
     </thead>
     <tbody>
       ${devices.map(
         (d) =>
-          html`<tr>
-            <td><a href=${`#/device/${encodeURIComponent(d.name)}`}>${d.name}</a></td>
+          html`<tr data-device=${d.name}>
+            <td><a href=${`#/device/${enc(d.name)}`}>${d.name}</a></td>
             <td class=${d.online ? "good" : "bad"}>
-              ${d.source} ${d.online ? "online" : "offline"}
+              ${d.source} ${d.connection ?? (d.online ? "online" : "offline")}
             </td>
             <td class=${d.cloud?.state === "refused" || d.cloud?.state === "offline" ? "bad" : ""}>
-              ${d.cloud ? d.cloud.state : "no cloud"}${d.cloud?.reason ? `: ${d.cloud.reason}` : ""}
+              ${cloudText(d.cloud)}
             </td>
             <td class="wide num">${d.outbox ?? "-"}</td>
-            <td class="wide">
-              ${fmtAge(d.lastPoll === undefined ? undefined : Date.now() - d.lastPoll)}
-            </td>
+            <td class="wide">${fmtAge(d.lastPoll === undefined ? undefined : now - d.lastPoll)}</td>
+            <td class=${`wide num ${d.overruns ? "bad" : ""}`}>${d.overruns ?? "-"}</td>
           </tr>`,
       )}
     </tbody>
   </table>`;
 }
 
-function SetPoint({ device, point, onDone }) {
-  const [value, setValue] = useState("");
-  const [result, setResult] = useState(undefined);
-  const id = `set-${point}`;
-  const submit = async (e) => {
-    e.preventDefault();
-    let parsed;
-    try {
-      parsed = JSON.parse(value);
-    } catch {
-      parsed = value;
-    }
-    if (!confirm(`Write ${JSON.stringify(parsed)} to ${point} on ${device}?`)) return;
-    try {
-      const r = await api(
-        `/api/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}`,
-        { method: "PUT", body: JSON.stringify({ value: parsed }) },
-      );
-      setResult({
-        ok: true,
-        text: `${r.outcome.status}, read back ${JSON.stringify(r.outcome.value)}`,
-      });
-      onDone();
-    } catch (err) {
-      setResult({ ok: false, text: err.message });
-    }
+/** The last config reload (SIGHUP, the API, or a watched file): applied, or every problem. */
+function Reload({ refreshed }) {
+  // Read again with the device list: a reload by SIGHUP or a watched file shows up by itself.
+  const [data, error, reload] = useApi(() => api("/api/v1/reload"), [refreshed]);
+  const [asking, setAsking] = useState(false);
+  const ask = async () => {
+    setAsking(true);
+    await api("/api/v1/reload", { method: "POST" }).catch(() => undefined);
+    setAsking(false);
+    await reload();
   };
-  return html`<form onSubmit=${submit}>
-    <label for=${id}>New value for ${point}</label>${" "}
-    <input id=${id} size="8" value=${value} onInput=${(e) => setValue(e.target.value)} />
-    ${" "}<button type="submit">Set</button>
-    ${
-      result && html`<span role="status" class=${result.ok ? "good" : "bad"}> ${result.text}</span>`
-    }
-  </form>`;
+  const last = data?.last;
+  let body;
+  if (error) body = html`<p role="alert" class="bad">${error.message}</p>`;
+  else if (!data) body = html`<p>Loading…</p>`;
+  else if (!last) body = html`<p>No reload since the gateway started.</p>`;
+  else if (last.reply.status === "applied") {
+    const plan = last.reply.plan;
+    body = html`<p class="good" data-reload="applied">
+        Applied ${fmtTime(last.at)} (${last.trigger}):
+        ${
+          plan === "rebuilt"
+            ? "the gateway was rebuilt"
+            : `added ${plan.added.join(", ") || "none"}, changed ${plan.changed.join(", ") || "none"}, removed ${plan.removed.join(", ") || "none"}${plan.reconnected ? "; the cloud link reconnected" : ""}`
+        }
+      </p>
+      ${last.reply.restartNeeded && html`<p class="bad">Only a restart applies: ${last.reply.restartNeeded.join(", ")}</p>`}`;
+  } else if (last.reply.status === "refused") {
+    body = html`<div data-reload="refused">
+      <p class="bad">
+        Refused ${fmtTime(last.at)} (${last.trigger}): the running config stays in place.
+        ${last.reply.problems.length} problem${last.reply.problems.length === 1 ? "" : "s"}:
+      </p>
+      <ul class="problems">
+        ${last.reply.problems.map((p) => html`<li><code>${p}</code></li>`)}
+      </ul>
+      ${last.reply.omitted && html`<p>and ${last.reply.omitted} more (see the log)</p>`}
+    </div>`;
+  } else
+    body = html`<p class="bad" data-reload="failed">
+      Failed ${fmtTime(last.at)}: ${last.reply.reason}
+    </p>`;
+  return html`<section aria-labelledby="reload-h">
+    <h2 id="reload-h">Last config reload</h2>
+    ${body}
+    <button type="button" onClick=${ask} disabled=${asking}>Reload the config now</button>
+  </section>`;
 }
 
-function Device({ name, events }) {
+function reporting(def) {
+  const parts = [def.onChange ? "on change" : "heartbeat only"];
+  if (def.deadband !== undefined) parts.push(`deadband ${def.deadband}`);
+  if (def.heartbeatMs !== undefined) parts.push(`heartbeat ${seconds(def.heartbeatMs)}`);
+  return parts.join(", ");
+}
+
+function Device({ name, event, now }) {
+  const [detail, detailError] = useApi(() => api(`/api/v1/devices/${enc(name)}`), [name]);
   const [view, setView] = useState(undefined);
   const [error, setError] = useState(undefined);
   const [filter, setFilter] = useState("");
+  const [open, setOpen] = useState(undefined);
   // The API's shadow: state.reported (values and _commands), state.desired (pending),
   // metadata.reported (each point's quality).
   const load = () =>
-    api(`/api/v1/devices/${encodeURIComponent(name)}/shadow`).then(
+    api(`/api/v1/devices/${enc(name)}/shadow`).then(
       (r) =>
         setView({
           reported: r.state.reported,
@@ -201,25 +148,29 @@ function Device({ name, events }) {
   }, [name]);
   // Live values from the event stream, merged over the loaded shadow.
   useEffect(() => {
-    if (!events || events.device !== name || !view) return;
-    if (events.type === "point") {
-      setView({ ...view, reported: deepMerge(view.reported, events.reported) });
-    } else if (events.type === "quality" || events.type === "command") void load();
-  }, [events]);
-  if (error) return html`<p role="alert" class="bad">${error}</p>`;
-  if (!view) return html`<p>Loading ${name}…</p>`;
+    if (!event || event.device !== name || !view) return;
+    if (event.type === "point")
+      setView({ ...view, reported: deepMerge(view.reported, event.reported) });
+    else if (event.type === "quality" || event.type === "command") void load();
+  }, [event]);
+  if (error || detailError)
+    return html`<p role="alert" class="bad">${error ?? detailError.message}</p>`;
+  if (!view || !detail) return html`<p>Loading ${name}…</p>`;
   const values = leaves(view.reported);
-  const names = Object.keys(view.points)
-    .sort()
-    .filter((p) => p.includes(filter));
-  const commands = view.reported._commands ?? {};
+  const defs = detail.definitions.filter((d) => d.name.includes(filter));
   return html`<section>
     <h2>${name}</h2>
     <p><a href="#/">All devices</a></p>
+    <p>
+      Source ${detail.source}:
+      <span class=${detail.online ? "good" : "bad"}>${detail.connection}</span>; cloud:
+      ${cloudText(detail.cloud)}; outbox ${detail.outbox ?? "-"}; overruns
+      ${detail.overruns ?? "-"}. Mapping <code>${detail.file}</code>.
+    </p>
     <label for="filter">Filter points</label>${" "}
     <input id="filter" value=${filter} onInput=${(e) => setFilter(e.target.value)} />
     <table>
-      <caption class="muted" style="text-align:left">
+      <caption>
         Points of ${name}
       </caption>
       <thead>
@@ -227,40 +178,55 @@ function Device({ name, events }) {
           <th scope="col">Point</th>
           <th scope="col">Value</th>
           <th scope="col">Quality</th>
-          <th scope="col" class="wide">Last command</th>
+          <th scope="col" class="wide">Age</th>
+          <th scope="col" class="wide">Reporting</th>
+          <th scope="col"><span class="sr-only">Details</span></th>
         </tr>
       </thead>
       <tbody>
-        ${names.map((p) => {
-          const q = view.points[p];
-          const cmd = commands[p];
-          return html`<tr data-point=${p}>
-            <th scope="row">${p}</th>
-            <td class="num" data-value>${JSON.stringify(values[p] ?? null)}</td>
-            <td class=${q.quality === "good" ? "good" : "bad"}>
-              ${q.quality}${q.reason ? `: ${q.reason}` : ""}
-            </td>
-            <td class="wide">
-              ${cmd ? `${cmd.status}${cmd.reason ? `: ${cmd.reason}` : ""}` : "-"}
-            </td>
-          </tr>`;
+        ${defs.flatMap((def) => {
+          const p = def.name;
+          const q = view.points[p] ?? { quality: "uncertain", reason: "not read yet" };
+          const shown = open === p;
+          const rows = [
+            html`<tr data-point=${p}>
+              <th scope="row">${p}</th>
+              <td class="num">
+                <span data-value>${fmtValue(values[p] ?? null)}</span
+                >${def.unit ? ` ${def.unit}` : ""}
+              </td>
+              <td class=${q.quality === "good" ? "good" : "bad"} data-quality>
+                ${q.quality}${q.reason ? `: ${q.reason}` : ""}
+              </td>
+              <td class="wide">
+                ${fmtAge(q.timestamp === undefined ? undefined : now - q.timestamp)}
+              </td>
+              <td class="wide">${reporting(def)}</td>
+              <td>
+                <button
+                  type="button"
+                  aria-expanded=${shown}
+                  aria-controls=${`detail-${p}`}
+                  onClick=${() => setOpen(shown ? undefined : p)}
+                >
+                  ${shown ? "Hide" : "Details"}<span class="sr-only"> of ${p}</span>
+                </button>
+              </td>
+            </tr>`,
+          ];
+          if (shown)
+            rows.push(
+              html`<tr id=${`detail-${p}`}>
+                <td colspan="6"><${PointDetail} device=${name} def=${def} onDone=${load} /></td>
+              </tr>`,
+            );
+          return rows;
         })}
       </tbody>
     </table>
-    <h2>Set a point</h2>
-    ${names.map((p) => html`<${SetPoint} device=${name} point=${p} onDone=${load} />`)}
+    <h2>Edge and cloud</h2>
+    ${detail.cloud ? html`<${CloudCompare} device=${name} edge=${view} />` : html`<p>The config has no cloud section.</p>`}
   </section>`;
-}
-
-function deepMerge(a, b) {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    out[k] =
-      v && typeof v === "object" && !Array.isArray(v) && a?.[k] && typeof a[k] === "object"
-        ? deepMerge(a[k], v)
-        : v;
-  }
-  return out;
 }
 
 function App() {
@@ -270,24 +236,38 @@ function App() {
   const [stream, setStream] = useState("connecting");
   const [event, setEvent] = useState(undefined);
   const [attempt, setAttempt] = useState(0);
+  const [refreshed, setRefreshed] = useState(0);
+  const now = useNow();
   useEffect(() => {
     const on = () => setRoute(location.hash);
     addEventListener("hashchange", on);
     return () => removeEventListener("hashchange", on);
   }, []);
-  useEffect(() => {
+  const loadDevices = () =>
     api("/api/v1/devices").then(
       (r) => {
         setNeedToken(undefined);
         setDevices(r.devices);
+        setRefreshed((n) => n + 1);
       },
-      (e) => (e.status === 401 ? setNeedToken(e.message) : setNeedToken(undefined)),
+      (e) => (e.status === 401 ? setNeedToken(e.message) : undefined),
     );
+  useEffect(() => {
+    void loadDevices();
   }, [attempt]);
+  // The list's states (connection, cloud, outbox) change without a point event: read every 5 s.
+  useEffect(() => {
+    if (devices === undefined) return undefined;
+    const t = setInterval(() => void loadDevices(), 5000);
+    return () => clearInterval(t);
+  }, [devices === undefined]);
   useEffect(() => {
     if (devices === undefined) return undefined;
     return streamEvents(
-      (type, data) => setEvent({ ...data, type }),
+      (type, data) => {
+        setEvent({ ...data, type });
+        if (type === "link" || type === "quality") void loadDevices();
+      },
       (state) => setStream(state),
     );
   }, [devices === undefined]);
@@ -302,8 +282,8 @@ function App() {
     </p>
     ${
       device
-        ? html`<${Device} name=${decodeURIComponent(device)} events=${event} />`
-        : html`<${Devices} devices=${devices} />`
+        ? html`<${Device} name=${decodeURIComponent(device)} event=${event} now=${now} />`
+        : html`<${Devices} devices=${devices} now=${now} /><${Reload} refreshed=${refreshed} />`
     }
   </div>`;
 }

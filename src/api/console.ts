@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,7 +35,13 @@ export function consoleFiles(): ReadonlyMap<string, ConsoleFile> {
         body: readFileSync(path.join(CONSOLE_DIR, "index.html")),
       },
     ],
-    ["/console/app.js", { type: JS, body: readFileSync(path.join(CONSOLE_DIR, "app.js")) }],
+    // The console's own modules (app.js and what it imports) and its style.
+    ...readdirSync(CONSOLE_DIR)
+      .filter((f) => f.endsWith(".js"))
+      .map((f): [string, ConsoleFile] => [
+        `/console/${f}`,
+        { type: JS, body: readFileSync(path.join(CONSOLE_DIR, f)) },
+      ]),
     [
       "/console/style.css",
       { type: "text/css; charset=utf-8", body: readFileSync(path.join(CONSOLE_DIR, "style.css")) },

@@ -8,7 +8,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/core/logger.js";
 import { Service } from "../../src/daemon/service.js";
+import type { RunningCloudService } from "../../src/sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
+import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
 import { freePort } from "../helpers/ports.js";
 
 /**
@@ -36,14 +38,26 @@ afterAll(async () => {
   await browser?.close();
 });
 
-async function plant(): Promise<{ sim: RunningSimulator; url: string; service: Service }> {
+interface Plant {
+  sim: RunningSimulator;
+  url: string;
+  service: Service;
+  cloud: RunningCloudService;
+  mappingFile: string;
+  mapping: string;
+}
+
+async function plant(): Promise<Plant> {
   const sim = await startSimulator({ port: 0 });
   running.push(() => sim.close());
   sim.sim.profile?.stop();
+  const cloud = await startTestCloud();
+  running.push(() => closeCloudTestResources());
   const dir = await mkdtemp(path.join(tmpdir(), "sg-console-"));
   await mkdir(path.join(dir, "mappings"));
   const mapping = await readFile(path.join(root, "mappings/boiler-01.yaml"), "utf8");
-  await writeFile(path.join(dir, "mappings", "boiler-01.yaml"), mapping);
+  const mappingFile = path.join(dir, "mappings", "boiler-01.yaml");
+  await writeFile(mappingFile, mapping);
   const configFile = path.join(dir, "gateway.yaml");
   await writeFile(
     configFile,
@@ -51,6 +65,7 @@ async function plant(): Promise<{ sim: RunningSimulator; url: string; service: S
 gateway: { name: edge-console, dataDir: ./data }
 sources:
   plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port}, timeout: 1s }
+cloud: { url: "${cloud.mqttUrl}", productKey: a1Gateway, deviceName: edge-console }
 api: { listen: "127.0.0.1:${await freePort()}", token: ${TOKEN} }
 mappings: ./mappings
 `,
@@ -62,7 +77,7 @@ mappings: ./mappings
   running.push(() => service.stop());
   const port = service.api?.address?.port;
   if (port === undefined) throw new Error("the API did not bind");
-  return { sim, service, url: `http://127.0.0.1:${port}` };
+  return { sim, service, cloud, mappingFile, mapping, url: `http://127.0.0.1:${port}` };
 }
 
 async function page(url: string): Promise<Page> {
@@ -76,41 +91,114 @@ async function page(url: string): Promise<Page> {
   return p;
 }
 
-const valueOf = (p: Page, point: string) => p.locator(`tr[data-point="${point}"] td[data-value]`);
+const valueOf = (p: Page, point: string) => p.locator(`tr[data-point="${point}"] [data-value]`);
+const qualityOf = (p: Page, point: string) => p.locator(`tr[data-point="${point}"] [data-quality]`);
 
 // Skipped only on a developer machine without chromium; under CI its absence is a failure.
 describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web console", () => {
   it("lists the devices, shows a point change live and sets a point with its read-back", async () => {
     const { sim, url } = await plant();
     const p = await page(url);
+    await expect
+      .poll(() => p.locator('tr[data-device="boiler-01"]').textContent())
+      .toMatch(/plc1 online.*synced/);
     await p.getByRole("link", { name: "boiler-01" }).click();
     await expect.poll(() => valueOf(p, "targetTemperature").textContent()).toBe("60");
     await expect.poll(() => p.locator("[data-stream]").getAttribute("data-stream")).toBe("live");
     // A change in the PLC reaches the page through the event stream.
     sim.sim.unit(1).holding[9] = 725;
     await expect.poll(() => valueOf(p, "targetTemperature").textContent()).toBe("72.5");
-    // Set a point: confirmed, written, read back.
+    // Set a point from its details: confirmed, written, read back.
+    await p.getByRole("button", { name: "Details of targetTemperature" }).click();
     p.once("dialog", (d) => void d.accept());
     await p.getByLabel("New value for targetTemperature").fill("80");
-    await p
-      .locator("form", { has: p.getByLabel("New value for targetTemperature") })
-      .getByRole("button", { name: "Set" })
-      .click();
+    await p.getByRole("button", { name: "Set" }).click();
     await expect
       .poll(() => p.getByRole("status").filter({ hasText: "read back" }).textContent())
       .toContain("applied, read back 80");
     expect(sim.sim.unit(1).holding[9]).toBe(800);
-    // The guard's refusal, verbatim.
+    // The guard's refusal, verbatim; nothing written.
     p.once("dialog", (d) => void d.accept());
     await p.getByLabel("New value for targetTemperature").fill("500");
-    await p
-      .locator("form", { has: p.getByLabel("New value for targetTemperature") })
-      .getByRole("button", { name: "Set" })
-      .click();
+    await p.getByRole("button", { name: "Set" }).click();
     await expect
       .poll(() => p.locator("form span.bad").first().textContent())
-      .toMatch(/above the maximum|max/);
+      .toContain("500 is above the maximum 120 of targetTemperature");
     expect(sim.sim.unit(1).holding[9]).toBe(800);
+    // A read-only point has no form.
+    await p.getByRole("button", { name: "Details of temperature" }).click();
+    expect(await p.getByLabel("New value for temperature").count()).toBe(0);
+  });
+
+  it("shows a point's raw words under each byte order, its history, and a bad point's reason", async () => {
+    const { sim, url } = await plant();
+    const p = await page(url);
+    await p.getByRole("link", { name: "boiler-01" }).click();
+    await expect.poll(() => valueOf(p, "targetTemperature").textContent()).toBe("60");
+    sim.sim.unit(1).holding[9] = 0x0102;
+    await expect.poll(() => valueOf(p, "targetTemperature").textContent()).toBe("25.8");
+    await p.getByRole("button", { name: "Details of targetTemperature" }).click();
+    await expect.poll(() => p.locator("[data-words]").textContent()).toBe("0x0102");
+    expect(await p.locator('tr[data-order="AB"]').textContent()).toContain("25.8");
+    expect(await p.locator('tr[data-order="AB"]').textContent()).toContain("configured");
+    expect(await p.locator('tr[data-order="BA"]').textContent()).toContain("51.3");
+    // The history from the store: 60 first, then 25.8.
+    await expect
+      .poll(() => p.locator(".spark figcaption").textContent())
+      .toMatch(/2 values, 25\.8 to 60, last 25\.8/);
+    // Registers that stop answering: the point's last value goes stale, with the PLC's reason.
+    sim.sim.unit(1).addHole({ table: "holding", from: 9, to: 9 });
+    await expect.poll(() => qualityOf(p, "targetTemperature").textContent()).toMatch(/^stale: .+/);
+    expect(await qualityOf(p, "targetTemperature").textContent()).toMatch(/illegal data address/i);
+    // Reading its words now fails the same way: the device's reason, as the API gives it.
+    await p.getByRole("button", { name: "Read again" }).click();
+    await expect
+      .poll(() => p.getByRole("alert").textContent())
+      .toMatch(/Raw words: .*illegal data address/);
+  });
+
+  it("shows the edge shadow beside the cloud's, with a desired value and its outcome", async () => {
+    const { cloud, url, sim } = await plant();
+    const p = await page(url);
+    await p.getByRole("link", { name: "boiler-01" }).click();
+    await expect
+      .poll(() => p.locator('tr[data-compare="targetTemperature"]').textContent())
+      .toMatch(/targetTemperature6060same/);
+    expect(await p.getByText("The cloud holds every reported value.").count()).toBe(1);
+    // A desired value set in the cloud runs once; its outcome shows in both shadows.
+    await cloud.service.updateDesired(
+      "a1Boiler",
+      "boiler-01",
+      { method: "update", state: { desired: { targetTemperature: 65 } } },
+      { delta: true },
+    );
+    await expect.poll(() => sim.sim.unit(1).holding[9]).toBe(650);
+    await p.getByRole("button", { name: "Read the cloud shadow again" }).click();
+    await expect
+      .poll(() => p.getByRole("table", { name: "_commands" }).textContent())
+      .toMatch(/targetTemperatureapplied 65cloud/);
+    await expect
+      .poll(() => p.locator('tr[data-compare="targetTemperature"]').textContent())
+      .toMatch(/targetTemperature6565same/);
+  });
+
+  it("shows the last reload: refused with every problem as file:line:col, then applied", async () => {
+    const { url, mappingFile, mapping } = await plant();
+    const p = await page(url);
+    await p.getByText("No reload since the gateway started.").waitFor();
+    await writeFile(mappingFile, mapping.replace("type: float32", "type: float99"));
+    await p.getByRole("button", { name: "Reload the config now" }).click();
+    await expect
+      .poll(() => p.locator('[data-reload="refused"]').textContent())
+      .toMatch(/Refused .*\(api\).*1 problem/);
+    expect(await p.locator(".problems li").allTextContents()).toEqual([
+      expect.stringMatching(/boiler-01\.yaml:\d+:\d+ points\.temperature\.type: .+/),
+    ]);
+    await writeFile(mappingFile, mapping);
+    await p.getByRole("button", { name: "Reload the config now" }).click();
+    await expect
+      .poll(() => p.locator('[data-reload="applied"]').textContent())
+      .toMatch(/Applied .*\(api\).*added none, changed none, removed none/);
   });
 
   it("says when the event stream is lost and reconnects", async () => {
@@ -147,6 +235,11 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     expect(await check()).toEqual([]);
     await p.getByRole("link", { name: "boiler-01" }).click();
     await valueOf(p, "targetTemperature").waitFor();
+    // With a point's details open (raw words, history, its form) and the cloud comparison in.
+    await p.getByRole("button", { name: "Details of targetTemperature" }).click();
+    await p.locator("[data-words]").waitFor();
+    await p.locator(".spark").waitFor();
+    await p.locator('tr[data-compare="targetTemperature"]').waitFor();
     expect(await check()).toEqual([]);
   });
 });
