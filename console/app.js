@@ -88,7 +88,7 @@ function Reload({ refreshed }) {
   else if (last.reply.status === "applied") {
     const plan = last.reply.plan;
     body = html`<p class="good" data-reload="applied">
-        Applied ${fmtTime(last.at)} (${last.trigger}):
+        ${`Applied ${fmtTime(last.at)} (${last.trigger}): `}
         ${
           plan === "rebuilt"
             ? "the gateway was rebuilt"
@@ -99,8 +99,7 @@ function Reload({ refreshed }) {
   } else if (last.reply.status === "refused") {
     body = html`<div data-reload="refused">
       <p class="bad">
-        Refused ${fmtTime(last.at)} (${last.trigger}): the running config stays in place.
-        ${last.reply.problems.length} problem${last.reply.problems.length === 1 ? "" : "s"}:
+        ${`Refused ${fmtTime(last.at)} (${last.trigger}): the running config stays in place. ${last.reply.problems.length} problem${last.reply.problems.length === 1 ? "" : "s"}:`}
       </p>
       <ul class="problems">
         ${last.reply.problems.map((p) => html`<li><code>${p}</code></li>`)}
@@ -162,10 +161,10 @@ function Device({ name, event, now }) {
     <h2>${name}</h2>
     <p><a href="#/">All devices</a></p>
     <p>
-      Source ${detail.source}:
-      <span class=${detail.online ? "good" : "bad"}>${detail.connection}</span>; cloud:
-      ${cloudText(detail.cloud)}; outbox ${detail.outbox ?? "-"}; overruns
-      ${detail.overruns ?? "-"}. Mapping <code>${detail.file}</code>.
+      ${`Source ${detail.source}: `}
+      <span class=${detail.online ? "good" : "bad"}>${detail.connection}</span>
+      ${`; cloud: ${cloudText(detail.cloud)}; outbox ${detail.outbox ?? "-"}; overruns ${detail.overruns ?? "-"}. Mapping `}
+      <code>${detail.file}</code>.
     </p>
     <label for="filter">Filter points</label>${" "}
     <input id="filter" value=${filter} onInput=${(e) => setFilter(e.target.value)} />
@@ -224,8 +223,10 @@ function Device({ name, event, now }) {
         })}
       </tbody>
     </table>
-    <h2>Edge and cloud</h2>
-    ${detail.cloud ? html`<${CloudCompare} device=${name} edge=${view} />` : html`<p>The config has no cloud section.</p>`}
+    <section aria-labelledby="cloud-h">
+      <h2 id="cloud-h">Edge and cloud</h2>
+      ${detail.cloud ? html`<${CloudCompare} device=${name} edge=${view} />` : html`<p>The config has no cloud section.</p>`}
+    </section>
   </section>`;
 }
 

@@ -23,9 +23,8 @@ export function CloudCompare({ device, edge }) {
   const commands = Object.entries(edge.reported._commands ?? {});
   return html`<div>
     <p>
-      Cloud shadow version ${data.version}, read
-      ${fmtTime(data.readAt)}${data.fresh ? "" : " (the last read: the cloud is not reachable now)"}.
-      ${differs.length === 0 ? " The cloud holds every reported value." : ` ${differs.length} value${differs.length === 1 ? " differs" : "s differ"}.`}
+      ${`Cloud shadow version ${data.version}, read ${fmtTime(data.readAt)}${data.fresh ? "" : " (the last read: the cloud is not reachable now)"}. `}
+      ${differs.length === 0 ? "The cloud holds every reported value." : `${differs.length} value${differs.length === 1 ? " differs" : "s differ"}.`}
       ${" "}<button type="button" onClick=${again}>Read the cloud shadow again</button>
     </p>
     <table>

@@ -21,7 +21,8 @@ function Sparkline({ device, point }) {
   const numeric = values.every((v) => typeof v.value === "number" || typeof v.value === "boolean");
   const first = values[0];
   const last = values[values.length - 1];
-  const label = `History of ${point}: ${values.length} values from ${fmtTime(first.ts)} to ${fmtTime(last.ts)}`;
+  const count = `${values.length} value${values.length === 1 ? "" : "s"}`;
+  const label = `History of ${point}: ${count} from ${fmtTime(first.ts)} to ${fmtTime(last.ts)}`;
   if (!numeric)
     return html`<p>
       ${label}, the last:
@@ -55,7 +56,7 @@ function Sparkline({ device, point }) {
       <polyline points=${pts} fill="none" stroke="currentColor" stroke-width="1.5" />
     </svg>
     <figcaption>
-      ${values.length} values, ${lo} to ${hi}, last ${fmtValue(last.value)} at ${fmtTime(last.ts)}
+      ${`${count}, ${lo} to ${hi}, last ${fmtValue(last.value)} at ${fmtTime(last.ts)}`}
     </figcaption>
   </figure>`;
 }
@@ -145,9 +146,9 @@ function SetPoint({ device, point, onDone }) {
 export function PointDetail({ device, def, onDone }) {
   return html`<div class="detail">
     <p>
-      Read from
-      <code>${def.where}</code>${def.defined && html`, defined at <code>${def.defined}</code>`}.
-      ${def.writable ? ` Writable${def.min !== undefined || def.max !== undefined ? ` (${def.min ?? "-∞"} to ${def.max ?? "∞"})` : ""}.` : " Read-only."}
+      ${"Read from "}<code>${def.where}</code>
+      ${def.defined && html`${", defined at "}<code>${def.defined}</code>`}
+      ${def.writable ? `. Writable${def.min !== undefined || def.max !== undefined ? ` (${def.min ?? "-∞"} to ${def.max ?? "∞"})` : ""}.` : ". Read-only."}
     </p>
     <${RawWords} device=${device} point=${def.name} />
     <${Sparkline} device=${device} point=${def.name} />

@@ -45,6 +45,9 @@ function usage(message: string): number {
  * `shadowgate scan`: which units answer on a Modbus TCP address or an RTU line, which of their
  * holding and input registers read, and a draft mapping file per unit (south/modbus/scan.ts).
  */
+/** How often a scan that finds nothing says it is still going, when stderr is not a terminal. */
+const PROGRESS_EVERY_MS = 5000;
+
 export async function scanCommand(o: ScanCommandOptions): Promise<number> {
   if ((o.host === undefined) === (o.rtu === undefined))
     return usage("name the device: --host H [--port 502], or --rtu PATH --baud B");
@@ -89,6 +92,7 @@ export async function scanCommand(o: ScanCommandOptions): Promise<number> {
 
   const tty = process.stderr.isTTY;
   const started = Date.now();
+  let lastLine = started;
   let scans;
   try {
     scans = await scanUnits(open, {
@@ -96,9 +100,16 @@ export async function scanCommand(o: ScanCommandOptions): Promise<number> {
       from,
       to,
       maxRequestsPerUnit: maxRequests,
-      // A terminal gets one line, redrawn; a log gets nothing until the end.
+      // A terminal gets one line, redrawn. A log (systemd, CI, a pipe) gets a line for each
+      // table of a unit that answers, and one every PROGRESS_EVERY_MS through silent units.
       progress: (what) => {
-        if (tty) process.stderr.write(`\r\x1b[Kscanning ${where}: ${what}`);
+        if (tty) return void process.stderr.write(`\r\x1b[Kscanning ${where}: ${what}`);
+        const now = Date.now();
+        if (!what.includes("registers") && now - lastLine < PROGRESS_EVERY_MS) return;
+        lastLine = now;
+        process.stderr.write(
+          `scanning ${where}: ${what} (${((now - started) / 1000).toFixed(1)} s)\n`,
+        );
       },
     });
   } catch (err) {

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { chromium, type Browser, type Locator, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import { silentLogger } from "../../src/core/logger.js";
@@ -82,13 +82,25 @@ mappings: ./mappings
 
 async function page(url: string): Promise<Page> {
   if (!browser) throw new Error("no browser");
-  const context = await browser.newContext();
+  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
   running.push(() => context.close());
   const p = await context.newPage();
   await p.goto(url);
   await p.getByLabel("API token").fill(TOKEN);
   await p.getByRole("button", { name: "Open" }).click();
   return p;
+}
+
+/**
+ * `npm run screenshots` sets SHADOWGATE_SCREENSHOTS to docs/console: the views these tests drive
+ * are saved there as the README shows them. Otherwise this does nothing.
+ */
+const SHOTS = process.env.SHADOWGATE_SCREENSHOTS;
+async function shot(p: Page, name: string, part?: Locator): Promise<void> {
+  if (!SHOTS) return;
+  await mkdir(path.resolve(root, SHOTS), { recursive: true });
+  const file = path.resolve(root, SHOTS, `${name}.png`);
+  await (part ? part.screenshot({ path: file }) : p.screenshot({ path: file, fullPage: true }));
 }
 
 const valueOf = (p: Page, point: string) => p.locator(`tr[data-point="${point}"] [data-value]`);
@@ -102,6 +114,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     await expect
       .poll(() => p.locator('tr[data-device="boiler-01"]').textContent())
       .toMatch(/plc1 online.*synced/);
+    await shot(p, "devices");
     await p.getByRole("link", { name: "boiler-01" }).click();
     await expect.poll(() => valueOf(p, "targetTemperature").textContent()).toBe("60");
     await expect.poll(() => p.locator("[data-stream]").getAttribute("data-stream")).toBe("live");
@@ -117,6 +130,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
       .poll(() => p.getByRole("status").filter({ hasText: "read back" }).textContent())
       .toContain("applied, read back 80");
     expect(sim.sim.unit(1).holding[9]).toBe(800);
+    await shot(p, "device");
     // The guard's refusal, verbatim; nothing written.
     p.once("dialog", (d) => void d.accept());
     await p.getByLabel("New value for targetTemperature").fill("500");
@@ -146,6 +160,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     await expect
       .poll(() => p.locator(".spark figcaption").textContent())
       .toMatch(/2 values, 25\.8 to 60, last 25\.8/);
+    await shot(p, "point-details", p.locator('tr[id="detail-targetTemperature"]'));
     // Registers that stop answering: the point's last value goes stale, with the PLC's reason.
     sim.sim.unit(1).addHole({ table: "holding", from: 9, to: 9 });
     await expect.poll(() => qualityOf(p, "targetTemperature").textContent()).toMatch(/^stale: .+/);
@@ -180,6 +195,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     await expect
       .poll(() => p.locator('tr[data-compare="targetTemperature"]').textContent())
       .toMatch(/targetTemperature6565same/);
+    await shot(p, "edge-and-cloud", p.locator('section[aria-labelledby="cloud-h"]'));
   });
 
   it("shows the last reload: refused with every problem as file:line:col, then applied", async () => {
@@ -194,6 +210,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     expect(await p.locator(".problems li").allTextContents()).toEqual([
       expect.stringMatching(/boiler-01\.yaml:\d+:\d+ points\.temperature\.type: .+/),
     ]);
+    await shot(p, "reload-refused");
     await writeFile(mappingFile, mapping);
     await p.getByRole("button", { name: "Reload the config now" }).click();
     await expect
@@ -241,5 +258,8 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     await p.locator(".spark").waitFor();
     await p.locator('tr[data-compare="targetTemperature"]').waitFor();
     expect(await check()).toEqual([]);
+    // Readable on a phone: the narrow layout drops the wide columns.
+    await p.setViewportSize({ width: 390, height: 844 });
+    await shot(p, "phone");
   });
 });

@@ -45,6 +45,11 @@ describe("shadowgate scan", () => {
 
     const json = await cli([...scan, "--json"]);
     expect(json.code).toBe(0);
+    // stderr is a pipe here, as under systemd or CI: a progress line per table of each unit
+    // that answers.
+    expect(json.stderr.match(/^scanning 127\.0\.0\.1:\d+: unit \d, \w+ registers/gm)).toHaveLength(
+      4,
+    );
     const found = JSON.parse(json.stdout) as {
       units: Array<{ unitId: number; ranges: Record<string, number[][]>; incomplete: boolean }>;
     };
