@@ -125,7 +125,10 @@ function reporting(def) {
 }
 
 function Device({ name, event, now }) {
-  const [detail, detailError] = useApi(() => api(`/api/v1/devices/${enc(name)}`), [name]);
+  const [detail, detailError, loadDetail] = useApi(
+    () => api(`/api/v1/devices/${enc(name)}`),
+    [name],
+  );
   const [view, setView] = useState(undefined);
   const [error, setError] = useState(undefined);
   const [filter, setFilter] = useState("");
@@ -145,12 +148,20 @@ function Device({ name, event, now }) {
   useEffect(() => {
     void load();
   }, [name]);
-  // Live values from the event stream, merged over the loaded shadow.
+  // Live values from the event stream, merged over the loaded shadow. A quality change may be
+  // the connection's (lost, back): the device's states are read again with it, as after a link
+  // change.
   useEffect(() => {
-    if (!event || event.device !== name || !view) return;
+    if (!event) return;
+    if (event.type === "link") return void loadDetail();
+    if (event.device !== name || !view) return;
     if (event.type === "point")
       setView({ ...view, reported: deepMerge(view.reported, event.reported) });
-    else if (event.type === "quality" || event.type === "command") void load();
+    else if (event.type === "command") void load();
+    else if (event.type === "quality") {
+      void load();
+      void loadDetail();
+    }
   }, [event]);
   if (error || detailError)
     return html`<p role="alert" class="bad">${error ?? detailError.message}</p>`;
@@ -162,7 +173,7 @@ function Device({ name, event, now }) {
     <p><a href="#/">All devices</a></p>
     <p>
       ${`Source ${detail.source}: `}
-      <span class=${detail.online ? "good" : "bad"}>${detail.connection}</span>
+      <span class=${detail.online ? "good" : "bad"} data-connection>${detail.connection}</span>
       ${`; cloud: ${cloudText(detail.cloud)}; outbox ${detail.outbox ?? "-"}; overruns ${detail.overruns ?? "-"}. Mapping `}
       <code>${detail.file}</code>.
     </p>

@@ -67,12 +67,12 @@ function RawWords({ device, point }) {
     () => api(`/api/v1/devices/${enc(device)}/points/${enc(point)}/raw`),
     [device, point],
   );
+  if (error?.status === 422) return html`<p class="muted">Raw words: ${error.message}</p>`;
+  // A device that did not answer may answer the next time: the button stays.
   if (error)
-    return html`<p
-      class=${error.status === 422 ? "muted" : "bad"}
-      role=${error.status === 422 ? undefined : "alert"}
-    >
-      Raw words: ${error.message}
+    return html`<p>
+      <span class="bad" role="alert">${`Raw words: ${error.message}`}</span>${" "}
+      <button type="button" onClick=${again}>Read again</button>
     </p>`;
   if (!data) return html`<p>Reading the raw words…</p>`;
   const hex = data.words.map((w) => `0x${w.toString(16).toUpperCase().padStart(4, "0")}`).join(" ");

@@ -144,7 +144,7 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     expect(await p.getByLabel("New value for temperature").count()).toBe(0);
   });
 
-  it("shows a point's raw words under each byte order, its history, and a bad point's reason", async () => {
+  it("shows a point's raw words under each byte order, its history, a bad point's reason and a PLC that is gone", async () => {
     const { sim, url } = await plant();
     const p = await page(url);
     await p.getByRole("link", { name: "boiler-01" }).click();
@@ -170,6 +170,13 @@ describe.skipIf(CHROMIUM === undefined && process.env.CI !== "true")("the web co
     await expect
       .poll(() => p.getByRole("alert").textContent())
       .toMatch(/Raw words: .*illegal data address/);
+    // A PLC that is gone: the page says the connection is lost, and a read says why it failed.
+    await sim.close();
+    await expect.poll(() => p.locator("[data-connection]").textContent()).not.toBe("online");
+    await p.getByRole("button", { name: "Read again" }).click();
+    await expect
+      .poll(() => p.getByRole("alert").textContent())
+      .toMatch(/^Raw words: boiler-01 targetTemperature: .+/);
   });
 
   it("shows the edge shadow beside the cloud's, with a desired value and its outcome", async () => {
