@@ -5,6 +5,7 @@ import { ErrorCodes, type ErrorCode } from "../core/errors.js";
 import { compileMapping } from "../mapping/compile.js";
 import { mappingKinds, protocolOf, protocols } from "../south/registry.js";
 import type { DevicePlan, SourcePosition } from "../mapping/types.js";
+import type { CloudConfigProblem } from "../north/dialect.js";
 import { dialectFor } from "../north/dialects/index.js";
 import { crossCheck } from "./cross-check.js";
 import { gatewayConfigSchema, type GatewayConfig } from "./gateway-schema.js";
@@ -328,7 +329,18 @@ export async function loadConfig(
   const warnings: Problem[] = [];
   if (src && cloud) {
     const context = { devices: devices.map((d) => d.plan), configDir: path.dirname(file) };
-    for (const p of dialectFor(cloud.dialect).check(cloud, context)) {
+    const unverified: CloudConfigProblem[] =
+      cloud.tls?.rejectUnauthorized === false
+        ? [
+            {
+              path: ["tls", "rejectUnauthorized"],
+              message:
+                "the broker's certificate is not verified: anyone on the path can pose as the cloud and send commands; remove this line, or give the broker's CA as tls.ca",
+              warning: true,
+            },
+          ]
+        : [];
+    for (const p of [...unverified, ...dialectFor(cloud.dialect).check(cloud, context)]) {
       const device = p.device === undefined ? undefined : devices[p.device];
       const keyPath = device ? p.path : ["cloud", ...p.path];
       (p.warning ? warnings : problems).push({

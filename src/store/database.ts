@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, renameSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, renameSync } from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { ErrorCodes } from "../core/errors.js";
@@ -85,7 +85,13 @@ export function openReadOnly(file: string): Db {
  *   event loop, hold up commands by the length of an fsync (B9 measured p99 +14 ms).
  */
 export function openDatabase(file: string, synchronous: "FULL" | "NORMAL" = "FULL"): Db {
-  if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+  if (file !== ":memory:") {
+    // The store holds the plant's readings and the command journal: the service user's alone.
+    // A folder made here is 0700; a new database file is created 0600 before SQLite opens it,
+    // and SQLite gives its -wal and -shm files the database file's mode.
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    closeSync(openSync(file, "a", 0o600));
+  }
   const db = new Database(file);
   db.pragma("journal_mode = WAL");
   db.pragma(`synchronous = ${synchronous}`);

@@ -497,4 +497,19 @@ describe("loadConfig with an AWS cloud", () => {
     ]);
     expect(r.config.warnings?.[0]?.code).toBe("SG_CONFIG_WARNING");
   });
+
+  it("warns when the broker's certificate is not verified, at the line that turns it off", async () => {
+    const config = await workspace(
+      { "a.yaml": `${head}  t: { register: 40001 }\n` },
+      "version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1 }\ncloud:\n  url: mqtts://broker.example:8883\n  productKey: pk\n  deviceName: gw\n  deviceSecret: s\n  tls:\n    rejectUnauthorized: false\nmappings: mappings\n",
+    );
+    const r = await loadConfig(config, {});
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config.warnings?.map((w) => formatProblem(w, path.dirname(config)))).toEqual([
+      expect.stringMatching(
+        /^gateway\.yaml:10:5 cloud\.tls\.rejectUnauthorized: the broker's certificate is not verified/,
+      ),
+    ]);
+  });
 });
