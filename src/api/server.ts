@@ -1,6 +1,8 @@
 import { consoleFiles } from "./console.js";
 import { createHash, timingSafeEqual } from "node:crypto";
+import { STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { ErrorCodes, type ErrorCode } from "../core/errors.js";
 import { isJsonObject } from "../core/json.js";
@@ -74,7 +76,14 @@ export class ApiServer {
       },
       this.log,
     );
-    const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT_BYTES });
+    const app = Fastify({
+      logger: false,
+      bodyLimit: BODY_LIMIT_BYTES,
+      // A URL fastify cannot decode (`/%ff`) is refused in the API's own shape, not fastify's.
+      frameworkErrors: (err, req, reply) =>
+        this.refuse(req, reply, err.statusCode ?? 400, ErrorCodes.API_BAD_REQUEST, err.message),
+      clientErrorHandler: (err, socket) => clientError(err, socket),
+    });
     this.routes(app, events);
     await app.listen({ host, port });
     this.app = app;
@@ -375,4 +384,30 @@ export class ApiServer {
     const body: ErrorBody = { error: { code, message } };
     return reply.code(status).send({ ...body, ...more });
   }
+}
+
+/**
+ * A request node's HTTP parser refuses before any route sees it (raw non-ASCII bytes in the
+ * request line, a header too large): answered in the API's error shape, then the connection is
+ * closed, since the stream cannot be trusted past the bad request.
+ */
+function clientError(err: Error & { code?: string; rawPacket?: Buffer }, socket: Duplex): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, message] =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "the request's headers are too large"]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "the request took too long to arrive"]
+        : [400, `the request is not valid HTTP (${err.code ?? err.message})`];
+  // A HEAD request's answer has no body, even this one.
+  const head = err.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD ";
+  const body = head ? "" : JSON.stringify({ error: { code: ErrorCodes.API_BAD_REQUEST, message } });
+  // As node's own handler does: no second answer on a socket whose response already started
+  // (a request refused before its body was read, whose body then fails to parse).
+  const answering = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && !answering?.headersSent)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: ${JSON_TYPE}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy();
 }

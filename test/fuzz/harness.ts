@@ -62,7 +62,7 @@ export async function fuzz<T>(
       `${JSON.stringify({ seed: run.seed, counterexample: details.counterexample?.[0] ?? null }, null, 2)}\n`,
     );
     throw new Error(
-      `fuzz ${target} failed (saved as ${path.relative(ROOT, file)}):\n${fc.defaultReportMessage(details) ?? ""}`,
+      `fuzz ${target} failed (saved as ${path.relative(ROOT, file)}):\n${fc.defaultReportMessage(details) ?? ""}\n${String(details.errorInstance)}`,
     );
   }
   return details.numRuns;
