@@ -58,11 +58,16 @@ describe("isNewCommand", () => {
     expect(isNewCommand(last, { ts: 101, version: 2, value: "55" })).toBe(true);
     expect(isNewCommand(last, { ts: 99, version: 50, value: "1" })).toBe(false);
   });
-  it("breaks a whole-second tie by value, never by version", () => {
+  it("breaks a whole-second tie by value: the same value is the same command, whatever its version", () => {
     expect(isNewCommand(last, { ts: 100, version: 30, value: "56" })).toBe(true);
+    expect(isNewCommand(last, { ts: 100, version: 7, value: "56" })).toBe(true);
     // A control push carries every desired attribute not cleared yet with the version of the
     // latest change: an attribute executed earlier comes again with a later version.
     expect(isNewCommand(last, { ts: 100, version: 8, value: "55" })).toBe(false);
     expect(isNewCommand(last, { ts: 100, version: 30, value: "55" })).toBe(false);
+  });
+  it("takes another value in the same second with an older version for an earlier change arriving late", () => {
+    // false (v5) ran, then true (v7); false's push redelivered: not run again (the cloud fuzzer's find).
+    expect(isNewCommand(last, { ts: 100, version: 5, value: "56" })).toBe(false);
   });
 });
