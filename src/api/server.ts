@@ -391,7 +391,7 @@ export class ApiServer {
  * request line, a header too large): answered in the API's error shape, then the connection is
  * closed, since the stream cannot be trusted past the bad request.
  */
-function clientError(err: Error & { code?: string; rawPacket?: Buffer }, socket: Duplex): void {
+function clientError(err: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void {
   if (err.code === "ECONNRESET" || socket.destroyed) return;
   const [status, message] =
     err.code === "HPE_HEADER_OVERFLOW"
@@ -400,7 +400,8 @@ function clientError(err: Error & { code?: string; rawPacket?: Buffer }, socket:
         ? [408, "the request took too long to arrive"]
         : [400, `the request is not valid HTTP (${err.code ?? err.message})`];
   // A HEAD request's answer has no body, even this one.
-  const head = err.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD ";
+  const raw = err.rawPacket;
+  const head = Buffer.isBuffer(raw) && raw.subarray(0, 5).toString("latin1") === "HEAD ";
   const body = head ? "" : JSON.stringify({ error: { code: ErrorCodes.API_BAD_REQUEST, message } });
   // As node's own handler does: no second answer on a socket whose response already started
   // (a request refused before its body was read, whose body then fails to parse).
