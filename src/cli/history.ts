@@ -7,6 +7,7 @@ import { getPath } from "../core/json.js";
 import { openReadOnly } from "../store/database.js";
 import { readHistory } from "../store/outbox.js";
 import { loadOrReport } from "./validate.js";
+import type { Override } from "../config/override.js";
 
 /** `--since` takes a time (2026-11-26T08:00Z) or a duration back from now (30m, 2h, 7d). */
 export function parseSince(text: string, now = Date.now()): number | undefined {
@@ -19,12 +20,13 @@ export function parseSince(text: string, now = Date.now()): number | undefined {
 /** Prints the reports recorded for a device: what went up, what still waits in the outbox. */
 export async function historyCommand(o: {
   config: string;
+  override?: readonly Override[];
   device: string;
   since?: string;
   point?: string;
   json?: boolean;
 }): Promise<number> {
-  const config = await loadOrReport(o.config);
+  const config = await loadOrReport(o.config, o.override);
   if (!config) return ExitCodes.CONFIG;
   const device = config.devices.find((d) => d.deviceName === o.device);
   if (!device) {

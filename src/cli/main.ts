@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { createRequire } from "node:module";
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { ExitCodes } from "../core/errors.js";
 import { LOG_FORMATS, type LogFormat } from "../core/logger.js";
+import { parseOverride, type Override } from "../config/override.js";
 // Each command's module is loaded when it runs, so that `run` (the daemon, under its heap cap)
 // never loads the simulators, the cloud service's broker or the installer.
 import type { CloudCommandOptions } from "./cloud.js";
@@ -41,11 +42,25 @@ const program = new Command()
 const configOption = () =>
   new Option("-c, --config <file>", "gateway config file").default("config/gateway.yaml");
 
+/** `--override key.path=value`, repeatable: a config key set as if the file said it. */
+const overrideOption = () =>
+  new Option(
+    "--override <key=value>",
+    "set a key of the gateway config, e.g. sources.plc1.port=5020 (repeatable; validated like the file)",
+  )
+    .argParser((text: string, previous: Override[] = []) => {
+      const o = parseOverride(text);
+      if (typeof o === "string") throw new InvalidArgumentError(o);
+      return [...previous, o];
+    })
+    .default([]);
+
 program
   .command("validate")
   .description("check the gateway config and every mapping file; print every problem at once")
   .addOption(configOption())
-  .action(async (o: { config: string }) =>
+  .addOption(overrideOption())
+  .action(async (o: { config: string; override: Override[] }) =>
     exit(await (await import("./validate.js")).validateCommand(o)),
   );
 
@@ -53,11 +68,18 @@ program
   .command("read")
   .description("poll every device once and print its reported state")
   .addOption(configOption())
+  .addOption(overrideOption())
   .option("-d, --device <name>", "only this device (deviceName)")
   .option("--json", "print one JSON object keyed by deviceName")
   .option("--raw <point>", "print the point's raw words and its value under every byte order")
-  .action(async (o: { config: string; device?: string; json?: boolean; raw?: string }) =>
-    exit(await (await import("./read.js")).readCommand(o)),
+  .action(
+    async (o: {
+      config: string;
+      override: Override[];
+      device?: string;
+      json?: boolean;
+      raw?: string;
+    }) => exit(await (await import("./read.js")).readCommand(o)),
   );
 
 program
@@ -84,27 +106,36 @@ program
   .command("history")
   .description("print the reports recorded for a device (sent, or queued while the uplink is down)")
   .addOption(configOption())
+  .addOption(overrideOption())
   .requiredOption("-d, --device <name>", "the device (deviceName)")
   .option("--since <when>", "a time (2026-11-26T08:00Z) or a duration back from now (30m, 2h, 7d)")
   .option("--point <name>", "only this point's values (dotted name)")
   .option("--json", "JSON lines")
   .action(
-    async (o: { config: string; device: string; since?: string; point?: string; json?: boolean }) =>
-      exit(await (await import("./history.js")).historyCommand(o)),
+    async (o: {
+      config: string;
+      override: Override[];
+      device: string;
+      since?: string;
+      point?: string;
+      json?: boolean;
+    }) => exit(await (await import("./history.js")).historyCommand(o)),
   );
 
 program
   .command("run")
   .description("run the gateway daemon until SIGTERM or SIGINT; SIGHUP reloads the config")
   .addOption(configOption())
+  .addOption(overrideOption())
   .addOption(
     new Option("--log-format <format>", "json (for journald and tools) or pretty (for people)")
       .choices(LOG_FORMATS)
       .default("json"),
   )
   .option("--watch", "reload when the config file or a mapping file changes")
-  .action(async (o: { config: string; logFormat: LogFormat; watch?: boolean }) =>
-    exit(await (await import("./run.js")).runCommand(o)),
+  .action(
+    async (o: { config: string; override: Override[]; logFormat: LogFormat; watch?: boolean }) =>
+      exit(await (await import("./run.js")).runCommand(o)),
   );
 
 const installDirs = (c: Command): Command =>

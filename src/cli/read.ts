@@ -4,14 +4,16 @@ import { Gateway } from "../daemon/gateway.js";
 import type { ShadowDocument } from "../shadow/edge-shadow.js";
 import { reportedByDevice } from "./output.js";
 import { loadOrReport } from "./validate.js";
+import type { Override } from "../config/override.js";
 
 export async function readCommand(o: {
   config: string;
+  override?: readonly Override[];
   device?: string;
   json?: boolean;
   raw?: string;
 }): Promise<number> {
-  const config = await loadOrReport(o.config);
+  const config = await loadOrReport(o.config, o.override);
   if (!config) return ExitCodes.CONFIG;
   const devices = config.devices.filter((d) => o.device === undefined || d.deviceName === o.device);
   if (devices.length === 0) {

@@ -4,14 +4,16 @@ import { installLastResort } from "../daemon/last-resort.js";
 import { Service } from "../daemon/service.js";
 import { SystemdNotifier } from "../daemon/systemd.js";
 import { loadOrReport } from "./validate.js";
+import type { Override } from "../config/override.js";
 
 /** `shadowgate run`: the daemon until SIGTERM or SIGINT (daemon/service.ts handles the signals). */
 export async function runCommand(o: {
   config: string;
+  override?: readonly Override[];
   logFormat?: LogFormat;
   watch?: boolean;
 }): Promise<number> {
-  const config = await loadOrReport(o.config);
+  const config = await loadOrReport(o.config, o.override);
   if (!config) return ExitCodes.CONFIG;
   const log = createLogger({
     level: process.env.SHADOWGATE_LOG_LEVEL ?? config.gateway.log.level,

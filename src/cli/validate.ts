@@ -1,8 +1,12 @@
 import { loadConfig, formatProblem, type Problem } from "../config/load.js";
+import type { Override } from "../config/override.js";
 import { ExitCodes } from "../core/errors.js";
 
-export async function validateCommand(o: { config: string }): Promise<number> {
-  const result = await loadConfig(o.config);
+export async function validateCommand(o: {
+  config: string;
+  override?: readonly Override[];
+}): Promise<number> {
+  const result = await loadConfig(o.config, process.env, o.override);
   if (!result.ok) {
     printProblems(result);
     const total = result.problems.length + result.omitted;
@@ -19,8 +23,8 @@ export async function validateCommand(o: { config: string }): Promise<number> {
 }
 
 /** Loads the config for a command that needs it, printing problems; undefined on failure. */
-export async function loadOrReport(file: string) {
-  const result = await loadConfig(file);
+export async function loadOrReport(file: string, overrides: readonly Override[] = []) {
+  const result = await loadConfig(file, process.env, overrides);
   if (result.ok) return result.config;
   printProblems(result);
   return undefined;

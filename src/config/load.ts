@@ -1,5 +1,6 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { isMap, isScalar, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
 import { ErrorCodes, type ErrorCode } from "../core/errors.js";
 import { compileMapping } from "../mapping/compile.js";
@@ -8,6 +9,7 @@ import type { DevicePlan, SourcePosition } from "../mapping/types.js";
 import type { CloudConfigProblem } from "../north/dialect.js";
 import { dialectFor } from "../north/dialects/index.js";
 import { crossCheck } from "./cross-check.js";
+import type { Override } from "./override.js";
 import { gatewayConfigSchema, type GatewayConfig } from "./gateway-schema.js";
 import { mappingFileSchema } from "./mapping-schema.js";
 import { interpolateEnv, parseYamlSource, plainValue, type YamlSource } from "./yaml-source.js";
@@ -21,6 +23,9 @@ export interface Problem {
 }
 
 export function formatProblem(p: Problem, cwd = process.cwd()): string {
+  // Line 0: not in a file, but a command-line `--override key=value`, named as it was given.
+  if (p.position.line === 0)
+    return `${p.position.file}: ${p.keyPath ? `${p.keyPath}: ` : ""}${p.message}`;
   const rel = path.relative(cwd, p.position.file);
   const file = rel.startsWith("..") ? p.position.file : rel;
   const where = `${file}:${p.position.line}:${p.position.col}`;
@@ -29,6 +34,8 @@ export function formatProblem(p: Problem, cwd = process.cwd()): string {
 
 export interface LoadedConfig {
   readonly configFile: string;
+  /** The command line's overrides, applied again at every reload. */
+  readonly overrides?: readonly Override[];
   readonly gateway: GatewayConfig;
   /** Absolute. */
   readonly dataDir: string;
@@ -70,6 +77,7 @@ async function readYaml(
   file: string,
   env: NodeJS.ProcessEnv,
   problems: Problem[],
+  overrides: readonly Override[] = [],
 ): Promise<YamlFile | undefined> {
   let text: string;
   try {
@@ -103,6 +111,19 @@ async function readYaml(
       keyPath: "",
       message: m.message,
     });
+  }
+  for (const o of overrides) {
+    try {
+      setKey(src.doc, o.path, parseDocument(o.value).toJS() as unknown);
+    } catch (e) {
+      // A path through a value that is not a map (sources.plc1.port.x=1).
+      problems.push({
+        code: ErrorCodes.CONFIG_SCHEMA,
+        position: overridePosition(o),
+        keyPath: keyPathOf(o.path),
+        message: `cannot be set: ${(e as Error).message}`,
+      });
+    }
   }
   const { value, problems: found, voided } = plainValue(src);
   for (const f of found) {
@@ -260,10 +281,11 @@ async function mappingFiles(
 export async function loadConfig(
   configFile: string,
   env: NodeJS.ProcessEnv = process.env,
+  overrides: readonly Override[] = [],
 ): Promise<LoadResult> {
   const file = path.resolve(configFile);
   const problems: Problem[] = [];
-  const read = await readYaml(file, env, problems);
+  const read = await readYaml(file, env, problems, overrides);
   const src = read?.src;
   const gateway = read && validate(read, gatewayConfigSchema, problems);
   const entries = (() => {
@@ -352,6 +374,15 @@ export async function loadConfig(
     }
   }
 
+  // A problem at an overridden key (or below it) is the override's, not the file's.
+  for (const [i, p] of problems.entries()) {
+    if (p.position.file !== file) continue;
+    const o = overrides.find(
+      (x) => p.keyPath === keyPathOf(x.path) || p.keyPath.startsWith(`${keyPathOf(x.path)}.`),
+    );
+    if (o) problems[i] = { ...p, position: overridePosition(o) };
+  }
+
   if (problems.length > 0 || !gateway) {
     const listed = capped(sortProblems(problems));
     return { ok: false, problems: listed, omitted: problems.length - listed.length };
@@ -361,6 +392,7 @@ export async function loadConfig(
     problems: [],
     config: {
       configFile: file,
+      ...(overrides.length > 0 && { overrides }),
       gateway,
       dataDir: path.resolve(path.dirname(file), gateway.gateway.dataDir),
       devices: devices.map((d) => d.plan),
@@ -368,6 +400,35 @@ export async function loadConfig(
     },
   };
 }
+
+/**
+ * Sets `path` in the document to `value`, making the maps on the way; every key made is a
+ * scalar node, as the file's own keys are (the document's setIn would make plain strings).
+ */
+function setKey(doc: Document.Parsed, path: readonly string[], value: unknown): void {
+  let node: unknown = doc.contents;
+  for (const [i, key] of path.entries()) {
+    if (!isMap(node)) throw new Error(`${path.slice(0, i).join(".") || "the file"} is not a map`);
+    const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
+    const rest = path.slice(i + 1);
+    const below = rest.reduceRight<unknown>((v, k) => ({ [k]: v }), value);
+    if (!pair) {
+      node.items.push(doc.createPair(key, below));
+      return;
+    }
+    if (rest.length === 0) {
+      pair.value = doc.createNode(value);
+      return;
+    }
+    node = pair.value;
+  }
+}
+
+const overridePosition = (o: Override): SourcePosition => ({
+  file: `--override ${o.text}`,
+  line: 0,
+  col: 0,
+});
 
 function sortProblems(problems: Problem[]): Problem[] {
   return [...problems].sort(

@@ -236,7 +236,8 @@ export class Service {
 
   private async reloadNow(): Promise<ReloadReply> {
     if (this.stopping) return { status: "failed", reason: "the daemon is stopping" };
-    const next = await loadConfig(this.configFile);
+    // The command line's overrides hold for every reload, as they did at start.
+    const next = await loadConfig(this.configFile, process.env, this.config.overrides);
     if (!next.ok) {
       const problems = next.problems.map((p) => formatProblem(p));
       this.log.error(

@@ -124,6 +124,36 @@ describe("shadowgate CLI", () => {
     expect(r.stdout.trim().split("\n")).toHaveLength(1);
   });
 
+  it("--override sets config keys as if the file said them, and a bad one is named", async () => {
+    const s = await quietBoiler();
+    // The example points at PLC_PORT (default 5020): the override sends it to the simulator.
+    const r = await cli([
+      "read",
+      "-c",
+      exampleConfig,
+      "--json",
+      "--override",
+      "sources.plc1.host=127.0.0.1",
+      "--override",
+      `sources.plc1.port=${s.port}`,
+    ]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ "boiler-01": { targetTemperature: 60 } });
+    const bad = await cli([
+      "validate",
+      "-c",
+      exampleConfig,
+      "--override",
+      "sources.plc1.port=http",
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^--override sources\.plc1\.port=http: sources\.plc1\.port: /m);
+    expect(bad.stderr).not.toContain("    at ");
+    const usage = await cli(["validate", "-c", exampleConfig, "--override", "port"]);
+    expect(usage.code).toBe(64);
+    expect(usage.stderr).toContain("write key.path=value");
+  });
+
   it("read omits bad points from the JSON, lists them on stderr and exits 1", async () => {
     const s = await quietBoiler();
     // Input register 12 (flow) becomes an illegal address.

@@ -4,6 +4,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { formatProblem, loadConfig } from "../../../src/config/load.js";
 import { jsonSchemas } from "../../../src/config/json-schema.js";
+import { parseOverride } from "../../../src/config/override.js";
 
 const root = path.resolve(import.meta.dirname, "../../..");
 
@@ -511,5 +512,43 @@ describe("loadConfig with an AWS cloud", () => {
         /^gateway\.yaml:10:5 cloud\.tls\.rejectUnauthorized: the broker's certificate is not verified/,
       ),
     ]);
+  });
+
+  it("applies --override keys as if the file said them, and names the override in a problem", async () => {
+    const config = await workspace({ "a.yaml": `${head}  t: { register: 40001 }\n` });
+    const set = (...texts: string[]) =>
+      texts.map((t) => {
+        const o = parseOverride(t);
+        if (typeof o === "string") throw new Error(o);
+        return o;
+      });
+    const r = await loadConfig(
+      config,
+      {},
+      set("sources.plc1.port=5020", "sources.plc1.host=10.0.0.9", "gateway.name=edge-7"),
+    );
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config.gateway.sources.plc1).toMatchObject({ host: "10.0.0.9", port: 5020 });
+    expect(r.config.gateway.gateway.name).toBe("edge-7");
+    expect(r.config.overrides?.map((o) => o.text)).toHaveLength(3);
+
+    const bad = await loadConfig(
+      config,
+      {},
+      set("sources.plc1.port=abc", "sources.plc1.host.x=1", "nope=1"),
+    );
+    expect(bad.ok).toBe(false);
+    if (bad.ok) return;
+    expect(bad.problems.map((p) => formatProblem(p, path.dirname(config)))).toEqual([
+      expect.stringMatching(/^--override nope=1: nope: unknown key/),
+      expect.stringMatching(
+        /^--override sources\.plc1\.host\.x=1: sources\.plc1\.host\.x: cannot be set/,
+      ),
+      expect.stringMatching(/^--override sources\.plc1\.port=abc: sources\.plc1\.port: /),
+    ]);
+    expect(parseOverride("port")).toMatch(/write key\.path=value/);
+    expect(parseOverride("a..b=1")).toMatch(/write key\.path=value/);
+    expect(parseOverride("=1")).toMatch(/write key\.path=value/);
   });
 });

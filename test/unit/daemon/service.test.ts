@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config/load.js";
+import { parseOverride } from "../../../src/config/override.js";
 import { silentLogger } from "../../../src/core/logger.js";
 import { Service, type SignalSource } from "../../../src/daemon/service.js";
 import { ModbusTcpSimulator } from "../../../src/sim/modbus/index.js";
@@ -166,4 +167,33 @@ it("a SIGTERM during the start waits for it, then stops: no gateway is left poll
   // Stopped for good: another reload is refused, and nothing polls any more.
   await expect(service.reload()).resolves.toMatchObject({ status: "failed" });
   expect(sim.stats().requests).toBe(polls);
+});
+
+it("keeps the command line's overrides across a reload", async () => {
+  const sim = new ModbusTcpSimulator({ units: [1] });
+  const { port } = await sim.start({ port: 0 });
+  running.push(() => sim.stop());
+  sim.unit(1).holding[0] = 9;
+  const dir = await mkdtemp(path.join(tmpdir(), "sg-service-"));
+  await mkdir(path.join(dir, "mappings"));
+  const configFile = path.join(dir, "gateway.yaml");
+  // The file names a port nothing listens on; the override names the simulator's.
+  await writeFile(
+    configFile,
+    "version: 1\ngateway: { name: svc, dataDir: ./data }\nsources:\n  plc: { protocol: modbus-tcp, host: 127.0.0.1, port: 9, timeout: 200ms }\nmappings: ./mappings\n",
+  );
+  await writeFile(path.join(dir, "mappings", "boiler.yaml"), mapping("uint16"));
+  const override = parseOverride(`sources.plc.port=${port}`);
+  if (typeof override === "string") throw new Error(override);
+  const loaded = await loadConfig(configFile, process.env, [override]);
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const service = new Service(configFile, loaded.config, silentLogger());
+  await service.start();
+  running.push(() => service.stop());
+  const level = () => service.current.shadow.document("boiler")?.state.reported.level;
+  await until("polled through the override", () => level() === 9);
+  await writeFile(path.join(dir, "mappings", "boiler.yaml"), mapping("int16"));
+  expect(await service.reload()).toMatchObject({ status: "applied" });
+  sim.unit(1).holding[0] = 0xfffe;
+  await until("the reloaded device still reads the simulator", () => level() === -2);
 });
