@@ -178,7 +178,23 @@ program
     exit(await (await import("./demo.js")).demoCommand(o)),
   );
 
-const sim = program.command("sim").description("simulators for tests and demos");
+const sim = program
+  .command("sim")
+  .description("simulators for tests and demos; --from-config simulates a config's own sources")
+  .option(
+    "--from-config <file>",
+    "one simulator per source of this gateway config, every mapped point at its address and type",
+  )
+  .option("--values <file>", "YAML of device: { point: value } in engineering units")
+  .addOption(overrideOption())
+  .action(async (o: { fromConfig?: string; values?: string; override: Override[] }) => {
+    if (o.fromConfig === undefined) return sim.help({ error: true });
+    exit(
+      await (
+        await import("./sim-config.js")
+      ).simFromConfigCommand({ ...o, fromConfig: o.fromConfig }),
+    );
+  });
 
 sim
   .command("modbus")

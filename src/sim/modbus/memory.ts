@@ -59,6 +59,13 @@ export class UnitMemory {
     holding: [],
   };
 
+  private readonly readOnlyRanges: Record<ModbusTable, number[]> = {
+    coil: [],
+    discreteInput: [],
+    input: [],
+    holding: [],
+  };
+
   constructor(opts: UnitOptions) {
     if (!Number.isInteger(opts.unitId) || opts.unitId < 0 || opts.unitId > 255) {
       throw new RangeError(`unit id ${opts.unitId} must be 0-255`);
@@ -103,6 +110,21 @@ export class UnitMemory {
       for (let i = 0; i + 1 < r.length; i += 2) out.push({ table, from: r[i]!, to: r[i + 1]! });
     }
     return out;
+  }
+
+  /** Marks a range as read-only: writes to it answer exception 02; reads go on. */
+  protect(range: Hole): void {
+    this.readOnlyRanges[range.table].push(range.from, range.to);
+  }
+
+  /** True when [address, address + count) cannot be written: a hole or a read-only range. */
+  refusesWrite(table: ModbusTable, address: number, count: number): boolean {
+    if (this.touchesHole(table, address, count)) return true;
+    const r = this.readOnlyRanges[table];
+    const last = address + count - 1;
+    for (let i = 0; i + 1 < r.length; i += 2)
+      if (r[i]! <= last && r[i + 1]! >= address) return true;
+    return false;
   }
 
   /** True when [address, address + count) touches a hole of the table. */

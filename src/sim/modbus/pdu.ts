@@ -112,7 +112,7 @@ export function serveRequest(unit: UnitMemory, req: Buffer, onWrite?: WriteListe
       if (value !== 0xff00 && value !== 0x0000) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_VALUE);
       }
-      if (unit.touchesHole("coil", address, 1)) {
+      if (unit.refusesWrite("coil", address, 1)) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_ADDRESS);
       }
       unit.coil[address] = value === 0xff00 ? 1 : 0;
@@ -123,7 +123,7 @@ export function serveRequest(unit: UnitMemory, req: Buffer, onWrite?: WriteListe
     case 0x06: {
       if (pduLength !== 5) return exceptionResponse(req, ModbusException.ILLEGAL_DATA_VALUE);
       const address = req.readUInt16BE(8);
-      if (unit.touchesHole("holding", address, 1)) {
+      if (unit.refusesWrite("holding", address, 1)) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_ADDRESS);
       }
       unit.holding[address] = req.readUInt16BE(10);
@@ -143,7 +143,7 @@ export function serveRequest(unit: UnitMemory, req: Buffer, onWrite?: WriteListe
       ) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_VALUE);
       }
-      if (address + quantity > 65536 || unit.touchesHole("coil", address, quantity)) {
+      if (address + quantity > 65536 || unit.refusesWrite("coil", address, quantity)) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_ADDRESS);
       }
       const coils = unit.coil;
@@ -166,7 +166,7 @@ export function serveRequest(unit: UnitMemory, req: Buffer, onWrite?: WriteListe
       ) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_VALUE);
       }
-      if (address + quantity > 65536 || unit.touchesHole("holding", address, quantity)) {
+      if (address + quantity > 65536 || unit.refusesWrite("holding", address, quantity)) {
         return exceptionResponse(req, ModbusException.ILLEGAL_DATA_ADDRESS);
       }
       const holding = unit.holding;

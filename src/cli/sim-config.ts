@@ -1,0 +1,126 @@
+import { readFile } from "node:fs/promises";
+import { isMap } from "yaml";
+import { formatProblem, type LoadedConfig, type Problem } from "../config/load.js";
+import type { Override } from "../config/override.js";
+import { parseYamlSource } from "../config/yaml-source.js";
+import { ErrorCodes, ExitCodes } from "../core/errors.js";
+import type { ModbusDevicePlan } from "../mapping/types.js";
+import { ModbusTcpSimulator } from "../sim/modbus/index.js";
+import { loadDevice, SimValueError } from "../sim/modbus/from-mapping.js";
+import { loadOrReport } from "./validate.js";
+
+/** Values for `--values`: by device, by point, in engineering units. */
+type Values = Record<string, Record<string, unknown>>;
+
+/**
+ * `shadowgate sim --from-config gateway.yaml [--values values.yaml]`: one simulator per source
+ * of the config, each hosting every unit and every mapped point, and the `--override` lines
+ * that point the gateway at them. Runs until SIGINT or SIGTERM.
+ */
+export async function simFromConfigCommand(o: {
+  fromConfig: string;
+  values?: string;
+  override?: readonly Override[];
+}): Promise<number | undefined> {
+  const config = await loadOrReport(o.fromConfig, o.override);
+  if (!config) return ExitCodes.CONFIG;
+  const values = o.values === undefined ? {} : await readValues(o.values, config);
+  if (values === undefined) return ExitCodes.CONFIG;
+
+  const started: ModbusTcpSimulator[] = [];
+  const lines: string[] = [];
+  const stopAll = () => Promise.all(started.map((s) => s.stop()));
+  for (const [id, source] of Object.entries(config.gateway.sources)) {
+    const devices = config.devices.filter((d) => d.sourceId === id);
+    if (devices.length === 0) continue;
+    if (source.protocol !== "modbus-tcp") {
+      process.stderr.write(
+        `${id} (${source.protocol}): not simulated by --from-config yet (Modbus TCP sources are)\n`,
+      );
+      continue;
+    }
+    const modbus = devices.filter((d): d is ModbusDevicePlan => d.kind === "modbus");
+    const sim = new ModbusTcpSimulator({ units: [...new Set(modbus.map((d) => d.unitId))] });
+    try {
+      for (const d of modbus) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
+    } catch (e) {
+      if (!(e instanceof SimValueError)) throw e;
+      process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
+      await stopAll();
+      return ExitCodes.CONFIG;
+    }
+    const { port } = await sim.start({ host: "127.0.0.1", port: 0 });
+    started.push(sim);
+    const points = modbus.reduce((n, d) => n + d.points.length, 0);
+    lines.push(
+      `${id} (modbus-tcp, units ${sim.unitIds().join(", ")}, ${points} points): 127.0.0.1:${port}`,
+      `  --override sources.${id}.host=127.0.0.1 --override sources.${id}.port=${port}`,
+    );
+  }
+  if (started.length === 0) {
+    process.stderr.write("no source of the config could be simulated\n");
+    return ExitCodes.RUNTIME;
+  }
+  process.stdout.write(`${lines.join("\n")}\nCtrl-C stops.\n`);
+  const stop = (): void => {
+    void stopAll().then(() => process.exit(ExitCodes.OK));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return undefined;
+}
+
+/**
+ * The values file: `device: { point: value }`, every device and point one of the config's.
+ * Problems are printed as file:line:col; undefined when there are any.
+ */
+async function readValues(file: string, config: LoadedConfig): Promise<Values | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    process.stderr.write(`${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? e}\n`);
+    return undefined;
+  }
+  const src = parseYamlSource(file, text);
+  const problems: Problem[] = src.syntaxErrors.map((e) => ({
+    code: ErrorCodes.CONFIG_YAML,
+    position: e.position,
+    keyPath: "",
+    message: e.message,
+  }));
+  const values: Values = {};
+  const at = (path: string[], message: string): void =>
+    void problems.push({
+      code: ErrorCodes.CONFIG_SCHEMA,
+      position: src.positionOf(path, true),
+      keyPath: path.join("."),
+      message,
+    });
+  if (problems.length === 0) {
+    const root: unknown = src.doc.toJS({ maxAliasCount: 100 });
+    if (
+      root !== null &&
+      (typeof root !== "object" || Array.isArray(root) || !isMap(src.doc.contents))
+    )
+      at([], "the values file is a map of device names to maps of point values");
+    else
+      for (const [device, points] of Object.entries((root ?? {}) as Record<string, unknown>)) {
+        const plan = config.devices.find((d) => d.deviceName === device);
+        if (!plan) {
+          at([device], `no device ${device} in the config`);
+          continue;
+        }
+        if (points === null || typeof points !== "object" || Array.isArray(points)) {
+          at([device], "a map of point names to values");
+          continue;
+        }
+        for (const point of Object.keys(points))
+          if (!plan.points.some((p) => p.name === point))
+            at([device, point], `${device} has no point ${point}`);
+        values[device] = points as Record<string, unknown>;
+      }
+  }
+  for (const p of problems) process.stderr.write(`${formatProblem(p)}\n`);
+  return problems.length === 0 ? values : undefined;
+}
