@@ -57,14 +57,61 @@ function tooDeep(tokens: readonly CST.Token[]): number | undefined {
   return undefined;
 }
 
+/**
+ * Offset where block collections first nest deeper than MAX_DEPTH, from the lines alone (for a
+ * file the parser could not take): a line indented further than the open levels opens one, and
+ * so does each further `- `, `? ` or `: ` that starts it (`- - x` is a list in a list).
+ */
+function blockTooDeep(text: string): number | undefined {
+  /** The indentation of each open level. */
+  const open: number[] = [];
+  let start = 0;
+  for (const line of text.split("\n")) {
+    const indent = /^ */.exec(line)?.[0].length ?? 0;
+    const rest = line.slice(indent);
+    if (rest.trim() !== "" && !rest.startsWith("#")) {
+      while ((open.at(-1) ?? -1) >= indent) open.pop();
+      open.push(indent);
+      if (open.length > MAX_DEPTH) return start + indent;
+      const chain = /^(?:[-?:](?:[ \t]+|$))+/.exec(rest)?.[0] ?? "";
+      for (const m of chain.matchAll(/[-?:]/g)) {
+        if (m.index === 0) continue; // the level the line opened
+        open.push(indent + m.index);
+        if (open.length > MAX_DEPTH) return start + indent + m.index;
+      }
+    }
+    start += line.length + 1;
+  }
+  return undefined;
+}
+
 export function parseYamlSource(file: string, text: string): YamlSource {
   const lineCounter = new LineCounter();
   const at = (offset: number): SourcePosition => {
     const { line, col } = lineCounter.linePos(offset);
     return { file, line, col };
   };
-  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
-  const deep = tooDeep(tokens);
+  // Lines are counted here, not by the parser's callback: that one misses a line break in some
+  // broken flow collections (`{ a: ;{ }` then a plain scalar over two lines, `r\0` and
+  // `\0b: 1`), and every problem after it was reported on the line above, at a column past its
+  // end (found by test/fuzz/yaml.fuzz.test.ts).
+  lineCounter.addNewLine(0);
+  for (const m of text.matchAll(/\n/g)) lineCounter.addNewLine(m.index + 1);
+  const parser = new Parser();
+  let tokens: CST.Token[];
+  let deep: number | undefined;
+  try {
+    tokens = Array.from(parser.parse(text));
+    deep = tooDeep(tokens);
+  } catch (e) {
+    // The parser itself recurses once per level of block collections: a line of a few thousand
+    // `- ` (or `? `), or lines each indented one step further, thousands of them, overflow the
+    // stack before tooDeep can measure anything (found by test/fuzz/yaml.fuzz.test.ts). Such a
+    // file is refused like one too deep, where its lines first pass MAX_DEPTH.
+    if (!(e instanceof RangeError)) throw e;
+    tokens = [];
+    deep = blockTooDeep(text) ?? Math.min(parser.offset, text.length);
+  }
   // Too deep, nothing is composed: the file is refused with that one problem.
   const docs = new Composer({ uniqueKeys: true }).compose(
     deep === undefined ? tokens : [],
