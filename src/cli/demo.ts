@@ -186,12 +186,11 @@ async function alibabaCloud(example: LoadedConfig): Promise<DemoCloud> {
     shadow: (d) => cloud.service.getShadow(d.productKey, d.deviceName),
     lines: [
       `Cloud shadow       ${cloud.mqttUrl} (MQTT), ${cloud.httpUrl} (HTTP)`,
-      "",
-      "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
-      `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
-      `    -d '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}'`,
-      `Read the cloud shadow:  curl -s '${target}?format=json'`,
-      "",
+      ...howToSet(
+        target,
+        '{"ShadowMessage":{"method":"update","state":{"desired":{"targetTemperature":80}}},"DeltaUpdate":true}',
+        `${target}?format=json`,
+      ),
     ],
     close: () => cloud.close(),
   };
@@ -208,16 +207,21 @@ async function awsCloud(example: LoadedConfig): Promise<DemoCloud> {
     shadow: (d) => cloud.service.getShadow(d.deviceName),
     lines: [
       `Cloud shadow       ${cloud.mqttUrl} (MQTT, AWS IoT Device Shadow), ${cloud.httpUrl} (HTTP)`,
-      "",
-      "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
-      `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
-      `    -d '{"state":{"desired":{"targetTemperature":80}}}'`,
-      `Read the cloud shadow:  curl -s '${target}'`,
-      "",
+      ...howToSet(target, '{"state":{"desired":{"targetTemperature":80}}}', target),
     ],
     close: () => cloud.close(),
   };
 }
+
+/** The screen's lines on setting a desired value over the cloud's HTTP API and reading it. */
+const howToSet = (target: string, body: string, read: string): string[] => [
+  "",
+  "Set a desired value (the gateway writes it to the PLC, reads it back, reports it):",
+  `  curl -s -X POST ${target} -H 'content-type: application/json' \\`,
+  `    -d '${body}'`,
+  `Read the cloud shadow:  curl -s '${read}'`,
+  "",
+];
 
 /** What the screen shows: the PLC's set point, the edge shadows and the cloud shadows. */
 function plantState(

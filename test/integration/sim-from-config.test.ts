@@ -39,7 +39,11 @@ const POINTS: Array<[string, string, unknown]> = [
     [`u64_${o}`, `{ register: ${40061 + i * 4}, type: uint64, byteOrder: ${o} }`, 9876543210123],
     [`f64_${o}`, `{ register: ${40081 + i * 4}, type: float64, byteOrder: ${o} }`, 6.02214076e23],
   ]),
-  ["scaled", "{ register: 40101, type: int16, scale: 0.1, valueOffset: -40, min: -40, max: 100 }", 21.5],
+  [
+    "scaled",
+    "{ register: 40101, type: int16, scale: 0.1, valueOffset: -40, min: -40, max: 100 }",
+    21.5,
+  ],
   ["label", "{ register: 40102, type: uint16, enum: { 0: idle, 1: heating, 2: fault } }", "fault"],
   ["bit3", "{ register: 40103, type: uint16, bit: 3 }", true],
   ["bit5", "{ register: 40103, type: uint16, bit: 5, writable: true }", true],
@@ -66,23 +70,29 @@ const mappingOf = (points: ReadonlyArray<[string, string, unknown]>) =>
     .map(([name, def]) => `  ${name}: ${def}\n`)
     .join("")}`;
 
+/** The POINTS mapping loaded, and a simulator (unit 3) built from it, serving on a free port. */
+async function slave(values?: Record<string, unknown>) {
+  const { configFile } = await site(mappingOf(POINTS));
+  const loaded = await loadConfig(configFile, {});
+  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+  const [plan] = loaded.config.devices as ModbusDevicePlan[];
+  if (!plan) throw new Error("no device");
+  const sim = new ModbusTcpSimulator({ units: [3] });
+  loadDevice(sim.unit(3), plan, values);
+  const { port } = await sim.start({ port: 0 });
+  running.push(() => sim.stop());
+  return { loaded: loaded.config, sim, port };
+}
+
 describe("a Modbus slave built from the mappings", () => {
   it("holds every type and byte order as given, read back by the real driver", async () => {
-    const { configFile } = await site(mappingOf(POINTS));
-    const loaded = await loadConfig(configFile, {});
-    if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-    const [plan] = loaded.config.devices as ModbusDevicePlan[];
-    if (!plan) throw new Error("no device");
-    const sim = new ModbusTcpSimulator({ units: [3] });
-    loadDevice(sim.unit(3), plan, Object.fromEntries(POINTS.map(([n, , v]) => [n, v])));
-    const { port } = await sim.start({ port: 0 });
-    running.push(() => sim.stop());
+    const { loaded, sim, port } = await slave(Object.fromEntries(POINTS.map(([n, , v]) => [n, v])));
     const gateway = new Gateway(
       {
-        ...loaded.config,
+        ...loaded,
         gateway: {
-          ...loaded.config.gateway,
-          sources: { plc1: { ...loaded.config.gateway.sources.plc1!, port } as never },
+          ...loaded.gateway,
+          sources: { plc1: { ...loaded.gateway.sources.plc1!, port } as never },
         },
       },
       silentLogger(),
@@ -96,15 +106,7 @@ describe("a Modbus slave built from the mappings", () => {
   });
 
   it("gives plausible values inside min..max, and refuses writes to read-only registers", async () => {
-    const { configFile } = await site(mappingOf(POINTS));
-    const loaded = await loadConfig(configFile, {});
-    if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-    const [plan] = loaded.config.devices as ModbusDevicePlan[];
-    if (!plan) throw new Error("no device");
-    const sim = new ModbusTcpSimulator({ units: [3] });
-    loadDevice(sim.unit(3), plan);
-    const { port } = await sim.start({ port: 0 });
-    running.push(() => sim.stop());
+    const { sim, port } = await slave();
     const client = new Modbus.default();
     await client.connectTCP("127.0.0.1", { port });
     running.push(() => new Promise<void>((r) => client.close(() => r())));
