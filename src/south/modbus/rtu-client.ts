@@ -107,8 +107,13 @@ export class RtuClient implements ModbusLink {
             ? client.readHoldingRegisters(address, count)
             : client.readInputRegisters(address, count),
         );
-        // modbus-serial decodes byte count / 2 registers, whatever the count asked.
-        if (res.data.length !== count) throw this.byteCount(unitId, res.data.length * 2, bytes);
+        // modbus-serial decodes byte count / 2 registers, whatever the count asked, rounding
+        // up: a byte count one short of the data (2n - 1) still gave n registers, so the byte
+        // count itself (the length of res.buffer) is checked too (found by the Modbus fuzzer,
+        // test/fixtures/fuzz/modbus-rtu/rtu-byte-count-one-short.json).
+        if (res.data.length !== count || res.buffer.length !== bytes) {
+          throw this.byteCount(unitId, res.buffer.length, bytes);
+        }
         data = res.data;
       } else {
         const res = await this.settled(
