@@ -178,6 +178,18 @@ program
     exit(await (await import("./demo.js")).demoCommand(o)),
   );
 
+program
+  .command("test")
+  .description(
+    "run a scenario: the config against simulators of its own mappings and the local cloud, checks in order",
+  )
+  .argument("<scenario>", "scenario YAML (config, values, steps)")
+  .option("--junit <file>", "also write a JUnit XML report")
+  .addOption(overrideOption())
+  .action(async (scenario: string, o: { junit?: string; override: Override[] }) =>
+    exit(await (await import("./test-scenario.js")).testScenarioCommand({ ...o, scenario })),
+  );
+
 const sim = program
   .command("sim")
   .description("simulators for tests and demos; --from-config simulates a config's own sources")

@@ -44,21 +44,7 @@ export function loadDevice(
 ): void {
   for (const point of device.points) {
     const value = Object.hasOwn(values, point.name) ? values[point.name] : plausibleValue(point);
-    let data: number[];
-    try {
-      if (isBitTable(point.table)) data = encodeBit(value);
-      else {
-        // A bit of a register shares it with others: its word is merged into what is there.
-        const current = unit.read(point.table, point.address, point.count);
-        data = encodeRegisters(point.codec, value, current);
-      }
-    } catch (e) {
-      if (!(e instanceof ShadowgateError)) throw e;
-      throw new SimValueError(
-        `${device.deviceName} ${point.name} = ${JSON.stringify(value)}: ${e.message}`,
-      );
-    }
-    unit.write(point.table, point.address, data);
+    setPoint(unit, device, point, value);
   }
   // A register one writable point uses stays writable, even when a read-only bit shares it.
   const writable = new Set(
@@ -71,4 +57,28 @@ export function loadDevice(
     for (let a = p.address; a < p.address + p.count; a++)
       if (!writable.has(`${p.table}:${a}`)) unit.protect({ table: p.table, from: a, to: a });
   }
+}
+
+/** Writes one point's value, in engineering units, into the unit's memory. */
+export function setPoint(
+  unit: UnitMemory,
+  device: ModbusDevicePlan,
+  point: CompiledPoint,
+  value: unknown,
+): void {
+  let data: number[];
+  try {
+    if (isBitTable(point.table)) data = encodeBit(value);
+    else {
+      // A bit of a register shares it with others: its word is merged into what is there.
+      const current = unit.read(point.table, point.address, point.count);
+      data = encodeRegisters(point.codec, value, current);
+    }
+  } catch (e) {
+    if (!(e instanceof ShadowgateError)) throw e;
+    throw new SimValueError(
+      `${device.deviceName} ${point.name} = ${JSON.stringify(value)}: ${e.message}`,
+    );
+  }
+  unit.write(point.table, point.address, data);
 }

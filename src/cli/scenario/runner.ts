@@ -1,0 +1,293 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { loadConfig, type LoadedConfig, type Problem } from "../../config/load.js";
+import { parseOverride, type Override } from "../../config/override.js";
+import { getPath } from "../../core/json.js";
+import type { Logger } from "../../core/logger.js";
+import type { JsonObject, JsonValue } from "../../core/types.js";
+import { Gateway } from "../../daemon/gateway.js";
+import type { ModbusDevicePlan } from "../../mapping/types.js";
+import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
+import { startCloudService } from "../../sim/cloud/index.js";
+import { loadDevice, setPoint } from "../../sim/modbus/from-mapping.js";
+import { ModbusTcpSimulator } from "../../sim/modbus/index.js";
+import { TcpProxy } from "../../sim/tcp-proxy.js";
+import type { Scenario, Step } from "./schema.js";
+
+/** One step's outcome, for the summary and the JUnit report. */
+export interface StepResult {
+  readonly index: number;
+  readonly line: number;
+  readonly what: string;
+  readonly ok: boolean;
+  /** Why it failed: the expected and the actual value. */
+  readonly failure?: string;
+  readonly ms: number;
+}
+
+/** How often a check looks again while it waits for its condition. */
+const CHECK_EVERY_MS = 50;
+
+/** The plant a scenario runs in: simulators, the local cloud behind a cuttable link, the gateway. */
+interface Plant {
+  readonly config: LoadedConfig;
+  readonly gateway: Gateway;
+  readonly units: Map<string, ModbusTcpSimulator>;
+  readonly proxy: TcpProxy;
+  cloudReported(device: ModbusDevicePlan): JsonObject | undefined;
+  setDesired(device: ModbusDevicePlan, point: string, value: JsonValue): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Why the config cannot run in a scenario (a source or a cloud this runner does not simulate
+ * yet), as problems at the config file; empty when it can.
+ */
+export function unsupported(config: LoadedConfig): Problem[] {
+  const problems: Problem[] = [];
+  const at = (keyPath: string, message: string): void =>
+    void problems.push({
+      code: "SG_CONFIG_CROSS",
+      position: { file: config.configFile, line: 1, col: 1 },
+      keyPath,
+      message,
+    });
+  for (const [id, s] of Object.entries(config.gateway.sources))
+    if (s.protocol !== "modbus-tcp" && config.devices.some((d) => d.sourceId === id))
+      at(
+        `sources.${id}`,
+        `${s.protocol}: shadowgate test simulates Modbus TCP sources only, for now`,
+      );
+  if (!config.gateway.cloud) at("cloud", "shadowgate test needs a cloud section to sync with");
+  return problems;
+}
+
+async function startPlant(
+  configFile: string,
+  base: LoadedConfig,
+  values: Scenario["values"],
+  log: Logger,
+): Promise<Plant> {
+  const closers: Array<() => Promise<unknown>> = [];
+  const close = async (): Promise<void> => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const overrides: string[] = [];
+    const units = new Map<string, ModbusTcpSimulator>();
+    for (const id of Object.keys(base.gateway.sources)) {
+      const devices = base.devices.filter(
+        (d): d is ModbusDevicePlan => d.sourceId === id && d.kind === "modbus",
+      );
+      if (devices.length === 0) continue;
+      const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
+      for (const d of devices) loadDevice(sim.unit(d.unitId), d, values?.[d.deviceName]);
+      const { port } = await sim.start({ host: "127.0.0.1", port: 0 });
+      closers.push(() => sim.stop());
+      for (const d of devices) units.set(d.deviceName, sim);
+      overrides.push(`sources.${id}.host=127.0.0.1`, `sources.${id}.port=${port}`);
+    }
+    const aws = base.gateway.cloud?.dialect === "aws";
+    const cloud = aws
+      ? await startAwsCloudService({ mqttPort: 0, httpPort: 0 })
+      : await startCloudService({ mqttPort: 0, httpPort: 0 });
+    closers.push(() => cloud.close());
+    const brokerPort = Number(new URL(cloud.mqttUrl).port);
+    const proxy = new TcpProxy({ targetPort: brokerPort });
+    const { port: proxyPort } = await proxy.start();
+    closers.push(() => proxy.stop());
+    overrides.push(`cloud.url=mqtt://127.0.0.1:${proxyPort}`);
+    // The scenario's gateway keeps its journal and outbox apart from any real one.
+    overrides.push(`gateway.dataDir=${await mkdtemp(path.join(tmpdir(), "shadowgate-test-"))}`);
+    if (aws) overrides.push("cloud.tls=null");
+    const parsed = overrides.map((o) => parseOverride(o) as Override);
+    const loaded = await loadConfig(configFile, process.env, [
+      ...(base.overrides ?? []),
+      ...parsed,
+    ]);
+    if (!loaded.ok)
+      throw new Error(`the config with the simulators' addresses: ${loaded.problems[0]?.message}`);
+    const config = loaded.config;
+    const gateway = new Gateway(config, log);
+    closers.push(() => gateway.stop());
+    await gateway.start();
+    return {
+      config,
+      gateway,
+      units,
+      proxy,
+      cloudReported: (d) =>
+        aws
+          ? (cloud as Awaited<ReturnType<typeof startAwsCloudService>>).service.getShadow(
+              d.deviceName,
+            )?.state.reported
+          : ((cloud as Awaited<ReturnType<typeof startCloudService>>).service.getShadow(
+              d.productKey,
+              d.deviceName,
+            )?.state.reported as JsonObject | undefined),
+      async setDesired(d, point, value) {
+        const desired: JsonObject = {};
+        let node = desired;
+        const keys = point.split(".");
+        keys.slice(0, -1).forEach((k) => {
+          const next: JsonObject = {};
+          node[k] = next;
+          node = next;
+        });
+        node[keys.at(-1) ?? point] = value;
+        if (aws) {
+          const r = (cloud as Awaited<ReturnType<typeof startAwsCloudService>>).service.update(
+            d.deviceName,
+            undefined,
+            { state: { desired } },
+          );
+          if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.error.message}`);
+        } else {
+          const r = await (
+            cloud as Awaited<ReturnType<typeof startCloudService>>
+          ).service.updateDesired(
+            d.productKey,
+            d.deviceName,
+            { method: "update", state: { desired } },
+            { delta: true },
+          );
+          if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.message}`);
+        }
+      },
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+const matches = (actual: unknown, expected: unknown, tolerance = 0): boolean =>
+  typeof actual === "number" && typeof expected === "number"
+    ? Math.abs(actual - expected) <= tolerance
+    : actual === expected;
+
+/** Waits until `read` gives a value that `ok` takes, at most `within` ms; gives the last read. */
+async function until(
+  read: () => unknown,
+  ok: (v: unknown) => boolean,
+  within: number,
+): Promise<{ held: boolean; last: unknown }> {
+  const end = Date.now() + within;
+  for (;;) {
+    const v = read();
+    if (ok(v)) return { held: true, last: v };
+    if (Date.now() >= end) return { held: false, last: v };
+    await sleep(CHECK_EVERY_MS);
+  }
+}
+
+export function describeStep(s: Step): string {
+  if ("plc" in s)
+    return `plc: set ${s.plc.set} to ${s.plc.words ? `words ${s.plc.words.join(" ")}` : JSON.stringify(s.plc.to)}`;
+  if ("desired" in s) return `desired: set ${s.desired.set} to ${JSON.stringify(s.desired.to)}`;
+  if ("wait" in s) return `wait ${s.wait} ms`;
+  if ("uplink" in s) return `uplink ${s.uplink}`;
+  const e = s.expect;
+  if (e.command !== undefined) return `expect command ${e.command} ${e.outcome ?? ""}`.trim();
+  const where = e.edge !== undefined ? `edge ${e.edge}` : `cloud ${e.cloud ?? ""}`;
+  return `expect ${where} = ${JSON.stringify(e.equals)}${e.tolerance ? ` ± ${e.tolerance}` : ""}`;
+}
+
+/**
+ * Runs the scenario's steps in order against a plant built from its config; a failed check is
+ * reported and the next step runs. `progress` is told of each step as it ends.
+ */
+export async function runScenario(
+  configFile: string,
+  config: LoadedConfig,
+  scenario: Scenario,
+  lines: readonly number[],
+  log: Logger,
+  progress: (r: StepResult) => void,
+): Promise<StepResult[]> {
+  const plant = await startPlant(configFile, config, scenario.values, log);
+  const results: StepResult[] = [];
+  const split = (name: string): [ModbusDevicePlan, string] => {
+    const dot = name.indexOf(".");
+    const device = plant.config.devices.find((d) => d.deviceName === name.slice(0, dot));
+    return [device as ModbusDevicePlan, name.slice(dot + 1)];
+  };
+  try {
+    for (const [index, s] of scenario.steps.entries()) {
+      const t0 = Date.now();
+      let failure: string | undefined;
+      try {
+        failure = await runStep(s);
+      } catch (e) {
+        failure = (e as Error).message;
+      }
+      const r: StepResult = {
+        index,
+        line: lines[index] ?? 0,
+        what: describeStep(s),
+        ok: failure === undefined,
+        ...(failure !== undefined && { failure }),
+        ms: Date.now() - t0,
+      };
+      results.push(r);
+      progress(r);
+    }
+  } finally {
+    await plant.close();
+  }
+  return results;
+
+  async function runStep(s: Step): Promise<string | undefined> {
+    if ("plc" in s) {
+      const [d, point] = split(s.plc.set);
+      const p = d.points.find((x) => x.name === point);
+      const sim = plant.units.get(d.deviceName);
+      if (!p || !sim) return `${s.plc.set}: not in a simulated device`;
+      if (s.plc.words !== undefined) sim.unit(d.unitId).write(p.table, p.address, s.plc.words);
+      else setPoint(sim.unit(d.unitId), d, p, s.plc.to);
+      return undefined;
+    }
+    if ("desired" in s) {
+      const [d, point] = split(s.desired.set);
+      await plant.setDesired(d, point, s.desired.to);
+      return undefined;
+    }
+    if ("wait" in s) {
+      await sleep(s.wait);
+      return undefined;
+    }
+    if ("uplink" in s) {
+      if (s.uplink === "cut") plant.proxy.cut();
+      else plant.proxy.restore();
+      return undefined;
+    }
+    const e = s.expect;
+    if (e.command !== undefined) {
+      const [d, point] = split(e.command);
+      const { held, last } = await until(
+        () => getPath(plant.gateway.shadow.commands(d.deviceName), [point, "status"]),
+        (v) => v === e.outcome,
+        e.within,
+      );
+      return held
+        ? undefined
+        : `expected the command's outcome ${e.outcome}, got ${last === undefined ? "no command" : String(last)} within ${e.within} ms`;
+    }
+    const name = e.edge ?? e.cloud ?? "";
+    const [d, point] = split(name);
+    const read = (): unknown =>
+      getPath(
+        e.edge !== undefined
+          ? plant.gateway.shadow.document(d.deviceName)?.state.reported
+          : plant.cloudReported(d),
+        point.split("."),
+      );
+    const { held, last } = await until(read, (v) => matches(v, e.equals, e.tolerance), e.within);
+    return held
+      ? undefined
+      : `expected ${JSON.stringify(e.equals)}${e.tolerance ? ` ± ${e.tolerance}` : ""}, got ${last === undefined ? "nothing" : JSON.stringify(last)} within ${e.within} ms`;
+  }
+}

@@ -1,0 +1,188 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { z } from "zod";
+import type { Problem } from "../../config/load.js";
+import { parseYamlSource } from "../../config/yaml-source.js";
+import { duration } from "../../core/duration.js";
+import { ErrorCodes } from "../../core/errors.js";
+import type { DevicePlan } from "../../mapping/types.js";
+
+/**
+ * A scenario file for `shadowgate test`: the config to test, the PLC's first values, then
+ * steps and checks in order. Device and point names are checked against the config's mappings
+ * before anything starts: a wrong name is a validation error at its file:line:col, not a failed
+ * run.
+ */
+
+const target = z
+  .string()
+  .regex(/^[^.]+\.[^\s]+$/, "write device.point, e.g. boiler-01.targetTemperature");
+const value = z.union([z.number(), z.boolean(), z.string()]);
+
+/** Each kind of step, by its one key: a step is checked by the schema its key names. */
+const STEPS = {
+  plc: z.strictObject({
+    plc: z
+      .strictObject({
+        set: target,
+        /** In engineering units, encoded by the mapping's codec. */
+        to: value.optional(),
+        /** Raw register words, as the device would hold them: the mapping is not consulted. */
+        words: z.array(z.number().int().min(0).max(65535)).min(1).optional(),
+      })
+      .refine((p) => (p.to === undefined) !== (p.words === undefined), {
+        message: "give the value as to: (engineering units) or as words: (raw registers)",
+      }),
+  }),
+  desired: z.strictObject({ desired: z.strictObject({ set: target, to: value }) }),
+  wait: z.strictObject({ wait: duration("How long to wait") }),
+  uplink: z.strictObject({ uplink: z.enum(["cut", "restore"]) }),
+  expect: z.strictObject({
+    expect: z.strictObject({
+      /** A path of the edge shadow (device.point), or of the cloud's reported state. */
+      edge: target.optional(),
+      cloud: target.optional(),
+      equals: value.optional(),
+      tolerance: z.number().nonnegative().optional(),
+      /** A command's `_commands` outcome: applied, rejected or failed. */
+      command: target.optional(),
+      outcome: z.enum(["applied", "rejected", "failed"]).optional(),
+      within: duration("How long the check may take to hold").default(5000),
+    }),
+  }),
+} as const;
+
+type StepKind = keyof typeof STEPS;
+export type Step = z.output<(typeof STEPS)[StepKind]>;
+
+/** The file's frame; its steps are checked one by one, each by its own kind. */
+const frameSchema = z.strictObject({
+  version: z.literal(1),
+  /** The gateway config to test, relative to the scenario file. */
+  config: z.string().min(1),
+  /** First values in the PLC, by device and point, in engineering units. */
+  values: z.record(z.string(), z.record(z.string(), value)).optional(),
+  steps: z.array(z.unknown()).min(1),
+});
+
+export type Scenario = Omit<z.output<typeof frameSchema>, "steps"> & { steps: Step[] };
+
+/** The scenario as read, with where each step is (for messages), or every problem. */
+export type ScenarioRead =
+  | { ok: true; scenario: Scenario; configFile: string; lines: number[] }
+  | { ok: false; problems: Problem[] };
+
+export async function readScenario(file: string): Promise<ScenarioRead> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    const problem = `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+    return { ok: false, problems: [at(file, 1, 1, "", problem, ErrorCodes.CONFIG_READ)] };
+  }
+  const src = parseYamlSource(file, text);
+  if (src.syntaxErrors.length > 0)
+    return {
+      ok: false,
+      problems: src.syntaxErrors.map((e) =>
+        at(file, e.position.line, e.position.col, "", e.message, ErrorCodes.CONFIG_YAML),
+      ),
+    };
+  const problems: Problem[] = [];
+  const issue = (where: readonly PropertyKey[], message: string): void => {
+    const keys = where.map((k) => (typeof k === "number" ? k : String(k)));
+    const p = src.positionOf(keys);
+    problems.push(at(file, p.line, p.col, keys.join("."), message, ErrorCodes.CONFIG_SCHEMA));
+  };
+  const frame = frameSchema.safeParse(src.doc.toJS({ maxAliasCount: 100 }));
+  if (!frame.success) for (const i of frame.error.issues) issue(i.path, i.message);
+  const steps: Step[] = [];
+  for (const [i, raw] of (frame.data?.steps ?? []).entries()) {
+    const keys = raw !== null && typeof raw === "object" ? Object.keys(raw) : [];
+    const kind =
+      keys.length === 1 && Object.hasOwn(STEPS, keys[0] ?? "") ? (keys[0] as StepKind) : undefined;
+    if (kind === undefined) {
+      issue(["steps", i], `a step is one of ${Object.keys(STEPS).join(", ")}, alone`);
+      continue;
+    }
+    const parsed = STEPS[kind].safeParse(raw);
+    if (parsed.success) steps.push(parsed.data);
+    else for (const x of parsed.error.issues) issue(["steps", i, ...x.path], x.message);
+  }
+  if (!frame.success || problems.length > 0) return { ok: false, problems };
+  const lines = steps.map((_, i) => src.positionOf(["steps", i]).line);
+  return {
+    ok: true,
+    scenario: { ...frame.data, steps },
+    configFile: path.resolve(path.dirname(file), frame.data.config),
+    lines,
+  };
+
+  function at(
+    f: string,
+    line: number,
+    col: number,
+    keyPath: string,
+    message: string,
+    code: Problem["code"],
+  ): Problem {
+    return { code, position: { file: f, line, col }, keyPath, message };
+  }
+}
+
+/** Names in the scenario that the config does not have, as positioned problems. */
+export async function checkNames(
+  file: string,
+  scenario: Scenario,
+  devices: readonly DevicePlan[],
+): Promise<Problem[]> {
+  const src = parseYamlSource(file, await readFile(file, "utf8"));
+  const problems: Problem[] = [];
+  const known = (name: string): string | undefined => {
+    const dot = name.indexOf(".");
+    const device = devices.find((d) => d.deviceName === name.slice(0, dot));
+    if (!device) return `no device ${name.slice(0, dot)} in the config`;
+    const point = name.slice(dot + 1);
+    return device.points.some((p) => p.name === point)
+      ? undefined
+      : `${device.deviceName} has no point ${point}`;
+  };
+  const check = (keyPath: Array<string | number>, name: string | undefined): void => {
+    if (name === undefined) return;
+    const why = known(name);
+    if (why === undefined) return;
+    const p = src.positionOf(keyPath);
+    problems.push({
+      code: ErrorCodes.CONFIG_CROSS,
+      position: p,
+      keyPath: keyPath.join("."),
+      message: why,
+    });
+  };
+  for (const [device, points] of Object.entries(scenario.values ?? {}))
+    for (const point of Object.keys(points)) check(["values", device, point], `${device}.${point}`);
+  scenario.steps.forEach((s, i) => {
+    if ("plc" in s) check(["steps", i, "plc", "set"], s.plc.set);
+    if ("desired" in s) check(["steps", i, "desired", "set"], s.desired.set);
+    if ("expect" in s) {
+      const e = s.expect;
+      check(["steps", i, "expect", "edge"], e.edge);
+      check(["steps", i, "expect", "cloud"], e.cloud);
+      check(["steps", i, "expect", "command"], e.command);
+      const kinds = [e.edge, e.cloud, e.command].filter((x) => x !== undefined).length;
+      if (
+        kinds !== 1 ||
+        (e.command !== undefined) !== (e.outcome !== undefined) ||
+        (e.command === undefined && e.equals === undefined)
+      )
+        problems.push({
+          code: ErrorCodes.CONFIG_SCHEMA,
+          position: src.positionOf(["steps", i, "expect"]),
+          keyPath: `steps.${i}.expect`,
+          message:
+            "an expect checks one thing: edge or cloud with equals (and tolerance), or command with outcome",
+        });
+    }
+  });
+  return problems;
+}
