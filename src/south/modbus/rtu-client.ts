@@ -33,7 +33,7 @@ export interface RtuClientOptions {
  *
  * On a serial line it also keeps the line's timing: the t3.5 silence (plus `turnaroundMs`)
  * between frames, timeouts that add the frames' own wire time at the baud, and after a timeout
- * or a bad frame, a silence long enough for a late answer to pass. The receive buffer is emptied
+ * or a bad frame, a silence long enough for a late answer to pass (over TCP, one timeout). The receive buffer is emptied
  * before each request, so that noise or a late answer is never read as the next answer and the
  * port stays open.
  */
@@ -200,7 +200,7 @@ export class RtuClient implements ModbusLink {
    * timeout to the configured one plus the frames' wire time.
    */
   private async begin(unitId: number, request: number, answer: number): Promise<Client> {
-    if (this.timing) await silence(this.lineFreeAt);
+    if (this.timing || this.lineFreeAt > performance.now()) await silence(this.lineFreeAt);
     if (this.closedBy !== undefined) throw disconnectedError(this.closedBy);
     const client = this.client;
     client.setID(unitId);
@@ -217,16 +217,26 @@ export class RtuClient implements ModbusLink {
 
   /** The transaction is over: the line must be silent for t3.5 (and the turnaround) now. */
   private end(extraMs = 0): void {
-    if (!this.timing) return;
+    if (!this.timing) {
+      if (extraMs > 0) this.lineFreeAt = performance.now() + extraMs;
+      return;
+    }
     this.lineFreeAt = performance.now() + this.timing.silenceMs + this.opts.turnaroundMs + extraMs;
   }
 
   private failed(err: unknown, unitId: number, answer: number): ShadowgateError {
     const e = this.classify(err, unitId);
-    // After a timeout or a bad frame an answer may still be on its way: let it pass first.
+    // After a timeout or a bad frame an answer may still be on its way: let it pass first. On
+    // a line, its wire time; over TCP a device server forwards a late answer whenever the slave
+    // sends it, and an RTU answer names no request (no transaction id): a quiet period of one
+    // timeout lets it arrive and be emptied, instead of being read as the next request's
+    // answer (found by the Modbus fuzzer: a read of address 50 came back with address 10's
+    // value).
     const late =
       e.code === ErrorCodes.MODBUS_TIMEOUT || e.code === ErrorCodes.MODBUS_BAD_FRAME
-        ? (this.timing?.wireMs(answer) ?? 0)
+        ? this.timing
+          ? this.timing.wireMs(answer)
+          : this.opts.timeoutMs
         : 0;
     this.end(late);
     return e;
