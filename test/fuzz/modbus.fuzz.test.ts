@@ -199,6 +199,20 @@ const extra: fc.Arbitrary<Extra> = fc.oneof(
   fc.record({ kind: fc.constant("dup" as const) }),
 );
 
+/** What both framings share: the answer cut short, never sent, or its connection closed. */
+const streamEnds = [
+  { arbitrary: fc.record({ kind: fc.constant("truncate" as const), keep: fc.nat() }), weight: 1 },
+  { arbitrary: fc.constant({ kind: "silence" as const }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant("close" as const),
+      keep: fc.nat(),
+      reset: fc.boolean(),
+    }),
+    weight: 3,
+  },
+];
+
 const tcpReply: fc.Arbitrary<TcpReply> = fc.oneof(
   { arbitrary: fc.constant({ kind: "ok" as const }), weight: 20 },
   { arbitrary: fc.record({ kind: fc.constant("split" as const), at: fc.nat() }), weight: 4 },
@@ -253,16 +267,7 @@ const tcpReply: fc.Arbitrary<TcpReply> = fc.oneof(
     }),
     weight: 4,
   },
-  { arbitrary: fc.record({ kind: fc.constant("truncate" as const), keep: fc.nat() }), weight: 1 },
-  { arbitrary: fc.constant({ kind: "silence" as const }), weight: 1 },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant("close" as const),
-      keep: fc.nat(),
-      reset: fc.boolean(),
-    }),
-    weight: 3,
-  },
+  ...streamEnds,
 );
 
 const rtuReply: fc.Arbitrary<RtuReply> = fc.oneof(
@@ -311,16 +316,7 @@ const rtuReply: fc.Arbitrary<RtuReply> = fc.oneof(
     }),
     weight: 4,
   },
-  { arbitrary: fc.record({ kind: fc.constant("truncate" as const), keep: fc.nat() }), weight: 1 },
-  { arbitrary: fc.constant({ kind: "silence" as const }), weight: 1 },
-  {
-    arbitrary: fc.record({
-      kind: fc.constant("close" as const),
-      keep: fc.nat(),
-      reset: fc.boolean(),
-    }),
-    weight: 3,
-  },
+  ...streamEnds,
 );
 
 function cases<R>(transport: "tcp" | "rtu", reply: fc.Arbitrary<R>): fc.Arbitrary<Case<R>> {
