@@ -30,7 +30,12 @@ export async function testScenarioCommand(o: {
     return ExitCodes.CONFIG;
   }
   const problems = [
-    ...(await checkNames(o.scenario, read.scenario, loaded.config.devices)),
+    ...(await checkNames(
+      o.scenario,
+      read.scenario,
+      loaded.config.devices,
+      Object.keys(loaded.config.gateway.sources),
+    )),
     ...unsupported(loaded.config),
   ];
   if (problems.length > 0) {

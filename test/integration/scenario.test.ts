@@ -81,6 +81,7 @@ steps:
   - plc: { set: boiler-02.temperature, to: 1 }
   - expect: { cloud: boiler-01.nope, equals: 1 }
   - wait: soon
+  - source: { stop: plc9 }
 `,
     );
     const r = await runCli(["test", scenario]);
@@ -95,6 +96,7 @@ steps:
     expect(names.stderr).toMatch(
       /bad\.yaml:5:\d+ steps\.1\.expect\.cloud: boiler-01 has no point nope/,
     );
+    expect(names.stderr).toMatch(/bad\.yaml:7:\d+ steps\.3\.source\.stop: no source plc9/);
     expect(names.stdout).toBe("");
   });
 });

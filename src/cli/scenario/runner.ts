@@ -12,7 +12,7 @@ import type { ModbusDevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
 import { startCloudService } from "../../sim/cloud/index.js";
 import { loadDevice, setPoint } from "../../sim/modbus/from-mapping.js";
-import { ModbusTcpSimulator } from "../../sim/modbus/index.js";
+import { ModbusTcpSimulator, type WriteEvent } from "../../sim/modbus/index.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
 import type { Scenario, Step } from "./schema.js";
 
@@ -35,6 +35,10 @@ interface Plant {
   readonly config: LoadedConfig;
   readonly gateway: Gateway;
   readonly units: Map<string, ModbusTcpSimulator>;
+  /** Each source's simulator and the port it serves on (kept across a stop and a start). */
+  readonly sources: Map<string, { sim: ModbusTcpSimulator; port: number }>;
+  /** Every write the simulators received, in order. */
+  readonly writes: WriteEvent[];
   readonly proxy: TcpProxy;
   cloudReported(device: ModbusDevicePlan): JsonObject | undefined;
   setDesired(device: ModbusDevicePlan, point: string, value: JsonValue): Promise<void>;
@@ -77,6 +81,8 @@ async function startPlant(
   try {
     const overrides: string[] = [];
     const units = new Map<string, ModbusTcpSimulator>();
+    const sources = new Map<string, { sim: ModbusTcpSimulator; port: number }>();
+    const writes: WriteEvent[] = [];
     for (const id of Object.keys(base.gateway.sources)) {
       const devices = base.devices.filter(
         (d): d is ModbusDevicePlan => d.sourceId === id && d.kind === "modbus",
@@ -86,6 +92,8 @@ async function startPlant(
       for (const d of devices) loadDevice(sim.unit(d.unitId), d, values?.[d.deviceName]);
       const { port } = await sim.start({ host: "127.0.0.1", port: 0 });
       closers.push(() => sim.stop());
+      sim.on("write", (w) => writes.push(w));
+      sources.set(id, { sim, port });
       for (const d of devices) units.set(d.deviceName, sim);
       overrides.push(`sources.${id}.host=127.0.0.1`, `sources.${id}.port=${port}`);
     }
@@ -117,6 +125,8 @@ async function startPlant(
       config,
       gateway,
       units,
+      sources,
+      writes,
       proxy,
       cloudReported: (d) =>
         aws
@@ -190,7 +200,13 @@ export function describeStep(s: Step): string {
   if ("desired" in s) return `desired: set ${s.desired.set} to ${JSON.stringify(s.desired.to)}`;
   if ("wait" in s) return `wait ${s.wait} ms`;
   if ("uplink" in s) return `uplink ${s.uplink}`;
+  if ("source" in s)
+    return "stop" in s.source ? `source ${s.source.stop} stops` : `source ${s.source.start} starts`;
   const e = s.expect;
+  if (e.register !== undefined)
+    return `expect register ${e.register} = ${(e.words ?? []).join(" ")}`;
+  if (e.written !== undefined) return `expect ${e.written} written ${e.times ?? 0} time(s)`;
+  if (e.quality !== undefined) return `expect ${e.quality} quality ${e.is ?? ""}`;
   if (e.command !== undefined) return `expect command ${e.command} ${e.outcome ?? ""}`.trim();
   const where = e.edge !== undefined ? `edge ${e.edge}` : `cloud ${e.cloud ?? ""}`;
   return `expect ${where} = ${JSON.stringify(e.equals)}${e.tolerance ? ` ± ${e.tolerance}` : ""}`;
@@ -264,7 +280,58 @@ export async function runScenario(
       else plant.proxy.restore();
       return undefined;
     }
+    if ("source" in s) {
+      const id = "stop" in s.source ? s.source.stop : s.source.start;
+      const source = plant.sources.get(id);
+      if (!source) return `no simulated source ${id}`;
+      // The memory stays: a PLC that comes back holds what it held.
+      if ("stop" in s.source) await source.sim.stop();
+      else await source.sim.start({ host: "127.0.0.1", port: source.port });
+      return undefined;
+    }
     const e = s.expect;
+    if (e.quality !== undefined) {
+      const [d, point] = split(e.quality);
+      const state = () => plant.gateway.shadow.document(d.deviceName)?.metadata.reported[point];
+      const { held } = await until(
+        () => state()?.quality,
+        (v) => v === e.is,
+        e.within,
+      );
+      const last = state();
+      return held
+        ? undefined
+        : `expected quality ${e.is}, got ${last?.quality ?? "none"}${last?.reason ? ` (${last.reason})` : ""} within ${e.within} ms`;
+    }
+    if (e.register !== undefined || e.written !== undefined) {
+      const [d, point] = split(e.register ?? e.written ?? "");
+      const p = d.points.find((x) => x.name === point);
+      const sim = plant.units.get(d.deviceName);
+      if (!p || !sim) return `${d.deviceName}.${point}: not in a simulated device`;
+      if (e.register !== undefined) {
+        const words = e.words ?? [];
+        const { held, last } = await until(
+          () => sim.unit(d.unitId).read(p.table, p.address, p.count),
+          (v) => JSON.stringify(v) === JSON.stringify(words),
+          e.within,
+        );
+        return held
+          ? undefined
+          : `expected the words ${words.join(" ")}, the PLC holds ${(last as number[]).join(" ")}`;
+      }
+      const hits = (): number =>
+        plant.writes.filter(
+          (w) =>
+            w.unitId === d.unitId &&
+            w.table === p.table &&
+            w.address < p.address + p.count &&
+            w.address + w.count > p.address,
+        ).length;
+      const { held, last } = await until(hits, (v) => v === e.times, e.within);
+      return held
+        ? undefined
+        : `expected ${e.times} write(s) to ${point}, the PLC saw ${String(last)}`;
+    }
     if (e.command !== undefined) {
       const [d, point] = split(e.command);
       const { held, last } = await until(

@@ -37,6 +37,13 @@ const STEPS = {
   desired: z.strictObject({ desired: z.strictObject({ set: target, to: value }) }),
   wait: z.strictObject({ wait: duration("How long to wait") }),
   uplink: z.strictObject({ uplink: z.enum(["cut", "restore"]) }),
+  /** A source's simulator goes away (its connections closed, new ones refused) or comes back. */
+  source: z.strictObject({
+    source: z.union([
+      z.strictObject({ stop: z.string().min(1) }),
+      z.strictObject({ start: z.string().min(1) }),
+    ]),
+  }),
   expect: z.strictObject({
     expect: z.strictObject({
       /** A path of the edge shadow (device.point), or of the cloud's reported state. */
@@ -47,6 +54,15 @@ const STEPS = {
       /** A command's `_commands` outcome: applied, rejected or failed. */
       command: target.optional(),
       outcome: z.enum(["applied", "rejected", "failed"]).optional(),
+      /** The PLC's raw words at a point's address. */
+      register: target.optional(),
+      words: z.array(z.number().int().min(0).max(65535)).min(1).optional(),
+      /** A point's quality in the edge shadow: good, or stale or bad (its reason is shown). */
+      quality: target.optional(),
+      is: z.enum(["good", "stale", "bad", "uncertain"]).optional(),
+      /** How many writes reached a point's address since the scenario began (0: none). */
+      written: target.optional(),
+      times: z.number().int().nonnegative().optional(),
       within: duration("How long the check may take to hold").default(5000),
     }),
   }),
@@ -135,6 +151,7 @@ export async function checkNames(
   file: string,
   scenario: Scenario,
   devices: readonly DevicePlan[],
+  sources: readonly string[],
 ): Promise<Problem[]> {
   const src = parseYamlSource(file, await readFile(file, "utf8"));
   const problems: Problem[] = [];
@@ -164,23 +181,40 @@ export async function checkNames(
   scenario.steps.forEach((s, i) => {
     if ("plc" in s) check(["steps", i, "plc", "set"], s.plc.set);
     if ("desired" in s) check(["steps", i, "desired", "set"], s.desired.set);
+    if ("source" in s) {
+      const [key, id] = "stop" in s.source ? ["stop", s.source.stop] : ["start", s.source.start];
+      if (!sources.includes(id))
+        problems.push({
+          code: ErrorCodes.CONFIG_CROSS,
+          position: src.positionOf(["steps", i, "source", key]),
+          keyPath: `steps.${i}.source.${key}`,
+          message: `no source ${id} in the config (${sources.join(", ")})`,
+        });
+    }
     if ("expect" in s) {
       const e = s.expect;
       check(["steps", i, "expect", "edge"], e.edge);
       check(["steps", i, "expect", "cloud"], e.cloud);
       check(["steps", i, "expect", "command"], e.command);
-      const kinds = [e.edge, e.cloud, e.command].filter((x) => x !== undefined).length;
-      if (
-        kinds !== 1 ||
-        (e.command !== undefined) !== (e.outcome !== undefined) ||
-        (e.command === undefined && e.equals === undefined)
-      )
+      check(["steps", i, "expect", "register"], e.register);
+      check(["steps", i, "expect", "written"], e.written);
+      check(["steps", i, "expect", "quality"], e.quality);
+      const kinds = [e.edge, e.cloud, e.command, e.register, e.written, e.quality].filter(
+        (x) => x !== undefined,
+      ).length;
+      const paired =
+        (e.command !== undefined) === (e.outcome !== undefined) &&
+        (e.register !== undefined) === (e.words !== undefined) &&
+        (e.written !== undefined) === (e.times !== undefined) &&
+        (e.quality !== undefined) === (e.is !== undefined) &&
+        ((e.edge === undefined && e.cloud === undefined) || e.equals !== undefined);
+      if (kinds !== 1 || !paired)
         problems.push({
           code: ErrorCodes.CONFIG_SCHEMA,
           position: src.positionOf(["steps", i, "expect"]),
           keyPath: `steps.${i}.expect`,
           message:
-            "an expect checks one thing: edge or cloud with equals (and tolerance), or command with outcome",
+            "an expect checks one thing: edge or cloud with equals (and tolerance), command with outcome, register with words, written with times, or quality with is",
         });
     }
   });
