@@ -37,6 +37,8 @@ const STEPS = {
   desired: z.strictObject({ desired: z.strictObject({ set: target, to: value }) }),
   wait: z.strictObject({ wait: duration("How long to wait") }),
   uplink: z.strictObject({ uplink: z.enum(["cut", "restore"]) }),
+  /** The gateway stops and starts again on its data folder (its journal and outbox kept). */
+  gateway: z.strictObject({ gateway: z.literal("restart") }),
   /** A source's simulator goes away (its connections closed, new ones refused) or comes back. */
   source: z.strictObject({
     source: z.union([
@@ -60,7 +62,10 @@ const STEPS = {
       /** A point's quality in the edge shadow: good, or stale or bad (its reason is shown). */
       quality: target.optional(),
       is: z.enum(["good", "stale", "bad", "uncertain"]).optional(),
-      /** How many writes reached a point's address since the scenario began (0: none). */
+      /**
+       * How many writes reached a point's address since the scenario began (0: none), counted
+       * at the end of `within`.
+       */
       written: target.optional(),
       times: z.number().int().nonnegative().optional(),
       within: duration("How long the check may take to hold").default(5000),
