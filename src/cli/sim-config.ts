@@ -4,9 +4,12 @@ import { formatProblem, type LoadedConfig, type Problem } from "../config/load.j
 import type { Override } from "../config/override.js";
 import { parseYamlSource } from "../config/yaml-source.js";
 import { ErrorCodes, ExitCodes } from "../core/errors.js";
-import type { ModbusDevicePlan } from "../mapping/types.js";
-import { ModbusTcpSimulator } from "../sim/modbus/index.js";
-import { loadDevice, SimValueError } from "../sim/modbus/from-mapping.js";
+import {
+  SimValueError,
+  startSourceSimulators,
+  unsimulated,
+  type SourceSimulator,
+} from "../sim/modbus/from-mapping.js";
 import { loadOrReport } from "./validate.js";
 
 /** Values for `--values`: by device, by point, in engineering units. */
@@ -27,40 +30,27 @@ export async function simFromConfigCommand(o: {
   const values = o.values === undefined ? {} : await readValues(o.values, config);
   if (values === undefined) return ExitCodes.CONFIG;
 
-  const started: ModbusTcpSimulator[] = [];
-  const lines: string[] = [];
-  const stopAll = () => Promise.all(started.map((s) => s.stop()));
-  for (const [id, source] of Object.entries(config.gateway.sources)) {
-    const devices = config.devices.filter((d) => d.sourceId === id);
-    if (devices.length === 0) continue;
-    if (source.protocol !== "modbus-tcp") {
-      process.stderr.write(
-        `${id} (${source.protocol}): not simulated by --from-config yet (Modbus TCP sources are)\n`,
-      );
-      continue;
-    }
-    const modbus = devices.filter((d): d is ModbusDevicePlan => d.kind === "modbus");
-    const sim = new ModbusTcpSimulator({ units: [...new Set(modbus.map((d) => d.unitId))] });
-    try {
-      for (const d of modbus) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
-    } catch (e) {
-      if (!(e instanceof SimValueError)) throw e;
-      process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
-      await stopAll();
-      return ExitCodes.CONFIG;
-    }
-    const { port } = await sim.start({ host: "127.0.0.1", port: 0 });
-    started.push(sim);
-    const points = modbus.reduce((n, d) => n + d.points.length, 0);
-    lines.push(
-      `${id} (modbus-tcp, units ${sim.unitIds().join(", ")}, ${points} points): 127.0.0.1:${port}`,
-      `  --override sources.${id}.host=127.0.0.1 --override sources.${id}.port=${port}`,
+  for (const u of unsimulated(config))
+    process.stderr.write(
+      `${u.source} (${u.protocol}): not simulated by --from-config yet (Modbus TCP sources are)\n`,
     );
+  let started: SourceSimulator[];
+  try {
+    started = await startSourceSimulators(config, values);
+  } catch (e) {
+    if (!(e instanceof SimValueError)) throw e;
+    process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
+    return ExitCodes.CONFIG;
   }
   if (started.length === 0) {
     process.stderr.write("no source of the config could be simulated\n");
     return ExitCodes.RUNTIME;
   }
+  const lines = started.flatMap(({ source, sim, port, devices }) => [
+    `${source} (modbus-tcp, units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points): 127.0.0.1:${port}`,
+    `  --override sources.${source}.host=127.0.0.1 --override sources.${source}.port=${port}`,
+  ]);
+  const stopAll = () => Promise.all(started.map((s) => s.sim.stop()));
   process.stdout.write(`${lines.join("\n")}\nCtrl-C stops.\n`);
   const stop = (): void => {
     void stopAll().then(() => process.exit(ExitCodes.OK));

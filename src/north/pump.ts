@@ -1,6 +1,7 @@
-// ~600 lines on purpose: gets, updates (split in parts where the dialect must), desired clears
-// and their replies share one in-flight slot, one rate limit, one reply matcher and one redo
-// path per device; split, each part would reach into the others' state.
+// ~650 lines on purpose: gets (and the cloud snapshot they leave for the console), updates
+// (split in parts where the dialect must), desired clears and their replies share one in-flight
+// slot, one rate limit, one reply matcher and one redo path per device; split, each part would
+// reach into the others' state.
 import { randomBytes } from "node:crypto";
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";

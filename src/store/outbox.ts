@@ -1,5 +1,6 @@
-// ~500 lines on purpose: save, flush, ack, retention and the in-memory counters share one set
-// of prepared statements and one transaction discipline; split, each half would reach into the other.
+// ~550 lines on purpose: save, flush, ack, retention, the in-memory counters and the console's
+// recent values share one set of prepared statements, one report codec and one transaction
+// discipline; split, each half would reach into the other.
 import { ErrorCodes } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { getPath, mergeInto, mergeReported } from "../core/json.js";

@@ -11,9 +11,10 @@ import { Gateway } from "../../daemon/gateway.js";
 import type { ModbusDevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
 import { startCloudService } from "../../sim/cloud/index.js";
-import { loadDevice, setPoint } from "../../sim/modbus/from-mapping.js";
-import { ModbusTcpSimulator, type WriteEvent } from "../../sim/modbus/index.js";
+import { setPoint, startSourceSimulators, unsimulated } from "../../sim/modbus/from-mapping.js";
+import type { ModbusTcpSimulator, WriteEvent } from "../../sim/modbus/index.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
+import { setPath } from "../../shadow/document.js";
 import type { Scenario, Step } from "./schema.js";
 
 /** One step's outcome, for the summary and the JUnit report. */
@@ -61,12 +62,11 @@ export function unsupported(config: LoadedConfig): Problem[] {
       keyPath,
       message,
     });
-  for (const [id, s] of Object.entries(config.gateway.sources))
-    if (s.protocol !== "modbus-tcp" && config.devices.some((d) => d.sourceId === id))
-      at(
-        `sources.${id}`,
-        `${s.protocol}: shadowgate test simulates Modbus TCP sources only, for now`,
-      );
+  for (const u of unsimulated(config))
+    at(
+      `sources.${u.source}`,
+      `${u.protocol}: shadowgate test simulates Modbus TCP sources only, for now`,
+    );
   if (!config.gateway.cloud) at("cloud", "shadowgate test needs a cloud section to sync with");
   return problems;
 }
@@ -86,24 +86,15 @@ async function startPlant(
     const units = new Map<string, ModbusTcpSimulator>();
     const sources = new Map<string, { sim: ModbusTcpSimulator; port: number }>();
     const writes: WriteEvent[] = [];
-    for (const id of Object.keys(base.gateway.sources)) {
-      const devices = base.devices.filter(
-        (d): d is ModbusDevicePlan => d.sourceId === id && d.kind === "modbus",
-      );
-      if (devices.length === 0) continue;
-      const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
-      for (const d of devices) loadDevice(sim.unit(d.unitId), d, values?.[d.deviceName]);
-      const { port } = await sim.start({ host: "127.0.0.1", port: 0 });
+    for (const { source, sim, port, devices } of await startSourceSimulators(base, values)) {
       closers.push(() => sim.stop());
       sim.on("write", (w) => writes.push(w));
-      sources.set(id, { sim, port });
+      sources.set(source, { sim, port });
       for (const d of devices) units.set(d.deviceName, sim);
-      overrides.push(`sources.${id}.host=127.0.0.1`, `sources.${id}.port=${port}`);
+      overrides.push(`sources.${source}.host=127.0.0.1`, `sources.${source}.port=${port}`);
     }
     const aws = base.gateway.cloud?.dialect === "aws";
-    const cloud = aws
-      ? await startAwsCloudService({ mqttPort: 0, httpPort: 0 })
-      : await startCloudService({ mqttPort: 0, httpPort: 0 });
+    const cloud = aws ? await awsCloud() : await alibabaCloud();
     closers.push(() => cloud.close());
     const brokerPort = Number(new URL(cloud.mqttUrl).port);
     const proxy = new TcpProxy({ targetPort: brokerPort });
@@ -139,43 +130,11 @@ async function startPlant(
       sources,
       writes,
       proxy,
-      cloudReported: (d) =>
-        aws
-          ? (cloud as Awaited<ReturnType<typeof startAwsCloudService>>).service.getShadow(
-              d.deviceName,
-            )?.state.reported
-          : ((cloud as Awaited<ReturnType<typeof startCloudService>>).service.getShadow(
-              d.productKey,
-              d.deviceName,
-            )?.state.reported as JsonObject | undefined),
-      async setDesired(d, point, value) {
+      cloudReported: (d) => cloud.reported(d),
+      setDesired(d, point, value) {
         const desired: JsonObject = {};
-        let node = desired;
-        const keys = point.split(".");
-        keys.slice(0, -1).forEach((k) => {
-          const next: JsonObject = {};
-          node[k] = next;
-          node = next;
-        });
-        node[keys.at(-1) ?? point] = value;
-        if (aws) {
-          const r = (cloud as Awaited<ReturnType<typeof startAwsCloudService>>).service.update(
-            d.deviceName,
-            undefined,
-            { state: { desired } },
-          );
-          if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.error.message}`);
-        } else {
-          const r = await (
-            cloud as Awaited<ReturnType<typeof startCloudService>>
-          ).service.updateDesired(
-            d.productKey,
-            d.deviceName,
-            { method: "update", state: { desired } },
-            { delta: true },
-          );
-          if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.message}`);
-        }
+        setPath(desired, point.split("."), value);
+        return cloud.setDesired(d, desired);
       },
       close,
     };
@@ -183,6 +142,47 @@ async function startPlant(
     await close();
     throw e;
   }
+}
+
+/** The local cloud service of the config's dialect, as the runner uses it. */
+interface LocalCloud {
+  readonly mqttUrl: string;
+  reported(d: ModbusDevicePlan): JsonObject | undefined;
+  /** Sets desired values as an application would (the cloud pushes them to the gateway). */
+  setDesired(d: ModbusDevicePlan, desired: JsonObject): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function alibabaCloud(): Promise<LocalCloud> {
+  const cloud = await startCloudService({ mqttPort: 0, httpPort: 0 });
+  return {
+    mqttUrl: cloud.mqttUrl,
+    reported: (d) =>
+      cloud.service.getShadow(d.productKey, d.deviceName)?.state.reported as JsonObject | undefined,
+    async setDesired(d, desired) {
+      const r = await cloud.service.updateDesired(
+        d.productKey,
+        d.deviceName,
+        { method: "update", state: { desired } },
+        { delta: true },
+      );
+      if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.message}`);
+    },
+    close: () => cloud.close(),
+  };
+}
+
+async function awsCloud(): Promise<LocalCloud> {
+  const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0 });
+  return {
+    mqttUrl: cloud.mqttUrl,
+    reported: (d) => cloud.service.getShadow(d.deviceName)?.state.reported,
+    async setDesired(d, desired) {
+      const r = cloud.service.update(d.deviceName, undefined, { state: { desired } });
+      if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.error.message}`);
+    },
+    close: () => cloud.close(),
+  };
 }
 
 const matches = (actual: unknown, expected: unknown, tolerance = 0): boolean =>

@@ -2,7 +2,9 @@ import { ShadowgateError } from "../../core/errors.js";
 import { isBitTable, type PointValue } from "../../core/types.js";
 import { encodeBit, encodeRegisters } from "../../mapping/codec.js";
 import { INTEGER_TYPES, type CompiledPoint, type ModbusDevicePlan } from "../../mapping/types.js";
+import type { LoadedConfig } from "../../config/load.js";
 import type { UnitMemory } from "./memory.js";
+import { ModbusTcpSimulator } from "./tcp-server.js";
 
 /**
  * A Modbus slave built from mapping files (`shadowgate sim --from-config`): every mapped point
@@ -11,6 +13,59 @@ import type { UnitMemory } from "./memory.js";
  * of points the mapping does not mark writable refuse writes (exception 02), as a device's
  * read-only registers do.
  */
+
+/** One source of a config stood in for by a simulator, serving on 127.0.0.1:port. */
+export interface SourceSimulator {
+  readonly source: string;
+  readonly sim: ModbusTcpSimulator;
+  readonly port: number;
+  readonly devices: readonly ModbusDevicePlan[];
+}
+
+/**
+ * The config's sources with devices that the simulators cannot stand in for yet: every one but
+ * Modbus TCP (`sim --from-config` skips them, `shadowgate test` refuses them).
+ */
+export function unsimulated(config: LoadedConfig): Array<{ source: string; protocol: string }> {
+  return Object.entries(config.gateway.sources)
+    .filter(
+      ([id, s]) => s.protocol !== "modbus-tcp" && config.devices.some((d) => d.sourceId === id),
+    )
+    .map(([source, s]) => ({ source, protocol: s.protocol }));
+}
+
+/**
+ * A simulator for each Modbus TCP source of the config, its devices loaded (`values` by device
+ * and point, plausible ones for the rest), then started on free ports of 127.0.0.1. Every
+ * device is loaded before any simulator starts, so a value its point cannot hold
+ * (SimValueError) leaves nothing running; a start that fails stops the ones before it.
+ */
+export async function startSourceSimulators(
+  config: LoadedConfig,
+  values: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {},
+): Promise<SourceSimulator[]> {
+  const skipped = new Set(unsimulated(config).map((u) => u.source));
+  const loaded = Object.keys(config.gateway.sources)
+    .filter((id) => !skipped.has(id))
+    .map((source) => {
+      const devices = config.devices.filter(
+        (d): d is ModbusDevicePlan => d.sourceId === source && d.kind === "modbus",
+      );
+      const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
+      for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
+      return { source, sim, devices };
+    })
+    .filter((s) => s.devices.length > 0);
+  const started: SourceSimulator[] = [];
+  try {
+    for (const s of loaded)
+      started.push({ ...s, port: (await s.sim.start({ host: "127.0.0.1", port: 0 })).port });
+  } catch (e) {
+    await Promise.all(started.map((s) => s.sim.stop()));
+    throw e;
+  }
+  return started;
+}
 
 /** A value a test engineer would take for the point's own: mid-range, a label, true. */
 export function plausibleValue(point: CompiledPoint): PointValue {
