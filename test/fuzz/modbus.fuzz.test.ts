@@ -9,6 +9,7 @@ import { crc16, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
 import {
   answerData,
   crc16Reference,
+  eagerDriverOptions,
   mbapFrame,
   readAnswerPdu,
   rtuFrameReference,
@@ -879,19 +880,7 @@ async function runCase<R>(wire: Wire<R>, c: Case<R>): Promise<Stats> {
   const port = await slave.start();
   const driver = new ModbusDriver(
     "fuzz",
-    {
-      transport: wire.transport(port),
-      timeoutMs: TIMEOUT_MS,
-      maxRegistersPerRequest: 125,
-      maxBitsPerRequest: 2000,
-      maxGap: 0,
-      // Reconnect at once: thousands of connections are closed on purpose in a run.
-      reconnectMinMs: 0,
-      reconnectMaxMs: 0,
-      // Timeouts never park the unit: every read goes on the wire.
-      unitBackoffMs: 0,
-      demoteAfter: 1_000_000,
-    },
+    eagerDriverOptions(wire.transport(port), TIMEOUT_MS),
     silentLogger(),
   );
   const online = () =>

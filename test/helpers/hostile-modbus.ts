@@ -1,4 +1,5 @@
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
+import type { ModbusDriverOptions, ModbusTransport } from "../../src/south/modbus/modbus-driver.js";
 
 /**
  * A scripted hostile Modbus slave on node:net, for the fuzz tests: MBAP frames (Modbus TCP) or
@@ -212,4 +213,25 @@ export function crc16Reference(bytes: Uint8Array): number {
   let crc = 0xffff;
   for (const b of bytes) crc = (crc >>> 8) ^ (CRC_TABLE[(crc ^ b) & 0xff] ?? 0);
   return crc;
+}
+
+/**
+ * Driver options for reading a hostile slave: every read goes on the wire (timeouts never park
+ * the unit), and a closed connection is reopened at once (a run closes thousands on purpose).
+ */
+export function eagerDriverOptions(
+  transport: ModbusTransport,
+  timeoutMs: number,
+): ModbusDriverOptions {
+  return {
+    transport,
+    timeoutMs,
+    maxRegistersPerRequest: 125,
+    maxBitsPerRequest: 2000,
+    maxGap: 0,
+    reconnectMinMs: 0,
+    reconnectMaxMs: 0,
+    unitBackoffMs: 0,
+    demoteAfter: 1_000_000,
+  };
 }

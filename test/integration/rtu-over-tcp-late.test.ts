@@ -8,7 +8,12 @@
 import { afterEach, expect, it } from "vitest";
 import { silentLogger } from "../../src/core/logger.js";
 import { ModbusDriver } from "../../src/south/modbus/modbus-driver.js";
-import { readAnswerPdu, rtuFrameReference, ScriptedSlave } from "../helpers/hostile-modbus.js";
+import {
+  eagerDriverOptions,
+  readAnswerPdu,
+  rtuFrameReference,
+  ScriptedSlave,
+} from "../helpers/hostile-modbus.js";
 
 const TIMEOUT_MS = 100;
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -30,17 +35,7 @@ it("a late answer to a timed-out read is never taken for the next read's answer"
   cleanups.push(() => slave.stop());
   const driver = new ModbusDriver(
     "late",
-    {
-      transport: { kind: "rtu-over-tcp", host: "127.0.0.1", port },
-      timeoutMs: TIMEOUT_MS,
-      maxRegistersPerRequest: 125,
-      maxBitsPerRequest: 2000,
-      maxGap: 0,
-      reconnectMinMs: 0,
-      reconnectMaxMs: 0,
-      unitBackoffMs: 0,
-      demoteAfter: 1_000_000,
-    },
+    eagerDriverOptions({ kind: "rtu-over-tcp", host: "127.0.0.1", port }, TIMEOUT_MS),
     silentLogger(),
   );
   cleanups.push(() => driver.stop());
