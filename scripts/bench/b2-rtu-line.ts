@@ -4,7 +4,7 @@
  * doc's ceiling table assumes), through our real driver (ModbusDriver with the gateway config's
  * modbus-rtu defaults), against a naive single-register poller on the same line, in the same run.
  *
- * The line: a socat pty pair (test/helpers/pty.ts, the one the RTU tests use). A pty moves
+ * The line: a socat pty pair (src/sim/pty.ts, the one the RTU tests use). A pty moves
  * bytes at once, whatever the baud, so the timing is kept by the two ends, as on a real line:
  * our simulator answers only once the exchange would be over on the wire (request wire time +
  * t3.5 + response wire time, from the request's first byte), and the driver keeps the t3.5
@@ -47,7 +47,7 @@
  * when one fails, 2 on a crash or when the run outlives its budget.
  *
  * Environment: BENCH_SECONDS (window at 9600 baud, 1..60, default 10), BENCH_PIN (see
- * lib/common.ts), SOCAT_BIN (see test/helpers/pty.ts).
+ * lib/common.ts), SOCAT_BIN (see src/sim/pty.ts).
  */
 import { execFileSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
@@ -68,11 +68,10 @@ import {
   printChecks,
   type Check,
 } from "./lib/common.js";
-import { ModbusDriver, lineTiming, silentLogger } from "./lib/dist.js";
+import { ModbusDriver, findSocat, lineTiming, openPtyPair, silentLogger } from "./lib/dist.js";
 import { HostClient } from "./lib/host-client.js";
 import { MAX_REGISTERS_PER_READ, registerValue } from "./lib/modbus-layout.js";
 import { modbusDriverOptions, modbusSourceConfig } from "./lib/modbus-options.js";
-import { findSocat, openPtyPair } from "../../test/helpers/pty.js";
 import type { RtuSlaveStats } from "./lib/sim-host.js";
 import type { ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 

@@ -21,7 +21,7 @@ import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import type { DeviceChannel, Source } from "../../src/south/protocol.js";
 import { protocolOf, type SourceConfig } from "../../src/south/registry.js";
-import { findSocat, openPtyPair } from "../helpers/pty.js";
+import { findSocat, openPtyPair } from "../../src/sim/pty.js";
 import { freePort } from "../helpers/ports.js";
 import { until } from "../helpers/until.js";
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connectAsync } from "mqtt";
-import { findExecutable } from "./executables.js";
+import { findExecutable } from "../../src/core/executables.js";
 import { freePort } from "./ports.js";
 
 /**

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { findExecutable } from "./executables.js";
+import { findExecutable } from "../../src/core/executables.js";
 
 /**
  * A stand-in for systemd's notification socket: an AF_UNIX datagram socket on a temp path

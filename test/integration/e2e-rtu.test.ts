@@ -11,7 +11,7 @@ import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
 import { startGateway } from "../helpers/gateway.js";
 import type { SourceHealth } from "../../src/south/driver.js";
 import { until } from "../helpers/until.js";
-import { openPtyPair } from "../helpers/pty.js";
+import { openPtyPair } from "../../src/sim/pty.js";
 
 const PK = "a1Plant";
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { unitText } from "../../src/cli/systemd-unit.js";
-import { findExecutable } from "../helpers/executables.js";
+import { findExecutable } from "../../src/core/executables.js";
 import { runCli } from "../helpers/run.js";
 
 const root = path.resolve(import.meta.dirname, "../..");

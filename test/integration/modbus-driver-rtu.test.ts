@@ -13,7 +13,7 @@ import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
 import { crc16, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
-import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { findSocat, openPtyPair, type PtyPair } from "../../src/sim/pty.js";
 import { pymodbusRtuMissing, startPymodbusRtu } from "../helpers/pymodbus.js";
 import { until } from "../helpers/until.js";
 

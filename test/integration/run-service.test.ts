@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
-import { findExecutable } from "../helpers/executables.js";
+import { findExecutable } from "../../src/core/executables.js";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
 import { PYTHON, startNotifySocket, type NotifySocket } from "../helpers/notify-socket.js";
 import { until } from "../helpers/until.js";

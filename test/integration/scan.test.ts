@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
-import { findSocat, openPtyPair } from "../helpers/pty.js";
+import { findSocat, openPtyPair } from "../../src/sim/pty.js";
 import { pymodbusRtuMissing, startPymodbusRtu } from "../helpers/pymodbus.js";
 import { runCli } from "../helpers/run.js";
 

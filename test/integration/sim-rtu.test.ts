@@ -17,8 +17,8 @@ import {
   type WriteEvent,
 } from "../../src/sim/modbus/index.js";
 import { lineTiming, rtuFrame } from "../../src/south/modbus/rtu-frame.js";
-import { findExecutable } from "../helpers/executables.js";
-import { findSocat, openPtyPair, type PtyPair } from "../helpers/pty.js";
+import { findExecutable } from "../../src/core/executables.js";
+import { findSocat, openPtyPair, type PtyPair } from "../../src/sim/pty.js";
 import { run, type Finished } from "../helpers/run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");

@@ -17,6 +17,7 @@ import type * as CloudService from "../../../src/sim/cloud/index.js";
 import type * as AwsCloudService from "../../../src/sim/cloud/aws/index.js";
 import type * as AwsTopics from "../../../src/north/dialects/aws/topics.js";
 import type * as ModbusSim from "../../../src/sim/modbus/index.js";
+import type * as PtyModule from "../../../src/sim/pty.js";
 import type * as TcpProxyModule from "../../../src/sim/tcp-proxy.js";
 import type * as ModbusDriverModule from "../../../src/south/modbus/modbus-driver.js";
 import type * as ModbusProtocol from "../../../src/south/modbus/protocol.js";
@@ -64,6 +65,8 @@ export const { EdgeShadow } = (await loadDist("shadow/edge-shadow.js")) as typeo
 export const { mergeReported } = (await loadDist("core/json.js")) as typeof CoreJson;
 // The fault-injecting TCP proxy the fault-injection suite uses too, for B7.
 export const { TcpProxy } = (await loadDist("sim/tcp-proxy.js")) as typeof TcpProxyModule;
+// The socat pty pair the RTU tests use too, for B2's serial line.
+export const { findSocat, openPtyPair } = (await loadDist("sim/pty.js")) as typeof PtyModule;
 // Alibaba's signed logins and sub-device messages, for B13's naive baseline.
 export const { alibabaCredentials } = (await loadDist(
   "north/dialects/alibaba/sign.js",

@@ -2,10 +2,12 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { lstat, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { findExecutable } from "./executables.js";
+import { findExecutable } from "../core/executables.js";
 
 /**
- * A virtual serial line for the RTU tests and the RTU benchmark (B2): socat joins two ptys, and
+ * A virtual serial line for `sim --from-config` and `shadowgate test` (an RTU source's
+ * simulator on one end, the gateway on the other), the RTU tests and the RTU benchmark (B2):
+ * socat joins two ptys, and
  * whatever is written to one end is read at the other (raw, no echo). The ends are symlinks
  * `<dir>/a` and `<dir>/b` to the /dev/pts devices, stable across restart(). A pty has no baud
  * rate: the timing of the line is up to the two ends (the simulator sleeps the wire time).
