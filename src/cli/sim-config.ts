@@ -32,7 +32,7 @@ export async function simFromConfigCommand(o: {
 
   for (const u of unsimulated(config))
     process.stderr.write(
-      `${u.source} (${u.protocol}): not simulated by --from-config yet (Modbus TCP sources are)\n`,
+      `${u.source} (${u.protocol}): not simulated by --from-config yet (Modbus sources are)\n`,
     );
   let started: SourceSimulator[];
   try {
@@ -46,11 +46,11 @@ export async function simFromConfigCommand(o: {
     process.stderr.write("no source of the config could be simulated\n");
     return ExitCodes.RUNTIME;
   }
-  const lines = started.flatMap(({ source, sim, port, devices }) => [
-    `${source} (modbus-tcp, units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points): 127.0.0.1:${port}`,
-    `  --override sources.${source}.host=127.0.0.1 --override sources.${source}.port=${port}`,
+  const lines = started.flatMap(({ source, protocol, sim, where, overrides, devices }) => [
+    `${source} (${protocol}, units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points): ${where}`,
+    `  ${overrides.map((o) => `--override ${o}`).join(" ")}`,
   ]);
-  const stopAll = () => Promise.all(started.map((s) => s.sim.stop()));
+  const stopAll = () => Promise.all(started.map((s) => s.close()));
   process.stdout.write(`${lines.join("\n")}\nCtrl-C stops.\n`);
   const stop = (): void => {
     void stopAll().then(() => process.exit(ExitCodes.OK));

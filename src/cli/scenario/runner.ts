@@ -11,7 +11,12 @@ import { Gateway } from "../../daemon/gateway.js";
 import type { ModbusDevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
 import { startCloudService } from "../../sim/cloud/index.js";
-import { setPoint, startSourceSimulators, unsimulated } from "../../sim/modbus/from-mapping.js";
+import {
+  setPoint,
+  startSourceSimulators,
+  unsimulated,
+  type SourceSimulator,
+} from "../../sim/modbus/from-mapping.js";
 import type { ModbusTcpSimulator, WriteEvent } from "../../sim/modbus/index.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
 import { setPath } from "../../shadow/document.js";
@@ -39,10 +44,10 @@ interface Plant {
   /** Stops the gateway and starts a new one on the same config and data folder. */
   restartGateway(): Promise<void>;
   readonly units: Map<string, ModbusTcpSimulator>;
-  /** Each source's simulator and the port it serves on (kept across a stop and a start). */
-  readonly sources: Map<string, { sim: ModbusTcpSimulator; port: number }>;
-  /** Every write the simulators received, in order. */
-  readonly writes: WriteEvent[];
+  /** Each source's simulator, on the wire where the gateway reaches it. */
+  readonly sources: Map<string, SourceSimulator>;
+  /** Every write the simulators received, in order, with the source that received it. */
+  readonly writes: ReadonlyArray<WriteEvent & { readonly source: string }>;
   readonly proxy: TcpProxy;
   cloudReported(device: ModbusDevicePlan): JsonObject | undefined;
   setDesired(device: ModbusDevicePlan, point: string, value: JsonValue): Promise<void>;
@@ -65,7 +70,7 @@ export function unsupported(config: LoadedConfig): Problem[] {
   for (const u of unsimulated(config))
     at(
       `sources.${u.source}`,
-      `${u.protocol}: shadowgate test simulates Modbus TCP sources only, for now`,
+      `${u.protocol}: shadowgate test simulates Modbus sources only, for now`,
     );
   if (!config.gateway.cloud) at("cloud", "shadowgate test needs a cloud section to sync with");
   return problems;
@@ -84,14 +89,14 @@ async function startPlant(
   try {
     const overrides: string[] = [];
     const units = new Map<string, ModbusTcpSimulator>();
-    const sources = new Map<string, { sim: ModbusTcpSimulator; port: number }>();
-    const writes: WriteEvent[] = [];
-    for (const { source, sim, port, devices } of await startSourceSimulators(base, values)) {
-      closers.push(() => sim.stop());
-      sim.on("write", (w) => writes.push(w));
-      sources.set(source, { sim, port });
-      for (const d of devices) units.set(d.deviceName, sim);
-      overrides.push(`sources.${source}.host=127.0.0.1`, `sources.${source}.port=${port}`);
+    const sources = new Map<string, SourceSimulator>();
+    const writes: Array<WriteEvent & { source: string }> = [];
+    for (const s of await startSourceSimulators(base, values)) {
+      closers.push(() => s.close());
+      s.sim.on("write", (w) => writes.push({ source: s.source, ...w }));
+      sources.set(s.source, s);
+      for (const d of s.devices) units.set(d.deviceName, s.sim);
+      overrides.push(...s.overrides);
     }
     const aws = base.gateway.cloud?.dialect === "aws";
     const cloud = aws ? await awsCloud() : await alibabaCloud();
@@ -301,8 +306,8 @@ export async function runScenario(
       const source = plant.sources.get(id);
       if (!source) return `no simulated source ${id}`;
       // The memory stays: a PLC that comes back holds what it held.
-      if ("stop" in s.source) await source.sim.stop();
-      else await source.sim.start({ host: "127.0.0.1", port: source.port });
+      if ("stop" in s.source) await source.pause();
+      else await source.resume();
       return undefined;
     }
     const e = s.expect;
@@ -338,6 +343,7 @@ export async function runScenario(
       const hits = (): number =>
         plant.writes.filter(
           (w) =>
+            w.source === d.sourceId &&
             w.unitId === d.unitId &&
             w.table === p.table &&
             w.address < p.address + p.count &&

@@ -4,6 +4,11 @@ import { encodeBit, encodeRegisters } from "../../mapping/codec.js";
 import { INTEGER_TYPES, type CompiledPoint, type ModbusDevicePlan } from "../../mapping/types.js";
 import type { LoadedConfig } from "../../config/load.js";
 import type { UnitMemory } from "./memory.js";
+import type { SourceConfig } from "../../south/registry.js";
+import type { ModbusSourceConfig } from "../../south/modbus/schema.js";
+import { openPtyPair } from "../pty.js";
+import { SerialDeviceServer } from "./device-server.js";
+import type { RtuLinkOptions } from "./rtu-link.js";
 import { ModbusTcpSimulator } from "./tcp-server.js";
 
 /**
@@ -14,57 +19,145 @@ import { ModbusTcpSimulator } from "./tcp-server.js";
  * read-only registers do.
  */
 
-/** One source of a config stood in for by a simulator, serving on 127.0.0.1:port. */
+/** One source of a config stood in for by a simulator, and how the gateway reaches it. */
 export interface SourceSimulator {
   readonly source: string;
+  readonly protocol: ModbusSourceConfig["protocol"];
   readonly sim: ModbusTcpSimulator;
-  readonly port: number;
+  /** Where it serves, for people: 127.0.0.1:port, or the gateway's end of a serial line. */
+  readonly where: string;
+  /** `key=value` overrides that point the gateway's source at it. */
+  readonly overrides: readonly string[];
   readonly devices: readonly ModbusDevicePlan[];
+  /**
+   * Off the wire, as a PLC that is switched off: TCP connections closed and refused, or a
+   * serial line with nobody answering. The memory stays.
+   */
+  pause(): Promise<void>;
+  /** Back on the wire, where it was. */
+  resume(): Promise<void>;
+  close(): Promise<void>;
 }
 
+const MODBUS_PROTOCOLS: ReadonlySet<string> = new Set([
+  "modbus-tcp",
+  "modbus-rtu",
+  "modbus-rtu-over-tcp",
+]);
+const isModbus = (s: SourceConfig): s is ModbusSourceConfig => MODBUS_PROTOCOLS.has(s.protocol);
+
 /**
- * The config's sources with devices that the simulators cannot stand in for yet: every one but
- * Modbus TCP (`sim --from-config` skips them, `shadowgate test` refuses them).
+ * The config's sources with devices that the simulators cannot stand in for yet (OPC UA):
+ * `sim --from-config` skips them, `shadowgate test` refuses them.
  */
 export function unsimulated(config: LoadedConfig): Array<{ source: string; protocol: string }> {
   return Object.entries(config.gateway.sources)
-    .filter(
-      ([id, s]) => s.protocol !== "modbus-tcp" && config.devices.some((d) => d.sourceId === id),
-    )
+    .filter(([id, s]) => !isModbus(s) && config.devices.some((d) => d.sourceId === id))
     .map(([source, s]) => ({ source, protocol: s.protocol }));
 }
 
 /**
- * A simulator for each Modbus TCP source of the config, its devices loaded (`values` by device
- * and point, plausible ones for the rest), then started on free ports of 127.0.0.1. Every
- * device is loaded before any simulator starts, so a value its point cannot hold
- * (SimValueError) leaves nothing running; a start that fails stops the ones before it.
+ * A simulator for each Modbus source of the config, its devices loaded (`values` by device and
+ * point, plausible ones for the rest), then put on the wire: TCP on a free port of 127.0.0.1;
+ * RTU on a socat pty pair, answering at the source's baud rate; RTU over TCP on a pty pair
+ * behind a serial device server. Every device is loaded before any simulator starts, so a value
+ * its point cannot hold (SimValueError) leaves nothing running; a start that fails stops the
+ * ones before it.
  */
 export async function startSourceSimulators(
   config: LoadedConfig,
   values: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {},
 ): Promise<SourceSimulator[]> {
-  const skipped = new Set(unsimulated(config).map((u) => u.source));
-  const loaded = Object.keys(config.gateway.sources)
-    .filter((id) => !skipped.has(id))
-    .map((source) => {
+  const loaded = Object.entries(config.gateway.sources)
+    .filter((e): e is [string, ModbusSourceConfig] => isModbus(e[1]))
+    .map(([source, sourceConfig]) => {
       const devices = config.devices.filter(
         (d): d is ModbusDevicePlan => d.sourceId === source && d.kind === "modbus",
       );
       const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
       for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
-      return { source, sim, devices };
+      return { source, sourceConfig, sim, devices };
     })
     .filter((s) => s.devices.length > 0);
   const started: SourceSimulator[] = [];
   try {
-    for (const s of loaded)
-      started.push({ ...s, port: (await s.sim.start({ host: "127.0.0.1", port: 0 })).port });
+    for (const { source, sourceConfig, sim, devices } of loaded)
+      started.push({ source, sim, devices, ...(await serve(source, sourceConfig, sim)) });
   } catch (e) {
-    await Promise.all(started.map((s) => s.sim.stop()));
+    await Promise.all(started.map((s) => s.close()));
     throw e;
   }
   return started;
+}
+
+type Served = Omit<SourceSimulator, "source" | "sim" | "devices">;
+
+/** Puts the simulator on the wire the source's protocol names. */
+async function serve(
+  id: string,
+  source: ModbusSourceConfig,
+  sim: ModbusTcpSimulator,
+): Promise<Served> {
+  const host = "127.0.0.1";
+  const tcp = (port: number) => [`sources.${id}.host=${host}`, `sources.${id}.port=${port}`];
+  if (source.protocol === "modbus-tcp") {
+    const { port } = await sim.start({ host, port: 0 });
+    return {
+      protocol: source.protocol,
+      where: `${host}:${port}`,
+      overrides: tcp(port),
+      pause: () => sim.stop(),
+      resume: async () => void (await sim.start({ host, port })),
+      close: () => sim.stop(),
+    };
+  }
+  // A serial line: the simulator on one end of a pty pair, the gateway (or a device server)
+  // on the other.
+  const line = await openPtyPair();
+  const closers: Array<() => Promise<unknown>> = [() => line.close(), () => sim.stop()];
+  const close = async (): Promise<void> => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+  };
+  try {
+    // On a real line the answers take the wire time of the source's baud rate; over TCP the
+    // line's speed is the device server's business, and answers go at once.
+    const rtu: RtuLinkOptions =
+      source.protocol === "modbus-rtu"
+        ? {
+            path: line.a,
+            baud: source.baud,
+            parity: source.parity,
+            dataBits: source.dataBits,
+            stopBits: source.stopBits,
+          }
+        : { path: line.a };
+    await sim.startRtu(rtu);
+    const paused = {
+      pause: () => sim.stopRtu(),
+      resume: async () => void (await sim.startRtu(rtu)),
+    };
+    if (source.protocol === "modbus-rtu")
+      return {
+        protocol: source.protocol,
+        where: `${line.b} (a pty pair; the simulator answers on ${line.a} at ${source.baud} baud)`,
+        overrides: [`sources.${id}.path=${line.b}`],
+        ...paused,
+        close,
+      };
+    const server = new SerialDeviceServer(line.b);
+    closers.push(() => server.stop());
+    const { port } = await server.start({ host, port: 0 });
+    return {
+      protocol: source.protocol,
+      where: `${host}:${port} (a serial device server for the line ${line.b})`,
+      overrides: tcp(port),
+      ...paused,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
 }
 
 /** A value a test engineer would take for the point's own: mid-range, a label, true. */
