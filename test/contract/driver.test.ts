@@ -14,7 +14,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
 import { ShadowgateError } from "../../src/core/errors.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { PointValue } from "../../src/core/types.js";
 import type { DevicePlan, PointReading } from "../../src/mapping/types.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
@@ -184,7 +184,7 @@ async function open(rig: Rig): Promise<{ source: Source; channel: DeviceChannel 
   const source = await protocolOf(config).open("dev", config, {
     dataDir: loaded.config.dataDir,
     configDir: dir,
-    log: silentLogger(),
+    log: testLogger(),
   });
   cleanups.push(() => source.stop());
   await source.start();

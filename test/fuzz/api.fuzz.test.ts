@@ -13,7 +13,7 @@ import path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { Service } from "../../src/daemon/service.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
 import { fuzz, fuzzRun, LONG, regressionCases } from "./harness.js";
@@ -212,7 +212,7 @@ beforeAll(async () => {
   );
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  service = new Service(configFile, loaded.config, silentLogger());
+  service = new Service(configFile, loaded.config, testLogger());
   await service.start();
   port = service.api?.address?.port ?? 0;
   packageJson = await readFile(path.join(root, "package.json"), "utf8");

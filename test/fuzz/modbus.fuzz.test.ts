@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { RawSample } from "../../src/core/samples.js";
 import type { ModbusTable } from "../../src/core/types.js";
 import { ModbusDriver, type ModbusTransport } from "../../src/south/modbus/modbus-driver.js";
@@ -881,7 +881,7 @@ async function runCase<R>(wire: Wire<R>, c: Case<R>): Promise<Stats> {
   const driver = new ModbusDriver(
     "fuzz",
     eagerDriverOptions(wire.transport(port), TIMEOUT_MS),
-    silentLogger(),
+    testLogger(),
   );
   const online = () =>
     until("the driver online", () => driver.health().state === "online", RECOVER_MS, 1);

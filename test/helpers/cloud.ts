@@ -1,7 +1,7 @@
 import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
-import { pino } from "pino";
-import type { Logger } from "../../src/core/logger.js";
+import { createLogger, type Logger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
+import { keepLog } from "./logs.js";
 import { alibabaCredentials } from "../../src/north/dialects/alibaba/sign.js";
 import {
   encodeRequest,
@@ -225,12 +225,20 @@ export async function httpJson(
   return { status: res.status, body: parsed, headers: res.headers };
 }
 
-/** A debug-level pino logger that keeps its records, for assertions on what was logged. */
+/**
+ * A debug-level production logger (its redaction included) that keeps its records, for
+ * assertions on what was logged; its lines also go to the run's logs for the secrets scan.
+ */
 export function captureLogger(): { logger: Logger; records: Array<Record<string, unknown>> } {
   const records: Array<Record<string, unknown>> = [];
-  const logger = pino(
-    { level: "debug" },
-    { write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>) },
-  );
+  const logger = createLogger({
+    level: "debug",
+    destination: {
+      write: (line: string) => {
+        records.push(JSON.parse(line) as Record<string, unknown>);
+        keepLog("captured", line);
+      },
+    },
+  });
   return { logger, records };
 }

@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync } from "node:fs";
 import path from "node:path";
+import { keepLog } from "./logs.js";
 
 /**
  * The built gateway daemon (`node dist/cli/main.js run -c FILE`) as a child process that a test
  * can SIGKILL and start again on the same config and data directory. Every line it logs goes to
  * `logFile` (prefixed with the generation: g1, g2, ... one per start) and the last few are kept
- * for failure messages.
+ * for failure messages; the run's secrets scan reads them too (test/helpers/logs.ts).
  *
  *   const gw = new GatewayProcess({ configFile, logFile });
  *   gw.start();
@@ -124,6 +125,7 @@ export class GatewayProcess {
     if (this.tailLines.length > TAIL_LINES) {
       this.tailLines.splice(0, this.tailLines.length - TAIL_LINES);
     }
+    keepLog("gateway-process", `${lines.join("\n")}\n`);
     try {
       appendFileSync(this.opts.logFile, `${lines.join("\n")}\n`);
     } catch {

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { loadConfig, type LoadedConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "./logs.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 
 /**
@@ -21,7 +21,7 @@ export async function startGateway(
     await writeFile(path.join(dir, "mappings", `${name}.yaml`), text);
   const loaded = await loadConfig(path.join(dir, "gateway.yaml"));
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const gateway = new Gateway(loaded.config, silentLogger());
+  const gateway = new Gateway(loaded.config, testLogger());
   await gateway.start();
   return { gateway, config: loaded.config };
 }

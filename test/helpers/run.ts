@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { CLI_MAIN } from "./gateway-process.js";
+import { keepLog } from "./logs.js";
 
 /** A finished process: its exit code and everything it printed. */
 export interface Finished {
@@ -29,8 +30,15 @@ export function run(
   });
 }
 
-/** Runs the built CLI (`npm run build` first; npm test does) with these arguments. */
-export const runCli = (
+/**
+ * Runs the built CLI (`npm run build` first; npm test does) with these arguments. What it
+ * logged (stderr) goes to the run's logs for the secrets scan (test/helpers/logs.ts).
+ */
+export async function runCli(
   args: readonly string[],
   opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
-): Promise<Finished> => run(process.execPath, [CLI_MAIN, ...args], opts);
+): Promise<Finished> {
+  const done = await run(process.execPath, [CLI_MAIN, ...args], opts);
+  keepLog("cli", done.stderr);
+  return done;
+}

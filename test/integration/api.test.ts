@@ -12,7 +12,7 @@ import path from "node:path";
 import { setImmediate as tick } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { JsonObject } from "../../src/core/types.js";
 import { Service } from "../../src/daemon/service.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
@@ -77,7 +77,7 @@ ${opts.token ? `  token: ${opts.token}\n` : ""}mappings: ./mappings
   );
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   await service.start();
   running.push(() => service.stop());
   const port = service.api?.address?.port;

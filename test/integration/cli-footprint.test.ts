@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import { keepLog } from "../helpers/logs.js";
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, "../..");
@@ -71,6 +72,7 @@ mappings: ./mappings
       }
     });
     const code = await new Promise((resolve) => child.on("exit", resolve));
+    keepLog("cli", stderr);
     expect(code).toBe(0);
     const line = stderr.split("\n").find((l) => l.startsWith("LOADED "));
     const loaded = JSON.parse(line?.slice("LOADED ".length) ?? "null") as string[];

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
+import { keepLog } from "../helpers/logs.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const main = path.join(root, "dist/cli/main.js");
@@ -35,7 +36,10 @@ function cli(
       onStderr?.(stderr, child);
     });
     child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.on("close", (code) => {
+      keepLog("cli", stderr);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 

@@ -1,7 +1,7 @@
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { CommandExecutor } from "../../src/daemon/commands.js";
 import type { DevicePlan } from "../../src/mapping/types.js";
 import { EdgeShadow } from "../../src/shadow/edge-shadow.js";
@@ -32,7 +32,7 @@ async function boiler() {
   const plc1 = (source = await protocolOf(config).open("plc1", config, {
     dataDir: loaded.config.dataDir,
     configDir: root,
-    log: silentLogger(),
+    log: testLogger(),
   }));
   await plc1.start();
   const channel = plc1.channel(plan);
@@ -43,7 +43,7 @@ async function boiler() {
     new Map([[plan.deviceName, plan]]),
     (name) => (name === plan.deviceName ? channel : undefined),
     shadow,
-    silentLogger(),
+    testLogger(),
   );
   return { sim, shadow, exec, writes, unit: sim.sim.unit(1) };
 }

@@ -6,7 +6,7 @@ import path from "node:path";
 import { chromium, type Browser, type Locator, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { Service } from "../../src/daemon/service.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
@@ -72,7 +72,7 @@ mappings: ./mappings
   );
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   await service.start();
   running.push(() => service.stop());
   const port = service.api?.address?.port;

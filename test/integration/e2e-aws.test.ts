@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { connectAsync } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import type { LoadedConfig } from "../../src/config/load.js";
 import type { JsonObject } from "../../src/core/types.js";
@@ -268,7 +268,7 @@ describe("gateway (aws) against the in-process AWS shadow service", () => {
     await until("desired cleared", () => p.doc()?.state.desired === undefined);
     await p.gateway.stop();
     await p.setDesired({ targetTemperature: 45 });
-    const again = new Gateway(p.config, silentLogger());
+    const again = new Gateway(p.config, testLogger());
     running.push(() => again.stop());
     await again.start();
     await until("the new value in the PLC", () => p.sim.sim.unit(1).holding[9] === 450);

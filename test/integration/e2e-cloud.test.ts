@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { JsonObject } from "../../src/core/types.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
@@ -49,7 +49,7 @@ async function plant(brokerUrl?: string): Promise<Plant> {
   });
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
   const dataDir = await mkdtemp(path.join(tmpdir(), "sg-e2e-"));
-  const gateway = new Gateway({ ...loaded.config, dataDir }, silentLogger());
+  const gateway = new Gateway({ ...loaded.config, dataDir }, testLogger());
   await gateway.start();
   running.push(() => gateway.stop());
   const p: Plant = {

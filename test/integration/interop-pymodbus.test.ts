@@ -13,6 +13,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { keepLog } from "../helpers/logs.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = join(ROOT, "dist/cli/main.js");
@@ -411,7 +412,10 @@ function runCli(args: readonly string[]): Promise<Run> {
     child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
     child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
     child.once("error", reject);
-    child.once("close", (code) => resolvePromise({ code, stdout, stderr }));
+    child.once("close", (code) => {
+      keepLog("cli", stderr);
+      resolvePromise({ code, stdout, stderr });
+    });
   });
 }
 

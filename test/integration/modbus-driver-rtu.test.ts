@@ -8,7 +8,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { SerialPort } from "serialport";
 import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
@@ -47,7 +47,7 @@ function driver(pathName: string, extra: Partial<ModbusDriverOptions> = {}): Mod
       demoteAfter: 2,
       ...extra,
     },
-    silentLogger(),
+    testLogger(),
   );
   cleanups.push(() => d.stop());
   return d;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes } from "../../src/core/errors.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import type { RawPoint, RawSample } from "../../src/core/samples.js";
 import { ModbusDriver, type ModbusDriverOptions } from "../../src/south/modbus/modbus-driver.js";
@@ -32,7 +32,7 @@ function driver(port: number, extra: Partial<ModbusDriverOptions> = {}) {
       unitBackoffMs: 60_000,
       ...extra,
     },
-    silentLogger(),
+    testLogger(),
   );
   cleanups.push(() => d.stop());
   return d;

@@ -5,7 +5,7 @@ import path from "node:path";
 import { Aedes } from "aedes";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfigSchema } from "../../src/config/gateway-schema.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { linkOptions } from "../../src/daemon/north.js";
 import { MqttLink, type LinkOptions } from "../../src/north/link.js";
 import { closeCloudTestResources, connectTestClient, startTestCloud } from "../helpers/cloud.js";
@@ -29,7 +29,7 @@ function link(opts: Partial<LinkOptions> & { url: string }): MqttLink {
       connectTimeoutMs: 2000,
       ...opts,
     },
-    silentLogger(),
+    testLogger(),
   );
   links.push(l);
   return l;

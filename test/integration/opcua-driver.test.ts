@@ -25,7 +25,8 @@ import {
 import { pino } from "pino";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { ErrorCodes, ShadowgateError } from "../../src/core/errors.js";
-import { silentLogger, type Logger } from "../../src/core/logger.js";
+import { type Logger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { ConnectionState } from "../../src/core/types.js";
 import type { MonitorGroup } from "../../src/south/driver.js";
 import type { NodeRef, ValueSample } from "../../src/core/samples.js";
@@ -221,7 +222,7 @@ function driver(port: number, extra: Partial<OpcuaDriverOptions> = {}, log?: Log
       pkiDir: join(tempDir(), "client-pki"),
       ...extra,
     },
-    log ?? silentLogger(),
+    log ?? testLogger(),
   );
   cleanups.push(() => d.stop());
   return d;
@@ -634,7 +635,7 @@ describe("OpcuaDriver against a node-opcua server", () => {
     const source = await protocolOf(config).open("plc9", config, {
       dataDir: tempDir(),
       configDir: root,
-      log: silentLogger(),
+      log: testLogger(),
     });
     cleanups.push(() => source.stop());
     await source.start();

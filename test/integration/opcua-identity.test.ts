@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { NodeDevicePlan } from "../../src/mapping/types.js";
 import { startOpcuaSimulator } from "../../src/sim/opcua/index.js";
 import type { Source } from "../../src/south/protocol.js";
@@ -53,7 +53,7 @@ it("logs in with an X.509 user certificate where anonymous is refused", async ()
     const s = await protocolOf(config).open("opc1", config, {
       dataDir: dir,
       configDir: dir,
-      log: silentLogger(),
+      log: testLogger(),
     });
     running.push(() => s.stop());
     await s.start();

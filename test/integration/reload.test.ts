@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { Service, type SignalSource } from "../../src/daemon/service.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
@@ -83,7 +83,7 @@ mappings: ./mappings
 
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   // Each report of the steady device puts the next number into its PLC: a poll missed or a
   // report lost shows as a hole in the sequence.
   let latest = 0;
@@ -219,7 +219,7 @@ mappings: ./mappings
   plc.unit(1).holding[0] = 1;
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   let latest = 0;
   service.current.shadow.on("update", (u) => {
     const seq = u.reported.seq;
@@ -266,7 +266,7 @@ mappings: ./mappings
   plc.unit(2).holding[0] = 1;
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   await service.start();
   running.push(() => service.stop());
   const reported = (dn: string) => cloud.service.getShadow(PK, dn)?.state.reported ?? {};

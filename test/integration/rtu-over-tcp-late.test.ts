@@ -6,7 +6,7 @@
  * one timeout of quiet and empties what arrived, so the next read gets its own answer.
  */
 import { afterEach, expect, it } from "vitest";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { ModbusDriver } from "../../src/south/modbus/modbus-driver.js";
 import {
   eagerDriverOptions,
@@ -36,7 +36,7 @@ it("a late answer to a timed-out read is never taken for the next read's answer"
   const driver = new ModbusDriver(
     "late",
     eagerDriverOptions({ kind: "rtu-over-tcp", host: "127.0.0.1", port }, TIMEOUT_MS),
-    silentLogger(),
+    testLogger(),
   );
   cleanups.push(() => driver.stop());
   await driver.start();

@@ -15,6 +15,7 @@ import { findExecutable } from "../../src/core/executables.js";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
 import { PYTHON, startNotifySocket, type NotifySocket } from "../helpers/notify-socket.js";
 import { until } from "../helpers/until.js";
+import { keepLog } from "../helpers/logs.js";
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -66,7 +67,12 @@ function runGateway(args: string[], env: NodeJS.ProcessEnv): Daemon {
   });
   let stderr = "";
   child.stderr?.on("data", (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (c) => {
+      keepLog("cli", stderr);
+      resolve(c);
+    }),
+  );
   cleanup.push(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     await exited;

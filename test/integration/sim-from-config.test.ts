@@ -12,13 +12,13 @@ import path from "node:path";
 import Modbus from "modbus-serial";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import type { ModbusDevicePlan } from "../../src/mapping/types.js";
 import { loadDevice } from "../../src/sim/modbus/from-mapping.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
-import { runCli } from "../helpers/run.js";
+import { run, runCli } from "../helpers/run.js";
 
 const running: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -95,7 +95,7 @@ describe("a Modbus slave built from the mappings", () => {
           sources: { plc1: { ...loaded.gateway.sources.plc1!, port } as never },
         },
       },
-      silentLogger(),
+      testLogger(),
     );
     running.push(() => gateway.stop());
     await gateway.pollOnce();
@@ -157,5 +157,71 @@ describe("a Modbus slave built from the mappings", () => {
     const range = await runCli(["sim", "--from-config", configFile, "--values", values]);
     expect(range.code).toBe(2);
     expect(range.stderr).toMatch(/plant i16_ab = 99999: /);
+  });
+
+  it("stands in for every Modbus transport of a config: TCP, RTU on a pty pair, RTU over TCP behind a device server", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
+    await mkdir(path.join(dir, "mappings"));
+    await writeFile(
+      path.join(dir, "gateway.yaml"),
+      `version: 1
+sources:
+  plc1: { protocol: modbus-tcp, host: 10.0.0.9, port: 502 }
+  line1: { protocol: modbus-rtu, path: /dev/ttyUSB7, baud: 19200, parity: even }
+  dtu1: { protocol: modbus-rtu-over-tcp, host: 10.0.0.10, port: 8899 }
+mappings: ./mappings
+`,
+    );
+    const device = (name: string, source: string, unit: number) =>
+      `version: 1\ndevice: { productKey: pk, deviceName: ${name} }\nsource: ${source}\nunitId: ${unit}\npoints:\n  level: { register: 40001, type: uint16 }\n  flow: { register: 40002, type: float32, byteOrder: CDAB }\n`;
+    await writeFile(path.join(dir, "mappings", "a.yaml"), device("tank-a", "plc1", 1));
+    await writeFile(path.join(dir, "mappings", "b.yaml"), device("tank-b", "line1", 7));
+    await writeFile(path.join(dir, "mappings", "c.yaml"), device("tank-c", "dtu1", 9));
+    const values = path.join(dir, "values.yaml");
+    await writeFile(
+      values,
+      "tank-a: { level: 11, flow: 1.5 }\ntank-b: { level: 22, flow: 2.5 }\ntank-c: { level: 33, flow: 3.5 }\n",
+    );
+    const configFile = path.join(dir, "gateway.yaml");
+    const child = spawn(
+      process.execPath,
+      [CLI_MAIN, "sim", "--from-config", configFile, "--values", values],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    running.push(async () => void child.kill("SIGTERM"));
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      child.stdout.on("data", (b: Buffer) => {
+        text += b.toString();
+        if (text.includes("Ctrl-C stops.")) resolve(text);
+      });
+      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+    });
+    expect(out).toMatch(/^plc1 \(modbus-tcp, units 1, 2 points\): 127\.0\.0\.1:\d+$/m);
+    expect(out).toMatch(
+      /^line1 \(modbus-rtu, units 7, 2 points\): \S+\/b \(a pty pair; .* 19200 baud\)$/m,
+    );
+    expect(out).toMatch(/^dtu1 \(modbus-rtu-over-tcp, units 9, 2 points\): 127\.0\.0\.1:\d+ /m);
+    const overrides = [...out.matchAll(/^ {2}(--override .*)$/gm)].flatMap((m) =>
+      (m[1] ?? "").split(" ").filter((w) => w !== ""),
+    );
+    // The gateway's end of the line is the one printed.
+    expect(overrides).toContain(`sources.line1.path=${/^line1 .*?: (\S+) /m.exec(out)?.[1]}`);
+
+    const read = await runCli(["read", "-c", configFile, "--json", ...overrides]);
+    expect(read.stderr).toBe("");
+    expect(JSON.parse(read.stdout)).toEqual({
+      "tank-a": { level: 11, flow: 1.5 },
+      "tank-b": { level: 22, flow: 2.5 },
+      "tank-c": { level: 33, flow: 3.5 },
+    });
+
+    // mbpoll, a master we did not write, on the same serial line: 19200 8E1, unit 7.
+    const linePath = /^ {2}--override sources\.line1\.path=(\S+)$/m.exec(out)?.[1] ?? "";
+    const mbpoll = await run("mbpoll", [
+      ...["-m", "rtu", "-a", "7", "-b", "19200", "-P", "even", "-t", "4", "-r", "1", "-c", "1"],
+      ...["-1", linePath],
+    ]);
+    expect(mbpoll.stdout).toMatch(/\[1\]:\s+22\b/);
   });
 });

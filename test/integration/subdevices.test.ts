@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
-import { silentLogger } from "../../src/core/logger.js";
+import { testLogger } from "../helpers/logs.js";
 import type { JsonObject } from "../../src/core/types.js";
 import { Gateway } from "../../src/daemon/gateway.js";
 import type { SessionStatus } from "../../src/north/sessions.js";
@@ -164,7 +164,7 @@ async function writeSecrets(p: { dir: string }, wrongFor?: string): Promise<void
 async function startInProcess(p: Plant): Promise<Gateway> {
   const loaded = await loadConfig(p.configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const gateway = new Gateway(loaded.config, silentLogger());
+  const gateway = new Gateway(loaded.config, testLogger());
   await gateway.start();
   running.push(() => gateway.stop());
   return gateway;

@@ -16,7 +16,7 @@ import type {
   ReloadReply,
 } from "../../../src/api/host.js";
 import { ApiServer, BODY_LIMIT_BYTES } from "../../../src/api/server.js";
-import { silentLogger } from "../../../src/core/logger.js";
+import { testLogger } from "../../helpers/logs.js";
 import type { JsonValue } from "../../../src/core/types.js";
 import { captureLogger, httpJson } from "../../helpers/cloud.js";
 import { SseReader, StalledReader } from "../../helpers/sse.js";
@@ -421,6 +421,6 @@ describe("local API routes", () => {
 
 it("a listen address in use fails start (the service logs it and runs without the API)", async () => {
   const { port } = await serve();
-  const second = new ApiServer({ listen: `127.0.0.1:${port}` }, new TestHost(), silentLogger());
+  const second = new ApiServer({ listen: `127.0.0.1:${port}` }, new TestHost(), testLogger());
   await expect(second.start()).rejects.toThrow(/EADDRINUSE/);
 });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { silentLogger } from "../../../src/core/logger.js";
+import { testLogger } from "../../helpers/logs.js";
 import { Scheduler } from "../../../src/daemon/scheduler.js";
 
 describe("Scheduler", () => {
@@ -18,7 +18,7 @@ describe("Scheduler", () => {
         { id: "a@100ms", intervalMs: 100, run: async () => void fast.push(Date.now()) },
         { id: "b@250ms", intervalMs: 250, run: async () => void slow.push(Date.now()) },
       ],
-      silentLogger(),
+      testLogger(),
     );
     s.start();
     await vi.advanceTimersByTimeAsync(500);
@@ -48,7 +48,7 @@ describe("Scheduler", () => {
           },
         },
       ],
-      silentLogger(),
+      testLogger(),
     );
     s.start();
     await vi.advanceTimersByTimeAsync(1000);
@@ -76,7 +76,7 @@ describe("Scheduler", () => {
           },
         },
       ],
-      silentLogger(),
+      testLogger(),
     );
     s.start();
     await vi.advanceTimersByTimeAsync(300);

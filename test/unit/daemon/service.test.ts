@@ -10,7 +10,7 @@ import path from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config/load.js";
 import { parseOverride } from "../../../src/config/override.js";
-import { silentLogger } from "../../../src/core/logger.js";
+import { testLogger } from "../../helpers/logs.js";
 import { Service, type SignalSource } from "../../../src/daemon/service.js";
 import { ModbusTcpSimulator } from "../../../src/sim/modbus/index.js";
 import { captureLogger } from "../../helpers/cloud.js";
@@ -29,7 +29,7 @@ points:
   level: { register: 40001, type: ${type} }
 `;
 
-async function plant(log = silentLogger()) {
+async function plant(log = testLogger()) {
   const sim = new ModbusTcpSimulator({ units: [1] });
   const { port } = await sim.start({ port: 0 });
   running.push(() => sim.stop());
@@ -187,7 +187,7 @@ it("keeps the command line's overrides across a reload", async () => {
   if (typeof override === "string") throw new Error(override);
   const loaded = await loadConfig(configFile, process.env, [override]);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, silentLogger());
+  const service = new Service(configFile, loaded.config, testLogger());
   await service.start();
   running.push(() => service.stop());
   const level = () => service.current.shadow.document("boiler")?.state.reported.level;

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { afterEach, beforeEach, expect, vi } from "vitest";
-import { silentLogger, type Logger } from "../../../src/core/logger.js";
+import { type Logger } from "../../../src/core/logger.js";
+import { testLogger } from "../../helpers/logs.js";
 import type { JsonObject, JsonValue } from "../../../src/core/types.js";
 import { alibabaDialect } from "../../../src/north/dialects/alibaba/index.js";
 import type { DeviceSession, Dialect, JournalRecord } from "../../../src/north/dialect.js";
@@ -91,7 +92,7 @@ export function setup({
   gate,
   minIntervalMs = 0,
   dialect = alibabaDialect,
-  log = silentLogger(),
+  log = testLogger(),
   session,
 }: SetupOptions = {}) {
   const edge: JsonObject = { temp: 20, on: true };
@@ -101,7 +102,7 @@ export function setup({
   const outbox = new Outbox(
     openDatabase(":memory:"),
     { maxAgeMs: 86_400_000, maxBytes: 1 << 30 },
-    silentLogger(),
+    testLogger(),
   );
   const hooks: SyncHooks = {
     // The edge shadow: what polls reported last.

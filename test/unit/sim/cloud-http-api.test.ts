@@ -1,6 +1,6 @@
 import { request } from "node:http";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../../src/core/logger.js";
+import { testLogger } from "../../helpers/logs.js";
 import { CloudHttpApi, MAX_BODY_BYTES } from "../../../src/sim/cloud/http-api.js";
 import { ShadowService, type ShadowTransport } from "../../../src/sim/cloud/shadow-service.js";
 import { ShadowStore } from "../../../src/sim/cloud/store.js";
@@ -30,10 +30,10 @@ beforeEach(async () => {
   const service = new ShadowService({
     store,
     transport,
-    logger: silentLogger(),
+    logger: testLogger(),
     now: () => 1_700_000_000_000,
   });
-  api = new CloudHttpApi({ service, logger: silentLogger() });
+  api = new CloudHttpApi({ service, logger: testLogger() });
   await api.start({ port: 0, host: "127.0.0.1" });
   base = `http://127.0.0.1:${api.port}`;
 });

@@ -10,7 +10,7 @@ import { mkdtemp, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { silentLogger } from "../../../../src/core/logger.js";
+import { testLogger } from "../../../helpers/logs.js";
 import {
   SessionRefusal,
   type DeviceSession,
@@ -115,7 +115,7 @@ async function setup(devices: readonly ShadowDevice[], subDevices: Record<string
     events,
     dataDir,
     configDir: dataDir,
-    log: silentLogger(),
+    log: testLogger(),
   });
   if (!session) throw new Error("no session step");
   link.session = session;
