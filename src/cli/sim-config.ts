@@ -4,12 +4,8 @@ import { formatProblem, type LoadedConfig, type Problem } from "../config/load.j
 import type { Override } from "../config/override.js";
 import { parseYamlSource } from "../config/yaml-source.js";
 import { ErrorCodes, ExitCodes } from "../core/errors.js";
-import {
-  SimValueError,
-  startSourceSimulators,
-  unsimulated,
-  type SourceSimulator,
-} from "../sim/modbus/from-mapping.js";
+import { startSourceSimulators } from "../sim/from-config.js";
+import { SimSourceError, SimValueError, type SourceSimulator } from "../sim/source-simulator.js";
 import { loadOrReport } from "./validate.js";
 
 /** Values for `--values`: by device, by point, in engineering units. */
@@ -30,25 +26,27 @@ export async function simFromConfigCommand(o: {
   const values = o.values === undefined ? {} : await readValues(o.values, config);
   if (values === undefined) return ExitCodes.CONFIG;
 
-  for (const u of unsimulated(config))
-    process.stderr.write(
-      `${u.source} (${u.protocol}): not simulated by --from-config yet (Modbus sources are)\n`,
-    );
   let started: SourceSimulator[];
   try {
     started = await startSourceSimulators(config, values);
   } catch (e) {
-    if (!(e instanceof SimValueError)) throw e;
-    process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
-    return ExitCodes.CONFIG;
+    if (e instanceof SimValueError) {
+      process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
+      return ExitCodes.CONFIG;
+    }
+    if (e instanceof SimSourceError) {
+      process.stderr.write(`cannot simulate ${e.message}\n`);
+      return ExitCodes.CONFIG;
+    }
+    throw e;
   }
   if (started.length === 0) {
-    process.stderr.write("no source of the config could be simulated\n");
+    process.stderr.write("the config maps no device to any of its sources: nothing to simulate\n");
     return ExitCodes.RUNTIME;
   }
-  const lines = started.flatMap(({ source, protocol, sim, where, overrides, devices }) => [
-    `${source} (${protocol}, units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points): ${where}`,
-    `  ${overrides.map((o) => `--override ${o}`).join(" ")}`,
+  const lines = started.flatMap(({ source, protocol, hosts, where, overrides }) => [
+    `${source} (${protocol}, ${hosts}): ${where}`,
+    `  ${overrides.map((o) => `--override ${shellWord(o)}`).join(" ")}`,
   ]);
   const stopAll = () => Promise.all(started.map((s) => s.close()));
   process.stdout.write(`${lines.join("\n")}\nCtrl-C stops.\n`);
@@ -59,6 +57,10 @@ export async function simFromConfigCommand(o: {
   process.once("SIGTERM", stop);
   return undefined;
 }
+
+/** A word as a shell takes it: quoted when it holds a space, braces or quotes. */
+const shellWord = (w: string): string =>
+  /^[\w.,:/@=+-]+$/.test(w) ? w : `'${w.replaceAll("'", "'\\''")}'`;
 
 /**
  * The values file: `device: { point: value }`, every device and point one of the config's.

@@ -4,6 +4,7 @@ import { loadConfig } from "../config/load.js";
 import type { Override } from "../config/override.js";
 import { ExitCodes } from "../core/errors.js";
 import { createLogger } from "../core/logger.js";
+import { SimSourceError, SimValueError } from "../sim/source-simulator.js";
 import { runScenario, unsupported, type StepResult } from "./scenario/runner.js";
 import { checkNames, readScenario } from "./scenario/schema.js";
 import { printProblems } from "./validate.js";
@@ -46,17 +47,25 @@ export async function testScenarioCommand(o: {
   const name = path.basename(o.scenario);
   process.stdout.write(`${name}: ${read.scenario.steps.length} steps\n`);
   const t0 = Date.now();
-  const results = await runScenario(
-    read.configFile,
-    loaded.config,
-    read.scenario,
-    read.lines,
-    log,
-    (r) =>
-      process.stdout.write(
-        `  ${r.ok ? "ok  " : "FAIL"} step ${r.index + 1} (line ${r.line}) ${r.what}${r.failure ? `: ${r.failure}` : ""}\n`,
-      ),
-  );
+  let results: StepResult[];
+  try {
+    results = await runScenario(
+      read.configFile,
+      loaded.config,
+      read.scenario,
+      read.lines,
+      log,
+      (r) =>
+        process.stdout.write(
+          `  ${r.ok ? "ok  " : "FAIL"} step ${r.index + 1} (line ${r.line}) ${r.what}${r.failure ? `: ${r.failure}` : ""}\n`,
+        ),
+    );
+  } catch (e) {
+    // A value the scenario gives that its point cannot hold, or a node no simulator can host.
+    if (!(e instanceof SimValueError) && !(e instanceof SimSourceError)) throw e;
+    process.stderr.write(`${o.scenario}: cannot simulate ${e.message}\n`);
+    return ExitCodes.CONFIG;
+  }
   const failed = results.filter((r) => !r.ok);
   process.stdout.write(
     failed.length === 0

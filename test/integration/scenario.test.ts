@@ -5,7 +5,7 @@
  * parses (Python's own XML parser, not ours); a scenario naming an unknown device or point is a
  * validation error at its file:line:col, and nothing starts.
  */
-import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -99,4 +99,72 @@ steps:
     expect(names.stderr).toMatch(/bad\.yaml:7:\d+ steps\.3\.source\.stop: no source plc9/);
     expect(names.stdout).toBe("");
   });
+
+  it("runs a plant of an RTU line and an OPC UA server: values, a command to each, a PLC switched off and on", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-scenario-"));
+    await mkdir(path.join(dir, "mappings"));
+    await writeFile(
+      path.join(dir, "gateway.yaml"),
+      `version: 1
+sources:
+  line1: { protocol: modbus-rtu, path: /dev/ttyUSB0, baud: 38400, timeout: 300ms }
+  ua1: { protocol: opcua, endpoint: "opc.tcp://10.0.0.20:4840" }
+cloud: { url: "mqtt://127.0.0.1:1883", productKey: a1Gateway, deviceName: edge-01 }
+mappings: ./mappings
+`,
+    );
+    await writeFile(
+      path.join(dir, "mappings", "tank.yaml"),
+      `version: 1
+device: { productKey: a1Plant, deviceName: tank-1 }
+source: line1
+unitId: 5
+pollInterval: 200ms
+points:
+  level: { register: 40001, type: float32, byteOrder: CDAB }
+  valve: { register: 40003, type: uint16, writable: true, min: 0, max: 100 }
+`,
+    );
+    await writeFile(
+      path.join(dir, "mappings", "press.yaml"),
+      `version: 1
+device: { productKey: a1Plant, deviceName: press-1 }
+source: ua1
+points:
+  force: { node: "/2:Press/2:Force", scale: 0.01 }
+  stroke: { node: "ns=2;s=Press.Stroke", writable: true, min: 10, max: 90 }
+`,
+    );
+    const scenario = path.join(dir, "plant.yaml");
+    await writeFile(
+      scenario,
+      `version: 1
+config: gateway.yaml
+values:
+  tank-1: { level: 1.25 }
+steps:
+  - expect: { edge: tank-1.level, equals: 1.25, within: 10s }
+  - plc: { set: tank-1.level, to: 3.75 }
+  - plc: { set: press-1.force, to: 12.5 }
+  - expect: { cloud: tank-1.level, equals: 3.75, within: 10s }
+  - expect: { cloud: press-1.force, equals: 12.5, within: 10s }
+  - desired: { set: tank-1.valve, to: 40 }
+  - desired: { set: press-1.stroke, to: 55 }
+  - expect: { command: tank-1.valve, outcome: applied, within: 10s }
+  - expect: { command: press-1.stroke, outcome: applied, within: 10s }
+  - expect: { register: tank-1.valve, words: [40] }
+  - expect: { written: press-1.stroke, times: 1, within: 0s }
+  - source: { stop: line1 }
+  - expect: { quality: tank-1.level, is: stale, within: 10s }
+  - expect: { quality: press-1.force, is: good, within: 1s }
+  - source: { start: line1 }
+  - expect: { quality: tank-1.level, is: good, within: 20s }
+`,
+    );
+    const report = path.join(dir, "junit.xml");
+    const r = await runCli(["test", scenario, "--junit", report]);
+    expect(r.stdout).toContain("plant.yaml: every check held");
+    expect(r.code).toBe(0);
+    expect((await parseJunit(report)).tests).toBe(16);
+  }, 120_000);
 });

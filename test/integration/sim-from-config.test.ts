@@ -224,4 +224,79 @@ mappings: ./mappings
     ]);
     expect(mbpoll.stdout).toMatch(/\[1\]:\s+22\b/);
   });
+
+  it("stands in for an OPC UA source: NodeIds in any namespace, browse paths, labels, scales, booleans and strings", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
+    await mkdir(path.join(dir, "mappings"));
+    const configFile = path.join(dir, "gateway.yaml");
+    await writeFile(
+      configFile,
+      `version: 1
+sources:
+  ua1:
+    protocol: opcua
+    endpoint: opc.tcp://10.0.0.20:4840
+    securityMode: SignAndEncrypt
+    identity: { type: username, username: operator, password: "\${UA_PASSWORD}" }
+mappings: ./mappings
+`,
+    );
+    await writeFile(
+      path.join(dir, "mappings", "line.yaml"),
+      `version: 1
+device: { productKey: pk, deviceName: line-1 }
+source: ua1
+points:
+  temperature: { node: "ns=2;s=Line1.Temperature", scale: 0.1, min: 0, max: 200 }
+  counter: { node: "ns=3;i=1002" }
+  vendor: { node: "nsu=urn:acme:plc;s=Info.Vendor" }
+  speed: { node: "/2:Plant/2:Line1/2:Speed", writable: true }
+  running: { node: "/2:Plant/2:Line1/2:Running" }
+  mode: { node: "ns=2;s=Line1.Mode", enum: { 0: auto, 1: manual, 2: service } }
+`,
+    );
+    const values = path.join(dir, "values.yaml");
+    await writeFile(
+      values,
+      "line-1: { temperature: 72.5, vendor: ACME, running: true, mode: service, speed: 1450 }\n",
+    );
+    const env = { ...process.env, UA_PASSWORD: "s3cret-ua-password-77" };
+    const child = spawn(
+      process.execPath,
+      [CLI_MAIN, "sim", "--from-config", configFile, "--values", values],
+      { stdio: ["ignore", "pipe", "pipe"], env },
+    );
+    running.push(async () => void child.kill("SIGTERM"));
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      child.stdout.on("data", (b: Buffer) => {
+        text += b.toString();
+        if (text.includes("Ctrl-C stops.")) resolve(text);
+      });
+      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+    });
+    expect(out).toMatch(
+      /^ua1 \(opcua, \d+ objects, 6 variables\): opc\.tcp:\/\/127\.0\.0\.1:\d+$/m,
+    );
+    // The words as a shell would split them (one is quoted).
+    const overrides = [
+      ...(/^ {2}(--override .*)$/m.exec(out)?.[1] ?? "").matchAll(/'([^']*)'|(\S+)/g),
+    ].map((m) => m[1] ?? m[2] ?? "");
+    // The simulator serves without security to anonymous sessions: the overrides say so.
+    expect(overrides).toContain("sources.ua1.securityMode=None");
+    expect(out).toContain("--override 'sources.ua1.identity={type: anonymous}'");
+
+    const read = await runCli(["read", "-c", configFile, "--json", ...overrides], { env });
+    expect(read.stderr).toBe("");
+    expect(JSON.parse(read.stdout)).toEqual({
+      "line-1": {
+        temperature: 72.5,
+        counter: 10,
+        vendor: "ACME",
+        speed: 1450,
+        running: true,
+        mode: "service",
+      },
+    });
+  }, 60_000);
 });

@@ -8,16 +8,11 @@ import { getPath } from "../../core/json.js";
 import type { Logger } from "../../core/logger.js";
 import type { JsonObject, JsonValue } from "../../core/types.js";
 import { Gateway } from "../../daemon/gateway.js";
-import type { ModbusDevicePlan } from "../../mapping/types.js";
+import type { DevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
 import { startCloudService } from "../../sim/cloud/index.js";
-import {
-  setPoint,
-  startSourceSimulators,
-  unsimulated,
-  type SourceSimulator,
-} from "../../sim/modbus/from-mapping.js";
-import type { ModbusTcpSimulator, WriteEvent } from "../../sim/modbus/index.js";
+import { startSourceSimulators } from "../../sim/from-config.js";
+import type { SourceSimulator } from "../../sim/source-simulator.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
 import { setPath } from "../../shadow/document.js";
 import type { Scenario, Step } from "./schema.js";
@@ -43,20 +38,17 @@ interface Plant {
   readonly gateway: Gateway;
   /** Stops the gateway and starts a new one on the same config and data folder. */
   restartGateway(): Promise<void>;
-  readonly units: Map<string, ModbusTcpSimulator>;
   /** Each source's simulator, on the wire where the gateway reaches it. */
   readonly sources: Map<string, SourceSimulator>;
-  /** Every write the simulators received, in order, with the source that received it. */
-  readonly writes: ReadonlyArray<WriteEvent & { readonly source: string }>;
   readonly proxy: TcpProxy;
-  cloudReported(device: ModbusDevicePlan): JsonObject | undefined;
-  setDesired(device: ModbusDevicePlan, point: string, value: JsonValue): Promise<void>;
+  cloudReported(device: DevicePlan): JsonObject | undefined;
+  setDesired(device: DevicePlan, point: string, value: JsonValue): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
- * Why the config cannot run in a scenario (a source or a cloud this runner does not simulate
- * yet), as problems at the config file; empty when it can.
+ * Why the config cannot run in a scenario (no cloud to sync with), as problems at the config
+ * file; empty when it can.
  */
 export function unsupported(config: LoadedConfig): Problem[] {
   const problems: Problem[] = [];
@@ -67,11 +59,6 @@ export function unsupported(config: LoadedConfig): Problem[] {
       keyPath,
       message,
     });
-  for (const u of unsimulated(config))
-    at(
-      `sources.${u.source}`,
-      `${u.protocol}: shadowgate test simulates Modbus sources only, for now`,
-    );
   if (!config.gateway.cloud) at("cloud", "shadowgate test needs a cloud section to sync with");
   return problems;
 }
@@ -88,14 +75,10 @@ async function startPlant(
   };
   try {
     const overrides: string[] = [];
-    const units = new Map<string, ModbusTcpSimulator>();
     const sources = new Map<string, SourceSimulator>();
-    const writes: Array<WriteEvent & { source: string }> = [];
     for (const s of await startSourceSimulators(base, values)) {
       closers.push(() => s.close());
-      s.sim.on("write", (w) => writes.push({ source: s.source, ...w }));
       sources.set(s.source, s);
-      for (const d of s.devices) units.set(d.deviceName, s.sim);
       overrides.push(...s.overrides);
     }
     const aws = base.gateway.cloud?.dialect === "aws";
@@ -131,9 +114,7 @@ async function startPlant(
         gateway = new Gateway(config, log);
         await gateway.start();
       },
-      units,
       sources,
-      writes,
       proxy,
       cloudReported: (d) => cloud.reported(d),
       setDesired(d, point, value) {
@@ -152,9 +133,9 @@ async function startPlant(
 /** The local cloud service of the config's dialect, as the runner uses it. */
 interface LocalCloud {
   readonly mqttUrl: string;
-  reported(d: ModbusDevicePlan): JsonObject | undefined;
+  reported(d: DevicePlan): JsonObject | undefined;
   /** Sets desired values as an application would (the cloud pushes them to the gateway). */
-  setDesired(d: ModbusDevicePlan, desired: JsonObject): Promise<void>;
+  setDesired(d: DevicePlan, desired: JsonObject): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -243,11 +224,13 @@ export async function runScenario(
 ): Promise<StepResult[]> {
   const plant = await startPlant(configFile, config, scenario.values, log);
   const results: StepResult[] = [];
-  const split = (name: string): [ModbusDevicePlan, string] => {
+  // Names were checked against the config before the plant started (checkNames).
+  const split = (name: string): [DevicePlan, string] => {
     const dot = name.indexOf(".");
     const device = plant.config.devices.find((d) => d.deviceName === name.slice(0, dot));
-    return [device as ModbusDevicePlan, name.slice(dot + 1)];
+    return [device as DevicePlan, name.slice(dot + 1)];
   };
+  const simOf = (d: DevicePlan): SourceSimulator | undefined => plant.sources.get(d.sourceId);
   try {
     for (const [index, s] of scenario.steps.entries()) {
       const t0 = Date.now();
@@ -276,11 +259,11 @@ export async function runScenario(
   async function runStep(s: Step): Promise<string | undefined> {
     if ("plc" in s) {
       const [d, point] = split(s.plc.set);
-      const p = d.points.find((x) => x.name === point);
-      const sim = plant.units.get(d.deviceName);
-      if (!p || !sim) return `${s.plc.set}: not in a simulated device`;
-      if (s.plc.words !== undefined) sim.unit(d.unitId).write(p.table, p.address, s.plc.words);
-      else setPoint(sim.unit(d.unitId), d, p, s.plc.to);
+      const sim = simOf(d);
+      if (!sim) return `${s.plc.set}: not in a simulated device`;
+      if (s.plc.words === undefined) sim.set(d.deviceName, point, s.plc.to);
+      else if (!sim.setWords(d.deviceName, point, s.plc.words))
+        return `${s.plc.set}: words are for Modbus register points`;
       return undefined;
     }
     if ("desired" in s) {
@@ -326,13 +309,14 @@ export async function runScenario(
     }
     if (e.register !== undefined || e.written !== undefined) {
       const [d, point] = split(e.register ?? e.written ?? "");
-      const p = d.points.find((x) => x.name === point);
-      const sim = plant.units.get(d.deviceName);
-      if (!p || !sim) return `${d.deviceName}.${point}: not in a simulated device`;
+      const sim = simOf(d);
+      if (!sim) return `${d.deviceName}.${point}: not in a simulated device`;
       if (e.register !== undefined) {
         const words = e.words ?? [];
+        if (sim.words(d.deviceName, point) === undefined)
+          return `${e.register}: registers are for Modbus register points`;
         const { held, last } = await until(
-          () => sim.unit(d.unitId).read(p.table, p.address, p.count),
+          () => sim.words(d.deviceName, point),
           (v) => JSON.stringify(v) === JSON.stringify(words),
           e.within,
         );
@@ -340,18 +324,9 @@ export async function runScenario(
           ? undefined
           : `expected the words ${words.join(" ")}, the PLC holds ${(last as number[]).join(" ")}`;
       }
-      const hits = (): number =>
-        plant.writes.filter(
-          (w) =>
-            w.source === d.sourceId &&
-            w.unitId === d.unitId &&
-            w.table === p.table &&
-            w.address < p.address + p.count &&
-            w.address + w.count > p.address,
-        ).length;
       // Counted at the end of `within`: a write that comes late is a write all the same.
       await sleep(e.within);
-      const seen = hits();
+      const seen = sim.writes(d.deviceName, point);
       return seen === e.times
         ? undefined
         : `expected ${e.times} write(s) to ${point}, the PLC saw ${seen}`;

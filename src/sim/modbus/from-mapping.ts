@@ -2,13 +2,18 @@ import { ShadowgateError } from "../../core/errors.js";
 import { isBitTable, type PointValue } from "../../core/types.js";
 import { encodeBit, encodeRegisters } from "../../mapping/codec.js";
 import { INTEGER_TYPES, type CompiledPoint, type ModbusDevicePlan } from "../../mapping/types.js";
-import type { LoadedConfig } from "../../config/load.js";
 import type { UnitMemory } from "./memory.js";
-import type { SourceConfig } from "../../south/registry.js";
 import type { ModbusSourceConfig } from "../../south/modbus/schema.js";
 import { openPtyPair } from "../pty.js";
+import {
+  SimValueError,
+  type PreparedSource,
+  type SimValues,
+  type SourceSimulator,
+} from "../source-simulator.js";
 import { SerialDeviceServer } from "./device-server.js";
 import type { RtuLinkOptions } from "./rtu-link.js";
+import type { WriteEvent } from "./simulator.js";
 import { ModbusTcpSimulator } from "./tcp-server.js";
 
 /**
@@ -19,78 +24,70 @@ import { ModbusTcpSimulator } from "./tcp-server.js";
  * read-only registers do.
  */
 
-/** One source of a config stood in for by a simulator, and how the gateway reaches it. */
-export interface SourceSimulator {
-  readonly source: string;
-  readonly protocol: ModbusSourceConfig["protocol"];
-  readonly sim: ModbusTcpSimulator;
-  /** Where it serves, for people: 127.0.0.1:port, or the gateway's end of a serial line. */
-  readonly where: string;
-  /** `key=value` overrides that point the gateway's source at it. */
-  readonly overrides: readonly string[];
-  readonly devices: readonly ModbusDevicePlan[];
-  /**
-   * Off the wire, as a PLC that is switched off: TCP connections closed and refused, or a
-   * serial line with nobody answering. The memory stays.
-   */
-  pause(): Promise<void>;
-  /** Back on the wire, where it was. */
-  resume(): Promise<void>;
-  close(): Promise<void>;
-}
-
-const MODBUS_PROTOCOLS: ReadonlySet<string> = new Set([
-  "modbus-tcp",
-  "modbus-rtu",
-  "modbus-rtu-over-tcp",
-]);
-const isModbus = (s: SourceConfig): s is ModbusSourceConfig => MODBUS_PROTOCOLS.has(s.protocol);
-
 /**
- * The config's sources with devices that the simulators cannot stand in for yet (OPC UA):
- * `sim --from-config` skips them, `shadowgate test` refuses them.
+ * The simulator for one Modbus source: its devices' units loaded (`values` by device and point,
+ * plausible ones for the rest; a value a point cannot hold throws SimValueError here, before
+ * anything starts), then, on start(), put on the wire: TCP on a free port of 127.0.0.1; RTU on
+ * a socat pty pair, answering at the source's baud rate; RTU over TCP on a pty pair behind a
+ * serial device server.
  */
-export function unsimulated(config: LoadedConfig): Array<{ source: string; protocol: string }> {
-  return Object.entries(config.gateway.sources)
-    .filter(([id, s]) => !isModbus(s) && config.devices.some((d) => d.sourceId === id))
-    .map(([source, s]) => ({ source, protocol: s.protocol }));
+export function prepareModbusSource(
+  id: string,
+  source: ModbusSourceConfig,
+  devices: readonly ModbusDevicePlan[],
+  values: SimValues,
+): PreparedSource {
+  const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
+  for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
+  const writes: WriteEvent[] = [];
+  sim.on("write", (w) => writes.push(w));
+  const find = (device: string, point: string) => {
+    const d = devices.find((x) => x.deviceName === device);
+    const p = d?.points.find((x) => x.name === point);
+    if (!d || !p)
+      throw new RangeError(`${source.protocol} source ${id} has no point ${device}.${point}`);
+    return { d, p, unit: sim.unit(d.unitId) };
+  };
+  const registers = (p: CompiledPoint) => !isBitTable(p.table);
+  return {
+    async start() {
+      const served = await serve(id, source, sim);
+      return {
+        source: id,
+        protocol: source.protocol,
+        hosts: `units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points`,
+        devices,
+        ...served,
+        set(device, point, value) {
+          const { d, p, unit } = find(device, point);
+          setPoint(unit, d, p, value);
+        },
+        words(device, point) {
+          const { p, unit } = find(device, point);
+          return registers(p) ? unit.read(p.table, p.address, p.count) : undefined;
+        },
+        setWords(device, point, words) {
+          const { p, unit } = find(device, point);
+          if (!registers(p)) return false;
+          unit.write(p.table, p.address, [...words]);
+          return true;
+        },
+        writes(device, point) {
+          const { d, p } = find(device, point);
+          return writes.filter(
+            (w) =>
+              w.unitId === d.unitId &&
+              w.table === p.table &&
+              w.address < p.address + p.count &&
+              w.address + w.count > p.address,
+          ).length;
+        },
+      };
+    },
+  };
 }
 
-/**
- * A simulator for each Modbus source of the config, its devices loaded (`values` by device and
- * point, plausible ones for the rest), then put on the wire: TCP on a free port of 127.0.0.1;
- * RTU on a socat pty pair, answering at the source's baud rate; RTU over TCP on a pty pair
- * behind a serial device server. Every device is loaded before any simulator starts, so a value
- * its point cannot hold (SimValueError) leaves nothing running; a start that fails stops the
- * ones before it.
- */
-export async function startSourceSimulators(
-  config: LoadedConfig,
-  values: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {},
-): Promise<SourceSimulator[]> {
-  const loaded = Object.entries(config.gateway.sources)
-    .filter((e): e is [string, ModbusSourceConfig] => isModbus(e[1]))
-    .map(([source, sourceConfig]) => {
-      const devices = config.devices.filter(
-        (d): d is ModbusDevicePlan => d.sourceId === source && d.kind === "modbus",
-      );
-      const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
-      for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
-      return { source, sourceConfig, sim, devices };
-    })
-    .filter((s) => s.devices.length > 0);
-  const started: SourceSimulator[] = [];
-  try {
-    for (const { source, sourceConfig, sim, devices } of loaded)
-      started.push({ source, sim, devices, ...(await serve(source, sourceConfig, sim)) });
-  } catch (e) {
-    await Promise.all(started.map((s) => s.close()));
-    throw e;
-  }
-  return started;
-}
-
-type Served = Omit<SourceSimulator, "source" | "sim" | "devices">;
+type Served = Pick<SourceSimulator, "where" | "overrides" | "pause" | "resume" | "close">;
 
 /** Puts the simulator on the wire the source's protocol names. */
 async function serve(
@@ -103,7 +100,6 @@ async function serve(
   if (source.protocol === "modbus-tcp") {
     const { port } = await sim.start({ host, port: 0 });
     return {
-      protocol: source.protocol,
       where: `${host}:${port}`,
       overrides: tcp(port),
       pause: () => sim.stop(),
@@ -138,7 +134,6 @@ async function serve(
     };
     if (source.protocol === "modbus-rtu")
       return {
-        protocol: source.protocol,
         where: `${line.b} (a pty pair; the simulator answers on ${line.a} at ${source.baud} baud)`,
         overrides: [`sources.${id}.path=${line.b}`],
         ...paused,
@@ -148,7 +143,6 @@ async function serve(
     closers.push(() => server.stop());
     const { port } = await server.start({ host, port: 0 });
     return {
-      protocol: source.protocol,
       where: `${host}:${port} (a serial device server for the line ${line.b})`,
       overrides: tcp(port),
       ...paused,
@@ -177,9 +171,6 @@ export function plausibleValue(point: CompiledPoint): PointValue {
   const value = Math.round((raw - (c.offset ?? 0)) / step) * step + (c.offset ?? 0);
   return Number(value.toPrecision(12));
 }
-
-/** A value given for a point that its type cannot hold. */
-export class SimValueError extends Error {}
 
 /**
  * Writes the device's points into the unit, `values` first (by point name), a plausible value

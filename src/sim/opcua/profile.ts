@@ -166,8 +166,13 @@ export interface OpcuaVariableDef {
 
 export interface OpcuaObjectDef {
   readonly name: string;
+  /** In any namespace of the server: ns=1 (its own), or one of `namespaces` (ns=2 on). */
   readonly nodeId: string;
   readonly variables: readonly OpcuaVariableDef[];
+  /** Its browse name when not `name` (in the namespace of its NodeId). */
+  readonly browseName?: string;
+  /** The object it sits under (its `name`); default the Objects folder. */
+  readonly parent?: string;
 }
 
 /** A variable key, optionally negated: `!Boiler.Running`. */
@@ -213,6 +218,11 @@ export interface OpcuaSimProfile {
   /** The profile's default for its variables (and for the simulator's extra variables). */
   readonly minimumSamplingIntervalMs: number;
   readonly objects: readonly OpcuaObjectDef[];
+  /**
+   * The URIs of namespaces 2, 3, ... that the objects' and variables' NodeIds may name (a
+   * profile file has only its own, ns=1; a simulator built from mappings hosts theirs).
+   */
+  readonly namespaces?: readonly string[];
   /** Every object's dynamics, in order, with variables resolved to keys. */
   readonly dynamics: readonly OpcuaDynamic[];
 }

@@ -57,7 +57,7 @@ async function freePort(host: string): Promise<number> {
 export async function startServer(
   ua: NodeOpcua,
   settings: ServerSettings,
-  objects: readonly Pick<OpcuaObjectDef, "name" | "nodeId" | "variables">[],
+  space: AddressSpaceDef,
   bind: (def: OpcuaVariableDef) => VariableAccess,
 ): Promise<UA.OPCUAServer> {
   const certificateManager = (folder: string) =>
@@ -96,7 +96,7 @@ export async function startServer(
   });
   try {
     await server.initialize();
-    populate(ua, server, objects, bind);
+    populate(ua, server, space, bind);
     await server.start();
   } catch (err) {
     await server.shutdown(0).catch(() => undefined);
@@ -105,21 +105,44 @@ export async function startServer(
   return server;
 }
 
+/** What the server hosts: objects (under Objects, or under one another) and their namespaces. */
+export interface AddressSpaceDef {
+  readonly objects: readonly OpcuaObjectDef[];
+  /** URIs of namespaces 2, 3, ... (see OpcuaSimProfile.namespaces). */
+  readonly namespaces?: readonly string[];
+}
+
+/** The namespace index a NodeId string names (ns=N;...), 1 without one. */
+const namespaceOf = (nodeId: string): number => Number(/^ns=(\d+);/.exec(nodeId)?.[1] ?? 1);
+
 function populate(
   ua: NodeOpcua,
   server: UA.OPCUAServer,
-  objects: readonly Pick<OpcuaObjectDef, "name" | "nodeId" | "variables">[],
+  space: AddressSpaceDef,
   bind: (def: OpcuaVariableDef) => VariableAccess,
 ): void {
   const addressSpace = server.engine.addressSpace;
   if (!addressSpace) throw new Error("node-opcua has no address space after initialize()");
-  const ns = addressSpace.getOwnNamespace();
-  for (const o of objects) {
-    const parent = ns.addObject({
-      browseName: o.name,
+  // After initialize() the server has 0 (OPC UA's) and 1 (its own): the rest in order.
+  for (const uri of space.namespaces ?? []) addressSpace.registerNamespace(uri);
+  const namespace = (nodeId: string) => {
+    const index = namespaceOf(nodeId);
+    if (index < 1 || index >= addressSpace.getNamespaceArray().length)
+      throw new RangeError(`${nodeId}: the simulator hosts no namespace ${index}`);
+    return addressSpace.getNamespace(index);
+  };
+  const created = new Map<string, UA.UAObject>();
+  for (const o of space.objects) {
+    const parent = o.parent === undefined ? undefined : created.get(o.parent);
+    if (o.parent !== undefined && !parent)
+      throw new RangeError(`${o.name}: its parent ${o.parent} comes later or not at all`);
+    const ns = namespace(o.nodeId);
+    const object = ns.addObject({
+      browseName: o.browseName ?? o.name,
       nodeId: o.nodeId,
-      organizedBy: addressSpace.rootFolder.objects,
+      organizedBy: parent ?? addressSpace.rootFolder.objects,
     });
+    created.set(o.name, object);
     for (const def of o.variables) {
       const access = bind(def);
       const accessLevel = def.writable ? "CurrentRead | CurrentWrite" : "CurrentRead";
@@ -138,8 +161,8 @@ function populate(
           callback(null, ua.StatusCodes.Good);
         }
       };
-      ns.addVariable({
-        componentOf: parent,
+      namespace(def.nodeId).addVariable({
+        componentOf: object,
         browseName: def.name,
         nodeId: def.nodeId,
         dataType: def.dataType,

@@ -325,7 +325,12 @@ export class OpcuaSimulator extends EventEmitter<OpcuaSimulatorEvents> {
           ]
         : []),
     ];
-    const server = await startServer(this.ua, settings, objects, (def) => this.access(def));
+    const server = await startServer(
+      this.ua,
+      settings,
+      { objects, ...(this.profile.namespaces && { namespaces: this.profile.namespaces }) },
+      (def) => this.access(def),
+    );
     this.current = server;
     this.boundPort = server.endpoints[0]?.port ?? port;
   }

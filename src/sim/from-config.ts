@@ -1,0 +1,50 @@
+import type { LoadedConfig } from "../config/load.js";
+import type { ModbusDevicePlan, NodeDevicePlan } from "../mapping/types.js";
+import type { SourceConfig } from "../south/registry.js";
+import { prepareModbusSource } from "./modbus/from-mapping.js";
+import { prepareOpcuaSource } from "./opcua/from-mapping.js";
+import type { PreparedSource, SimValues, SourceSimulator } from "./source-simulator.js";
+
+/**
+ * Simulators for a config's sources (`shadowgate sim --from-config`, `shadowgate test`): one per
+ * source with devices, built from its mappings, for every protocol the gateway speaks.
+ */
+
+/** The simulator for a source, by its protocol: the one place that knows them all. */
+function prepare(
+  id: string,
+  source: SourceConfig,
+  config: LoadedConfig,
+  values: SimValues,
+): PreparedSource | undefined {
+  const devices = config.devices.filter((d) => d.sourceId === id);
+  if (devices.length === 0) return undefined;
+  if (source.protocol === "opcua")
+    return prepareOpcuaSource(id, source, devices as NodeDevicePlan[], values);
+  return prepareModbusSource(id, source, devices as ModbusDevicePlan[], values);
+}
+
+/**
+ * A simulator for each source of the config that has devices, with `values` (by device and
+ * point, in engineering units) or plausible ones, on the wire where the gateway can reach it.
+ * Every source is prepared before any starts, so a value a point cannot hold (SimValueError) or
+ * a point no simulator can host (SimSourceError) leaves nothing running; a start that fails
+ * stops the ones before it.
+ */
+export async function startSourceSimulators(
+  config: LoadedConfig,
+  values: SimValues = {},
+): Promise<SourceSimulator[]> {
+  const prepared = Object.entries(config.gateway.sources).flatMap(([id, source]) => {
+    const p = prepare(id, source, config, values);
+    return p ? [p] : [];
+  });
+  const started: SourceSimulator[] = [];
+  try {
+    for (const p of prepared) started.push(await p.start());
+  } catch (e) {
+    await Promise.all(started.map((s) => s.close()));
+    throw e;
+  }
+  return started;
+}
