@@ -198,15 +198,35 @@ const sim = program
     "one simulator per source of this gateway config, every mapped point at its address and type",
   )
   .option("--values <file>", "YAML of device: { point: value } in engineering units")
+  .addOption(
+    new Option(
+      "--line <source=path>",
+      "serve this RTU source on a serial device (an RS-485 adapter wired to the gateway's line) instead of a pty pair (repeatable)",
+    )
+      .argParser((text: string, previous: Record<string, string> = {}) => {
+        const m = /^([^=]+)=(.+)$/.exec(text);
+        if (!m?.[1] || !m[2])
+          throw new InvalidArgumentError(`write SOURCE=PATH, e.g. line1=/dev/ttyUSB1`);
+        return { ...previous, [m[1]]: m[2] };
+      })
+      .default({}),
+  )
   .addOption(overrideOption())
-  .action(async (o: { fromConfig?: string; values?: string; override: Override[] }) => {
-    if (o.fromConfig === undefined) return sim.help({ error: true });
-    exit(
-      await (
-        await import("./sim-config.js")
-      ).simFromConfigCommand({ ...o, fromConfig: o.fromConfig }),
-    );
-  });
+  .action(
+    async (o: {
+      fromConfig?: string;
+      values?: string;
+      line: Record<string, string>;
+      override: Override[];
+    }) => {
+      if (o.fromConfig === undefined) return sim.help({ error: true });
+      exit(
+        await (
+          await import("./sim-config.js")
+        ).simFromConfigCommand({ ...o, fromConfig: o.fromConfig }),
+      );
+    },
+  );
 
 sim
   .command("modbus")

@@ -19,16 +19,23 @@ type Values = Record<string, Record<string, unknown>>;
 export async function simFromConfigCommand(o: {
   fromConfig: string;
   values?: string;
+  /** RTU sources served on a serial device instead of a pty pair: source id to path. */
+  line?: Readonly<Record<string, string>>;
   override?: readonly Override[];
 }): Promise<number | undefined> {
   const config = await loadOrReport(o.fromConfig, o.override);
   if (!config) return ExitCodes.CONFIG;
+  for (const id of Object.keys(o.line ?? {}))
+    if (config.gateway.sources[id]?.protocol !== "modbus-rtu") {
+      process.stderr.write(`--line ${id}=...: the config has no modbus-rtu source ${id}\n`);
+      return ExitCodes.USAGE;
+    }
   const values = o.values === undefined ? {} : await readValues(o.values, config);
   if (values === undefined) return ExitCodes.CONFIG;
 
   let started: SourceSimulator[];
   try {
-    started = await startSourceSimulators(config, values);
+    started = await startSourceSimulators(config, values, { lines: o.line ?? {} });
   } catch (e) {
     if (e instanceof SimValueError) {
       process.stderr.write(`${o.values ?? "a plausible value"}: ${e.message}\n`);
@@ -46,7 +53,9 @@ export async function simFromConfigCommand(o: {
   }
   const lines = started.flatMap(({ source, protocol, hosts, where, overrides }) => [
     `${source} (${protocol}, ${hosts}): ${where}`,
-    `  ${overrides.map((o) => `--override ${shellWord(o)}`).join(" ")}`,
+    overrides.length === 0
+      ? "  (no override: the gateway's config reaches it as it is)"
+      : `  ${overrides.map((o) => `--override ${shellWord(o)}`).join(" ")}`,
   ]);
   const stopAll = () => Promise.all(started.map((s) => s.close()));
   process.stdout.write(`${lines.join("\n")}\nCtrl-C stops.\n`);

@@ -10,18 +10,27 @@ import type { PreparedSource, SimValues, SourceSimulator } from "./source-simula
  * source with devices, built from its mappings, for every protocol the gateway speaks.
  */
 
+export interface SimulateOptions {
+  /**
+   * RTU sources served on a serial device (a USB RS-485 adapter wired to the gateway's line)
+   * rather than on a pty pair: source id to device path.
+   */
+  readonly lines?: Readonly<Record<string, string>>;
+}
+
 /** The simulator for a source, by its protocol: the one place that knows them all. */
 function prepare(
   id: string,
   source: SourceConfig,
   config: LoadedConfig,
   values: SimValues,
+  opts: SimulateOptions,
 ): PreparedSource | undefined {
   const devices = config.devices.filter((d) => d.sourceId === id);
   if (devices.length === 0) return undefined;
   if (source.protocol === "opcua")
     return prepareOpcuaSource(id, source, devices as NodeDevicePlan[], values);
-  return prepareModbusSource(id, source, devices as ModbusDevicePlan[], values);
+  return prepareModbusSource(id, source, devices as ModbusDevicePlan[], values, opts.lines?.[id]);
 }
 
 /**
@@ -34,9 +43,10 @@ function prepare(
 export async function startSourceSimulators(
   config: LoadedConfig,
   values: SimValues = {},
+  opts: SimulateOptions = {},
 ): Promise<SourceSimulator[]> {
   const prepared = Object.entries(config.gateway.sources).flatMap(([id, source]) => {
-    const p = prepare(id, source, config, values);
+    const p = prepare(id, source, config, values, opts);
     return p ? [p] : [];
   });
   const started: SourceSimulator[] = [];

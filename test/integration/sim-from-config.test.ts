@@ -17,6 +17,7 @@ import { Gateway } from "../../src/daemon/gateway.js";
 import type { ModbusDevicePlan } from "../../src/mapping/types.js";
 import { loadDevice } from "../../src/sim/modbus/from-mapping.js";
 import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
+import { openPtyPair } from "../../src/sim/pty.js";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
 import { run, runCli } from "../helpers/run.js";
 
@@ -197,11 +198,11 @@ mappings: ./mappings
       });
       child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
     });
-    expect(out).toMatch(/^plc1 \(modbus-tcp, units 1, 2 points\): 127\.0\.0\.1:\d+$/m);
+    expect(out).toMatch(/^plc1 \(modbus-tcp, unit 1, 2 points\): 127\.0\.0\.1:\d+$/m);
     expect(out).toMatch(
-      /^line1 \(modbus-rtu, units 7, 2 points\): \S+\/b \(a pty pair; .* 19200 baud\)$/m,
+      /^line1 \(modbus-rtu, unit 7, 2 points\): \S+\/b \(a pty pair; .* 19200 baud\)$/m,
     );
-    expect(out).toMatch(/^dtu1 \(modbus-rtu-over-tcp, units 9, 2 points\): 127\.0\.0\.1:\d+ /m);
+    expect(out).toMatch(/^dtu1 \(modbus-rtu-over-tcp, unit 9, 2 points\): 127\.0\.0\.1:\d+ /m);
     const overrides = [...out.matchAll(/^ {2}(--override .*)$/gm)].flatMap((m) =>
       (m[1] ?? "").split(" ").filter((w) => w !== ""),
     );
@@ -299,4 +300,43 @@ points:
       },
     });
   }, 60_000);
+
+  it("serves an RTU source on the serial device --line names, as on a bench wired to the gateway's line", async () => {
+    const wire = await openPtyPair();
+    running.push(() => wire.close());
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
+    await mkdir(path.join(dir, "mappings"));
+    const configFile = path.join(dir, "gateway.yaml");
+    // The gateway's config names its end of the wire, as on the gateway's own box.
+    await writeFile(
+      configFile,
+      `version: 1\nsources:\n  line1: { protocol: modbus-rtu, path: ${wire.b}, baud: 115200 }\nmappings: ./mappings\n`,
+    );
+    await writeFile(
+      path.join(dir, "mappings", "m.yaml"),
+      "version: 1\ndevice: { productKey: pk, deviceName: meter }\nsource: line1\nunitId: 2\npoints:\n  kwh: { register: 40001, type: uint32, min: 0, max: 2000 }\n",
+    );
+    const child = spawn(
+      process.execPath,
+      [CLI_MAIN, "sim", "--from-config", configFile, "--line", `line1=${wire.a}`],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    running.push(async () => void child.kill("SIGTERM"));
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      child.stdout.on("data", (b: Buffer) => {
+        text += b.toString();
+        if (text.includes("Ctrl-C stops.")) resolve(text);
+      });
+      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+    });
+    expect(out).toContain(`line1 (modbus-rtu, unit 2, 1 point): ${wire.a} at 115200 baud`);
+    expect(out).toContain("(no override: the gateway's config reaches it as it is)");
+    const read = await runCli(["read", "-c", configFile, "--json"]);
+    expect(JSON.parse(read.stdout)).toEqual({ meter: { kwh: 1000 } });
+
+    const bad = await runCli(["sim", "--from-config", configFile, "--line", "plc9=/dev/null"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain("--line plc9=...: the config has no modbus-rtu source plc9");
+  });
 });

@@ -3,7 +3,7 @@ import { isBitTable, type PointValue } from "../../core/types.js";
 import { encodeBit, encodeRegisters } from "../../mapping/codec.js";
 import { INTEGER_TYPES, type CompiledPoint, type ModbusDevicePlan } from "../../mapping/types.js";
 import type { UnitMemory } from "./memory.js";
-import type { ModbusSourceConfig } from "../../south/modbus/schema.js";
+import type { ModbusRtuSourceConfig, ModbusSourceConfig } from "../../south/modbus/schema.js";
 import { openPtyPair } from "../pty.js";
 import {
   SimValueError,
@@ -36,6 +36,8 @@ export function prepareModbusSource(
   source: ModbusSourceConfig,
   devices: readonly ModbusDevicePlan[],
   values: SimValues,
+  /** An RTU source's serial device, to serve on instead of a pty pair. */
+  linePath?: string,
 ): PreparedSource {
   const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
   for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
@@ -49,13 +51,14 @@ export function prepareModbusSource(
     return { d, p, unit: sim.unit(d.unitId) };
   };
   const registers = (p: CompiledPoint) => !isBitTable(p.table);
+  const points = devices.reduce((n, d) => n + d.points.length, 0);
   return {
     async start() {
-      const served = await serve(id, source, sim);
+      const served = await serve(id, source, sim, linePath);
       return {
         source: id,
         protocol: source.protocol,
-        hosts: `units ${sim.unitIds().join(", ")}, ${devices.reduce((n, d) => n + d.points.length, 0)} points`,
+        hosts: `unit${sim.unitIds().length === 1 ? "" : "s"} ${sim.unitIds().join(", ")}, ${points} point${points === 1 ? "" : "s"}`,
         devices,
         ...served,
         set(device, point, value) {
@@ -87,6 +90,14 @@ export function prepareModbusSource(
   };
 }
 
+/** The line settings of an RTU source, which the simulator's answers are paced by. */
+const lineOf = (s: ModbusRtuSourceConfig): Omit<RtuLinkOptions, "path"> => ({
+  baud: s.baud,
+  parity: s.parity,
+  dataBits: s.dataBits,
+  stopBits: s.stopBits,
+});
+
 type Served = Pick<SourceSimulator, "where" | "overrides" | "pause" | "resume" | "close">;
 
 /** Puts the simulator on the wire the source's protocol names. */
@@ -94,6 +105,7 @@ async function serve(
   id: string,
   source: ModbusSourceConfig,
   sim: ModbusTcpSimulator,
+  linePath: string | undefined,
 ): Promise<Served> {
   const host = "127.0.0.1";
   const tcp = (port: number) => [`sources.${id}.host=${host}`, `sources.${id}.port=${port}`];
@@ -104,6 +116,18 @@ async function serve(
       overrides: tcp(port),
       pause: () => sim.stop(),
       resume: async () => void (await sim.start({ host, port })),
+      close: () => sim.stop(),
+    };
+  }
+  if (source.protocol === "modbus-rtu" && linePath !== undefined) {
+    // A real line: the gateway is at its far end, on its own box, at the path its config names.
+    const rtu: RtuLinkOptions = { ...lineOf(source), path: linePath };
+    await sim.startRtu(rtu);
+    return {
+      where: `${linePath} at ${source.baud} baud (wired to the gateway's ${source.path})`,
+      overrides: [],
+      pause: () => sim.stopRtu(),
+      resume: async () => void (await sim.startRtu(rtu)),
       close: () => sim.stop(),
     };
   }
@@ -118,15 +142,7 @@ async function serve(
     // On a real line the answers take the wire time of the source's baud rate; over TCP the
     // line's speed is the device server's business, and answers go at once.
     const rtu: RtuLinkOptions =
-      source.protocol === "modbus-rtu"
-        ? {
-            path: line.a,
-            baud: source.baud,
-            parity: source.parity,
-            dataBits: source.dataBits,
-            stopBits: source.stopBits,
-          }
-        : { path: line.a };
+      source.protocol === "modbus-rtu" ? { ...lineOf(source), path: line.a } : { path: line.a };
     await sim.startRtu(rtu);
     const paused = {
       pause: () => sim.stopRtu(),
