@@ -3,7 +3,6 @@ import path from "node:path";
 import { loadConfig } from "../config/load.js";
 import type { Override } from "../config/override.js";
 import { ExitCodes } from "../core/errors.js";
-import { createLogger } from "../core/logger.js";
 import { SimSourceError, SimValueError } from "../sim/source-simulator.js";
 import { runScenario, unsupported, type StepResult } from "./scenario/runner.js";
 import { checkNames, readScenario } from "./scenario/schema.js";
@@ -43,23 +42,22 @@ export async function testScenarioCommand(o: {
     printProblems({ problems, omitted: 0 });
     return ExitCodes.CONFIG;
   }
-  const log = createLogger({ level: process.env.SHADOWGATE_LOG_LEVEL ?? "error" });
   const name = path.basename(o.scenario);
   process.stdout.write(`${name}: ${read.scenario.steps.length} steps\n`);
   const t0 = Date.now();
   let results: StepResult[];
+  let folder: string;
   try {
-    results = await runScenario(
+    ({ results, folder } = await runScenario(
       read.configFile,
       loaded.config,
       read.scenario,
       read.lines,
-      log,
       (r) =>
         process.stdout.write(
           `  ${r.ok ? "ok  " : "FAIL"} step ${r.index + 1} (line ${r.line}) ${r.what}${r.failure ? `: ${r.failure}` : ""}\n`,
         ),
-    );
+    ));
   } catch (e) {
     // A value the scenario gives that its point cannot hold, or a node no simulator can host.
     if (!(e instanceof SimValueError) && !(e instanceof SimSourceError)) throw e;
@@ -70,7 +68,7 @@ export async function testScenarioCommand(o: {
   process.stdout.write(
     failed.length === 0
       ? `${name}: every check held (${results.length} steps, ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`
-      : `${name}: ${failed.length} of ${results.length} steps failed\n`,
+      : `${name}: ${failed.length} of ${results.length} steps failed (the gateway's log and data: ${folder})\n`,
   );
   if (o.junit !== undefined) await writeFile(o.junit, junit(name, results, Date.now() - t0));
   return failed.length === 0 ? ExitCodes.OK : ExitCodes.RUNTIME;

@@ -64,7 +64,12 @@ steps:
     expect(r.stdout).toMatch(
       /FAIL step 2 \(line 5\) expect edge boiler-01\.temperature = 24\.5: expected 24\.5, got [-\d.e]+ within 2000 ms/,
     );
-    expect(r.stdout).toContain("wrong-order.yaml: 1 of 2 steps failed");
+    // The gateway's log and data folder are kept for whoever reads the failure.
+    const kept = /1 of 2 steps failed \(the gateway's log and data: (\S+)\)/.exec(r.stdout)?.[1];
+    expect(kept, r.stdout).toBeDefined();
+    expect(await readFile(path.join(kept ?? "", "gateway.log"), "utf8")).toContain(
+      "local API listening",
+    );
     expect((await parseJunit(report)).failures).toEqual([
       expect.stringMatching(/^expected 24\.5, got /),
     ]);

@@ -1,17 +1,15 @@
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { loadConfig, type LoadedConfig, type Problem } from "../../config/load.js";
-import { parseOverride, type Override } from "../../config/override.js";
+import type { LoadedConfig, Problem } from "../../config/load.js";
 import { getPath } from "../../core/json.js";
-import type { Logger } from "../../core/logger.js";
-import type { JsonObject, JsonValue } from "../../core/types.js";
-import { Gateway } from "../../daemon/gateway.js";
+import { COMMANDS_KEY, type JsonObject, type JsonValue } from "../../core/types.js";
 import type { DevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
 import { startCloudService } from "../../sim/cloud/index.js";
 import { startSourceSimulators } from "../../sim/from-config.js";
+import { GatewayChild } from "./gateway-child.js";
 import type { SourceSimulator } from "../../sim/source-simulator.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
 import { setPath } from "../../shadow/document.js";
@@ -34,10 +32,10 @@ const CHECK_EVERY_MS = 50;
 /** The plant a scenario runs in: simulators, the local cloud behind a cuttable link, the gateway. */
 interface Plant {
   readonly config: LoadedConfig;
-  /** The gateway running now (a restart step replaces it). */
-  readonly gateway: Gateway;
-  /** Stops the gateway and starts a new one on the same config and data folder. */
-  restartGateway(): Promise<void>;
+  /** The daemon's log, for whoever reads a failure. */
+  readonly logFile: string;
+  /** The daemon, as a child process (a restart or kill step stops it and starts it again). */
+  readonly gateway: GatewayChild;
   /** Each source's simulator, on the wire where the gateway reaches it. */
   readonly sources: Map<string, SourceSimulator>;
   readonly proxy: TcpProxy;
@@ -67,7 +65,6 @@ async function startPlant(
   configFile: string,
   base: LoadedConfig,
   values: Scenario["values"],
-  log: Logger,
 ): Promise<Plant> {
   const closers: Array<() => Promise<unknown>> = [];
   const close = async (): Promise<void> => {
@@ -89,31 +86,24 @@ async function startPlant(
     const { port: proxyPort } = await proxy.start();
     closers.push(() => proxy.stop());
     overrides.push(`cloud.url=mqtt://127.0.0.1:${proxyPort}`);
-    // The scenario's gateway keeps its journal and outbox apart from any real one.
-    overrides.push(`gateway.dataDir=${await mkdtemp(path.join(tmpdir(), "shadowgate-test-"))}`);
+    // The scenario's gateway keeps its journal, outbox and log apart from any real one.
+    const folder = await mkdtemp(path.join(tmpdir(), "shadowgate-test-"));
+    overrides.push(`gateway.dataDir=${path.join(folder, "data")}`);
     if (aws) overrides.push("cloud.tls=null");
-    const parsed = overrides.map((o) => parseOverride(o) as Override);
-    const loaded = await loadConfig(configFile, process.env, [
-      ...(base.overrides ?? []),
-      ...parsed,
-    ]);
-    if (!loaded.ok)
-      throw new Error(`the config with the simulators' addresses: ${loaded.problems[0]?.message}`);
-    const config = loaded.config;
-    let gateway = new Gateway(config, log);
+    // The user's own overrides first, as the command line gave them; the plant's win.
+    const all = [...(base.overrides ?? []).map((o) => o.text.trim()), ...overrides];
+    const gateway = new GatewayChild(
+      configFile,
+      all,
+      path.join(folder, "gateway.log"),
+      base.gateway.api?.token,
+    );
     closers.push(() => gateway.stop());
     await gateway.start();
     return {
-      config,
-      get gateway() {
-        return gateway;
-      },
-      async restartGateway() {
-        await gateway.stop();
-        // The same data folder: the journal and the outbox carry over, as on a real restart.
-        gateway = new Gateway(config, log);
-        await gateway.start();
-      },
+      config: base,
+      logFile: path.join(folder, "gateway.log"),
+      gateway,
       sources,
       proxy,
       cloudReported: (d) => cloud.reported(d),
@@ -177,14 +167,14 @@ const matches = (actual: unknown, expected: unknown, tolerance = 0): boolean =>
     : actual === expected;
 
 /** Waits until `read` gives a value that `ok` takes, at most `within` ms; gives the last read. */
-async function until(
-  read: () => unknown,
-  ok: (v: unknown) => boolean,
+async function until<T>(
+  read: () => T | Promise<T>,
+  ok: (v: T) => boolean,
   within: number,
-): Promise<{ held: boolean; last: unknown }> {
+): Promise<{ held: boolean; last: T }> {
   const end = Date.now() + within;
   for (;;) {
-    const v = read();
+    const v = await read();
     if (ok(v)) return { held: true, last: v };
     if (Date.now() >= end) return { held: false, last: v };
     await sleep(CHECK_EVERY_MS);
@@ -219,10 +209,9 @@ export async function runScenario(
   config: LoadedConfig,
   scenario: Scenario,
   lines: readonly number[],
-  log: Logger,
   progress: (r: StepResult) => void,
-): Promise<StepResult[]> {
-  const plant = await startPlant(configFile, config, scenario.values, log);
+): Promise<{ results: StepResult[]; folder: string }> {
+  const plant = await startPlant(configFile, config, scenario.values);
   const results: StepResult[] = [];
   // Names were checked against the config before the plant started (checkNames).
   const split = (name: string): [DevicePlan, string] => {
@@ -254,7 +243,10 @@ export async function runScenario(
   } finally {
     await plant.close();
   }
-  return results;
+  const folder = path.dirname(plant.logFile);
+  // Kept when a check failed: the gateway's log and data are what explains it.
+  if (results.every((r) => r.ok)) await rm(folder, { recursive: true, force: true });
+  return { results, folder };
 
   async function runStep(s: Step): Promise<string | undefined> {
     if ("plc" in s) {
@@ -281,7 +273,10 @@ export async function runScenario(
       return undefined;
     }
     if ("gateway" in s) {
-      await plant.restartGateway();
+      // The same data folder: the journal and the outbox carry over, as on a real restart.
+      if (s.gateway === "kill") await plant.gateway.kill();
+      else await plant.gateway.stop();
+      await plant.gateway.start();
       return undefined;
     }
     if ("source" in s) {
@@ -296,13 +291,9 @@ export async function runScenario(
     const e = s.expect;
     if (e.quality !== undefined) {
       const [d, point] = split(e.quality);
-      const state = () => plant.gateway.shadow.document(d.deviceName)?.metadata.reported[point];
-      const { held } = await until(
-        () => state()?.quality,
-        (v) => v === e.is,
-        e.within,
-      );
-      const last = state();
+      const state = async () =>
+        (await plant.gateway.shadow(d.deviceName))?.metadata.reported[point];
+      const { held, last } = await until(state, (v) => v?.quality === e.is, e.within);
       return held
         ? undefined
         : `expected quality ${e.is}, got ${last?.quality ?? "none"}${last?.reason ? ` (${last.reason})` : ""} within ${e.within} ms`;
@@ -334,7 +325,12 @@ export async function runScenario(
     if (e.command !== undefined) {
       const [d, point] = split(e.command);
       const { held, last } = await until(
-        () => getPath(plant.gateway.shadow.commands(d.deviceName), [point, "status"]),
+        async () =>
+          getPath((await plant.gateway.shadow(d.deviceName))?.state.reported, [
+            COMMANDS_KEY,
+            point,
+            "status",
+          ]),
         (v) => v === e.outcome,
         e.within,
       );
@@ -344,10 +340,10 @@ export async function runScenario(
     }
     const name = e.edge ?? e.cloud ?? "";
     const [d, point] = split(name);
-    const read = (): unknown =>
+    const read = async (): Promise<unknown> =>
       getPath(
         e.edge !== undefined
-          ? plant.gateway.shadow.document(d.deviceName)?.state.reported
+          ? (await plant.gateway.shadow(d.deviceName))?.state.reported
           : plant.cloudReported(d),
         point.split("."),
       );

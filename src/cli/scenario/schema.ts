@@ -37,8 +37,11 @@ const STEPS = {
   desired: z.strictObject({ desired: z.strictObject({ set: target, to: value }) }),
   wait: z.strictObject({ wait: duration("How long to wait") }),
   uplink: z.strictObject({ uplink: z.enum(["cut", "restore"]) }),
-  /** The gateway stops and starts again on its data folder (its journal and outbox kept). */
-  gateway: z.strictObject({ gateway: z.literal("restart") }),
+  /**
+   * The gateway stops (restart: SIGTERM, as systemd stops it; kill: SIGKILL, as a power cut)
+   * and starts again on its data folder (its journal and outbox kept).
+   */
+  gateway: z.strictObject({ gateway: z.enum(["restart", "kill"]) }),
   /** A source's simulator goes away (its connections closed, new ones refused) or comes back. */
   source: z.strictObject({
     source: z.union([
