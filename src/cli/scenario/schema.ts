@@ -91,6 +91,20 @@ const frameSchema = z.strictObject({
 
 export type Scenario = Omit<z.output<typeof frameSchema>, "steps"> & { steps: Step[] };
 
+/**
+ * The JSON Schema of a scenario file, for editors (yaml-language-server): the frame with each
+ * step one of the kinds above. `readScenario` checks the same rules, and the names.
+ */
+export function scenarioJsonSchema(): Record<string, unknown> {
+  const file = frameSchema.extend({
+    steps: z.array(z.union(Object.values(STEPS))).min(1),
+  });
+  return {
+    ...z.toJSONSchema(file, { io: "input", unrepresentable: "any" }),
+    title: "Shadowgate scenario (shadowgate test)",
+  };
+}
+
 /** The scenario as read, with where each step is (for messages), or every problem. */
 export type ScenarioRead =
   | { ok: true; scenario: Scenario; configFile: string; lines: number[] }

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { formatProblem, loadConfig } from "../../../src/config/load.js";
+import { scenarioJsonSchema } from "../../../src/cli/scenario/schema.js";
 import { jsonSchemas } from "../../../src/config/json-schema.js";
 import { parseOverride } from "../../../src/config/override.js";
 
@@ -423,7 +424,8 @@ describe("the api section", () => {
 
 describe("JSON Schemas", () => {
   it("config/schemas matches the zod schemas (run `npx shadowgate schemas` after changing them)", async () => {
-    for (const [name, schema] of Object.entries(jsonSchemas())) {
+    const schemas = { ...jsonSchemas(), "scenario.schema.json": scenarioJsonSchema() };
+    for (const [name, schema] of Object.entries(schemas)) {
       const committed = JSON.parse(
         await readFile(path.join(root, "config/schemas", name), "utf8"),
       ) as unknown;
