@@ -4,6 +4,7 @@ import { loadConfig } from "../config/load.js";
 import type { Override } from "../config/override.js";
 import { ExitCodes } from "../core/errors.js";
 import { SimSourceError, SimValueError } from "../sim/source-simulator.js";
+import { GatewayStartError } from "./scenario/gateway-child.js";
 import { runScenario, unsupported, type StepResult } from "./scenario/runner.js";
 import { checkNames, readScenario } from "./scenario/schema.js";
 import { printProblems } from "./validate.js";
@@ -59,6 +60,10 @@ export async function testScenarioCommand(o: {
         ),
     ));
   } catch (e) {
+    if (e instanceof GatewayStartError) {
+      process.stderr.write(`${o.scenario}: ${e.message}\n`);
+      return ExitCodes.RUNTIME;
+    }
     // A value the scenario gives that its point cannot hold, or a node no simulator can host.
     if (!(e instanceof SimValueError) && !(e instanceof SimSourceError)) throw e;
     process.stderr.write(`${o.scenario}: cannot simulate ${e.message}\n`);

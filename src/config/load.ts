@@ -114,7 +114,9 @@ async function readYaml(
   }
   for (const o of overrides) {
     try {
-      setKey(src.doc, o.path, parseDocument(o.value).toJS() as unknown);
+      // `key=` with nothing after it takes the key out, as if the file did not say it.
+      if (o.value === "") src.doc.deleteIn(o.path);
+      else setKey(src.doc, o.path, parseDocument(o.value).toJS() as unknown);
     } catch (e) {
       // A path through a value that is not a map (sources.plc1.port.x=1).
       problems.push({

@@ -1,6 +1,7 @@
 /**
  * A key of the gateway config set from the command line, `sources.plc1.port=5020`: the value is
- * read as YAML (a number, a string, a flow map), and checked as if the file said it.
+ * read as YAML (a number, a string, a flow map), and checked as if the file said it. Nothing
+ * after the `=` (`cloud.tls=`) takes the key out.
  */
 export interface Override {
   readonly path: readonly string[];

@@ -172,4 +172,55 @@ steps:
     expect(r.code).toBe(0);
     expect((await parseJunit(report)).tests).toBe(16);
   }, 120_000);
+
+  it("runs against the local AWS IoT shadow service when the config's cloud is AWS", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-scenario-"));
+    await mkdir(path.join(dir, "mappings"));
+    await writeFile(
+      path.join(dir, "gateway.yaml"),
+      `version: 1
+sources:
+  plc1: { protocol: modbus-tcp, host: 10.0.0.9 }
+cloud:
+  dialect: aws
+  url: "mqtts://example-ats.iot.eu-west-1.amazonaws.com:8883"
+  clientId: edge-01
+  tls: { cert: thing.pem, key: thing.key, ca: AmazonRootCA1.pem }
+mappings: ./mappings
+`,
+    );
+    // The thing's files as AWS gave them; the scenario's local service does without them.
+    for (const f of ["thing.pem", "thing.key", "AmazonRootCA1.pem"])
+      await writeFile(path.join(dir, f), "", { mode: 0o600 });
+    await writeFile(
+      path.join(dir, "mappings", "pump.yaml"),
+      `version: 1
+device: { thingName: pump-7 }
+source: plc1
+pollInterval: 200ms
+points:
+  pressure: { register: 40001, type: int16, scale: 0.01 }
+  speed: { register: 40002, type: uint16, writable: true, max: 3000 }
+`,
+    );
+    const scenario = path.join(dir, "aws.yaml");
+    await writeFile(
+      scenario,
+      `version: 1
+config: gateway.yaml
+steps:
+  - plc: { set: pump-7.pressure, to: 2.35 }
+  - expect: { cloud: pump-7.pressure, equals: 2.35, within: 10s }
+  - desired: { set: pump-7.speed, to: 1200 }
+  - expect: { command: pump-7.speed, outcome: applied, within: 10s }
+  - expect: { register: pump-7.speed, words: [1200] }
+  - desired: { set: pump-7.speed, to: 5000 }
+  - expect: { command: pump-7.speed, outcome: rejected, within: 10s }
+  - expect: { written: pump-7.speed, times: 1, within: 1s }
+`,
+    );
+    const r = await runCli(["test", scenario]);
+    expect(r.stdout).toContain("aws.yaml: every check held (8 steps");
+    expect(r.code).toBe(0);
+  }, 60_000);
 });

@@ -25,6 +25,9 @@ const STOP_LIMIT_MS = 30_000;
 /** How long a start may take before the API listens; the daemon's own start is well inside. */
 const START_LIMIT_MS = 60_000;
 
+/** The daemon did not come up (its config refused with the plant's overrides, a crash). */
+export class GatewayStartError extends Error {}
+
 export class GatewayChild {
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
@@ -67,7 +70,10 @@ export class GatewayChild {
     let tail: string[] = [];
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`the gateway's API did not listen within ${START_LIMIT_MS} ms`)),
+        () =>
+          reject(
+            new GatewayStartError(`the gateway's API did not listen within ${START_LIMIT_MS} ms`),
+          ),
         START_LIMIT_MS,
       );
       child.stderr?.on("data", (b: Buffer) => {
@@ -87,7 +93,7 @@ export class GatewayChild {
       });
       void this.exited.then(() => {
         clearTimeout(timer);
-        reject(new Error(`the gateway exited while starting: ${tail.join(" | ")}`));
+        reject(new GatewayStartError(`the gateway exited while starting: ${tail.join(" | ")}`));
       });
     });
   }

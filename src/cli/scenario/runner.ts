@@ -89,7 +89,8 @@ async function startPlant(
     // The scenario's gateway keeps its journal, outbox and log apart from any real one.
     const folder = await mkdtemp(path.join(tmpdir(), "shadowgate-test-"));
     overrides.push(`gateway.dataDir=${path.join(folder, "data")}`);
-    if (aws) overrides.push("cloud.tls=null");
+    // The local service speaks plain MQTT: the thing's certificates are for AWS itself.
+    if (aws) overrides.push("cloud.tls=");
     // The user's own overrides first, as the command line gave them; the plant's win.
     const all = [...(base.overrides ?? []).map((o) => o.text.trim()), ...overrides];
     const gateway = new GatewayChild(

@@ -535,6 +535,14 @@ describe("loadConfig with an AWS cloud", () => {
     expect(r.config.gateway.gateway.name).toBe("edge-7");
     expect(r.config.overrides?.map((o) => o.text)).toHaveLength(3);
 
+    // Nothing after "=" takes the key out: here the host, which the schema then asks for.
+    const gone = await loadConfig(config, {}, set("sources.plc1.host="));
+    expect(gone.ok).toBe(false);
+    if (gone.ok) return;
+    expect(gone.problems.map((p) => `${p.keyPath}: ${p.message}`)).toEqual([
+      expect.stringMatching(/^sources\.plc1\.host: /),
+    ]);
+
     const bad = await loadConfig(
       config,
       {},
