@@ -5,11 +5,12 @@
  * parses (Python's own XML parser, not ours); a scenario naming an unknown device or point is a
  * validation error at its file:line:col, and nothing starts.
  */
-import { cp, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { run, runCli } from "../helpers/run.js";
+import { writeSite } from "../helpers/site.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 /** Debian's python3 (the one on PATH may be pyenv's), for its XML parser. */
@@ -106,21 +107,15 @@ steps:
   });
 
   it("runs a plant of an RTU line and an OPC UA server: values, a command to each, a PLC switched off and on", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-scenario-"));
-    await mkdir(path.join(dir, "mappings"));
-    await writeFile(
-      path.join(dir, "gateway.yaml"),
-      `version: 1
+    const dir = await writeSite("sg-scenario-", {
+      "gateway.yaml": `version: 1
 sources:
   line1: { protocol: modbus-rtu, path: /dev/ttyUSB0, baud: 38400, timeout: 300ms }
   ua1: { protocol: opcua, endpoint: "opc.tcp://10.0.0.20:4840" }
 cloud: { url: "mqtt://127.0.0.1:1883", productKey: a1Gateway, deviceName: edge-01 }
 mappings: ./mappings
 `,
-    );
-    await writeFile(
-      path.join(dir, "mappings", "tank.yaml"),
-      `version: 1
+      "mappings/tank.yaml": `version: 1
 device: { productKey: a1Plant, deviceName: tank-1 }
 source: line1
 unitId: 5
@@ -129,21 +124,14 @@ points:
   level: { register: 40001, type: float32, byteOrder: CDAB }
   valve: { register: 40003, type: uint16, writable: true, min: 0, max: 100 }
 `,
-    );
-    await writeFile(
-      path.join(dir, "mappings", "press.yaml"),
-      `version: 1
+      "mappings/press.yaml": `version: 1
 device: { productKey: a1Plant, deviceName: press-1 }
 source: ua1
 points:
   force: { node: "/2:Press/2:Force", scale: 0.01 }
   stroke: { node: "ns=2;s=Press.Stroke", writable: true, min: 10, max: 90 }
 `,
-    );
-    const scenario = path.join(dir, "plant.yaml");
-    await writeFile(
-      scenario,
-      `version: 1
+      "plant.yaml": `version: 1
 config: gateway.yaml
 values:
   tank-1: { level: 1.25 }
@@ -165,7 +153,8 @@ steps:
   - source: { start: line1 }
   - expect: { quality: tank-1.level, is: good, within: 20s }
 `,
-    );
+    });
+    const scenario = path.join(dir, "plant.yaml");
     const report = path.join(dir, "junit.xml");
     const r = await runCli(["test", scenario, "--junit", report]);
     expect(r.stdout).toContain("plant.yaml: every check held");
@@ -174,11 +163,8 @@ steps:
   }, 120_000);
 
   it("runs against the local AWS IoT shadow service when the config's cloud is AWS", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-scenario-"));
-    await mkdir(path.join(dir, "mappings"));
-    await writeFile(
-      path.join(dir, "gateway.yaml"),
-      `version: 1
+    const dir = await writeSite("sg-scenario-", {
+      "gateway.yaml": `version: 1
 sources:
   plc1: { protocol: modbus-tcp, host: 10.0.0.9 }
 cloud:
@@ -188,13 +174,7 @@ cloud:
   tls: { cert: thing.pem, key: thing.key, ca: AmazonRootCA1.pem }
 mappings: ./mappings
 `,
-    );
-    // The thing's files as AWS gave them; the scenario's local service does without them.
-    for (const f of ["thing.pem", "thing.key", "AmazonRootCA1.pem"])
-      await writeFile(path.join(dir, f), "", { mode: 0o600 });
-    await writeFile(
-      path.join(dir, "mappings", "pump.yaml"),
-      `version: 1
+      "mappings/pump.yaml": `version: 1
 device: { thingName: pump-7 }
 source: plc1
 pollInterval: 200ms
@@ -202,11 +182,7 @@ points:
   pressure: { register: 40001, type: int16, scale: 0.01 }
   speed: { register: 40002, type: uint16, writable: true, max: 3000 }
 `,
-    );
-    const scenario = path.join(dir, "aws.yaml");
-    await writeFile(
-      scenario,
-      `version: 1
+      "aws.yaml": `version: 1
 config: gateway.yaml
 steps:
   - plc: { set: pump-7.pressure, to: 2.35 }
@@ -218,7 +194,11 @@ steps:
   - expect: { command: pump-7.speed, outcome: rejected, within: 10s }
   - expect: { written: pump-7.speed, times: 1, within: 1s }
 `,
-    );
+    });
+    // The thing's files as AWS gave them; the scenario's local service does without them.
+    for (const f of ["thing.pem", "thing.key", "AmazonRootCA1.pem"])
+      await writeFile(path.join(dir, f), "", { mode: 0o600 });
+    const scenario = path.join(dir, "aws.yaml");
     const r = await runCli(["test", scenario]);
     expect(r.stdout).toContain("aws.yaml: every check held (8 steps");
     expect(r.code).toBe(0);

@@ -6,8 +6,7 @@
  * overrides that point `read` at it, or names a bad values file's line.
  */
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import Modbus from "modbus-serial";
 import { afterEach, describe, expect, it } from "vitest";
@@ -20,6 +19,7 @@ import { ModbusTcpSimulator } from "../../src/sim/modbus/index.js";
 import { openPtyPair } from "../../src/sim/pty.js";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
 import { run, runCli } from "../helpers/run.js";
+import { writeSite } from "../helpers/site.js";
 
 const running: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -55,15 +55,11 @@ const POINTS: Array<[string, string, unknown]> = [
 ];
 
 async function site(mapping: string, port = 1): Promise<{ dir: string; configFile: string }> {
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
-  await mkdir(path.join(dir, "mappings"));
-  await writeFile(path.join(dir, "mappings", "plant.yaml"), mapping);
-  const configFile = path.join(dir, "gateway.yaml");
-  await writeFile(
-    configFile,
-    `version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port}, timeout: 1s }\nmappings: ./mappings\n`,
-  );
-  return { dir, configFile };
+  const dir = await writeSite("sg-simcfg-", {
+    "mappings/plant.yaml": mapping,
+    "gateway.yaml": `version: 1\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${port}, timeout: 1s }\nmappings: ./mappings\n`,
+  });
+  return { dir, configFile: path.join(dir, "gateway.yaml") };
 }
 
 const mappingOf = (points: ReadonlyArray<[string, string, unknown]>) =>
@@ -84,6 +80,32 @@ async function slave(values?: Record<string, unknown>) {
   running.push(() => sim.stop());
   return { loaded: loaded.config, sim, port };
 }
+
+/**
+ * `shadowgate sim --from-config` with these arguments, until it has printed every source (its
+ * last line, "Ctrl-C stops."); stopped after the test. Resolves with what it printed.
+ */
+async function simFromConfig(args: readonly string[], env = process.env): Promise<string> {
+  const child = spawn(process.execPath, [CLI_MAIN, "sim", "--from-config", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env,
+  });
+  running.push(async () => void child.kill("SIGTERM"));
+  return new Promise<string>((resolve, reject) => {
+    let text = "";
+    child.stdout.on("data", (b: Buffer) => {
+      text += b.toString();
+      if (text.includes("Ctrl-C stops.")) resolve(text);
+    });
+    child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+  });
+}
+
+/** The words of the printed `--override` lines, as a shell splits them (some are quoted). */
+const overridesIn = (out: string): string[] =>
+  [...out.matchAll(/^ {2}(--override .*)$/gm)].flatMap((line) =>
+    [...(line[1] ?? "").matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2] ?? ""),
+  );
 
 describe("a Modbus slave built from the mappings", () => {
   it("holds every type and byte order as given, read back by the real driver", async () => {
@@ -128,21 +150,7 @@ describe("a Modbus slave built from the mappings", () => {
     const { dir, configFile } = await site(mappingOf(POINTS.slice(0, 4)));
     const values = path.join(dir, "values.yaml");
     await writeFile(values, "plant:\n  i16_ab: -7\n  u16_ba: 9\n");
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "sim", "--from-config", configFile, "--values", values],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    running.push(async () => void child.kill("SIGTERM"));
-    const overrides = await new Promise<string[]>((resolve, reject) => {
-      let out = "";
-      child.stdout.on("data", (b: Buffer) => {
-        out += b.toString();
-        const line = /^ {2}(--override .*)$/m.exec(out)?.[1];
-        if (line) resolve(line.split(" ").filter((w) => w !== ""));
-      });
-      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${out}`)));
-    });
+    const overrides = overridesIn(await simFromConfig([configFile, "--values", values]));
     const read = await runCli(["read", "-c", configFile, "--json", ...overrides]);
     expect(read.code).toBe(0);
     expect(JSON.parse(read.stdout)).toEqual({
@@ -161,51 +169,31 @@ describe("a Modbus slave built from the mappings", () => {
   });
 
   it("stands in for every Modbus transport of a config: TCP, RTU on a pty pair, RTU over TCP behind a device server", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
-    await mkdir(path.join(dir, "mappings"));
-    await writeFile(
-      path.join(dir, "gateway.yaml"),
-      `version: 1
+    const device = (name: string, source: string, unit: number) =>
+      `version: 1\ndevice: { productKey: pk, deviceName: ${name} }\nsource: ${source}\nunitId: ${unit}\npoints:\n  level: { register: 40001, type: uint16 }\n  flow: { register: 40002, type: float32, byteOrder: CDAB }\n`;
+    const dir = await writeSite("sg-simcfg-", {
+      "gateway.yaml": `version: 1
 sources:
   plc1: { protocol: modbus-tcp, host: 10.0.0.9, port: 502 }
   line1: { protocol: modbus-rtu, path: /dev/ttyUSB7, baud: 19200, parity: even }
   dtu1: { protocol: modbus-rtu-over-tcp, host: 10.0.0.10, port: 8899 }
 mappings: ./mappings
 `,
-    );
-    const device = (name: string, source: string, unit: number) =>
-      `version: 1\ndevice: { productKey: pk, deviceName: ${name} }\nsource: ${source}\nunitId: ${unit}\npoints:\n  level: { register: 40001, type: uint16 }\n  flow: { register: 40002, type: float32, byteOrder: CDAB }\n`;
-    await writeFile(path.join(dir, "mappings", "a.yaml"), device("tank-a", "plc1", 1));
-    await writeFile(path.join(dir, "mappings", "b.yaml"), device("tank-b", "line1", 7));
-    await writeFile(path.join(dir, "mappings", "c.yaml"), device("tank-c", "dtu1", 9));
-    const values = path.join(dir, "values.yaml");
-    await writeFile(
-      values,
-      "tank-a: { level: 11, flow: 1.5 }\ntank-b: { level: 22, flow: 2.5 }\ntank-c: { level: 33, flow: 3.5 }\n",
-    );
-    const configFile = path.join(dir, "gateway.yaml");
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "sim", "--from-config", configFile, "--values", values],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    running.push(async () => void child.kill("SIGTERM"));
-    const out = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      child.stdout.on("data", (b: Buffer) => {
-        text += b.toString();
-        if (text.includes("Ctrl-C stops.")) resolve(text);
-      });
-      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+      "mappings/a.yaml": device("tank-a", "plc1", 1),
+      "mappings/b.yaml": device("tank-b", "line1", 7),
+      "mappings/c.yaml": device("tank-c", "dtu1", 9),
+      "values.yaml":
+        "tank-a: { level: 11, flow: 1.5 }\ntank-b: { level: 22, flow: 2.5 }\ntank-c: { level: 33, flow: 3.5 }\n",
     });
+    const configFile = path.join(dir, "gateway.yaml");
+    const values = path.join(dir, "values.yaml");
+    const out = await simFromConfig([configFile, "--values", values]);
     expect(out).toMatch(/^plc1 \(modbus-tcp, unit 1, 2 points\): 127\.0\.0\.1:\d+$/m);
     expect(out).toMatch(
       /^line1 \(modbus-rtu, unit 7, 2 points\): \S+\/b \(a pty pair; .* 19200 baud\)$/m,
     );
     expect(out).toMatch(/^dtu1 \(modbus-rtu-over-tcp, unit 9, 2 points\): 127\.0\.0\.1:\d+ /m);
-    const overrides = [...out.matchAll(/^ {2}(--override .*)$/gm)].flatMap((m) =>
-      (m[1] ?? "").split(" ").filter((w) => w !== ""),
-    );
+    const overrides = overridesIn(out);
     // The gateway's end of the line is the one printed.
     expect(overrides).toContain(`sources.line1.path=${/^line1 .*?: (\S+) /m.exec(out)?.[1]}`);
 
@@ -227,12 +215,8 @@ mappings: ./mappings
   });
 
   it("stands in for an OPC UA source: NodeIds in any namespace, browse paths, labels, scales, booleans and strings", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
-    await mkdir(path.join(dir, "mappings"));
-    const configFile = path.join(dir, "gateway.yaml");
-    await writeFile(
-      configFile,
-      `version: 1
+    const dir = await writeSite("sg-simcfg-", {
+      "gateway.yaml": `version: 1
 sources:
   ua1:
     protocol: opcua
@@ -241,10 +225,7 @@ sources:
     identity: { type: username, username: operator, password: "\${UA_PASSWORD}" }
 mappings: ./mappings
 `,
-    );
-    await writeFile(
-      path.join(dir, "mappings", "line.yaml"),
-      `version: 1
+      "mappings/line.yaml": `version: 1
 device: { productKey: pk, deviceName: line-1 }
 source: ua1
 points:
@@ -255,34 +236,17 @@ points:
   running: { node: "/2:Plant/2:Line1/2:Running" }
   mode: { node: "ns=2;s=Line1.Mode", enum: { 0: auto, 1: manual, 2: service } }
 `,
-    );
-    const values = path.join(dir, "values.yaml");
-    await writeFile(
-      values,
-      "line-1: { temperature: 72.5, vendor: ACME, running: true, mode: service, speed: 1450 }\n",
-    );
-    const env = { ...process.env, UA_PASSWORD: "s3cret-ua-password-77" };
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "sim", "--from-config", configFile, "--values", values],
-      { stdio: ["ignore", "pipe", "pipe"], env },
-    );
-    running.push(async () => void child.kill("SIGTERM"));
-    const out = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      child.stdout.on("data", (b: Buffer) => {
-        text += b.toString();
-        if (text.includes("Ctrl-C stops.")) resolve(text);
-      });
-      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+      "values.yaml":
+        "line-1: { temperature: 72.5, vendor: ACME, running: true, mode: service, speed: 1450 }\n",
     });
+    const configFile = path.join(dir, "gateway.yaml");
+    const values = path.join(dir, "values.yaml");
+    const env = { ...process.env, UA_PASSWORD: "s3cret-ua-password-77" };
+    const out = await simFromConfig([configFile, "--values", values], env);
     expect(out).toMatch(
       /^ua1 \(opcua, \d+ objects, 6 variables\): opc\.tcp:\/\/127\.0\.0\.1:\d+$/m,
     );
-    // The words as a shell would split them (one is quoted).
-    const overrides = [
-      ...(/^ {2}(--override .*)$/m.exec(out)?.[1] ?? "").matchAll(/'([^']*)'|(\S+)/g),
-    ].map((m) => m[1] ?? m[2] ?? "");
+    const overrides = overridesIn(out);
     // The simulator serves without security to anonymous sessions: the overrides say so.
     expect(overrides).toContain("sources.ua1.securityMode=None");
     expect(out).toContain("--override 'sources.ua1.identity={type: anonymous}'");
@@ -304,32 +268,14 @@ points:
   it("serves an RTU source on the serial device --line names, as on a bench wired to the gateway's line", async () => {
     const wire = await openPtyPair();
     running.push(() => wire.close());
-    const dir = await mkdtemp(path.join(tmpdir(), "sg-simcfg-"));
-    await mkdir(path.join(dir, "mappings"));
-    const configFile = path.join(dir, "gateway.yaml");
     // The gateway's config names its end of the wire, as on the gateway's own box.
-    await writeFile(
-      configFile,
-      `version: 1\nsources:\n  line1: { protocol: modbus-rtu, path: ${wire.b}, baud: 115200 }\nmappings: ./mappings\n`,
-    );
-    await writeFile(
-      path.join(dir, "mappings", "m.yaml"),
-      "version: 1\ndevice: { productKey: pk, deviceName: meter }\nsource: line1\nunitId: 2\npoints:\n  kwh: { register: 40001, type: uint32, min: 0, max: 2000 }\n",
-    );
-    const child = spawn(
-      process.execPath,
-      [CLI_MAIN, "sim", "--from-config", configFile, "--line", `line1=${wire.a}`],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    running.push(async () => void child.kill("SIGTERM"));
-    const out = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      child.stdout.on("data", (b: Buffer) => {
-        text += b.toString();
-        if (text.includes("Ctrl-C stops.")) resolve(text);
-      });
-      child.on("exit", (code) => reject(new Error(`sim exited ${code}: ${text}`)));
+    const dir = await writeSite("sg-simcfg-", {
+      "gateway.yaml": `version: 1\nsources:\n  line1: { protocol: modbus-rtu, path: ${wire.b}, baud: 115200 }\nmappings: ./mappings\n`,
+      "mappings/m.yaml":
+        "version: 1\ndevice: { productKey: pk, deviceName: meter }\nsource: line1\nunitId: 2\npoints:\n  kwh: { register: 40001, type: uint32, min: 0, max: 2000 }\n",
     });
+    const configFile = path.join(dir, "gateway.yaml");
+    const out = await simFromConfig([configFile, "--line", `line1=${wire.a}`]);
     expect(out).toContain(`line1 (modbus-rtu, unit 2, 1 point): ${wire.a} at 115200 baud`);
     expect(out).toContain("(no override: the gateway's config reaches it as it is)");
     const read = await runCli(["read", "-c", configFile, "--json"]);
