@@ -9,6 +9,7 @@ import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { CLI_MAIN } from "../helpers/gateway-process.js";
 import { run, runCli } from "../helpers/run.js";
 import { writeSite } from "../helpers/site.js";
 
@@ -201,6 +202,25 @@ steps:
     const scenario = path.join(dir, "aws.yaml");
     const r = await runCli(["test", scenario]);
     expect(r.stdout).toContain("aws.yaml: every check held (8 steps");
+    expect(r.code).toBe(0);
+  }, 60_000);
+
+  it("the README's walkthrough (a copy of the config and mappings, a scenario, one command) runs as written", async () => {
+    const readme = await readFile(path.join(root, "README.md"), "utf8");
+    const script = /^mkdir my-plant[\s\S]*?^npx shadowgate test .*$/m.exec(readme)?.[0];
+    expect(script, "the walkthrough in README.md").toBeDefined();
+    const dir = await mkdtemp(path.join(tmpdir(), "sg-walkthrough-"));
+    await cp(path.join(root, "config"), path.join(dir, "config"), { recursive: true });
+    await cp(path.join(root, "mappings"), path.join(dir, "mappings"), { recursive: true });
+    // npx would look for the package; the built CLI is the same program.
+    const r = await run(
+      "bash",
+      ["-c", (script ?? "").replace(/^npx shadowgate/m, `node ${CLI_MAIN}`)],
+      {
+        cwd: dir,
+      },
+    );
+    expect(r.stdout).toMatch(/check\.yaml: every check held \(6 steps/);
     expect(r.code).toBe(0);
   }, 60_000);
 });
