@@ -42,7 +42,7 @@ export async function simFromConfigCommand(o: {
       return ExitCodes.CONFIG;
     }
     if (e instanceof SimSourceError) {
-      process.stderr.write(`cannot simulate ${e.message}\n`);
+      for (const line of e.message.split("\n")) process.stderr.write(`cannot simulate ${line}\n`);
       return ExitCodes.CONFIG;
     }
     throw e;

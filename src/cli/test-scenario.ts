@@ -66,7 +66,8 @@ export async function testScenarioCommand(o: {
     }
     // A value the scenario gives that its point cannot hold, or a node no simulator can host.
     if (!(e instanceof SimValueError) && !(e instanceof SimSourceError)) throw e;
-    process.stderr.write(`${o.scenario}: cannot simulate ${e.message}\n`);
+    for (const line of e.message.split("\n"))
+      process.stderr.write(`${o.scenario}: cannot simulate ${line}\n`);
     return ExitCodes.CONFIG;
   }
   const failed = results.filter((r) => !r.ok);

@@ -265,6 +265,32 @@ points:
     });
   }, 60_000);
 
+  it("names every OPC UA node it cannot host, at once, and starts nothing", async () => {
+    const dir = await writeSite("sg-simcfg-", {
+      "gateway.yaml":
+        'version: 1\nsources:\n  ua1: { protocol: opcua, endpoint: "opc.tcp://10.0.0.1:4840" }\nmappings: ./mappings\n',
+      "mappings/d.yaml": `version: 1
+device: { productKey: pk, deviceName: d1 }
+source: ua1
+points:
+  time: { node: "i=2258" }
+  blob: { node: "ns=3;b=AAAA" }
+  bare: { node: "/2:Temp" }
+  fine: { node: "ns=2;s=Fine" }
+`,
+    });
+    const r = await runCli(["sim", "--from-config", path.join(dir, "gateway.yaml")]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe("");
+    expect(r.stderr.trim().split("\n")).toEqual([
+      "cannot simulate d1.time: i=2258: a node of OPC UA's own namespace (0) is the server's, not a device's",
+      expect.stringMatching(
+        /^cannot simulate d1\.blob: ns=3;b=AAAA: a simulator hosts NodeIds of the form /,
+      ),
+      "cannot simulate d1.bare: /2:Temp: a variable straight under Objects; give it an object (/2:Device/2:Temp)",
+    ]);
+  });
+
   it("serves an RTU source on the serial device --line names, as on a bench wired to the gateway's line", async () => {
     const wire = await openPtyPair();
     running.push(() => wire.close());

@@ -47,10 +47,10 @@ function parseNode(text: string): Node | string {
     }
     return steps.length === 0 ? `${text}: an empty browse path` : { kind: "path", steps };
   }
-  const m = /^(?:ns=(\d+)|nsu=([^;]+));([sig])=(.+)$/.exec(text);
+  const m = /^(?:ns=(\d+);|nsu=([^;]+);)?([sig])=(.+)$/.exec(text);
   if (!m)
-    return `${text}: a simulator hosts NodeIds of the form ns=N;s=..., ns=N;i=... or nsu=URI;s=...`;
-  const ns = m[2] ?? Number(m[1]);
+    return `${text}: a simulator hosts NodeIds of the form ns=N;s=..., ns=N;i=..., ns=N;g=... or nsu=URI;s=...`;
+  const ns = m[2] ?? Number(m[1] ?? 0);
   if (ns === 0)
     return `${text}: a node of OPC UA's own namespace (0) is the server's, not a device's`;
   return { kind: "id", ns, id: `${m[3]}=${m[4]}` };
@@ -104,11 +104,14 @@ export function prepareOpcuaSource(
     const at = uris.indexOf(ns);
     return at >= 0 ? at + 2 : uris.push(ns) + 1;
   };
+  // Every node no simulator can host is named at once, as the config's own problems are.
+  const unhosted: string[] = [];
   const parsed = devices.flatMap((d) =>
-    d.points.map((p) => {
+    d.points.flatMap((p) => {
       const node = parseNode(p.node);
-      if (typeof node === "string") throw new SimSourceError(`${d.deviceName}.${p.name}: ${node}`);
-      return { d, p, node };
+      if (typeof node !== "string") return [{ d, p, node }];
+      unhosted.push(`${d.deviceName}.${p.name}: ${node}`);
+      return [];
     }),
   );
   const highest = Math.max(
@@ -157,10 +160,12 @@ export function prepareOpcuaSource(
       }
       const last = node.steps[node.steps.length - 1]!;
       const ns = indexOf(last.ns);
-      if (parent === undefined)
-        throw new SimSourceError(
+      if (parent === undefined) {
+        unhosted.push(
           `${d.deviceName}.${p.name}: ${p.node}: a variable straight under Objects; give it an object (/${ns}:Device/${ns}:${last.name})`,
         );
+        continue;
+      }
       where = {
         object: parent,
         name: last.name,
@@ -191,6 +196,7 @@ export function prepareOpcuaSource(
     keyOf.set(pointKey, def.key);
     objects.get(where.object)?.vars.push(def);
   }
+  if (unhosted.length > 0) throw new SimSourceError(unhosted.join("\n"));
   // Parents before children (a path's objects were made in order), every object listed even
   // when only other objects sit under it.
   const profile: OpcuaSimProfile = {
