@@ -202,21 +202,19 @@ const sim = program
     new Option(
       "--line <source=path>",
       "serve this RTU source on a serial device (an RS-485 adapter wired to the gateway's line) instead of a pty pair (repeatable)",
-    )
-      .argParser((text: string, previous: Record<string, string> = {}) => {
-        const m = /^([^=]+)=(.+)$/.exec(text);
-        if (!m?.[1] || !m[2])
-          throw new InvalidArgumentError(`write SOURCE=PATH, e.g. line1=/dev/ttyUSB1`);
-        return { ...previous, [m[1]]: m[2] };
-      })
-      .default({}),
+    ).argParser((text: string, previous: Record<string, string> = {}) => {
+      const m = /^([^=]+)=(.+)$/.exec(text);
+      if (!m?.[1] || !m[2])
+        throw new InvalidArgumentError(`write SOURCE=PATH, e.g. line1=/dev/ttyUSB1`);
+      return { ...previous, [m[1]]: m[2] };
+    }),
   )
   .addOption(overrideOption())
   .action(
     async (o: {
       fromConfig?: string;
       values?: string;
-      line: Record<string, string>;
+      line?: Record<string, string>;
       override: Override[];
     }) => {
       if (o.fromConfig === undefined) return sim.help({ error: true });
