@@ -88,10 +88,21 @@ type Extra =
   | { readonly kind: "tid"; readonly xor: number }
   | { readonly kind: "dup" };
 
-type TcpReply =
+/** What both framings share: the right answer whole, in two pieces, or a byte at a time. */
+type Delivery =
   | { readonly kind: "ok" }
   | { readonly kind: "split"; readonly at: number }
-  | { readonly kind: "drip"; readonly gaps: readonly number[] }
+  | { readonly kind: "drip"; readonly gaps: readonly number[] };
+
+/** What both framings share too: the answer cut short, never sent, or its connection closed. */
+type StreamEnd =
+  | { readonly kind: "truncate"; readonly keep: number }
+  | { readonly kind: "silence" }
+  /** The first `keep` bytes (modulo the size), then the connection closed or reset. */
+  | { readonly kind: "close"; readonly keep: number; readonly reset: boolean };
+
+type TcpReply =
+  | Delivery
   /** The answer, then an extra frame glued to it or a moment later. */
   | { readonly kind: "after"; readonly extra: Extra; readonly late: boolean }
   /** An extra frame, then the answer glued to it, or nothing. */
@@ -109,15 +120,10 @@ type TcpReply =
   | { readonly kind: "count"; readonly delta: number; readonly consistent: boolean }
   /** Junk bytes (no zeros), then the answer glued to them, or nothing. */
   | { readonly kind: "garbage"; readonly bytes: readonly number[]; readonly answer: boolean }
-  | { readonly kind: "truncate"; readonly keep: number }
-  | { readonly kind: "silence" }
-  /** The first `keep` bytes (modulo the size), then the connection closed or reset. */
-  | { readonly kind: "close"; readonly keep: number; readonly reset: boolean };
+  | StreamEnd;
 
 type RtuReply =
-  | { readonly kind: "ok" }
-  | { readonly kind: "split"; readonly at: number }
-  | { readonly kind: "drip"; readonly gaps: readonly number[] }
+  | Delivery
   /** The answer with an earlier answer of this connection glued after it. */
   | { readonly kind: "stale"; readonly back: number }
   | { readonly kind: "trailing"; readonly bytes: readonly number[] }
@@ -138,9 +144,7 @@ type RtuReply =
       readonly answer: boolean;
       readonly clean: boolean;
     }
-  | { readonly kind: "truncate"; readonly keep: number }
-  | { readonly kind: "silence" }
-  | { readonly kind: "close"; readonly keep: number; readonly reset: boolean };
+  | StreamEnd;
 
 /** One point read and how the slave answers its request. */
 interface Read<R> {
@@ -200,7 +204,14 @@ const extra: fc.Arbitrary<Extra> = fc.oneof(
   fc.record({ kind: fc.constant("dup" as const) }),
 );
 
-/** What both framings share: the answer cut short, never sent, or its connection closed. */
+/** Deliveries, for either framing (first in its arbitrary, as the seeds expect). */
+const deliveries = [
+  { arbitrary: fc.constant({ kind: "ok" as const }), weight: 20 },
+  { arbitrary: fc.record({ kind: fc.constant("split" as const), at: fc.nat() }), weight: 4 },
+  { arbitrary: fc.record({ kind: fc.constant("drip" as const), gaps }), weight: 4 },
+];
+
+/** Stream ends, for either framing (last in its arbitrary). */
 const streamEnds = [
   { arbitrary: fc.record({ kind: fc.constant("truncate" as const), keep: fc.nat() }), weight: 1 },
   { arbitrary: fc.constant({ kind: "silence" as const }), weight: 1 },
@@ -215,9 +226,7 @@ const streamEnds = [
 ];
 
 const tcpReply: fc.Arbitrary<TcpReply> = fc.oneof(
-  { arbitrary: fc.constant({ kind: "ok" as const }), weight: 20 },
-  { arbitrary: fc.record({ kind: fc.constant("split" as const), at: fc.nat() }), weight: 4 },
-  { arbitrary: fc.record({ kind: fc.constant("drip" as const), gaps }), weight: 4 },
+  ...deliveries,
   {
     arbitrary: fc.record({ kind: fc.constant("after" as const), extra, late: fc.boolean() }),
     weight: 6,
@@ -272,9 +281,7 @@ const tcpReply: fc.Arbitrary<TcpReply> = fc.oneof(
 );
 
 const rtuReply: fc.Arbitrary<RtuReply> = fc.oneof(
-  { arbitrary: fc.constant({ kind: "ok" as const }), weight: 20 },
-  { arbitrary: fc.record({ kind: fc.constant("split" as const), at: fc.nat() }), weight: 4 },
-  { arbitrary: fc.record({ kind: fc.constant("drip" as const), gaps }), weight: 4 },
+  ...deliveries,
   {
     arbitrary: fc.record({
       kind: fc.constant("stale" as const),
@@ -479,11 +486,12 @@ function tcpPlan(r: TcpReply, x: Ctx): Plan {
   const pdu = readAnswerPdu(x.fc, x.values);
   switch (r.kind) {
     case "ok":
-      return plan("good", [{ write: F }], { hostile: false });
     case "split":
-      return plan("good", split(F, r.at));
     case "drip":
-      return plan("good", drip(F, r.gaps));
+    case "truncate":
+    case "silence":
+    case "close":
+      return sharedPlan(r, F);
     case "after": {
       const e = extraFrame(r.extra, x, r.late);
       return plan(
@@ -531,6 +539,18 @@ function tcpPlan(r: TcpReply, x: Ctx): Plan {
       const bytes = Buffer.from(r.bytes);
       return plan("bad", [{ write: r.answer ? Buffer.concat([bytes, F]) : bytes }]);
     }
+  }
+}
+
+/** The answer `F` delivered, or cut short, the same way whatever the framing. */
+function sharedPlan(r: Delivery | StreamEnd, F: Buffer): Plan {
+  switch (r.kind) {
+    case "ok":
+      return plan("good", [{ write: F }], { hostile: false });
+    case "split":
+      return plan("good", split(F, r.at));
+    case "drip":
+      return plan("good", drip(F, r.gaps));
     case "truncate":
       return plan("bad", [{ write: F.subarray(0, 1 + (r.keep % (F.length - 1))) }]);
     case "silence":
@@ -557,11 +577,12 @@ function rtuPlan(r: RtuReply, x: Ctx): Plan {
   const pdu = readAnswerPdu(x.fc, x.values);
   switch (r.kind) {
     case "ok":
-      return plan("good", [{ write: F }], { hostile: false });
     case "split":
-      return plan("good", split(F, r.at));
     case "drip":
-      return plan("good", drip(F, r.gaps));
+    case "truncate":
+    case "silence":
+    case "close":
+      return sharedPlan(r, F);
     case "stale": {
       const e = x.earlier[x.earlier.length - r.back] ?? F;
       return plan("good", [{ write: Buffer.concat([F, e]) }]);
@@ -606,17 +627,6 @@ function rtuPlan(r: RtuReply, x: Ctx): Plan {
       );
       if (!r.answer) return plan("bad", [{ write: bytes }]);
       return plan(r.clean ? "good" : "either", [{ write: Buffer.concat([bytes, F]) }]);
-    }
-    case "truncate":
-      return plan("bad", [{ write: F.subarray(0, 1 + (r.keep % (F.length - 1))) }]);
-    case "silence":
-      return plan("bad", []);
-    case "close": {
-      const keep = r.keep % F.length;
-      return plan("bad", [
-        ...(keep > 0 ? [{ write: F.subarray(0, keep) }] : []),
-        { close: r.reset ? "reset" : "end" },
-      ]);
     }
   }
 }
