@@ -6,9 +6,8 @@
  * body with a code when refused), nothing outside the console's files is ever served, and the
  * PLC sees a write only for a request that was answered 200 with the value it wrote.
  */
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { request } from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +16,7 @@ import { testLogger } from "../helpers/logs.js";
 import { Service } from "../../src/daemon/service.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
 import { fuzz, fuzzRun, LONG, regressionCases } from "./harness.js";
+import { shippedBoilerMapping, writeSite } from "../helpers/site.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const TOKEN = "fuzz-token-0123456789abcdef";
@@ -199,17 +199,11 @@ beforeAll(async () => {
   sim = await startSimulator({ port: 0 });
   sim.sim.profile?.stop();
   sim.sim.on("write", (w: { table: string; address: number }) => writes.push(w));
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-fuzz-api-"));
-  await mkdir(path.join(dir, "mappings"));
-  await writeFile(
-    path.join(dir, "mappings", "boiler-01.yaml"),
-    await readFile(path.join(root, "mappings/boiler-01.yaml"), "utf8"),
-  );
+  const dir = await writeSite("sg-fuzz-api-", {
+    "mappings/boiler-01.yaml": await shippedBoilerMapping(),
+    "gateway.yaml": `version: 1\ngateway: { name: fuzz, dataDir: ./data }\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port}, timeout: 1s }\napi: { listen: "127.0.0.1:0", token: ${TOKEN} }\nmappings: ./mappings\n`,
+  });
   const configFile = path.join(dir, "gateway.yaml");
-  await writeFile(
-    configFile,
-    `version: 1\ngateway: { name: fuzz, dataDir: ./data }\nsources:\n  plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port}, timeout: 1s }\napi: { listen: "127.0.0.1:0", token: ${TOKEN} }\nmappings: ./mappings\n`,
-  );
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
   service = new Service(configFile, loaded.config, testLogger());

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -17,3 +17,7 @@ export async function writeSite(
   }
   return dir;
 }
+
+/** The shipped boiler mapping (mappings/boiler-01.yaml), for a site of its own. */
+export const shippedBoilerMapping = (): Promise<string> =>
+  readFile(path.resolve(import.meta.dirname, "../../mappings/boiler-01.yaml"), "utf8");

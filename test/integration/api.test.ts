@@ -6,8 +6,7 @@
  * one keeps receiving), reload refused and applied with the stream following the new gateway;
  * and `shadowgate run` serving the API.
  */
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setImmediate as tick } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
@@ -22,8 +21,8 @@ import { GatewayProcess } from "../helpers/gateway-process.js";
 import { SseReader, StalledReader } from "../helpers/sse.js";
 import { parsePromText, valueOf } from "../helpers/prom-text.js";
 import { until } from "../helpers/until.js";
+import { shippedBoilerMapping, writeSite } from "../helpers/site.js";
 
-const root = path.resolve(import.meta.dirname, "../..");
 const DN = "boiler-01";
 const PK = "a1Boiler";
 const TOKEN = "integration-token-0123456789";
@@ -58,15 +57,10 @@ async function plant(opts: { cloud: boolean; token?: string }): Promise<Plant> {
     if (w.table === "holding" && w.address === 9) writes++;
   });
   const cloud = opts.cloud ? await startTestCloud() : undefined;
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-api-"));
-  await mkdir(path.join(dir, "mappings"));
-  const mapping = await readFile(path.join(root, "mappings/boiler-01.yaml"), "utf8");
-  const mappingFile = path.join(dir, "mappings", "boiler-01.yaml");
-  await writeFile(mappingFile, mapping);
-  const configFile = path.join(dir, "gateway.yaml");
-  await writeFile(
-    configFile,
-    `version: 1
+  const mapping = await shippedBoilerMapping();
+  const dir = await writeSite("sg-api-", {
+    "mappings/boiler-01.yaml": mapping,
+    "gateway.yaml": `version: 1
 gateway: { name: edge-api, dataDir: ./data }
 sources:
   plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port}, timeout: 1s }
@@ -74,7 +68,9 @@ ${cloud ? `cloud: { url: "${cloud.mqttUrl}", productKey: a1Gateway, deviceName: 
   listen: 127.0.0.1:0
 ${opts.token ? `  token: ${opts.token}\n` : ""}mappings: ./mappings
 `,
-  );
+  });
+  const mappingFile = path.join(dir, "mappings", "boiler-01.yaml");
+  const configFile = path.join(dir, "gateway.yaml");
   const loaded = await loadConfig(configFile);
   if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
   const service = new Service(configFile, loaded.config, testLogger());
@@ -432,23 +428,17 @@ it("a reload asked for while the daemon stops does not start a gateway again", a
 it("shadowgate run serves the API of its config's api section", async () => {
   const sim = await startSimulator({ port: 0 });
   running.push(() => sim.close());
-  const dir = await mkdtemp(path.join(tmpdir(), "sg-api-run-"));
-  await mkdir(path.join(dir, "mappings"));
-  await writeFile(
-    path.join(dir, "mappings", "boiler-01.yaml"),
-    await readFile(path.join(root, "mappings/boiler-01.yaml"), "utf8"),
-  );
-  const configFile = path.join(dir, "gateway.yaml");
-  await writeFile(
-    configFile,
-    `version: 1
+  const dir = await writeSite("sg-api-run-", {
+    "mappings/boiler-01.yaml": await shippedBoilerMapping(),
+    "gateway.yaml": `version: 1
 gateway: { dataDir: ./data }
 sources:
   plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port} }
 api: { listen: "127.0.0.1:0", token: ${TOKEN} }
 mappings: ./mappings
 `,
-  );
+  });
+  const configFile = path.join(dir, "gateway.yaml");
   const gw = new GatewayProcess({ configFile, logFile: path.join(dir, "gateway.log") });
   gw.start();
   running.push(() => gw.stop());
