@@ -1,9 +1,16 @@
 import type { LoadedConfig } from "../config/load.js";
-import type { ModbusDevicePlan, NodeDevicePlan } from "../mapping/types.js";
-import type { SourceConfig } from "../south/registry.js";
+import type { DevicePlan, ModbusDevicePlan, NodeDevicePlan } from "../mapping/types.js";
+import type { ModbusSourceConfig } from "../south/modbus/schema.js";
+import type { OpcuaSourceConfig } from "../south/opcua/schema.js";
+import { protocolOf, type SourceConfig } from "../south/registry.js";
 import { prepareModbusSource } from "./modbus/from-mapping.js";
 import { prepareOpcuaSource } from "./opcua/from-mapping.js";
-import type { PreparedSource, SimValues, SourceSimulator } from "./source-simulator.js";
+import {
+  SimSourceError,
+  type PreparedSource,
+  type SimValues,
+  type SourceSimulator,
+} from "./source-simulator.js";
 
 /**
  * Simulators for a config's sources (`shadowgate sim --from-config`, `shadowgate test`): one per
@@ -18,7 +25,33 @@ export interface SimulateOptions {
   readonly lines?: Readonly<Record<string, string>>;
 }
 
-/** The simulator for a source, by its protocol: the one place that knows them all. */
+type Prepare = (
+  id: string,
+  source: SourceConfig,
+  devices: readonly DevicePlan[],
+  values: SimValues,
+  opts: SimulateOptions,
+) => PreparedSource;
+
+/**
+ * The simulator built from mappings for each protocol, by the kind the protocol table gives
+ * (`protocolOf(source).kind`): the one place that knows them all. The kind fixes what the
+ * source's config and its devices' plans are.
+ */
+const SIMULATORS: Readonly<Record<string, Prepare>> = {
+  modbus: (id, source, devices, values, opts) =>
+    prepareModbusSource(
+      id,
+      source as ModbusSourceConfig,
+      devices as ModbusDevicePlan[],
+      values,
+      opts.lines?.[id],
+    ),
+  opcua: (id, source, devices, values) =>
+    prepareOpcuaSource(id, source as OpcuaSourceConfig, devices as NodeDevicePlan[], values),
+};
+
+/** The simulator for a source with devices; undefined for one without. */
 function prepare(
   id: string,
   source: SourceConfig,
@@ -28,9 +61,10 @@ function prepare(
 ): PreparedSource | undefined {
   const devices = config.devices.filter((d) => d.sourceId === id);
   if (devices.length === 0) return undefined;
-  if (source.protocol === "opcua")
-    return prepareOpcuaSource(id, source, devices as NodeDevicePlan[], values);
-  return prepareModbusSource(id, source, devices as ModbusDevicePlan[], values, opts.lines?.[id]);
+  const protocol = protocolOf(source);
+  const simulate = SIMULATORS[protocol.kind];
+  if (!simulate) throw new SimSourceError(`${id}: no simulator for ${protocol.label} sources`);
+  return simulate(id, source, devices, values, opts);
 }
 
 /**
