@@ -79,17 +79,16 @@ export class GatewayChild {
       child.stderr?.on("data", (b: Buffer) => {
         const text = b.toString("utf8");
         this.log(text);
+        // Lines are read only until the API's address is known; after that they are just kept.
+        if (this.api !== undefined) return;
         const lines = (partial + text).split("\n");
         partial = lines.pop() ?? "";
         tail = [...tail, ...lines].slice(-5);
-        for (const line of lines) {
-          const port = listening(line);
-          if (port !== undefined && this.api === undefined) {
-            this.api = `http://127.0.0.1:${port}`;
-            clearTimeout(timer);
-            resolve();
-          }
-        }
+        const port = lines.map(listening).find((p) => p !== undefined);
+        if (port === undefined) return;
+        this.api = `http://127.0.0.1:${port}`;
+        clearTimeout(timer);
+        resolve();
       });
       void this.exited.then(() => {
         clearTimeout(timer);

@@ -26,14 +26,17 @@ export interface StepResult {
   readonly ms: number;
 }
 
+/** The gateway's log, in the scenario's folder. */
+const GATEWAY_LOG = "gateway.log";
+
 /** How often a check looks again while it waits for its condition. */
 const CHECK_EVERY_MS = 50;
 
 /** The plant a scenario runs in: simulators, the local cloud behind a cuttable link, the gateway. */
 interface Plant {
   readonly config: LoadedConfig;
-  /** The daemon's log, for whoever reads a failure. */
-  readonly logFile: string;
+  /** The gateway's data folder and log (`gateway.log`), for whoever reads a failure. */
+  readonly folder: string;
   /** The daemon, as a child process (a restart or kill step stops it and starts it again). */
   readonly gateway: GatewayChild;
   /** Each source's simulator, on the wire where the gateway reaches it. */
@@ -96,14 +99,14 @@ async function startPlant(
     const gateway = new GatewayChild(
       configFile,
       all,
-      path.join(folder, "gateway.log"),
+      path.join(folder, GATEWAY_LOG),
       base.gateway.api?.token,
     );
     closers.push(() => gateway.stop());
     await gateway.start();
     return {
       config: base,
-      logFile: path.join(folder, "gateway.log"),
+      folder,
       gateway,
       sources,
       proxy,
@@ -244,7 +247,7 @@ export async function runScenario(
   } finally {
     await plant.close();
   }
-  const folder = path.dirname(plant.logFile);
+  const { folder } = plant;
   // Kept when a check failed: the gateway's log and data are what explains it.
   if (results.every((r) => r.ok)) await rm(folder, { recursive: true, force: true });
   return { results, folder };
