@@ -133,8 +133,8 @@ export function prepareOpcuaSource(
     if (!o) objects.set(name, (o = { def: { name, ...def }, vars: [] }));
     return o;
   };
-  /** Each point's variable key (two points may read one node: one variable). */
-  const keyOf = new Map<string, string>();
+  /** Each point (device.point) and its variable's key (two points may read one node). */
+  const hosted = new Map<string, { readonly key: string; readonly point: NodePoint }>();
   const variables = new Map<string, OpcuaVariableDef>();
   for (const { d, p, node } of parsed) {
     let where: { object: string; name: string; nodeId: string };
@@ -175,7 +175,7 @@ export function prepareOpcuaSource(
     const pointKey = `${d.deviceName}.${p.name}`;
     const same = variables.get(where.nodeId);
     if (same) {
-      keyOf.set(pointKey, same.key);
+      hosted.set(pointKey, { key: same.key, point: p });
       continue;
     }
     const given = values[d.deviceName] ?? {};
@@ -193,7 +193,7 @@ export function prepareOpcuaSource(
       minimumSamplingIntervalMs: DEFAULT_MINIMUM_SAMPLING_INTERVAL_MS,
     };
     variables.set(where.nodeId, def);
-    keyOf.set(pointKey, def.key);
+    hosted.set(pointKey, { key: def.key, point: p });
     objects.get(where.object)?.vars.push(def);
   }
   if (unhosted.length > 0) throw new SimSourceError(unhosted.join("\n"));
@@ -214,14 +214,12 @@ export function prepareOpcuaSource(
         securityModes: ["None"],
         dynamics: false,
       });
-      const key = (device: string, point: string): string => {
-        const k = keyOf.get(`${device}.${point}`);
-        if (k === undefined)
+      const find = (device: string, point: string) => {
+        const h = hosted.get(`${device}.${point}`);
+        if (h === undefined)
           throw new RangeError(`opcua source ${id} has no point ${device}.${point}`);
-        return k;
+        return h;
       };
-      const pointOf = (device: string, point: string): NodePoint | undefined =>
-        devices.find((d) => d.deviceName === device)?.points.find((p) => p.name === point);
       const secure = source.securityMode !== "None";
       return {
         source: id,
@@ -239,16 +237,18 @@ export function prepareOpcuaSource(
         ],
         devices,
         set(device, point, value) {
-          const k = key(device, point);
-          const p = pointOf(device, point);
-          if (!p) return;
-          const def = sim.variable(k);
-          const { raw } = guarded(k, value, () => rawValue(p, value));
-          guarded(k, value, () => sim.set(k, coerceValue(def, raw) as OpcuaSimValue));
+          const { key, point: p } = find(device, point);
+          const name = `${device}.${point}`;
+          const { raw } = guarded(name, value, () => rawValue(p, value));
+          // The simulator checks the raw value against the variable's type.
+          guarded(name, value, () => sim.set(key, raw as OpcuaSimValue));
         },
         words: () => undefined,
         setWords: () => false,
-        writes: (device, point) => sim.writes.filter((w) => w.name === key(device, point)).length,
+        writes(device, point) {
+          const { key } = find(device, point);
+          return sim.writes.filter((w) => w.name === key).length;
+        },
         pause: () => sim.pause(),
         resume: () => sim.resume(),
         close: () => sim.close(),
