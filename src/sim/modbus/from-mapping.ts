@@ -41,8 +41,18 @@ export function prepareModbusSource(
 ): PreparedSource {
   const sim = new ModbusTcpSimulator({ units: [...new Set(devices.map((d) => d.unitId))] });
   for (const d of devices) loadDevice(sim.unit(d.unitId), d, values[d.deviceName]);
-  const writes: WriteEvent[] = [];
-  sim.on("write", (w) => writes.push(w));
+  // Writes counted per point as they come, so that a simulator left running for days keeps
+  // a number per point, not every write it ever served.
+  const written = new Map<string, number>();
+  sim.on("write", (w: WriteEvent) => {
+    for (const d of devices)
+      for (const p of d.points) {
+        const hit = w.address < p.address + p.count && w.address + w.count > p.address;
+        if (d.unitId !== w.unitId || p.table !== w.table || !hit) continue;
+        const key = `${d.deviceName}.${p.name}`;
+        written.set(key, (written.get(key) ?? 0) + 1);
+      }
+  });
   const find = (device: string, point: string) => {
     const d = devices.find((x) => x.deviceName === device);
     const p = d?.points.find((x) => x.name === point);
@@ -76,14 +86,8 @@ export function prepareModbusSource(
           return true;
         },
         writes(device, point) {
-          const { d, p } = find(device, point);
-          return writes.filter(
-            (w) =>
-              w.unitId === d.unitId &&
-              w.table === p.table &&
-              w.address < p.address + p.count &&
-              w.address + w.count > p.address,
-          ).length;
+          find(device, point); // throws for a point it does not host
+          return written.get(`${device}.${point}`) ?? 0;
         },
       };
     },
