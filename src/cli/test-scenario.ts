@@ -31,12 +31,7 @@ export async function testScenarioCommand(o: {
     return ExitCodes.CONFIG;
   }
   const problems = [
-    ...(await checkNames(
-      o.scenario,
-      read.scenario,
-      loaded.config.devices,
-      Object.keys(loaded.config.gateway.sources),
-    )),
+    ...checkNames(read, loaded.config.devices, Object.keys(loaded.config.gateway.sources)),
     ...unsupported(loaded.config),
   ];
   if (problems.length > 0) {

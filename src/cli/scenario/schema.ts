@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import type { Problem } from "../../config/load.js";
-import { parseYamlSource } from "../../config/yaml-source.js";
+import { parseYamlSource, type YamlSource } from "../../config/yaml-source.js";
 import { duration } from "../../core/duration.js";
 import { ErrorCodes } from "../../core/errors.js";
 import type { DevicePlan } from "../../mapping/types.js";
@@ -107,7 +107,14 @@ export function scenarioJsonSchema(): Record<string, unknown> {
 
 /** The scenario as read, with where each step is (for messages), or every problem. */
 export type ScenarioRead =
-  | { ok: true; scenario: Scenario; configFile: string; lines: number[] }
+  | {
+      ok: true;
+      scenario: Scenario;
+      configFile: string;
+      lines: number[];
+      /** The file as parsed, with its positions, for checkNames. */
+      source: YamlSource;
+    }
   | { ok: false; problems: Problem[] };
 
 export async function readScenario(file: string): Promise<ScenarioRead> {
@@ -154,6 +161,7 @@ export async function readScenario(file: string): Promise<ScenarioRead> {
     scenario: { ...frame.data, steps },
     configFile: path.resolve(path.dirname(file), frame.data.config),
     lines,
+    source: src,
   };
 
   function at(
@@ -169,13 +177,11 @@ export async function readScenario(file: string): Promise<ScenarioRead> {
 }
 
 /** Names in the scenario that the config does not have, as positioned problems. */
-export async function checkNames(
-  file: string,
-  scenario: Scenario,
+export function checkNames(
+  { scenario, source: src }: { scenario: Scenario; source: YamlSource },
   devices: readonly DevicePlan[],
   sources: readonly string[],
-): Promise<Problem[]> {
-  const src = parseYamlSource(file, await readFile(file, "utf8"));
+): Problem[] {
   const problems: Problem[] = [];
   const known = (name: string): string | undefined => {
     const dot = name.indexOf(".");
