@@ -6,6 +6,7 @@ import { parseYamlSource } from "../config/yaml-source.js";
 import { ErrorCodes, ExitCodes } from "../core/errors.js";
 import { startSourceSimulators } from "../sim/from-config.js";
 import { SimSourceError, SimValueError, type SourceSimulator } from "../sim/source-simulator.js";
+import { unknownName } from "./scenario/schema.js";
 import { loadOrReport } from "./validate.js";
 
 /** Values for `--values`: by device, by point, in engineering units. */
@@ -107,18 +108,19 @@ async function readValues(file: string, config: LoadedConfig): Promise<Values | 
       at([], "the values file is a map of device names to maps of point values");
     else
       for (const [device, points] of Object.entries((root ?? {}) as Record<string, unknown>)) {
-        const plan = config.devices.find((d) => d.deviceName === device);
-        if (!plan) {
-          at([device], `no device ${device} in the config`);
+        const noDevice = unknownName(config.devices, device);
+        if (noDevice !== undefined) {
+          at([device], noDevice);
           continue;
         }
         if (points === null || typeof points !== "object" || Array.isArray(points)) {
           at([device], "a map of point names to values");
           continue;
         }
-        for (const point of Object.keys(points))
-          if (!plan.points.some((p) => p.name === point))
-            at([device, point], `${device} has no point ${point}`);
+        for (const point of Object.keys(points)) {
+          const noPoint = unknownName(config.devices, device, point);
+          if (noPoint !== undefined) at([device, point], noPoint);
+        }
         values[device] = points as Record<string, unknown>;
       }
   }

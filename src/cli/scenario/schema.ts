@@ -176,6 +176,21 @@ export async function readScenario(file: string): Promise<ScenarioRead> {
   }
 }
 
+/**
+ * Why a device (or one of its points) is not one of the config's, or undefined when it is: for
+ * a scenario's names and for `sim --from-config --values`.
+ */
+export function unknownName(
+  devices: readonly DevicePlan[],
+  device: string,
+  point?: string,
+): string | undefined {
+  const plan = devices.find((d) => d.deviceName === device);
+  if (!plan) return `no device ${device} in the config`;
+  if (point === undefined || plan.points.some((p) => p.name === point)) return undefined;
+  return `${device} has no point ${point}`;
+}
+
 /** Names in the scenario that the config does not have, as positioned problems. */
 export function checkNames(
   { scenario, source: src }: { scenario: Scenario; source: YamlSource },
@@ -185,12 +200,7 @@ export function checkNames(
   const problems: Problem[] = [];
   const known = (name: string): string | undefined => {
     const dot = name.indexOf(".");
-    const device = devices.find((d) => d.deviceName === name.slice(0, dot));
-    if (!device) return `no device ${name.slice(0, dot)} in the config`;
-    const point = name.slice(dot + 1);
-    return device.points.some((p) => p.name === point)
-      ? undefined
-      : `${device.deviceName} has no point ${point}`;
+    return unknownName(devices, name.slice(0, dot), name.slice(dot + 1));
   };
   const check = (keyPath: Array<string | number>, name: string | undefined): void => {
     if (name === undefined) return;
