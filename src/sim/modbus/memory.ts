@@ -119,23 +119,15 @@ export class UnitMemory {
 
   /** True when [address, address + count) cannot be written: a hole or a read-only range. */
   refusesWrite(table: ModbusTable, address: number, count: number): boolean {
-    if (this.touchesHole(table, address, count)) return true;
-    const r = this.readOnlyRanges[table];
-    const last = address + count - 1;
-    for (let i = 0; i + 1 < r.length; i += 2)
-      if (r[i]! <= last && r[i + 1]! >= address) return true;
-    return false;
+    return (
+      this.touchesHole(table, address, count) ||
+      overlaps(this.readOnlyRanges[table], address, count)
+    );
   }
 
   /** True when [address, address + count) touches a hole of the table. */
   touchesHole(table: ModbusTable, address: number, count: number): boolean {
-    const r = this.holeRanges[table];
-    if (r.length === 0) return false;
-    const last = address + count - 1;
-    for (let i = 0; i + 1 < r.length; i += 2) {
-      if (r[i]! <= last && r[i + 1]! >= address) return true;
-    }
-    return false;
+    return overlaps(this.holeRanges[table], address, count);
   }
 
   /** Raw words of a register table, or 0/1 bits of a bit table. */
@@ -154,4 +146,12 @@ export class UnitMemory {
       target[address + i] = bits ? (v ? 1 : 0) : Number(v) & 0xffff;
     }
   }
+}
+
+/** True when [address, address + count) overlaps one of `ranges` (from, to pairs, inclusive). */
+function overlaps(ranges: readonly number[], address: number, count: number): boolean {
+  const last = address + count - 1;
+  for (let i = 0; i + 1 < ranges.length; i += 2)
+    if (ranges[i]! <= last && ranges[i + 1]! >= address) return true;
+  return false;
 }
