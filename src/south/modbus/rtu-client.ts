@@ -33,9 +33,9 @@ export interface RtuClientOptions {
  *
  * On a serial line it also keeps the line's timing: the t3.5 silence (plus `turnaroundMs`)
  * between frames, timeouts that add the frames' own wire time at the baud, and after a timeout
- * or a bad frame, a silence long enough for a late answer to pass (over TCP, one timeout). The receive buffer is emptied
- * before each request, so that noise or a late answer is never read as the next answer and the
- * port stays open.
+ * or a bad frame, a silence long enough for a late answer to pass (over TCP, one timeout). The
+ * receive buffer is emptied before each request, so that noise or a late answer is never read as
+ * the next answer and the port stays open.
  */
 export class RtuClient implements ModbusLink {
   /** The serial line's timing; undefined over TCP, where the device server keeps it. */
