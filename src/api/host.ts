@@ -181,6 +181,11 @@ export interface ApiHost {
    * serialized view to every reader until then. Undefined for an unknown device.
    */
   shadowRevision(deviceName: string): string | undefined;
+  /**
+   * Calls `listener` with a device's name whenever its shadowRevision() may have moved (after
+   * each poll), until the returned function is called.
+   */
+  watchShadows(listener: (deviceName: string) => void): () => void;
   /** Guard, journal (with a cloud section), write, read-back; never throws. */
   command(deviceName: string, point: string, value: JsonValue): Promise<CommandReply>;
   /** Calls `listener` with every event until the returned function is called. */

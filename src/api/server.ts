@@ -29,6 +29,14 @@ export interface ApiOptions {
   readonly sseHeartbeatMs?: number;
 }
 
+/** A device's shadow as served: its JSON, made once per revision. */
+interface ShadowBody {
+  readonly revision: string;
+  readonly body: string;
+  /** A reader has had it: its device's next shadow is made ahead (ApiServer.warm). */
+  served: boolean;
+}
+
 /** The error body of every refused request. */
 interface ErrorBody {
   readonly error: { readonly code: ErrorCode; readonly message: string };
@@ -47,11 +55,14 @@ export class ApiServer {
   private app: FastifyInstance | undefined;
   private events: EventStream | undefined;
   private unsubscribe: (() => void) | undefined;
+  private unwatchShadows: (() => void) | undefined;
   /** The error code of a refused request, for its one log line. */
   private readonly codes = new WeakMap<FastifyRequest, ErrorCode>();
   private readonly counts = { requests: 0, refused: 0, unauthorized: 0 };
-  /** Each device's shadow as last served, by the host's revision of it. */
-  private readonly shadows = new Map<string, { revision: string; body: string }>();
+  /** Each device's shadow as last made, by the host's revision of it; `served` once read. */
+  private readonly shadows = new Map<string, ShadowBody>();
+  /** Devices whose next shadow is to be made before it is asked for (see warm()). */
+  private readonly warming = new Set<string>();
 
   constructor(
     private readonly opts: ApiOptions,
@@ -89,6 +100,7 @@ export class ApiServer {
     this.app = app;
     this.events = events;
     this.unsubscribe = this.host.subscribe((e) => events.publish(e));
+    this.unwatchShadows = this.host.watchShadows((deviceName) => this.warm(deviceName));
     const bound = this.address;
     this.log.info(
       { listen: this.opts.listen, port: bound?.port, auth: this.opts.token !== undefined },
@@ -98,7 +110,9 @@ export class ApiServer {
 
   async stop(): Promise<void> {
     this.unsubscribe?.();
-    this.unsubscribe = undefined;
+    this.unwatchShadows?.();
+    this.unsubscribe = this.unwatchShadows = undefined;
+    this.warming.clear();
     // Open event streams would hold the server's close until their clients left.
     this.events?.close();
     await this.app?.close();
@@ -113,6 +127,47 @@ export class ApiServer {
       eventClientsDropped: this.events?.dropped ?? 0,
       ...this.counts,
     };
+  }
+
+  /**
+   * The device's shadow as JSON, made once per revision: ten readers of a device polled once a
+   * second get one serialization per poll, not ten. Undefined for an unknown device.
+   */
+  private shadowBody(deviceName: string): ShadowBody | undefined {
+    const revision = this.host.shadowRevision(deviceName);
+    const cached = this.shadows.get(deviceName);
+    if (revision === undefined) this.shadows.delete(deviceName);
+    else if (cached?.revision === revision) return cached;
+    const view = this.host.shadow(deviceName);
+    if (!view) return undefined;
+    const made: ShadowBody = {
+      revision: revision ?? "",
+      body: JSON.stringify({
+        device: view.device,
+        productKey: view.productKey,
+        state: { reported: view.reported, desired: view.desired },
+        metadata: { reported: view.points },
+      }),
+      served: false,
+    };
+    if (revision !== undefined) this.shadows.set(deviceName, made);
+    return made;
+  }
+
+  /**
+   * A device whose last shadow was read gets its next one made as soon as the poll that moved it
+   * is done, while the gateway is awake anyway, instead of by the first reader after the poll,
+   * who would wait for it (500 points: 0.5 to 4 ms on a small box, B8). A device whose shadow
+   * nobody read since it was made is left until it is asked for, so unread devices cost nothing.
+   */
+  private warm(deviceName: string): void {
+    if (!this.shadows.get(deviceName)?.served) return;
+    if (this.warming.size === 0)
+      setImmediate(() => {
+        for (const name of this.warming) this.shadowBody(name);
+        this.warming.clear();
+      });
+    this.warming.add(deviceName);
   }
 
   private routes(app: FastifyInstance, events: EventStream): void {
@@ -294,22 +349,11 @@ export class ApiServer {
       "/api/v1/devices/:deviceName/shadow",
       async (req, reply) => {
         const { deviceName } = req.params;
-        // Ten readers of a device polled once a second get one serialization per poll, not ten.
-        const revision = this.host.shadowRevision(deviceName);
-        const cached = this.shadows.get(deviceName);
-        if (revision === undefined) this.shadows.delete(deviceName);
-        else if (cached?.revision === revision) return reply.type(JSON_TYPE).send(cached.body);
-        const view = this.host.shadow(deviceName);
-        if (!view)
+        const shadow = this.shadowBody(deviceName);
+        if (!shadow)
           return this.refuse(req, reply, 404, ErrorCodes.API_NOT_FOUND, `no device ${deviceName}`);
-        const body = JSON.stringify({
-          device: view.device,
-          productKey: view.productKey,
-          state: { reported: view.reported, desired: view.desired },
-          metadata: { reported: view.points },
-        });
-        if (revision !== undefined) this.shadows.set(deviceName, { revision, body });
-        return reply.type(JSON_TYPE).send(body);
+        shadow.served = true;
+        return reply.type(JSON_TYPE).send(shadow.body);
       },
     );
 

@@ -45,6 +45,7 @@ export type RenderMetrics = () => Promise<{ contentType: string; body: string }>
  */
 export class GatewayApiHost implements ApiHost {
   private readonly listeners = new Set<(e: ApiEvent) => void>();
+  private readonly shadowWatchers = new Set<(deviceName: string) => void>();
   private detach: (() => void) | undefined;
   private unwatch: (() => void) | undefined;
   /** Without a cloud section there is no journal to order commands: they queue here per device. */
@@ -184,21 +185,11 @@ export class GatewayApiHost implements ApiHost {
   }
 
   subscribe(listener: (e: ApiEvent) => void): () => void {
-    this.listeners.add(listener);
-    if (this.listeners.size === 1) {
-      this.detach = this.attach(this.source.current());
-      this.unwatch = this.source.watch((g) => {
-        this.detach?.();
-        this.detach = this.attach(g);
-      });
-    }
-    return () => {
-      this.listeners.delete(listener);
-      if (this.listeners.size > 0) return;
-      this.unwatch?.();
-      this.detach?.();
-      this.unwatch = this.detach = undefined;
-    };
+    return this.hold(this.listeners, listener);
+  }
+
+  watchShadows(listener: (deviceName: string) => void): () => void {
+    return this.hold(this.shadowWatchers, listener);
   }
 
   readiness(): Readiness {
@@ -271,6 +262,25 @@ export class GatewayApiHost implements ApiHost {
     return run;
   }
 
+  /** Adds a listener; the gateway's events are followed while there is any, of either kind. */
+  private hold<T>(listeners: Set<T>, listener: T): () => void {
+    listeners.add(listener);
+    if (!this.detach) {
+      this.detach = this.attach(this.source.current());
+      this.unwatch = this.source.watch((g) => {
+        this.detach?.();
+        this.detach = this.attach(g);
+      });
+    }
+    return () => {
+      listeners.delete(listener);
+      if (this.listeners.size > 0 || this.shadowWatchers.size > 0) return;
+      this.unwatch?.();
+      this.detach?.();
+      this.unwatch = this.detach = undefined;
+    };
+  }
+
   /** Forwards the gateway's events to the subscribers; returns the undo. */
   private attach(g: Gateway): () => void {
     const onUpdate = (u: ReportedUpdate): void => {
@@ -282,13 +292,27 @@ export class GatewayApiHost implements ApiHost {
     const onCommand = (n: CommandNote): void =>
       this.emit({ type: "command", device: n.deviceName, point: n.point, outcome: n.outcome });
     const onLink = (l: LinkChange): void => this.emit({ type: "link", ...l });
+    const onRevised = (deviceName: string): void => {
+      for (const watcher of this.shadowWatchers) {
+        try {
+          watcher(deviceName);
+        } catch (err) {
+          this.log.error(
+            { err, code: ErrorCodes.INTERNAL, device: deviceName },
+            "API watch failed",
+          );
+        }
+      }
+    };
     const cloud = g.cloudSync;
     g.shadow.on("update", onUpdate);
     g.shadow.on("command", onCommand);
+    g.shadow.on("revised", onRevised);
     cloud?.events.on("link", onLink);
     return () => {
       g.shadow.off("update", onUpdate);
       g.shadow.off("command", onCommand);
+      g.shadow.off("revised", onRevised);
       cloud?.events.off("link", onLink);
     };
   }

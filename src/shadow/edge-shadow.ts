@@ -77,12 +77,16 @@ interface DeviceState {
  * The gateway's own copy of every device's reported state. It decides what changed enough to
  * report (deadband, on-change, heartbeat) and keeps the last good value of a point that went
  * bad, marked stale, so that stale data never looks alive and never vanishes either.
- * Emits "update" with a ReportedUpdate whenever ingest finds something to report, and "command"
- * with each command outcome recorded (from the cloud or the local API).
+ * Emits "update" with a ReportedUpdate whenever ingest finds something to report, "command"
+ * with each command outcome recorded (from the cloud or the local API), and "revised" with the
+ * device's name whenever its revision() moves (every ingest, even one that reports nothing).
  */
-export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command: [CommandNote] }> {
+export class EdgeShadow extends EventEmitter<{
+  update: [ReportedUpdate];
+  command: [CommandNote];
+  revised: [string];
+}> {
   private readonly devices = new Map<string, DeviceState>();
-  /** One counter for every device, so a device replaced by a reload never repeats a revision. */
   private revisions = 0;
 
   constructor(plans: readonly DevicePlan[]) {
@@ -99,16 +103,21 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     for (const name of [...this.devices.keys()]) if (!next.has(name)) this.devices.delete(name);
     for (const plan of plans) {
       const kept = this.devices.get(plan.deviceName);
-      if (kept && !changed.has(plan.deviceName))
+      if (kept && !changed.has(plan.deviceName)) {
         this.devices.set(plan.deviceName, { ...kept, plan });
+        continue;
+      }
       // A changed device starts unread, but keeps the outcomes of the commands it ran.
-      else
-        this.devices.set(plan.deviceName, {
-          ...fresh(plan),
-          ...(kept && { commands: kept.commands }),
-          revision: ++this.revisions,
-        });
+      const device = { ...fresh(plan), ...(kept && { commands: kept.commands }) };
+      this.devices.set(plan.deviceName, device);
+      this.revise(device);
     }
+  }
+
+  /** One counter for every device, so a device replaced by a reload never repeats a revision. */
+  private revise(device: DeviceState): void {
+    device.revision = ++this.revisions;
+    this.emit("revised", device.plan.deviceName);
   }
 
   /** Per device, its source and how many of its points are good, bad and stale. */
@@ -133,8 +142,6 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     const device = this.devices.get(deviceName);
     if (!device) throw new Error(`unknown device ${deviceName}`);
     device.readAt = now;
-    // Even an unchanged reading moves the points' timestamps.
-    device.revision = ++this.revisions;
     const reported: JsonObject = {};
     const quality: Record<string, Quality> = {};
     let changed = false;
@@ -172,6 +179,8 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
         }
       }
     }
+    // Even an unchanged reading moves the points' timestamps.
+    this.revise(device);
     if (!changed) return undefined;
     const update: ReportedUpdate = {
       productKey: device.plan.productKey,
@@ -193,7 +202,6 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
   restore(deviceName: string, reported: JsonObject, now = Date.now()): void {
     const device = this.devices.get(deviceName);
     if (!device) return;
-    device.revision = ++this.revisions;
     const commands = reported[COMMANDS_KEY];
     if (isJsonObject(commands)) {
       for (const point of device.plan.points) {
@@ -214,6 +222,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
         reason: "saved before a restart; not read since",
       });
     }
+    this.revise(device);
   }
 
   /** Whether a good value should go into the next update. */
@@ -255,7 +264,7 @@ export class EdgeShadow extends EventEmitter<{ update: [ReportedUpdate]; command
     const device = this.devices.get(deviceName);
     if (!device) return;
     device.commands.set(point, outcome);
-    device.revision = ++this.revisions;
+    this.revise(device);
     this.emit("command", { deviceName, point, outcome });
   }
 

@@ -93,6 +93,16 @@ class TestHost implements ApiHost {
   shadowRevision(name: string) {
     return name === "boiler" ? String(this.revision) : undefined;
   }
+  private readonly shadowWatchers = new Set<(deviceName: string) => void>();
+  watchShadows(listener: (deviceName: string) => void) {
+    this.shadowWatchers.add(listener);
+    return () => void this.shadowWatchers.delete(listener);
+  }
+  /** A poll: the boiler's shadow moves to a new revision and the watchers hear of it. */
+  revise(): void {
+    this.revision++;
+    for (const w of this.shadowWatchers) w("boiler");
+  }
   shadow(name: string) {
     if (name !== "boiler") return undefined;
     this.shadowViews++;
@@ -120,6 +130,9 @@ class TestHost implements ApiHost {
   }
   get subscribers(): number {
     return this.listeners.size;
+  }
+  get watching(): number {
+    return this.shadowWatchers.size;
   }
   readiness() {
     return this.ready;
@@ -240,6 +253,40 @@ describe("local API routes", () => {
     host.revision = 2;
     expect((await read()).state.reported).toEqual({ temperature: 30 });
     expect(host.shadowViews).toBe(2);
+  });
+
+  it("makes a read device's next shadow when it moves, and an unread one's only when asked", async () => {
+    const { url, host, api } = await serve();
+    const read = async () => (await httpJson(`${url}/api/v1/devices/boiler/shadow`)).body;
+    const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
+    expect((await read()).state.reported).toEqual({ temperature: 21.5 });
+    expect(host.shadowViews).toBe(1);
+    // The poll moves the shadow: the next one is made before any reader asks...
+    host.temperature = 30;
+    host.revise();
+    await until("the next shadow made", () => host.shadowViews === 2);
+    // ...and every reader is served that one.
+    for (let i = 0; i < 3; i++) expect((await read()).state.reported).toEqual({ temperature: 30 });
+    expect(host.shadowViews).toBe(2);
+    // Nobody reads the next one: it is made (the last was read), but the one after is not.
+    host.revise();
+    await until("made once more", () => host.shadowViews === 3);
+    host.revise();
+    await settled();
+    await settled();
+    expect(host.shadowViews).toBe(3);
+    // Asked for, it is made then, and the chain starts again.
+    host.temperature = 40;
+    expect((await read()).state.reported).toEqual({ temperature: 40 });
+    expect(host.shadowViews).toBe(4);
+    host.revise();
+    await until("made after the read", () => host.shadowViews === 5);
+    // A stopped API makes nothing more, and stops listening.
+    await api.stop();
+    host.revise();
+    await settled();
+    expect(host.shadowViews).toBe(5);
+    expect(host.watching).toBe(0);
   });
 
   it("refuses bad command input with 400, 404 and 413 and passes nothing to the host", async () => {

@@ -160,9 +160,12 @@ describe("EdgeShadow", () => {
     expect(shadow.document("dev")?.state.reported).toEqual({ x: 5 });
   });
 
-  it("moves a device's revision with every reading, restore and command outcome, never back", () => {
+  it("moves a device's revision with every reading, restore and command outcome, never back, and says so", () => {
     const { shadow, feed } = feeder([point("x", { writable: true })]);
     const seen = [shadow.revision("dev")];
+    // Each "revised" comes once the change is made: the revision it reads is the new one.
+    const told: Array<[string, number | undefined]> = [];
+    shadow.on("revised", (name) => told.push([name, shadow.revision(name)]));
     feed(1000, { x: 5 });
     seen.push(shadow.revision("dev"));
     feed(2000, { x: 5 }); // nothing to report, but the timestamps moved
@@ -173,6 +176,7 @@ describe("EdgeShadow", () => {
     seen.push(shadow.revision("dev"));
     expect(seen).toEqual([...seen].sort((a = 0, b = 0) => a - b));
     expect(new Set(seen).size).toBe(seen.length);
+    expect(told).toEqual(seen.slice(1).map((r) => ["dev", r]));
     expect(shadow.revision("nope")).toBeUndefined();
   });
 
