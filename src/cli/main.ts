@@ -185,8 +185,9 @@ program
   )
   .argument("<scenario>", "scenario YAML (config, values, steps)")
   .option("--junit <file>", "also write a JUnit XML report")
+  .option("--keep", "keep the gateway's log and data folder when every check held too")
   .addOption(overrideOption())
-  .action(async (scenario: string, o: { junit?: string; override: Override[] }) =>
+  .action(async (scenario: string, o: { junit?: string; keep?: boolean; override: Override[] }) =>
     exit(await (await import("./test-scenario.js")).testScenarioCommand({ ...o, scenario })),
   );
 

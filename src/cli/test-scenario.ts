@@ -10,7 +10,7 @@ import { checkNames, readScenario } from "./scenario/schema.js";
 import { printProblems } from "./validate.js";
 
 /**
- * `shadowgate test scenario.yaml [--junit report.xml]`: the scenario's config runs against
+ * `shadowgate test scenario.yaml [--junit report.xml] [--keep]`: the scenario's config runs against
  * simulators built from its own mappings and the local cloud service, one process; the steps
  * run in order, and the exit code is 0 only when every check held. Every problem of the
  * scenario (its schema, an unknown device or point) is reported before anything starts.
@@ -18,6 +18,8 @@ import { printProblems } from "./validate.js";
 export async function testScenarioCommand(o: {
   scenario: string;
   junit?: string;
+  /** Keep the gateway's log and data folder when every check held too (a failure keeps it). */
+  keep?: boolean;
   override?: readonly Override[];
 }): Promise<number> {
   const read = await readScenario(o.scenario);
@@ -53,6 +55,7 @@ export async function testScenarioCommand(o: {
         process.stdout.write(
           `  ${r.ok ? "ok  " : "FAIL"} step ${r.index + 1} (line ${r.line}) ${r.what}${r.failure ? `: ${r.failure}` : ""}\n`,
         ),
+      o.keep,
     ));
   } catch (e) {
     if (e instanceof GatewayStartError) {
@@ -66,10 +69,11 @@ export async function testScenarioCommand(o: {
     return ExitCodes.CONFIG;
   }
   const failed = results.filter((r) => !r.ok);
+  const kept = `the gateway's log and data: ${folder}`;
   process.stdout.write(
     failed.length === 0
-      ? `${name}: every check held (${results.length} steps, ${((Date.now() - t0) / 1000).toFixed(1)} s)\n`
-      : `${name}: ${failed.length} of ${results.length} steps failed (the gateway's log and data: ${folder})\n`,
+      ? `${name}: every check held (${results.length} steps, ${((Date.now() - t0) / 1000).toFixed(1)} s${o.keep ? `; ${kept}` : ""})\n`
+      : `${name}: ${failed.length} of ${results.length} steps failed (${kept})\n`,
   );
   if (o.junit !== undefined) await writeFile(o.junit, junit(name, results, Date.now() - t0));
   return failed.length === 0 ? ExitCodes.OK : ExitCodes.RUNTIME;

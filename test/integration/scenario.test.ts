@@ -5,12 +5,13 @@
  * parses (Python's own XML parser, not ours); a scenario naming an unknown device or point is a
  * validation error at its file:line:col, and nothing starts.
  */
-import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { CLI_MAIN } from "../helpers/gateway-process.js";
-import { run, runCli } from "../helpers/run.js";
+import { keepLog } from "../helpers/logs.js";
+import { run, runCli, type Finished } from "../helpers/run.js";
 import { writeSite } from "../helpers/site.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
@@ -28,14 +29,36 @@ async function parseJunit(file: string): Promise<{ tests: number; failures: stri
   return JSON.parse(r.stdout) as { tests: number; failures: string[] };
 }
 
+/**
+ * The log of the gateway a scenario ran, from the folder `shadowgate test` named in its output,
+ * added to the run's secrets scan (the daemon logs into that folder, not to the CLI's stderr);
+ * the folder is removed then.
+ */
+async function collect(stdout: string): Promise<string> {
+  const folder = /the gateway's log and data: (\S+)\)$/m.exec(stdout)?.[1];
+  if (folder === undefined) return "";
+  const log = await readFile(path.join(folder, "gateway.log"), "utf8").catch(() => "");
+  keepLog("scenario-gateway", log);
+  await rm(folder, { recursive: true, force: true });
+  return log;
+}
+
+/** `shadowgate test ... --keep`, with the gateway's log as `gatewayLog` (see collect). */
+async function testCli(args: readonly string[]): Promise<Finished & { gatewayLog: string }> {
+  const r = await runCli(["test", ...args, "--keep"]);
+  return { ...r, gatewayLog: await collect(r.stdout) };
+}
+
 describe("shadowgate test", () => {
   it.each(["boiler-outage.yaml", "boiler-commands.yaml"])(
     "the example scenario %s passes, and its JUnit report parses",
     async (name) => {
       const report = path.join(await mkdtemp(path.join(tmpdir(), "sg-scenario-")), "junit.xml");
-      const r = await runCli(["test", path.join(root, "test/scenarios", name), "--junit", report]);
+      const r = await testCli([path.join(root, "test/scenarios", name), "--junit", report]);
       expect(r.stdout).toContain(`${name}: every check held`);
       expect(r.code).toBe(0);
+      // --keep kept the folder of a run that passed, and named it.
+      expect(r.gatewayLog).toContain("local API listening");
       const junit = await parseJunit(report);
       expect(junit.failures).toEqual([]);
       expect(junit.tests).toBeGreaterThanOrEqual(10);
@@ -72,6 +95,7 @@ steps:
     expect(await readFile(path.join(kept ?? "", "gateway.log"), "utf8")).toContain(
       "local API listening",
     );
+    await collect(r.stdout);
     expect((await parseJunit(report)).failures).toEqual([
       expect.stringMatching(/^expected 24\.5, got /),
     ]);
@@ -157,7 +181,7 @@ steps:
     });
     const scenario = path.join(dir, "plant.yaml");
     const report = path.join(dir, "junit.xml");
-    const r = await runCli(["test", scenario, "--junit", report]);
+    const r = await testCli([scenario, "--junit", report]);
     expect(r.stdout).toContain("plant.yaml: every check held");
     expect(r.code).toBe(0);
     expect((await parseJunit(report)).tests).toBe(16);
@@ -200,7 +224,7 @@ steps:
     for (const f of ["thing.pem", "thing.key", "AmazonRootCA1.pem"])
       await writeFile(path.join(dir, f), "", { mode: 0o600 });
     const scenario = path.join(dir, "aws.yaml");
-    const r = await runCli(["test", scenario]);
+    const r = await testCli([scenario]);
     expect(r.stdout).toContain("aws.yaml: every check held (8 steps");
     expect(r.code).toBe(0);
   }, 60_000);

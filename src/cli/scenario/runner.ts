@@ -206,7 +206,8 @@ export function describeStep(s: Step): string {
 
 /**
  * Runs the scenario's steps in order against a plant built from its config; a failed check is
- * reported and the next step runs. `progress` is told of each step as it ends.
+ * reported and the next step runs. `progress` is told of each step as it ends. The gateway's
+ * folder (its log and data) is removed when every check held, unless `keep`.
  */
 export async function runScenario(
   configFile: string,
@@ -214,6 +215,7 @@ export async function runScenario(
   scenario: Scenario,
   lines: readonly number[],
   progress: (r: StepResult) => void,
+  keep = false,
 ): Promise<{ results: StepResult[]; folder: string }> {
   const plant = await startPlant(configFile, config, scenario.values);
   const results: StepResult[] = [];
@@ -249,7 +251,7 @@ export async function runScenario(
   }
   const { folder } = plant;
   // Kept when a check failed: the gateway's log and data are what explains it.
-  if (results.every((r) => r.ok)) await rm(folder, { recursive: true, force: true });
+  if (!keep && results.every((r) => r.ok)) await rm(folder, { recursive: true, force: true });
   return { results, folder };
 
   async function runStep(s: Step): Promise<string | undefined> {
