@@ -1,7 +1,7 @@
 import { connectAsync, type IClientOptions, type MqttClient } from "mqtt";
 import { createLogger, type Logger } from "../../src/core/logger.js";
 import type { JsonObject } from "../../src/core/types.js";
-import { keepLog } from "./logs.js";
+import { keepLog, testLogger } from "./logs.js";
 import { alibabaCredentials } from "../../src/north/dialects/alibaba/sign.js";
 import {
   encodeRequest,
@@ -32,9 +32,17 @@ import {
 const clouds: RunningCloudService[] = [];
 const clients: TestClient[] = [];
 
-/** Starts the service on free 127.0.0.1 ports (embedded broker unless brokerUrl is given). */
+/**
+ * Starts the service on free 127.0.0.1 ports (embedded broker unless brokerUrl is given). It
+ * logs into the run's secrets scan unless given a logger: it holds the device secrets too.
+ */
 export async function startTestCloud(opts: CloudServiceOptions = {}): Promise<RunningCloudService> {
-  const cloud = await startCloudService({ mqttPort: 0, httpPort: 0, ...opts });
+  const cloud = await startCloudService({
+    mqttPort: 0,
+    httpPort: 0,
+    logger: testLogger(),
+    ...opts,
+  });
   clouds.push(cloud);
   return cloud;
 }

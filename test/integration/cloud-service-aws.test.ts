@@ -5,6 +5,7 @@ import {
   type RunningAwsCloudService,
 } from "../../src/sim/cloud/aws/index.js";
 import { closeCloudTestResources, connectTestClient, httpJson } from "../helpers/cloud.js";
+import { testLogger } from "../helpers/logs.js";
 
 /**
  * The local AWS IoT Device Shadow service over MQTT and HTTP, rule by rule, with AWS's topics,
@@ -19,7 +20,12 @@ afterEach(async () => {
 });
 
 async function service(opts: AwsCloudServiceOptions = {}) {
-  const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0, ...opts });
+  const cloud = await startAwsCloudService({
+    mqttPort: 0,
+    httpPort: 0,
+    logger: testLogger(),
+    ...opts,
+  });
   clouds.push(cloud);
   const device = await connectTestClient(cloud.mqttUrl);
   await device.subscribe(`${T}/+/+`);

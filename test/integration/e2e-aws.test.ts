@@ -94,6 +94,7 @@ async function plant(
   const cloud = await startAwsCloudService({
     mqttPort: 0,
     httpPort: 0,
+    logger: testLogger(),
     ...(brokerUrl && { brokerUrl }),
     ...opts.cloud,
   });

@@ -43,6 +43,7 @@ import { ModbusTcpSimulator, type WriteEvent } from "../../src/sim/modbus/index.
 import { TcpProxy } from "../../src/sim/tcp-proxy.js";
 import { ReportCodec } from "../../src/store/report-codec.js";
 import { GatewayProcess } from "../helpers/gateway-process.js";
+import { testLogger } from "../helpers/logs.js";
 import { seededRandom } from "../helpers/random.js";
 import { until } from "../helpers/until.js";
 
@@ -142,7 +143,12 @@ function alibabaCloud(dir: string): CloudUnderTest {
   let current: Awaited<ReturnType<typeof startCloudService>> | undefined;
   return {
     async start(mqttPort, httpPort, hooks) {
-      const c = await startCloudService({ mqttPort, httpPort, dbFile: path.join(dir, "cloud.db") });
+      const c = await startCloudService({
+        mqttPort,
+        httpPort,
+        dbFile: path.join(dir, "cloud.db"),
+        logger: testLogger(),
+      });
       c.service.on("applied", (e: AppliedEvent) => {
         if (e.deviceName !== DN || e.request.method !== "update") return;
         const reported = e.request.reported;
@@ -179,7 +185,12 @@ function awsCloud(): CloudUnderTest {
   let current: Awaited<ReturnType<typeof startAwsCloudService>> | undefined;
   return {
     async start(mqttPort, httpPort, hooks) {
-      const c = await startAwsCloudService({ mqttPort, httpPort, store });
+      const c = await startAwsCloudService({
+        mqttPort,
+        httpPort,
+        store,
+        logger: testLogger(),
+      });
       c.service.on("updated", (e) => {
         if (e.thingName !== DN) return;
         const { reported, desired } = e.request;
