@@ -17,9 +17,16 @@ export type CloudState =
   | { readonly state: "offline"; readonly reason: string }
   | { readonly state: "refused"; readonly reason: string; readonly code?: number };
 
-export interface DeviceSummary {
+/**
+ * The cloud shadow a device is synced to, in its platform's own terms: an Alibaba product key,
+ * or an AWS thing and, for a named shadow, its name.
+ */
+export type CloudIdentity =
+  | { readonly productKey: string; readonly thingName?: never; readonly shadowName?: never }
+  | { readonly thingName: string; readonly shadowName?: string; readonly productKey?: never };
+
+export type DeviceSummary = CloudIdentity & {
   readonly name: string;
-  readonly productKey: string;
   readonly source: string;
   /** Whether its source's connection is online. */
   readonly online: boolean;
@@ -34,7 +41,7 @@ export interface DeviceSummary {
   readonly connection: ConnectionState | "not open";
   /** Polls skipped because the one before still ran (its poll group's); absent when monitored. */
   readonly overruns?: number;
-}
+};
 
 export interface PointState {
   readonly quality: Quality["status"];
@@ -44,15 +51,14 @@ export interface PointState {
   readonly reason?: string;
 }
 
-export interface DeviceShadowView {
+export type DeviceShadowView = CloudIdentity & {
   readonly device: string;
-  readonly productKey: string;
   /** Last known values (stale ones included), and `_commands`: each point's last outcome. */
   readonly reported: JsonObject;
   /** Desired values received from the cloud and not executed yet, by point. */
   readonly desired: Readonly<Record<string, JsonValue>>;
   readonly points: Readonly<Record<string, PointState>>;
-}
+};
 
 /** A local command's outcome, or why it never reached the guard. */
 export type CommandReply =
@@ -144,11 +150,11 @@ export interface PointDefinition {
   readonly defined?: string;
 }
 
-export interface DeviceDetail extends DeviceSummary {
+export type DeviceDetail = DeviceSummary & {
   /** The mapping file it comes from. */
   readonly file: string;
   readonly definitions: readonly PointDefinition[];
-}
+};
 
 /** A point's raw words and its value under each byte order (`shadowgate read --raw`). */
 export type RawReply =

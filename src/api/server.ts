@@ -144,7 +144,10 @@ export class ApiServer {
       revision: revision ?? "",
       body: JSON.stringify({
         device: view.device,
+        // One of the two identities: JSON leaves out the other's (undefined) fields.
         productKey: view.productKey,
+        thingName: view.thingName,
+        shadowName: view.shadowName,
         state: { reported: view.reported, desired: view.desired },
         metadata: { reported: view.points },
       }),

@@ -1,6 +1,7 @@
 import type {
   ApiEvent,
   ApiHost,
+  CloudIdentity,
   CloudState,
   CommandReply,
   DeviceDetail,
@@ -138,7 +139,7 @@ export class GatewayApiHost implements ApiHost {
     const commands = g.shadow.commands(deviceName);
     return {
       device: deviceName,
-      productKey: plan.productKey,
+      ...identity(plan),
       // As in the cloud shadow: the outcomes sit beside the values, once there are any.
       reported: {
         ...doc.state.reported,
@@ -329,6 +330,19 @@ export class GatewayApiHost implements ApiHost {
   }
 }
 
+/**
+ * How the API names a device's cloud shadow. A plan keeps an AWS thing's name as its productKey
+ * and `thing.shadow` as its deviceName (mapping/types.ts); the API says thing and shadow.
+ */
+function identity(d: DevicePlan): CloudIdentity {
+  if (d.addressing !== "aws") return { productKey: d.productKey };
+  const named = d.deviceName !== d.productKey;
+  return {
+    thingName: d.productKey,
+    ...(named && { shadowName: d.deviceName.slice(d.productKey.length + 1) }),
+  };
+}
+
 function summary(
   g: Gateway,
   d: DevicePlan,
@@ -340,7 +354,7 @@ function summary(
   const overruns = g.overruns(d);
   return {
     name: d.deviceName,
-    productKey: d.productKey,
+    ...identity(d),
     source: d.sourceId,
     online: connection === "online",
     connection,

@@ -14,6 +14,7 @@ import { loadConfig } from "../../src/config/load.js";
 import { testLogger } from "../helpers/logs.js";
 import type { JsonObject } from "../../src/core/types.js";
 import { Service } from "../../src/daemon/service.js";
+import { startAwsCloudService } from "../../src/sim/cloud/aws/index.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, httpJson, startTestCloud } from "../helpers/cloud.js";
@@ -461,4 +462,72 @@ mappings: ./mappings
   expect(gw.tail(200)).not.toContain(TOKEN);
   // Its process signals still work with the API up: SIGTERM stops it cleanly.
   expect(await gw.stop()).toMatchObject({ code: 0 });
+});
+
+describe("an AWS IoT gateway's devices in the API", () => {
+  it("are named by their thing and shadow, not by a product key they do not have", async () => {
+    const sim = await startSimulator({ port: 0 });
+    running.push(() => sim.close());
+    const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0, logger: testLogger() });
+    running.push(() => cloud.close());
+    const mapping = (device: string, register: number) => `version: 1
+device: ${device}
+source: plc1
+pollInterval: 100ms
+points:
+  level: { register: ${register}, type: uint16 }
+`;
+    const dir = await writeSite("sg-api-aws-", {
+      "mappings/pump.yaml": mapping("{ thingName: pump-7 }", 40001),
+      "mappings/motor.yaml": mapping("{ thingName: pump-7, shadowName: motor }", 40002),
+      "gateway.yaml": `version: 1
+gateway: { name: edge-aws, dataDir: ./data }
+sources:
+  plc1: { protocol: modbus-tcp, host: 127.0.0.1, port: ${sim.port}, timeout: 1s }
+cloud: { dialect: aws, url: "${cloud.mqttUrl}", clientId: edge-aws }
+api: { listen: "127.0.0.1:0" }
+mappings: ./mappings
+`,
+    });
+    sim.sim.unit(1).holding[0] = 7;
+    sim.sim.unit(1).holding[1] = 9;
+    const configFile = path.join(dir, "gateway.yaml");
+    const loaded = await loadConfig(configFile);
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
+    const service = new Service(configFile, loaded.config, testLogger());
+    await service.start();
+    running.push(() => service.stop());
+    const url = `http://127.0.0.1:${service.api?.address?.port ?? 0}`;
+
+    const { devices } = (await httpJson(`${url}/api/v1/devices`)).body as {
+      devices: JsonObject[];
+    };
+    const byName = Object.fromEntries(devices.map((d) => [d.name, d]));
+    expect(byName["pump-7"]).toMatchObject({ thingName: "pump-7" });
+    expect(byName["pump-7.motor"]).toMatchObject({ thingName: "pump-7", shadowName: "motor" });
+    for (const d of devices) expect(d).not.toHaveProperty("productKey");
+    expect(byName["pump-7"]).not.toHaveProperty("shadowName");
+
+    const shadow = async (name: string) =>
+      (await httpJson(`${url}/api/v1/devices/${name}/shadow`)).body as JsonObject & {
+        state: { reported: JsonObject };
+      };
+    await until("both read", async () => (await shadow("pump-7.motor")).state.reported.level === 9);
+    const motor = await shadow("pump-7.motor");
+    expect(motor).toMatchObject({
+      device: "pump-7.motor",
+      thingName: "pump-7",
+      shadowName: "motor",
+    });
+    expect(motor).not.toHaveProperty("productKey");
+    expect(await shadow("pump-7")).toMatchObject({
+      thingName: "pump-7",
+      state: { reported: { level: 7 } },
+    });
+    expect((await httpJson(`${url}/api/v1/devices/pump-7.motor`)).body).toMatchObject({
+      thingName: "pump-7",
+      shadowName: "motor",
+      file: expect.stringMatching(/motor\.yaml$/),
+    });
+  });
 });
