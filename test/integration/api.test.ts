@@ -10,10 +10,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setImmediate as tick } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config/load.js";
 import { testLogger } from "../helpers/logs.js";
 import type { JsonObject } from "../../src/core/types.js";
-import { Service } from "../../src/daemon/service.js";
+import type { Service } from "../../src/daemon/service.js";
 import { startAwsCloudService } from "../../src/sim/cloud/aws/index.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
@@ -22,7 +21,7 @@ import { GatewayProcess } from "../helpers/gateway-process.js";
 import { SseReader, StalledReader } from "../helpers/sse.js";
 import { parsePromText, valueOf } from "../helpers/prom-text.js";
 import { until } from "../helpers/until.js";
-import { shippedBoilerMapping, writeSite } from "../helpers/site.js";
+import { serveSite, shippedBoilerMapping, writeSite } from "../helpers/site.js";
 
 const DN = "boiler-01";
 const PK = "a1Boiler";
@@ -72,14 +71,7 @@ ${opts.token ? `  token: ${opts.token}\n` : ""}mappings: ./mappings
   });
   const mappingFile = path.join(dir, "mappings", "boiler-01.yaml");
   const configFile = path.join(dir, "gateway.yaml");
-  const loaded = await loadConfig(configFile);
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, testLogger());
-  await service.start();
-  running.push(() => service.stop());
-  const port = service.api?.address?.port;
-  if (port === undefined) throw new Error("the API did not bind");
-  const url = `http://127.0.0.1:${port}`;
+  const { service, port, url } = await serveSite(configFile, running);
   const headers = opts.token ? auth : {};
   return {
     sim,
@@ -491,13 +483,7 @@ mappings: ./mappings
     });
     sim.sim.unit(1).holding[0] = 7;
     sim.sim.unit(1).holding[1] = 9;
-    const configFile = path.join(dir, "gateway.yaml");
-    const loaded = await loadConfig(configFile);
-    if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-    const service = new Service(configFile, loaded.config, testLogger());
-    await service.start();
-    running.push(() => service.stop());
-    const url = `http://127.0.0.1:${service.api?.address?.port ?? 0}`;
+    const { url } = await serveSite(path.join(dir, "gateway.yaml"), running);
 
     const { devices } = (await httpJson(`${url}/api/v1/devices`)).body as {
       devices: JsonObject[];

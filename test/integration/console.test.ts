@@ -5,13 +5,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type Locator, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config/load.js";
-import { testLogger } from "../helpers/logs.js";
-import { Service } from "../../src/daemon/service.js";
+import type { Service } from "../../src/daemon/service.js";
 import type { RunningCloudService } from "../../src/sim/cloud/index.js";
 import { startSimulator, type RunningSimulator } from "../../src/sim/modbus/index.js";
 import { closeCloudTestResources, startTestCloud } from "../helpers/cloud.js";
 import { freePort } from "../helpers/ports.js";
+import { serveSite } from "../helpers/site.js";
 
 /**
  * The console in a real browser (Debian's chromium, driven by playwright-core) against a running
@@ -70,14 +69,8 @@ api: { listen: "127.0.0.1:${await freePort()}", token: ${TOKEN} }
 mappings: ./mappings
 `,
   );
-  const loaded = await loadConfig(configFile);
-  if (!loaded.ok) throw new Error(JSON.stringify(loaded.problems));
-  const service = new Service(configFile, loaded.config, testLogger());
-  await service.start();
-  running.push(() => service.stop());
-  const port = service.api?.address?.port;
-  if (port === undefined) throw new Error("the API did not bind");
-  return { sim, service, cloud, mappingFile, mapping, url: `http://127.0.0.1:${port}` };
+  const { service, url } = await serveSite(configFile, running);
+  return { sim, service, cloud, mappingFile, mapping, url };
 }
 
 async function page(url: string): Promise<Page> {
