@@ -32,21 +32,21 @@ async function parseJunit(file: string): Promise<{ tests: number; failures: stri
 /**
  * The log of the gateway a scenario ran, from the folder `shadowgate test` named in its output,
  * added to the run's secrets scan (the daemon logs into that folder, not to the CLI's stderr);
- * the folder is removed then.
+ * the folder is removed then, unless a check failed (`failed`): it is what explains the failure.
  */
-async function collect(stdout: string): Promise<string> {
+async function collect(stdout: string, failed = false): Promise<string> {
   const folder = /the gateway's log and data: (\S+)\)$/m.exec(stdout)?.[1];
   if (folder === undefined) return "";
   const log = await readFile(path.join(folder, "gateway.log"), "utf8").catch(() => "");
   keepLog("scenario-gateway", log);
-  await rm(folder, { recursive: true, force: true });
+  if (!failed) await rm(folder, { recursive: true, force: true });
   return log;
 }
 
 /** `shadowgate test ... --keep`, with the gateway's log as `gatewayLog` (see collect). */
 async function testCli(args: readonly string[]): Promise<Finished & { gatewayLog: string }> {
   const r = await runCli(["test", ...args, "--keep"]);
-  return { ...r, gatewayLog: await collect(r.stdout) };
+  return { ...r, gatewayLog: await collect(r.stdout, / steps failed /.test(r.stdout)) };
 }
 
 describe("shadowgate test", () => {
@@ -63,7 +63,8 @@ describe("shadowgate test", () => {
       expect(junit.failures).toEqual([]);
       expect(junit.tests).toBeGreaterThanOrEqual(10);
     },
-    60_000,
+    // The outage's first check after the restore may wait out a reconnect backoff of up to 60 s.
+    150_000,
   );
 
   it("fails on a mapping with the wrong byte order, naming the step, the point, the expected and the actual value", async () => {
