@@ -12,3 +12,17 @@ export const SHADOW_NAME = /^[a-zA-Z0-9:_-]{1,64}$/;
 
 export const localShadowName = (thingName: string, shadowName?: string): string =>
   shadowName === undefined ? thingName : `${thingName}.${shadowName}`;
+
+/**
+ * The thing and named shadow of a device the gateway knows by its local name: a device plan
+ * keeps the thing's name as its productKey and the local name as its deviceName
+ * (mapping/types.ts).
+ */
+export function awsShadowOf(d: { readonly productKey: string; readonly deviceName: string }): {
+  thingName: string;
+  shadowName?: string;
+} {
+  return d.deviceName === d.productKey
+    ? { thingName: d.productKey }
+    : { thingName: d.productKey, shadowName: d.deviceName.slice(d.productKey.length + 1) };
+}

@@ -15,6 +15,7 @@ import type {
 import { ApiServer } from "../api/server.js";
 import type { GatewayConfig } from "../config/gateway-schema.js";
 import { ErrorCodes } from "../core/errors.js";
+import { awsShadowOf } from "../core/shadow-identity.js";
 import type { Logger } from "../core/logger.js";
 import { COMMANDS_KEY, type JsonObject, type JsonValue } from "../core/types.js";
 import { LOCAL_SOURCE } from "../north/desired.js";
@@ -330,18 +331,9 @@ export class GatewayApiHost implements ApiHost {
   }
 }
 
-/**
- * How the API names a device's cloud shadow. A plan keeps an AWS thing's name as its productKey
- * and `thing.shadow` as its deviceName (mapping/types.ts); the API says thing and shadow.
- */
-function identity(d: DevicePlan): CloudIdentity {
-  if (d.addressing !== "aws") return { productKey: d.productKey };
-  const named = d.deviceName !== d.productKey;
-  return {
-    thingName: d.productKey,
-    ...(named && { shadowName: d.deviceName.slice(d.productKey.length + 1) }),
-  };
-}
+/** How the API names a device's cloud shadow: in its platform's own terms. */
+const identity = (d: DevicePlan): CloudIdentity =>
+  d.addressing === "aws" ? awsShadowOf(d) : { productKey: d.productKey };
 
 function summary(
   g: Gateway,

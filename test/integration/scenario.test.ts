@@ -208,9 +208,22 @@ points:
   pressure: { register: 40001, type: int16, scale: 0.01 }
   speed: { register: 40002, type: uint16, writable: true, max: 3000 }
 `,
+      // A named shadow of the same thing: the scenario knows it as pump-7.motor.
+      "mappings/motor.yaml": `version: 1
+device: { thingName: pump-7, shadowName: motor }
+source: plc1
+pollInterval: 200ms
+points:
+  rpm: { register: 40003, type: uint16, writable: true, max: 3000 }
+`,
       "aws.yaml": `version: 1
 config: gateway.yaml
 steps:
+  - plc: { set: pump-7.motor.rpm, to: 900 }
+  - expect: { cloud: pump-7.motor.rpm, equals: 900, within: 10s }
+  - desired: { set: pump-7.motor.rpm, to: 1500 }
+  - expect: { command: pump-7.motor.rpm, outcome: applied, within: 10s }
+  - expect: { register: pump-7.motor.rpm, words: [1500] }
   - plc: { set: pump-7.pressure, to: 2.35 }
   - expect: { cloud: pump-7.pressure, equals: 2.35, within: 10s }
   - desired: { set: pump-7.speed, to: 1200 }
@@ -226,7 +239,7 @@ steps:
       await writeFile(path.join(dir, f), "", { mode: 0o600 });
     const scenario = path.join(dir, "aws.yaml");
     const r = await testCli([scenario]);
-    expect(r.stdout).toContain("aws.yaml: every check held (8 steps");
+    expect(r.stdout).toContain("aws.yaml: every check held (13 steps");
     expect(r.code).toBe(0);
   }, 60_000);
 

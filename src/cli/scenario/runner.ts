@@ -4,6 +4,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { LoadedConfig, Problem } from "../../config/load.js";
 import { getPath } from "../../core/json.js";
+import { awsShadowOf } from "../../core/shadow-identity.js";
 import { COMMANDS_KEY, type JsonObject, type JsonValue } from "../../core/types.js";
 import type { DevicePlan } from "../../mapping/types.js";
 import { startAwsCloudService } from "../../sim/cloud/aws/index.js";
@@ -13,7 +14,7 @@ import { GatewayChild } from "./gateway-child.js";
 import type { SourceSimulator } from "../../sim/source-simulator.js";
 import { TcpProxy } from "../../sim/tcp-proxy.js";
 import { setPath } from "../../shadow/document.js";
-import type { Scenario, Step } from "./schema.js";
+import { splitName, type Scenario, type Step } from "./schema.js";
 
 /** One step's outcome, for the summary and the JUnit report. */
 export interface StepResult {
@@ -156,9 +157,14 @@ async function awsCloud(): Promise<LocalCloud> {
   const cloud = await startAwsCloudService({ mqttPort: 0, httpPort: 0 });
   return {
     mqttUrl: cloud.mqttUrl,
-    reported: (d) => cloud.service.getShadow(d.deviceName)?.state.reported,
+    // A named shadow's device is known locally as `thing.shadow`: the service wants the two.
+    reported: (d) => {
+      const { thingName, shadowName } = awsShadowOf(d);
+      return cloud.service.getShadow(thingName, shadowName)?.state.reported;
+    },
     async setDesired(d, desired) {
-      const r = cloud.service.update(d.deviceName, undefined, { state: { desired } });
+      const { thingName, shadowName } = awsShadowOf(d);
+      const r = cloud.service.update(thingName, shadowName, { state: { desired } });
       if (!r.ok) throw new Error(`the cloud refused the desired value: ${r.error.message}`);
     },
     close: () => cloud.close(),
@@ -221,9 +227,8 @@ export async function runScenario(
   const results: StepResult[] = [];
   // Names were checked against the config before the plant started (checkNames).
   const split = (name: string): [DevicePlan, string] => {
-    const dot = name.indexOf(".");
-    const device = plant.config.devices.find((d) => d.deviceName === name.slice(0, dot));
-    return [device as DevicePlan, name.slice(dot + 1)];
+    const { device, point } = splitName(plant.config.devices, name);
+    return [plant.config.devices.find((d) => d.deviceName === device) as DevicePlan, point];
   };
   const simOf = (d: DevicePlan): SourceSimulator | undefined => plant.sources.get(d.sourceId);
   try {

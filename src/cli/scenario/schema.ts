@@ -191,6 +191,25 @@ export function unknownName(
   return `${device} has no point ${point}`;
 }
 
+/**
+ * A scenario's `device.point`, split after the device: the first dot is not always the one, as
+ * a named AWS shadow's device is `thing.shadow` and a point may be a path (`alarm.overheat`).
+ * The longest device name that holds the point wins; with none, the first dot splits.
+ */
+export function splitName(
+  devices: readonly DevicePlan[],
+  name: string,
+): { device: string; point: string } {
+  const candidates = devices
+    .filter((d) => name.startsWith(`${d.deviceName}.`))
+    .sort((a, b) => b.deviceName.length - a.deviceName.length);
+  const point = (d: DevicePlan): string => name.slice(d.deviceName.length + 1);
+  const plan = candidates.find((d) => d.points.some((p) => p.name === point(d))) ?? candidates[0];
+  if (plan) return { device: plan.deviceName, point: point(plan) };
+  const dot = name.indexOf(".");
+  return { device: name.slice(0, dot), point: name.slice(dot + 1) };
+}
+
 /** Names in the scenario that the config does not have, as positioned problems. */
 export function checkNames(
   { scenario, source: src }: { scenario: Scenario; source: YamlSource },
@@ -199,8 +218,8 @@ export function checkNames(
 ): Problem[] {
   const problems: Problem[] = [];
   const known = (name: string): string | undefined => {
-    const dot = name.indexOf(".");
-    return unknownName(devices, name.slice(0, dot), name.slice(dot + 1));
+    const { device, point } = splitName(devices, name);
+    return unknownName(devices, device, point);
   };
   const check = (keyPath: Array<string | number>, name: string | undefined): void => {
     if (name === undefined) return;
