@@ -135,13 +135,17 @@ export class ApiServer {
    */
   private shadowBody(deviceName: string): ShadowBody | undefined {
     const revision = this.host.shadowRevision(deviceName);
+    // No revision: no such device (any more, after a reload).
+    if (revision === undefined) {
+      this.shadows.delete(deviceName);
+      return undefined;
+    }
     const cached = this.shadows.get(deviceName);
-    if (revision === undefined) this.shadows.delete(deviceName);
-    else if (cached?.revision === revision) return cached;
+    if (cached?.revision === revision) return cached;
     const view = this.host.shadow(deviceName);
     if (!view) return undefined;
     const made: ShadowBody = {
-      revision: revision ?? "",
+      revision,
       body: JSON.stringify({
         device: view.device,
         // One of the two identities: JSON leaves out the other's (undefined) fields.
@@ -153,7 +157,7 @@ export class ApiServer {
       }),
       served: false,
     };
-    if (revision !== undefined) this.shadows.set(deviceName, made);
+    this.shadows.set(deviceName, made);
     return made;
   }
 

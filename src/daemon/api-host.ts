@@ -294,18 +294,8 @@ export class GatewayApiHost implements ApiHost {
     const onCommand = (n: CommandNote): void =>
       this.emit({ type: "command", device: n.deviceName, point: n.point, outcome: n.outcome });
     const onLink = (l: LinkChange): void => this.emit({ type: "link", ...l });
-    const onRevised = (deviceName: string): void => {
-      for (const watcher of this.shadowWatchers) {
-        try {
-          watcher(deviceName);
-        } catch (err) {
-          this.log.error(
-            { err, code: ErrorCodes.INTERNAL, device: deviceName },
-            "API watch failed",
-          );
-        }
-      }
-    };
+    const onRevised = (deviceName: string): void =>
+      this.deliver(this.shadowWatchers, deviceName, { device: deviceName });
     const cloud = g.cloudSync;
     g.shadow.on("update", onUpdate);
     g.shadow.on("command", onCommand);
@@ -321,11 +311,20 @@ export class GatewayApiHost implements ApiHost {
 
   /** Runs inside the gateway's own emits (a poll's ingest): a listener's bug must stay here. */
   private emit(event: ApiEvent): void {
-    for (const listener of this.listeners) {
+    this.deliver(this.listeners, event, { event: event.type });
+  }
+
+  /** Calls each listener; one that throws is logged (with `fields`) and the others still run. */
+  private deliver<T>(
+    listeners: ReadonlySet<(value: T) => void>,
+    value: T,
+    fields: Record<string, unknown>,
+  ): void {
+    for (const listener of listeners) {
       try {
-        listener(event);
+        listener(value);
       } catch (err) {
-        this.log.error({ err, code: ErrorCodes.INTERNAL, event: event.type }, "API event failed");
+        this.log.error({ err, code: ErrorCodes.INTERNAL, ...fields }, "API event failed");
       }
     }
   }
