@@ -227,8 +227,8 @@ export async function runScenario(
   const results: StepResult[] = [];
   // Names were checked against the config before the plant started (checkNames).
   const split = (name: string): [DevicePlan, string] => {
-    const { device, point } = splitName(plant.config.devices, name);
-    return [plant.config.devices.find((d) => d.deviceName === device) as DevicePlan, point];
+    const { plan, point } = splitName(plant.config.devices, name);
+    return [plan as DevicePlan, point];
   };
   const simOf = (d: DevicePlan): SourceSimulator | undefined => plant.sources.get(d.sourceId);
   try {

@@ -194,18 +194,19 @@ export function unknownName(
 /**
  * A scenario's `device.point`, split after the device: the first dot is not always the one, as
  * a named AWS shadow's device is `thing.shadow` and a point may be a path (`alarm.overheat`).
- * The longest device name that holds the point wins; with none, the first dot splits.
+ * The longest device name that holds the point wins; with none, the first dot splits (and
+ * `plan` is undefined).
  */
 export function splitName(
   devices: readonly DevicePlan[],
   name: string,
-): { device: string; point: string } {
+): { device: string; point: string; plan?: DevicePlan } {
   const candidates = devices
     .filter((d) => name.startsWith(`${d.deviceName}.`))
     .sort((a, b) => b.deviceName.length - a.deviceName.length);
   const point = (d: DevicePlan): string => name.slice(d.deviceName.length + 1);
   const plan = candidates.find((d) => d.points.some((p) => p.name === point(d))) ?? candidates[0];
-  if (plan) return { device: plan.deviceName, point: point(plan) };
+  if (plan) return { device: plan.deviceName, point: point(plan), plan };
   const dot = name.indexOf(".");
   return { device: name.slice(0, dot), point: name.slice(dot + 1) };
 }
